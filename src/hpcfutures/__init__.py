@@ -1,0 +1,51 @@
+"""hpcfutures: ``concurrent.futures`` executors for serial, threaded and MPI-parallel
+Python functions, from a laptop to a SLURM or Flux cluster, by changing one class name.
+
+How a call flows (each box is a subpackage; imports point down only)::
+
+    user code
+      | exe.submit(fn, *args, resource_dict={...})
+      v
+    executors/     facade: validate input, merge resource defaults, pickle the call,
+      |            hold calls whose arguments are futures (done-callbacks, no polling)
+      v
+    scheduling/    pure state: Task, resource keys, core budget, dependency helpers
+      |
+      v  (engine: one fresh process per task, or a warm pool of workers)
+    launch/        how a worker process comes to exist: python, mpiexec; its env
+      |            (key, thread counts); its death seen at once through a pidfd
+      v
+    wire/          HMAC-authenticated frames; pipes for one-shot serial workers,
+      |            zmq (ipc:// locally, tcp across nodes) for warm and MPI workers
+      v
+    worker/        lean entry points run in the worker processes: one_shot, interactive
+                   (stdlib + cloudpickle on demand + zmq + mpi4py for MPI: nothing else)
+
+Public names are imported lazily, so ``import hpcfutures`` costs almost nothing.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "SingleNodeExecutor": "hpcfutures.executors.single_node",
+    "WorkerCrashedError": "hpcfutures.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hpcfutures' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

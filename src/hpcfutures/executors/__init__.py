@@ -1,0 +1,1 @@
+"""Executors: thin facades that validate input, merge defaults and pick an engine."""

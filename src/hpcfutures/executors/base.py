@@ -1,0 +1,234 @@
+"""``BaseExecutor``: the ``concurrent.futures.Executor`` face every executor shares.
+
+It validates input where the user can see the error (construction and ``submit()``),
+pickles the call in the caller's thread (an unpicklable argument is a ``TypeError`` right
+there), holds tasks whose arguments are futures until those resolve (callbacks, no
+polling), and hands ready tasks to an engine (one process per task, or a warm pool).
+"""
+
+from __future__ import annotations
+
+import atexit
+import inspect
+import sys
+import threading
+import weakref
+from concurrent.futures import Executor, Future
+from concurrent.futures import wait as wait_futures
+from typing import Any, Callable, Iterable, Iterator
+
+from hpcfutures.executors.outcome import fail_unstarted
+from hpcfutures.scheduling.dependencies import find_futures, propagate, substitute, when_all_done
+from hpcfutures.scheduling.resources import merge, validate
+from hpcfutures.scheduling.task import Task
+from hpcfutures.wire.frames import dumps_by_value
+
+_live: "weakref.WeakSet[BaseExecutor]" = weakref.WeakSet()
+
+
+def _at_exit() -> None:
+    """An executor left open when the interpreter exits: its queued work is finished as
+    ``concurrent.futures`` does, unless the exit is a Ctrl-C, which stops everything."""
+    interrupted = getattr(sys, "last_type", None) is KeyboardInterrupt
+    for executor in list(_live):
+        try:
+            if interrupted:
+                executor._terminate()
+            else:
+                executor.shutdown(wait=True)
+        except BaseException:
+            executor._terminate()
+
+
+atexit.register(_at_exit)
+
+_SIGNATURE_OK: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _check_function(fn: Callable) -> None:
+    if not callable(fn):
+        raise TypeError(f"submit() needs a callable, got {type(fn).__qualname__}")
+    try:
+        if _SIGNATURE_OK.get(fn):
+            return
+    except TypeError:  # not weak-referenceable
+        pass
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        params = {}
+    if "resource_dict" in params:
+        raise ValueError(
+            f"{getattr(fn, '__qualname__', fn)!r} has a parameter named 'resource_dict', which submit() "
+            "reserves for the task's resources; rename the parameter"
+        )
+    try:
+        _SIGNATURE_OK[fn] = True
+    except TypeError:
+        pass
+
+
+class BaseExecutor(Executor):
+    """Shared behaviour; subclasses choose the engine and the accepted resource keys."""
+
+    _task_keys: frozenset = frozenset()
+
+    def __init__(self, engine, defaults: dict, max_cores: int | None, info: dict, disable_dependencies: bool = False):
+        self._engine = engine
+        self._defaults = defaults
+        self._max_cores = max_cores
+        self._info = info
+        self._disable_dependencies = disable_dependencies
+        self._lock = threading.Lock()
+        self._shutdown = False
+        self._waiting: set[Task] = set()
+        self._outstanding: set[Future] = set()
+        _live.add(self)
+
+    # -- submit -------------------------------------------------------------------
+    def submit(self, fn: Callable, /, *args: Any, resource_dict: dict | None = None, **kwargs: Any) -> Future:
+        if self._shutdown:
+            raise RuntimeError("cannot submit to an executor after shutdown()")
+        _check_function(fn)
+        task_resources = self._check_task_resources(validate(resource_dict, "submit()", self._task_keys))
+        resources = merge(self._defaults, task_resources) if task_resources else self._defaults
+        future: Future = Future()
+        task = Task(future, fn, args, kwargs, resources)
+        upstream = find_futures(args) + find_futures(kwargs) if (args or kwargs) else []
+        if upstream:
+            if self._disable_dependencies:
+                raise TypeError(
+                    "an argument of this call is a Future, but the executor was created with "
+                    "disable_dependencies=True; pass results, or enable dependencies"
+                )
+            self._hold(task, upstream)
+        else:
+            task.payload = _pickle_call(task)
+            self._track(future)
+            self._engine.enqueue(task)
+        return future
+
+    def _check_task_resources(self, task_resources: dict) -> dict:
+        """Subclass hook: refuse what this executor cannot honour, with the reason."""
+        return task_resources
+
+    def _track(self, future: Future) -> None:
+        with self._lock:
+            self._outstanding.add(future)
+        future.add_done_callback(self._forget)
+
+    def _forget(self, future: Future) -> None:
+        with self._lock:
+            self._outstanding.discard(future)
+
+    def _hold(self, task: Task, upstream: list) -> None:
+        """Wait for every upstream future by callback, then enqueue (or propagate failure)."""
+        with self._lock:
+            self._waiting.add(task)
+            self._outstanding.add(task.future)
+        task.future.add_done_callback(self._forget)
+
+        def ready() -> None:
+            if not self._release(task):
+                return
+            try:
+                task.args = substitute(task.args)
+                task.kwargs = substitute(task.kwargs)
+                task.payload = _pickle_call(task)
+            except BaseException as exc:
+                fail_unstarted(task, exc)
+                return
+            self._engine.enqueue(task)
+
+        def failed(bad: Future) -> None:
+            if self._release(task):
+                propagate(bad, task.future)
+
+        when_all_done(upstream, ready, failed)
+
+    def _release(self, task: Task) -> bool:
+        with self._lock:
+            if task not in self._waiting:
+                return False
+            self._waiting.discard(task)
+            return True
+
+    # -- map ----------------------------------------------------------------------
+    def map(self, fn: Callable, *iterables: Iterable, timeout: float | None = None, chunksize: int = 1) -> Iterator:
+        """As ``Executor.map``; an iterable that is itself a Future is resolved first.
+        ``chunksize`` is accepted for compatibility: each call is already one message."""
+        iterables = tuple(it.result() if isinstance(it, Future) else it for it in iterables)
+        return super().map(fn, *iterables, timeout=timeout)
+
+    # -- shutdown -----------------------------------------------------------------
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            first = not self._shutdown
+            self._shutdown = True
+            waiting = list(self._waiting) if cancel_futures else []
+        for task in waiting:
+            if self._release(task):
+                task.future.cancel()
+        if cancel_futures:
+            self._engine.cancel_queued()
+        if wait:
+            self._drain_and_stop()
+        elif first:
+            threading.Thread(target=self._drain_and_stop, name="hpcfutures-shutdown", daemon=True).start()
+
+    def _drain_and_stop(self) -> None:
+        while True:
+            with self._lock:
+                pending = list(self._outstanding)
+            if not pending:
+                break
+            wait_futures(pending)
+        self._engine.stop(wait=True)
+        _live.discard(self)
+
+    def _terminate(self) -> None:
+        """Stop now: cancel what waits, kill what runs (Ctrl-C, interpreter exit)."""
+        with self._lock:
+            self._shutdown = True
+            waiting = list(self._waiting)
+        for task in waiting:
+            if self._release(task):
+                task.future.cancel()
+        self._engine.kill_all()
+        _live.discard(self)
+
+    def __exit__(self, exc_type, exc_val, exc_tb):
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            self._terminate()  # Ctrl-C means stop: do not wait for running work
+        else:
+            self.shutdown(wait=True)
+        return False
+
+    # -- introspection ------------------------------------------------------------
+    def __len__(self) -> int:
+        """Tasks not yet started: queued, or waiting for their dependencies."""
+        return self._engine.queued() + len(self._waiting)
+
+    @property
+    def info(self) -> dict:
+        return dict(self._info, max_workers=self._engine.max_workers)
+
+    @property
+    def max_workers(self) -> int:
+        return self._engine.max_workers
+
+    @max_workers.setter
+    def max_workers(self, n: int) -> None:
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"max_workers must be an int >= 1, got {n!r}")
+        self._engine.resize(n)
+        self._info["max_workers"] = n
+
+
+def _pickle_call(task: Task) -> bytes:
+    try:
+        return dumps_by_value({"fn": task.fn, "args": task.args, "kwargs": task.kwargs})
+    except Exception as exc:
+        raise TypeError(
+            f"the call {task.name}(...) cannot be pickled to send it to a worker: {type(exc).__name__}: {exc}"
+        ) from exc

@@ -1,0 +1,222 @@
+"""Engine: one fresh worker process per task.
+
+Each task gets a process made for its own ``resource_dict`` (cores, threads, cwd). Serial
+tasks talk to their process over two inherited pipes (no socket, no zmq import in the
+worker); MPI tasks start ``mpiexec`` and use a ``SocketInterface``. A thread per running
+task waits on the reply, the process's pidfd and its stderr at once, so a crash or a
+launcher that dies at start ends the future immediately.
+
+Admission is event-driven: ``enqueue`` and every task end start whatever fits the core
+budget next, first in first out. Nothing polls.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+from collections import deque
+
+from hpcfutures.errors import WorkerCrashedError
+from hpcfutures.executors.outcome import settle, stopped_by_shutdown, unpickle_reply
+from hpcfutures.launch.local import interactive_command, one_shot_command
+from hpcfutures.launch.process import WorkerProcess, deadline_after, remaining, worker_environment
+from hpcfutures.scheduling.budget import CoreBudget
+from hpcfutures.scheduling.task import Task
+from hpcfutures.wire.frames import loads, read_frame, write_frame
+
+
+class OneProcessPerTask:
+    def __init__(self, key: bytes, max_cores: int, max_running: int, hostname_localhost=None, log_obj_size=False):
+        self._key = key
+        self._hostname_localhost = hostname_localhost
+        self._log_obj_size = log_obj_size
+        self._lock = threading.Lock()
+        self._queue: deque[Task] = deque()
+        self._budget = CoreBudget(max_cores, max_running)
+        self._processes: dict[Task, WorkerProcess] = {}
+        self._threads: set[threading.Thread] = set()
+        self._killing = False
+
+    @property
+    def max_workers(self) -> int:
+        return self._budget.max_running
+
+    def resize(self, n: int) -> None:
+        with self._lock:
+            self._budget.max_running = n
+            started = self._admit()
+        self._start(started)
+
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def enqueue(self, task: Task) -> None:
+        with self._lock:
+            self._queue.append(task)
+            started = self._admit()
+        self._start(started)
+
+    # -- admission ----------------------------------------------------------------
+    def _admit(self) -> list[Task]:
+        started = []
+        while self._queue and not self._killing and self._budget.fits(self._queue[0].slots):
+            task = self._queue.popleft()
+            if task.future.set_running_or_notify_cancel():
+                self._budget.take(task.slots)
+                started.append(task)
+        return started
+
+    def _start(self, tasks: list[Task]) -> None:
+        for task in tasks:
+            thread = threading.Thread(target=self._run, args=(task,), name=f"hpcfutures-task-{task.name}", daemon=True)
+            with self._lock:
+                self._threads.add(thread)
+            thread.start()
+
+    def _run(self, task: Task) -> None:
+        try:
+            settle(task, self._execute(task))
+        except BaseException as exc:  # nothing may leave a future pending
+            settle(task, exc)
+        finally:
+            with self._lock:
+                self._budget.give(task.slots)
+                self._threads.discard(threading.current_thread())
+                started = self._admit()
+            self._start(started)
+
+    # -- running one task ---------------------------------------------------------
+    def _execute(self, task: Task):
+        res = task.resources
+        cwd = res.get("cwd")
+        if cwd is not None:
+            cwd = os.fspath(cwd)
+            os.makedirs(cwd, exist_ok=True)
+        env = worker_environment(self._key, res.get("threads_per_core", 1))
+        timeout = res.get("run_time_max")
+        if task.cores > 1:
+            return self._execute_mpi(task, env, cwd, timeout)
+        return self._execute_serial(task, env, cwd, timeout)
+
+    def _execute_serial(self, task: Task, env: dict, cwd, timeout):
+        task_r, task_w = os.pipe()
+        reply_r, reply_w = os.pipe()
+        try:
+            process = WorkerProcess(one_shot_command(task_r, reply_w), env, cwd=cwd, pass_fds=(task_r, reply_w))
+        finally:
+            os.close(task_r)
+            os.close(reply_w)
+        if not self._track(task, process):
+            os.close(task_w)
+            os.close(reply_r)
+            return stopped_by_shutdown()
+        try:
+            try:
+                write_frame(task_w, self._key, task.payload)
+            except BrokenPipeError:
+                pass  # it died before reading: the wait below reports how
+            finally:
+                os.close(task_w)
+            outcome = self._wait_pipe(process, reply_r, deadline_after(timeout), timeout)
+            if isinstance(outcome, bytes):
+                return unpickle_reply(loads, outcome)
+            return outcome
+        finally:
+            os.close(reply_r)
+            self._untrack(task)
+            if not process.wait_exit(5.0):
+                process.terminate()
+            process.close()
+
+    def _wait_pipe(self, process: WorkerProcess, reply_r: int, deadline, timeout):
+        poller = select.poll()
+        for fd in (reply_r, process.pidfd, process.stderr_fd):
+            poller.register(fd, select.POLLIN)
+        while True:
+            left = remaining(deadline)
+            events = dict(poller.poll(None if left is None else int(left * 1000) + 1))
+            if reply_r in events:
+                try:
+                    return read_frame(reply_r, self._key)
+                except (EOFError, OSError):
+                    poller.unregister(reply_r)
+                    process.wait_exit(5.0)
+                    return self._died(process)
+            if process.stderr_fd in events:
+                process.pump_stderr()
+                if not process._stderr_open:
+                    poller.unregister(process.stderr_fd)
+            if process.pidfd in events:
+                if select.select([reply_r], [], [], 0)[0]:
+                    continue
+                return self._died(process)
+            if deadline is not None and remaining(deadline) == 0:
+                process.terminate()
+                return TimeoutError(f"the task ran longer than run_time_max={timeout} s and was stopped")
+
+    def _execute_mpi(self, task: Task, env: dict, cwd, timeout):
+        from hpcfutures.wire.socket_interface import SocketInterface
+
+        link = SocketInterface(key=self._key, hostname_localhost=self._hostname_localhost, log_obj_size=self._log_obj_size)
+        try:
+            address = link.bind()
+            process = link.bootup(
+                interactive_command(address, task.cores, task.resources.get("openmpi_oversubscribe", False)), env, cwd
+            )
+            if not self._track(task, process):
+                return stopped_by_shutdown()
+            link.send_payload(task.payload)
+            try:
+                return link.receive_dict(timeout=timeout)
+            except WorkerCrashedError:
+                return self._died(process)
+            except TimeoutError:
+                process.terminate()
+                return TimeoutError(f"the task ran longer than run_time_max={timeout} s and was stopped")
+        finally:
+            self._untrack(task)
+            link.shutdown(wait=True)
+
+    def _died(self, process: WorkerProcess) -> BaseException:
+        if self._killing:
+            return stopped_by_shutdown()
+        return WorkerCrashedError(process.describe_exit())
+
+    # -- bookkeeping of live processes, for kill_all -------------------------------
+    def _track(self, task: Task, process: WorkerProcess) -> bool:
+        with self._lock:
+            if self._killing:
+                process.terminate()
+                return False
+            self._processes[task] = process
+            return True
+
+    def _untrack(self, task: Task) -> None:
+        with self._lock:
+            self._processes.pop(task, None)
+
+    def cancel_queued(self) -> None:
+        with self._lock:
+            queued, self._queue = list(self._queue), deque()
+        for task in queued:
+            task.future.cancel()
+
+    def stop(self, wait: bool) -> None:
+        if wait:
+            for thread in list(self._threads):
+                thread.join()
+
+    def kill_all(self) -> None:
+        """Stop everything now: queued tasks are cancelled, running processes killed."""
+        with self._lock:
+            self._killing = True
+            processes = list(self._processes.values())
+        self.cancel_queued()
+        for process in processes:
+            try:
+                os.killpg(process.pid, 9)
+            except (ProcessLookupError, PermissionError):
+                pass
+        self.stop(wait=True)
+

@@ -1,0 +1,175 @@
+"""``SingleNodeExecutor``: run functions on this machine, serial or MPI-parallel."""
+
+from __future__ import annotations
+
+import numbers
+import os
+from typing import Callable
+
+from hpcfutures.executors.base import BaseExecutor
+from hpcfutures.launch.local import check_can_launch
+from hpcfutures.scheduling.resources import DEFAULTS, KEYS, validate
+from hpcfutures.wire.frames import new_key
+
+# keys that exist in the API but cannot be honoured on one machine (yet): accepted only
+# with their neutral value, otherwise a ValueError that says why and what to use instead
+_NOT_HERE: dict[str, tuple[Callable, str]] = {
+    "num_nodes": (lambda v: v in (None, 1), "SingleNodeExecutor runs on this machine only; use SlurmJobExecutor for several nodes"),
+    "exclusive": (lambda v: v is False, "exclusive node use needs a scheduler (SlurmJobExecutor)"),
+    "gpus_per_core": (lambda v: not v, "GPU assignment on one machine is not implemented yet"),
+    "slurm_cmd_args": (lambda v: not v, "srun arguments need SlurmJobExecutor"),
+    "submission_template": (lambda v: v is None, "submission templates are for SlurmClusterExecutor"),
+    "priority": (lambda v: v is None, "priorities are for the queued-job executors; this one runs tasks first in first out"),
+    "cache_key": (lambda v: v is None, "the result cache is not implemented yet"),
+    "cache_directory": (lambda v: v is None, "the result cache is not implemented yet"),
+    "retries": (lambda v: v == 0, "task retries are not implemented yet"),
+}
+
+# keys a warm worker is built with: in block allocation they belong to the executor
+_WORKER_KEYS = ("cores", "threads_per_core", "gpus_per_core", "cwd", "openmpi_oversubscribe")
+
+
+def machine_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _check_count(name: str, value, minimum: int = 1):
+    if value is None:
+        return None
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum} or None, got {value!r}")
+    return int(value)
+
+
+def _refuse_unsupported(resources: dict, where: str) -> None:
+    for key, value in resources.items():
+        rule = _NOT_HERE.get(key)
+        if rule is not None and not rule[0](value):
+            raise ValueError(f"{where}: resource_dict[{key!r}]={value!r} is not supported: {rule[1]}")
+
+
+class SingleNodeExecutor(BaseExecutor):
+    """Run Python functions on this machine.
+
+    Without ``block_allocation`` every call gets a fresh process shaped by its own
+    ``resource_dict`` (``cores > 1``: ``mpiexec -n cores``); at most ``max_workers`` calls
+    (or ``max_cores`` cores) run at once — and when neither is given, as many cores as this
+    machine has, where executorlib starts every call at once. With ``block_allocation=True``
+    a pool of warm workers (optionally MPI-parallel, set up once by ``init_function``) runs
+    the calls, which removes the process start from every call.
+    """
+
+    _task_keys = frozenset(KEYS)
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        cache_directory: str | None = None,
+        max_cores: int | None = None,
+        resource_dict: dict | None = None,
+        hostname_localhost: bool | None = None,
+        block_allocation: bool = False,
+        init_function: Callable | None = None,
+        disable_dependencies: bool = False,
+        refresh_rate: float = 0.01,
+        plot_dependency_graph: bool = False,
+        plot_dependency_graph_filename: str | None = None,
+        export_workflow_filename: str | None = None,
+        log_obj_size: bool = False,
+        restart_limit: int = 0,
+        openmpi_oversubscribe: bool = False,
+    ):
+        max_workers = _check_count("max_workers", max_workers)
+        max_cores = _check_count("max_cores", max_cores)
+        restart_limit = _check_count("restart_limit", restart_limit, minimum=0)
+        if not isinstance(refresh_rate, numbers.Real) or refresh_rate < 0:
+            raise ValueError(f"refresh_rate must be a number >= 0, got {refresh_rate!r}")
+        if cache_directory is not None:
+            raise NotImplementedError("cache_directory: the result cache is not implemented yet in hpcfutures")
+        if plot_dependency_graph or plot_dependency_graph_filename or export_workflow_filename:
+            raise NotImplementedError("dependency-graph plotting and workflow export are not implemented yet in hpcfutures")
+        if init_function is not None and not block_allocation:
+            raise ValueError("init_function needs block_allocation=True: only warm workers keep its state between calls")
+        if init_function is not None and not callable(init_function):
+            raise TypeError(f"init_function must be callable, got {type(init_function).__qualname__}")
+        user_defaults = validate(resource_dict, "SingleNodeExecutor(resource_dict=...)", self._task_keys)
+        _refuse_unsupported(user_defaults, "SingleNodeExecutor(resource_dict=...)")
+        defaults = dict(DEFAULTS)
+        defaults["openmpi_oversubscribe"] = bool(openmpi_oversubscribe)
+        defaults.update(user_defaults)
+        slots = defaults["cores"] * defaults["threads_per_core"]
+        if max_cores is not None and defaults["cores"] > max_cores:
+            raise ValueError(f"resource_dict cores={defaults['cores']} exceeds max_cores={max_cores}")
+
+        self._block_allocation = bool(block_allocation)
+        check_can_launch(defaults["cores"])
+        key = new_key()
+        if block_allocation:
+            n = max_workers or max(1, (max_cores or machine_cores()) // slots)
+            if max_cores is not None and max_workers is not None:
+                n = max(1, min(max_workers, max_cores // slots))
+            from hpcfutures.executors.warm_pool import WarmPool
+
+            engine = WarmPool(
+                key,
+                n,
+                defaults,
+                init_function=init_function,
+                restart_limit=restart_limit,
+                hostname_localhost=hostname_localhost,
+                log_obj_size=log_obj_size,
+            )
+        else:
+            from hpcfutures.executors.one_process import OneProcessPerTask
+
+            if max_cores is not None:
+                budget = max_cores
+            elif max_workers is not None:
+                budget = max_workers * slots
+            else:
+                budget = machine_cores()
+            engine = OneProcessPerTask(
+                key,
+                max_cores=budget,
+                max_running=max_workers or budget,
+                hostname_localhost=hostname_localhost,
+                log_obj_size=log_obj_size,
+            )
+        info = {
+            "max_workers": max_workers,
+            "max_cores": max_cores,
+            "resource_dict": dict(defaults),
+            "block_allocation": bool(block_allocation),
+            "init_function": init_function,
+            "restart_limit": restart_limit,
+            "hostname_localhost": hostname_localhost,
+            "disable_dependencies": disable_dependencies,
+            "refresh_rate": refresh_rate,
+            "log_obj_size": log_obj_size,
+            "openmpi_oversubscribe": bool(openmpi_oversubscribe),
+        }
+        super().__init__(engine, defaults, max_cores, info, disable_dependencies=disable_dependencies)
+        self._checked_cores = {1, defaults["cores"]}
+
+    def _check_task_resources(self, task_resources: dict) -> dict:
+        if not task_resources:
+            return task_resources
+        _refuse_unsupported(task_resources, "submit()")
+        if self._block_allocation:
+            changed = [k for k in _WORKER_KEYS if k in task_resources and task_resources[k] != self._defaults.get(k)]
+            if changed:
+                raise ValueError(
+                    f"submit(): with block_allocation=True the workers are started once with the executor's "
+                    f"resource_dict; a task cannot change {changed}. Set them on the executor instead."
+                )
+            return task_resources
+        cores = task_resources.get("cores", self._defaults["cores"])
+        if self._max_cores is not None and cores > self._max_cores:
+            raise ValueError(f"submit(): resource_dict cores={cores} exceeds max_cores={self._max_cores}")
+        if cores not in self._checked_cores:
+            check_can_launch(cores)
+            self._checked_cores.add(cores)
+        return task_resources

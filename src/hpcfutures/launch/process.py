@@ -1,0 +1,165 @@
+"""Start a worker process, notice its end at once, stop it and everything it started.
+
+Death is an event here, not a timer: each process gets a pidfd (Linux >= 5.3), which
+becomes readable the moment the process ends, and the driver waits on it together with
+the reply channel. Each worker runs in its own session, so a terminal's Ctrl-C reaches the
+driver only (which then stops the workers) and ``killpg`` reaches ``mpiexec`` and its ranks.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Mapping, Sequence
+
+from hpcfutures.wire.frames import DRIVER_PID_ENV, KEY_ENV
+
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
+STDERR_TAIL = 8192
+
+
+def worker_environment(key: bytes, threads_per_core: int, extra: Mapping[str, str] | None = None) -> dict:
+    """The environment of a worker: the driver's, the secret key (never on the command
+    line), and the thread count for every common threading runtime."""
+    env = dict(os.environ)
+    env[KEY_ENV] = key.hex()
+    env[DRIVER_PID_ENV] = str(os.getpid())
+    for name in THREAD_VARIABLES:
+        env[name] = str(threads_per_core)
+    if extra:
+        env.update(extra)
+    return env
+
+
+def python_command(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+class WorkerProcess:
+    """One launched process (a python worker, or ``mpiexec`` running workers)."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        cwd: str | None = None,
+        pass_fds: Sequence[int] = (),
+    ):
+        self.argv = list(argv)
+        try:
+            self.popen = subprocess.Popen(
+                self.argv,
+                env=dict(env),
+                cwd=cwd,
+                pass_fds=tuple(pass_fds),
+                stdin=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"cannot start worker: {exc.filename!r} not found ({' '.join(self.argv)})") from exc
+        self.pid = self.popen.pid
+        self.pidfd = os.pidfd_open(self.pid)
+        self.stderr_fd = self.popen.stderr.fileno()
+        os.set_blocking(self.stderr_fd, False)
+        self._tail = bytearray()
+        self._stderr_open = True
+
+    # -- stderr: shown to the user as it comes, its tail kept for error messages --------
+    def pump_stderr(self) -> None:
+        while self._stderr_open:
+            try:
+                chunk = os.read(self.stderr_fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self._stderr_open = False
+                return
+            self._tail += chunk
+            del self._tail[:-STDERR_TAIL]
+            try:
+                sys.stderr.write(chunk.decode(errors="replace"))
+            except Exception:
+                pass
+
+    @property
+    def stderr_tail(self) -> str:
+        return self._tail.decode(errors="replace").strip()
+
+    # -- end of life ------------------------------------------------------------------
+    def exited(self) -> bool:
+        return self.popen.poll() is not None
+
+    def describe_exit(self) -> str:
+        code = self.popen.wait()
+        self.pump_stderr()
+        if code < 0:
+            try:
+                how = f"killed by signal {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"killed by signal {-code}"
+        else:
+            how = f"exited with code {code}"
+        text = f"worker process {self.pid} ({os.path.basename(self.argv[0])}) {how}"
+        tail = self.stderr_tail
+        if tail:
+            text += "; its stderr ends with:\n" + tail[-2000:]
+        return text
+
+    def wait_exit(self, timeout: float) -> bool:
+        import select
+
+        if self.popen.poll() is not None:
+            return True
+        if self.pidfd < 0:
+            try:
+                self.popen.wait(timeout)
+                return True
+            except subprocess.TimeoutExpired:
+                return False
+        ready, _, _ = select.select([self.pidfd], [], [], timeout)
+        return bool(ready) and self.popen.poll() is not None
+
+    def terminate(self, grace: float = 1.0) -> None:
+        """SIGTERM to the whole process group, SIGKILL after ``grace`` seconds."""
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+            if self.popen.poll() is not None:
+                break
+            try:
+                os.killpg(self.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+            if self.wait_exit(wait):
+                break
+        # ranks or children that outlived their leader share its process group
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def close(self) -> None:
+        if self.pidfd >= 0:
+            if self.popen.poll() is not None:
+                self.pump_stderr()
+            os.close(self.pidfd)
+            self.pidfd = -1
+            self.popen.stderr.close()
+
+
+def deadline_after(seconds: float | None) -> float | None:
+    return None if seconds is None else time.monotonic() + seconds
+
+
+def remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())

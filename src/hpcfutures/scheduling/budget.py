@@ -1,0 +1,29 @@
+"""The core budget of the one-process-per-task mode: how many tasks, and how many cores,
+may run at once."""
+
+from __future__ import annotations
+
+
+class CoreBudget:
+    """Admits a task when it fits both limits. A task larger than an *implicit* budget
+    (the machine's core count, when the user gave none) still runs, alone, rather than
+    never; an explicit ``max_cores`` is checked at ``submit()`` instead."""
+
+    def __init__(self, max_cores: int, max_running: int):
+        self.max_cores = max_cores
+        self.max_running = max_running
+        self.used = 0
+        self.running = 0
+
+    def fits(self, slots: int) -> bool:
+        if self.running == 0:
+            return True
+        return self.running < self.max_running and self.used + slots <= self.max_cores
+
+    def take(self, slots: int) -> None:
+        self.used += slots
+        self.running += 1
+
+    def give(self, slots: int) -> None:
+        self.used -= slots
+        self.running -= 1

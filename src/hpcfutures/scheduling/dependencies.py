@@ -1,0 +1,83 @@
+"""Futures as arguments: find them, wait for them by callback, substitute their results.
+
+Waiting is event-driven: each upstream future gets a done-callback; the last one to finish
+releases the task. No thread sleeps, nothing polls, and a waiting task holds no worker.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future
+from typing import Any, Callable
+
+_CONTAINERS = (list, tuple, dict)
+
+
+def find_futures(obj: Any, found: list | None = None) -> list:
+    """Every Future in ``obj``: itself, or inside lists, tuples and dict values, at any depth."""
+    if found is None:
+        found = []
+    if isinstance(obj, Future):
+        found.append(obj)
+    elif isinstance(obj, (list, tuple)):
+        for item in obj:
+            if isinstance(item, (Future,) + _CONTAINERS):
+                find_futures(item, found)
+    elif isinstance(obj, dict):
+        for item in obj.values():
+            if isinstance(item, (Future,) + _CONTAINERS):
+                find_futures(item, found)
+    return found
+
+
+def substitute(obj: Any) -> Any:
+    """A copy of ``obj`` with each (done) Future replaced by its result."""
+    if isinstance(obj, Future):
+        return obj.result()
+    if isinstance(obj, list):
+        return [substitute(x) for x in obj]
+    if isinstance(obj, tuple):
+        items = [substitute(x) for x in obj]
+        return type(obj)(*items) if hasattr(obj, "_fields") else tuple(items)
+    if isinstance(obj, dict):
+        return {k: substitute(v) for k, v in obj.items()}
+    return obj
+
+
+def when_all_done(futures: list, on_ready: Callable[[], None], on_failed: Callable[[Future], None]) -> None:
+    """Call ``on_ready()`` once every future succeeded, or ``on_failed(first_bad)`` once
+    one of them failed or was cancelled — whichever comes first, exactly once."""
+    pending = {id(f) for f in futures}
+    lock = threading.Lock()
+    finished = [False]
+
+    def done(fut: Future) -> None:
+        with lock:
+            if finished[0]:
+                return
+            bad = fut.cancelled() or fut.exception() is not None
+            pending.discard(id(fut))
+            if bad or not pending:
+                finished[0] = True
+            else:
+                return
+        if bad:
+            on_failed(fut)
+        else:
+            on_ready()
+
+    for fut in futures:
+        fut.add_done_callback(done)
+
+
+def propagate(upstream: Future, downstream: Future) -> None:
+    """Give ``downstream`` the fate of a failed or cancelled ``upstream``."""
+    if upstream.cancelled():
+        downstream.cancel()
+        if not downstream.cancelled() and downstream.set_running_or_notify_cancel():
+            from concurrent.futures import CancelledError
+
+            downstream.set_exception(CancelledError("an upstream future was cancelled"))
+        return
+    if downstream.set_running_or_notify_cancel():
+        downstream.set_exception(upstream.exception())

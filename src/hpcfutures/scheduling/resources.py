@@ -1,0 +1,79 @@
+"""``resource_dict``: which keys exist, what types they take, how defaults merge.
+
+"Where does a task get its cores?" — here: ``merge`` combines the executor's defaults
+with the task's own dict, after ``validate`` has checked both, so a typo or a wrong type is
+a ``ValueError``/``TypeError`` at construction or ``submit()``, never a hung future.
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+from typing import Any, Iterable
+
+_INT = (numbers.Integral,)
+_NUM = (numbers.Real,)
+_PATH = (str, os.PathLike)
+
+# key -> (accepted types, may be None, description of the accepted values)
+KEYS: dict[str, tuple[tuple, bool, str]] = {
+    "cores": (_INT, False, "an int >= 1 (MPI ranks)"),
+    "threads_per_core": (_INT, False, "an int >= 1"),
+    "gpus_per_core": (_NUM, False, "a number >= 0"),
+    "cwd": (_PATH, True, "a path"),
+    "cache_key": ((str,), True, "a str"),
+    "cache_directory": (_PATH, True, "a path"),
+    "num_nodes": (_INT, True, "an int >= 1"),
+    "exclusive": ((bool,), False, "a bool"),
+    "error_log_file": (_PATH, True, "a path"),
+    "run_time_max": (_NUM, True, "a number of seconds > 0"),
+    "priority": (_INT, True, "an int"),
+    "slurm_cmd_args": ((list, tuple), True, "a list of str"),
+    "submission_template": ((str,), True, "a str"),
+    "openmpi_oversubscribe": ((bool,), False, "a bool"),
+    "retries": (_INT, False, "an int >= 0"),
+}
+
+DEFAULTS: dict[str, Any] = {
+    "cores": 1,
+    "threads_per_core": 1,
+    "gpus_per_core": 0,
+    "cwd": None,
+    "openmpi_oversubscribe": False,
+}
+
+_POSITIVE = {"cores", "threads_per_core", "num_nodes"}
+
+
+def validate(resource_dict: dict | None, where: str, allowed: Iterable[str] | None = None) -> dict:
+    """Check keys and value types; return a copy."""
+    if resource_dict is None:
+        return {}
+    if not isinstance(resource_dict, dict):
+        raise TypeError(f"{where}: resource_dict must be a dict, got {type(resource_dict).__qualname__}")
+    allowed = set(KEYS if allowed is None else allowed)
+    unknown = sorted(set(resource_dict) - allowed)
+    if unknown:
+        raise ValueError(f"{where}: unknown resource_dict key(s) {unknown}; accepted keys: {sorted(allowed)}")
+    for key, value in resource_dict.items():
+        types, nullable, text = KEYS[key]
+        if value is None and nullable:
+            continue
+        bad_type = not isinstance(value, types) or (isinstance(value, bool) and bool not in types)
+        if bad_type:
+            raise TypeError(f"{where}: resource_dict[{key!r}] must be {text}, got {value!r}")
+        if key in _POSITIVE and value < 1:
+            raise ValueError(f"{where}: resource_dict[{key!r}] must be {text}, got {value!r}")
+        if key in ("gpus_per_core", "retries") and value < 0:
+            raise ValueError(f"{where}: resource_dict[{key!r}] must be {text}, got {value!r}")
+        if key == "run_time_max" and value <= 0:
+            raise ValueError(f"{where}: resource_dict[{key!r}] must be {text}, got {value!r}")
+        if key == "slurm_cmd_args" and not all(isinstance(a, str) for a in value):
+            raise TypeError(f"{where}: resource_dict['slurm_cmd_args'] must be {text}, got {value!r}")
+    return dict(resource_dict)
+
+
+def merge(defaults: dict, task: dict) -> dict:
+    merged = dict(defaults)
+    merged.update(task)
+    return merged

@@ -1,0 +1,111 @@
+"""Authenticated message frames, the one format both ends of every link speak.
+
+A frame is ``HMAC-SHA256(key, payload) || payload`` where the payload is a pickle.
+The receiver checks the MAC *before* unpickling, so a peer without the key can make
+us drop bytes but never run code (unpickling is code execution).
+
+This module is imported by the worker processes, so it may import only the standard
+library; cloudpickle is imported lazily, the first time something needs pickling by
+value (a lambda, a function from ``__main__``, a class defined in a notebook).
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import pickle
+import secrets
+import struct
+from hashlib import sha256
+from typing import Any
+
+KEY_ENV = "HPCFUTURES_KEY"
+"""Environment variable carrying the hex key to a worker: never the command line,
+where every user of the machine can read it in ``ps``."""
+
+DRIVER_PID_ENV = "HPCFUTURES_DRIVER_PID"
+"""Pid of the driver; a worker on the same machine exits when that process ends."""
+
+MAC_SIZE = 32
+_LENGTH = struct.Struct("!Q")
+
+
+class AuthenticationError(Exception):
+    """A frame whose MAC does not match the key: dropped unread."""
+
+
+def new_key() -> bytes:
+    return secrets.token_bytes(32)
+
+
+def take_key_from_env() -> bytes:
+    """Read the key and remove it, so that subprocesses the user's function starts
+    do not inherit it."""
+    value = os.environ.pop(KEY_ENV, None)
+    if not value:
+        raise RuntimeError(f"{KEY_ENV} is not set: this worker was not started by hpcfutures")
+    return bytes.fromhex(value)
+
+
+def seal(key: bytes, payload: bytes) -> bytes:
+    return hmac.new(key, payload, sha256).digest() + payload
+
+
+def unseal(key: bytes, frame: bytes) -> bytes:
+    """Return the payload of an authentic frame; raise for anything else."""
+    if len(frame) < MAC_SIZE:
+        raise AuthenticationError("frame shorter than its MAC")
+    mac, payload = frame[:MAC_SIZE], frame[MAC_SIZE:]
+    if not hmac.compare_digest(mac, hmac.new(key, payload, sha256).digest()):
+        raise AuthenticationError("frame failed HMAC authentication")
+    return payload
+
+
+def dumps(obj: Any) -> bytes:
+    """Pickle by reference when possible (fast, no cloudpickle import), by value when needed."""
+    try:
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        import cloudpickle
+
+        return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def dumps_by_value(obj: Any) -> bytes:
+    """Functions are always sent with cloudpickle: a function defined in ``__main__``
+    pickles "fine" by reference with plain pickle and then fails to load in the worker."""
+    import cloudpickle
+
+    return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def loads(payload: bytes) -> Any:
+    # cloudpickle output loads with plain pickle: it names its own helpers, which are
+    # imported on demand, so the worker pays for cloudpickle only when it is used.
+    return pickle.loads(payload)
+
+
+# ---- framing over a byte stream (pipes of one-shot workers) -------------------------
+
+def write_frame(fd: int, key: bytes, payload: bytes) -> None:
+    frame = seal(key, payload)
+    view = memoryview(_LENGTH.pack(len(frame)) + frame)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def read_exactly(fd: int, size: int) -> bytes:
+    chunks = []
+    while size:
+        chunk = os.read(fd, min(size, 1 << 20))
+        if not chunk:
+            raise EOFError("peer closed the pipe")
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_frame(fd: int, key: bytes) -> bytes:
+    (size,) = _LENGTH.unpack(read_exactly(fd, _LENGTH.size))
+    return unseal(key, read_exactly(fd, size))

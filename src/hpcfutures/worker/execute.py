@@ -1,0 +1,107 @@
+"""Call a function inside a worker and turn the outcome into a reply that can travel.
+
+Shared by every worker kind. A reply is ``{"result": value}`` or
+``{"error": exception, "traceback": text}``; the driver rebuilds the exception and chains
+the worker-side traceback text as its ``__cause__``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+import threading
+import traceback
+from typing import Any
+
+from hpcfutures.wire.frames import DRIVER_PID_ENV, dumps
+
+WORKER_ID_NAME = "executorlib_worker_id"
+
+
+def inject(fn, kwargs: dict, store: dict) -> dict:
+    """Add the entries of the ``init_function`` store that ``fn`` has a parameter for,
+    unless the caller passed them: explicit arguments win."""
+    if not store:
+        return kwargs
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return kwargs
+    extra = {k: v for k, v in store.items() if k in params and k not in kwargs}
+    return {**extra, **kwargs} if extra else kwargs
+
+
+def call(message: dict, store: dict) -> dict:
+    fn = message["fn"]
+    try:
+        kwargs = inject(fn, message.get("kwargs", {}), store)
+        return {"result": fn(*message.get("args", ()), **kwargs)}
+    except BaseException as exc:  # SystemExit too: it must reach the caller, not end the worker
+        return error_reply(exc)
+
+
+def error_reply(exc: BaseException) -> dict:
+    return {"error": exc, "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))}
+
+
+def encode_reply(reply: dict) -> bytes:
+    """Pickle a reply; when the value cannot be pickled, only this call fails, with a
+    message that says what could not be sent."""
+    try:
+        return dumps(reply)
+    except BaseException as exc:
+        if "result" in reply:
+            problem = TypeError(
+                f"the result of type {type(reply['result']).__qualname__} could not be pickled "
+                f"to send it back: {type(exc).__name__}: {exc}"
+            )
+            return dumps({"error": problem, "traceback": ""})
+        original = reply["error"]
+        stand_in = RuntimeError(f"{type(original).__qualname__}: {original} (the exception itself could not be pickled)")
+        return dumps({"error": stand_in, "traceback": reply.get("traceback", "")})
+
+
+def run_init(init_function, worker_id: int) -> dict:
+    kwargs = {WORKER_ID_NAME: worker_id} if _accepts(init_function, WORKER_ID_NAME) else {}
+    store = init_function(**kwargs)
+    if not isinstance(store, dict):
+        raise TypeError(f"init_function must return a dict, got {type(store).__qualname__}")
+    return {**store, WORKER_ID_NAME: worker_id}
+
+
+def _accepts(fn, name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def exit_with_driver() -> None:
+    """End this process when the driver process ends, even by SIGKILL, so that no worker
+    outlives the program that started it. Uses a pidfd: an event, not a timer."""
+    pid = int(os.environ.get(DRIVER_PID_ENV, "0"))
+    if pid <= 0 or not hasattr(os, "pidfd_open"):
+        return
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:  # the driver is already gone
+        os._exit(70)
+    except OSError:
+        return
+
+    def watch():
+        import select
+
+        select.select([fd], [], [])
+        os._exit(70)
+
+    threading.Thread(target=watch, name="hpcfutures-driver-watch", daemon=True).start()
+
+
+def flush_std_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass

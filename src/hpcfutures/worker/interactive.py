@@ -1,0 +1,113 @@
+"""A warm worker: connects to the driver over zmq and runs calls until told to stop.
+
+Usage: ``python -m hpcfutures.worker.interactive ADDRESS [--mpi]``.
+With ``--mpi`` it runs under ``mpiexec``/``srun``: rank 0 talks to the driver, broadcasts
+each call to every rank, every rank runs the function, and rank 0 sends back the list of
+the ranks' results ordered by rank (or the error of the lowest failing rank).
+
+Messages from the driver: ``{"fn", "args", "kwargs"}`` (a call), ``{"init": fn,
+"worker_id": n}`` (run ``init_function`` once; its dict feeds later calls), and
+``{"shutdown": True}``.
+"""
+
+import sys
+
+from hpcfutures.wire.frames import dumps, loads, seal, take_key_from_env, unseal, AuthenticationError
+from hpcfutures.worker.execute import call, encode_reply, error_reply, exit_with_driver, flush_std_streams, run_init
+
+
+class _Link:
+    """Rank 0's end of the zmq PAIR socket; frames that fail authentication are dropped."""
+
+    def __init__(self, address: str, key: bytes):
+        import zmq
+
+        self._key = key
+        self._context = zmq.Context()
+        self._socket = self._context.socket(zmq.PAIR)
+        self._socket.setsockopt(zmq.LINGER, 2000)
+        self._socket.connect(address)
+
+    def receive(self) -> bytes:
+        while True:
+            try:
+                return unseal(self._key, self._socket.recv(copy=True))
+            except AuthenticationError:
+                continue
+
+    def send(self, payload: bytes) -> None:
+        self._socket.send(seal(self._key, payload), copy=False)
+
+    def close(self) -> None:
+        self._socket.close()
+        self._context.term()
+
+
+def _handle(message: dict, store: dict) -> dict:
+    if "init" in message:
+        try:
+            store.update(run_init(message["init"], message.get("worker_id", 0)))
+            return {"result": None}
+        except BaseException as exc:
+            return error_reply(exc)
+    return call(message, store)
+
+
+def serve_serial(link: _Link) -> None:
+    store: dict = {}
+    while True:
+        message = loads(link.receive())
+        if message.get("shutdown"):
+            return
+        reply = encode_reply(_handle(message, store))
+        flush_std_streams()
+        link.send(reply)
+
+
+def serve_mpi(link, comm) -> None:
+    rank = comm.Get_rank()
+    store: dict = {}
+    while True:
+        payload = link.receive() if rank == 0 else None
+        payload = comm.bcast(payload, root=0)
+        message = loads(payload)
+        if message.get("shutdown"):
+            return
+        parts = comm.gather(encode_reply(_handle(message, store)), root=0)
+        flush_std_streams()
+        if rank == 0:
+            link.send(_combine(parts, is_call="init" not in message))
+
+
+def _combine(parts: list, is_call: bool) -> bytes:
+    replies = [loads(p) for p in parts]
+    for rank, reply in enumerate(replies):
+        if "error" in reply:
+            reply["traceback"] = f"on MPI rank {rank} of {len(replies)}:\n" + reply.get("traceback", "")
+            return dumps(reply)
+    if not is_call:
+        return parts[0]
+    return encode_reply({"result": [r["result"] for r in replies]})
+
+
+def main(argv: list) -> int:
+    address = argv[1]
+    use_mpi = "--mpi" in argv[2:]
+    key = take_key_from_env()
+    exit_with_driver()
+    if use_mpi:
+        from mpi4py import MPI
+
+        comm = MPI.COMM_WORLD
+        link = _Link(address, key) if comm.Get_rank() == 0 else None
+        serve_mpi(link, comm)
+    else:
+        link = _Link(address, key)
+        serve_serial(link)
+    if link is not None:
+        link.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

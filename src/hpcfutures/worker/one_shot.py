@@ -1,0 +1,29 @@
+"""Run exactly one serial task in a fresh process, talking to the driver over two pipes.
+
+Usage: ``python -m hpcfutures.worker.one_shot TASK_FD REPLY_FD``. The pipes are inherited
+from the driver, so no socket exists that anyone else could reach, and this process never
+imports zmq: it starts in little more than the time of a bare interpreter.
+"""
+
+import os
+import sys
+
+from hpcfutures.wire.frames import loads, read_frame, take_key_from_env, write_frame
+from hpcfutures.worker.execute import call, encode_reply, exit_with_driver, flush_std_streams
+
+
+def main(argv: list) -> int:
+    task_fd, reply_fd = int(argv[1]), int(argv[2])
+    key = take_key_from_env()
+    exit_with_driver()
+    message = loads(read_frame(task_fd, key))
+    os.close(task_fd)
+    reply = encode_reply(call(message, {}))
+    flush_std_streams()
+    write_frame(reply_fd, key, reply)
+    os.close(reply_fd)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
