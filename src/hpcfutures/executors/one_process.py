@@ -166,8 +166,8 @@ class OneProcessPerTask:
             )
             if not self._track(task, process):
                 return stopped_by_shutdown()
-            link.send_payload(task.payload)
             try:
+                link.send_payload(task.payload)
                 return link.receive_dict(timeout=timeout)
             except WorkerCrashedError:
                 return self._died(process)

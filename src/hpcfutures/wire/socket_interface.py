@@ -94,11 +94,28 @@ class SocketInterface:
             import logging
 
             logging.getLogger("hpcfutures").info("send %d bytes", len(payload))
-        self._socket.send(seal(self.key, payload), copy=False)
+        self.send_payload(payload)
 
     def send_payload(self, payload: bytes) -> None:
-        """Send an already pickled message (pickled where the error belongs: at submit)."""
-        self._socket.send(seal(self.key, payload), copy=False)
+        """Send an already pickled message (pickled where the error belongs: at submit).
+
+        A PAIR socket blocks a send until its peer has connected; a worker whose launcher
+        died before connecting would block us forever, so wait on its pidfd as well."""
+        frame = seal(self.key, payload)
+        while True:
+            try:
+                self._socket.send(frame, flags=zmq.NOBLOCK, copy=False)
+                return
+            except zmq.Again:
+                pass
+            process = self.process
+            poller = zmq.Poller()
+            poller.register(self._socket, zmq.POLLOUT)
+            if process is not None:
+                poller.register(process.pidfd, zmq.POLLIN)
+            events = dict(poller.poll())
+            if process is not None and process.pidfd in events and self._socket not in events:
+                raise WorkerCrashedError(process.describe_exit())
 
     def receive_dict(self, timeout: float | None = None, wake_fd: int | None = None) -> Any:
         """Next authentic reply. Raises ``WorkerCrashedError`` if the worker ends first,

@@ -1,0 +1,104 @@
+"""Functions the tests submit (importable by workers: the tests directory is on sys.path
+of the workers through the driver's cwd and PYTHONPATH)."""
+
+import os
+import signal
+import sys
+import time
+
+
+def add(a, b=0):
+    return a + b
+
+
+def identity(x):
+    return x
+
+
+def boom(msg="boom"):
+    raise ValueError(msg)
+
+
+def sleep_then(seconds, value=None):
+    time.sleep(seconds)
+    return value
+
+
+def my_pid():
+    return os.getpid()
+
+
+def write_pid_then_sleep(path, seconds):
+    with open(path, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(seconds)
+    return "finished"
+
+
+def kill_self():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def exit_hard(code):
+    os._exit(code)
+
+
+def call_sys_exit(code):
+    sys.exit(code)
+
+
+def unpicklable_result():
+    import threading
+
+    return threading.Lock()
+
+
+def env(name):
+    return os.environ.get(name)
+
+
+def cwd():
+    return os.getcwd()
+
+
+def worker_modules():
+    return sorted(m for m in sys.modules if m == "hpcfutures" or m.startswith("hpcfutures.")), "zmq" in sys.modules
+
+
+def mpi_ranks(i):
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    return i, comm.Get_size(), comm.Get_rank()
+
+
+def mpi_fail_on_rank(rank_to_fail):
+    from mpi4py import MPI
+
+    if MPI.COMM_WORLD.Get_rank() == rank_to_fail:
+        raise KeyError(f"rank {rank_to_fail}")
+    return MPI.COMM_WORLD.Get_rank()
+
+
+def uses_store(i, j, k):
+    return i + j + k
+
+
+def init_store():
+    return {"j": 4, "k": 3, "l": 2}
+
+
+def init_with_id(executorlib_worker_id):
+    return {"wid": executorlib_worker_id}
+
+
+def get_wid(wid):
+    return wid
+
+
+def get_executorlib_worker_id(executorlib_worker_id):
+    return executorlib_worker_id
+
+
+def init_fails():
+    raise RuntimeError("init went wrong")

@@ -1,0 +1,127 @@
+"""MPI-parallel functions (run under Open MPI in .venv and MPICH in .venv-mpich)."""
+
+import os
+import stat
+import sys
+
+import pytest
+
+import funcs
+from hpcfutures import SingleNodeExecutor, WorkerCrashedError
+from hpcfutures.launch import mpi as mpi_launch
+
+pytestmark = [pytest.mark.mpi, pytest.mark.timeout(120)]
+
+
+def test_mpi_family_is_detected():
+    family = mpi_launch.mpi_family(mpi_launch.find_mpiexec())
+    assert family in ("openmpi", "mpich")
+    from mpi4py import MPI
+
+    library = MPI.Get_library_version()
+    assert ("Open MPI" in library) == (family == "openmpi")
+
+
+def test_every_rank_runs_and_results_are_ordered_by_rank():
+    with SingleNodeExecutor(max_cores=2) as exe:
+        fut = exe.submit(funcs.mpi_ranks, 3, resource_dict={"cores": 2})
+        assert fut.result(timeout=60) == [(3, 2, 0), (3, 2, 1)]
+        assert exe.submit(funcs.add, 1, 1).result(timeout=30) == 2  # serial beside MPI
+
+
+def test_executor_level_cores():
+    with SingleNodeExecutor(resource_dict={"cores": 2}) as exe:
+        assert exe.submit(funcs.mpi_ranks, "x").result(timeout=60) == [("x", 2, 0), ("x", 2, 1)]
+
+
+def test_oversubscribe_three_ranks_on_two_cores():
+    with SingleNodeExecutor(openmpi_oversubscribe=True) as exe:
+        result = exe.submit(funcs.mpi_ranks, 0, resource_dict={"cores": 3}).result(timeout=60)
+    assert [r[2] for r in result] == [0, 1, 2] and {r[1] for r in result} == {3}
+
+
+def test_error_on_one_rank_reaches_the_future():
+    with SingleNodeExecutor() as exe:
+        with pytest.raises(KeyError, match="rank 1") as info:
+            exe.submit(funcs.mpi_fail_on_rank, 1, resource_dict={"cores": 2}).result(timeout=60)
+        assert "on MPI rank 1 of 2" in info.value.__cause__.text
+
+
+def test_warm_mpi_workers_with_init_function():
+    with SingleNodeExecutor(
+        max_workers=1, block_allocation=True, resource_dict={"cores": 2}, init_function=funcs.init_store
+    ) as exe:
+        assert exe.submit(funcs.uses_store, 1).result(timeout=60) == [8, 8]
+        pids_first = exe.submit(funcs.my_pid).result(timeout=60)
+        pids_again = exe.submit(funcs.my_pid).result(timeout=60)
+        assert pids_first == pids_again and len(set(pids_first)) == 2  # same warm ranks
+
+
+def test_mpi_worker_killed_rank_fails_future(tmp_path):
+    with SingleNodeExecutor() as exe:
+        fut = exe.submit(funcs.write_pid_then_sleep, str(tmp_path / "pid"), 60, resource_dict={"cores": 2})
+        from conftest import wait_until
+
+        assert wait_until(lambda: (tmp_path / "pid").exists() and (tmp_path / "pid").read_text(), 60)
+        os.kill(int((tmp_path / "pid").read_text()), 9)
+        with pytest.raises(WorkerCrashedError):
+            fut.result(timeout=60)
+
+
+def _fake_launcher(tmp_path):
+    fake = tmp_path / "mpiexec"
+    fake.write_text("#!/bin/sh\necho 'fake-mpiexec: cannot reach the resource manager' >&2\nexit 3\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    return str(fake)
+
+
+@pytest.mark.parametrize("block", [False, True], ids=["fresh", "warm"])
+def test_launcher_that_exits_at_start(tmp_path, monkeypatch, block):
+    monkeypatch.setattr(mpi_launch, "find_mpiexec", lambda: _fake_launcher(tmp_path))
+    kwargs = {"resource_dict": {"cores": 2}}
+    with SingleNodeExecutor(max_workers=1, block_allocation=block, **(kwargs if block else {})) as exe:
+        fut = exe.submit(funcs.add, 1, 1) if block else exe.submit(funcs.add, 1, 1, **kwargs)
+        with pytest.raises(WorkerCrashedError, match="exited with code 3(.|\n)*cannot reach the resource manager"):
+            fut.result(timeout=30)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="Open MPI refuses root only when run as root")
+def test_open_mpi_refusing_root_is_reported(monkeypatch):
+    if mpi_launch.mpi_family(mpi_launch.find_mpiexec()) != "openmpi":
+        pytest.skip("Open MPI only")
+    for name in ("OMPI_ALLOW_RUN_AS_ROOT", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "PRTE_ALLOW_RUN_AS_ROOT", "PRTE_ALLOW_RUN_AS_ROOT_CONFIRM"):
+        monkeypatch.delenv(name, raising=False)
+    with SingleNodeExecutor() as exe:
+        with pytest.raises(WorkerCrashedError, match="root"):
+            exe.submit(funcs.add, 1, 1, resource_dict={"cores": 2}).result(timeout=60)
+
+
+def test_missing_mpiexec_is_a_clear_error_at_submit(tmp_path, monkeypatch):
+    monkeypatch.setattr(mpi_launch, "_search_path", lambda: str(tmp_path))
+    with SingleNodeExecutor() as exe:
+        with pytest.raises(FileNotFoundError, match="mpiexec"):
+            exe.submit(funcs.add, 1, resource_dict={"cores": 2})
+    with pytest.raises(FileNotFoundError, match="mpiexec"):
+        SingleNodeExecutor(block_allocation=True, resource_dict={"cores": 2})
+
+
+def test_missing_mpi4py_is_a_clear_error_at_submit(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mpi4py" else real(name, *a))
+    with SingleNodeExecutor() as exe:
+        with pytest.raises(ImportError, match="mpi4py"):
+            exe.submit(funcs.add, 1, resource_dict={"cores": 2})
+
+
+def test_mpi_worker_imports():
+    def modules():
+        import sys
+
+        return sorted(m for m in sys.modules if m.startswith("hpcfutures.")), "mpi4py" in sys.modules
+
+    with SingleNodeExecutor(resource_dict={"cores": 2}) as exe:
+        results = exe.submit(modules).result(timeout=60)
+    for mods, has_mpi in results:
+        assert has_mpi and all(m.startswith(("hpcfutures.wire", "hpcfutures.worker")) for m in mods)

@@ -1,0 +1,272 @@
+"""Every future ends (DESIGN.md promise 1), and no process outlives its driver."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import funcs
+from conftest import pid_alive, wait_until
+from hpcfutures import SingleNodeExecutor, WorkerCrashedError
+from hpcfutures.api import SocketInterface, python_command, worker_environment
+from hpcfutures.wire.frames import seal
+
+pytestmark = pytest.mark.timeout(90)
+
+MODES = [pytest.param(False, id="fresh"), pytest.param(True, id="warm")]
+
+
+def _read_pid(path, timeout=30):
+    assert wait_until(lambda: os.path.exists(path) and open(path).read().strip(), timeout), "worker never started"
+    return int(open(path).read())
+
+
+@pytest.mark.parametrize("block", MODES)
+def test_sigkill_during_task_fails_that_future(tmp_path, block):
+    pidfile = str(tmp_path / "pid")
+    with SingleNodeExecutor(max_workers=1, block_allocation=block, restart_limit=1) as exe:
+        fut = exe.submit(funcs.write_pid_then_sleep, pidfile, 60)
+        pid = _read_pid(pidfile)
+        t0 = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(WorkerCrashedError, match="SIGKILL"):
+            fut.result(timeout=15)
+        print(f"future failed {time.monotonic() - t0:.3f} s after SIGKILL")
+        # the executor keeps serving (warm: the worker was restarted, restart_limit=1)
+        assert exe.submit(funcs.add, 20, 22).result(timeout=30) == 42
+
+
+def test_warm_pool_without_restarts_fails_queued_tasks_not_hangs(tmp_path):
+    pidfile = str(tmp_path / "pid")
+    with SingleNodeExecutor(max_workers=1, block_allocation=True, restart_limit=0) as exe:
+        fut = exe.submit(funcs.write_pid_then_sleep, pidfile, 60)
+        queued = exe.submit(funcs.add, 1, 1)
+        os.kill(_read_pid(pidfile), signal.SIGKILL)
+        with pytest.raises(WorkerCrashedError):
+            fut.result(timeout=15)
+        with pytest.raises(WorkerCrashedError, match="no worker is left"):
+            queued.result(timeout=15)
+        with pytest.raises(WorkerCrashedError, match="no worker is left"):
+            exe.submit(funcs.add, 1, 1).result(timeout=15)
+
+
+@pytest.mark.parametrize("block", MODES)
+def test_hard_exit_names_exit_code(block):
+    with SingleNodeExecutor(max_workers=1, block_allocation=block, restart_limit=1) as exe:
+        with pytest.raises(WorkerCrashedError, match="exited with code 3"):
+            exe.submit(funcs.exit_hard, 3).result(timeout=30)
+        assert exe.submit(funcs.add, 1, 2).result(timeout=30) == 3
+
+
+def test_run_time_max_stops_a_task():
+    with SingleNodeExecutor(max_workers=1) as exe:
+        with pytest.raises(TimeoutError, match="run_time_max"):
+            exe.submit(funcs.sleep_then, 30, resource_dict={"run_time_max": 0.5}).result(timeout=20)
+        assert exe.submit(funcs.add, 1, 2).result(timeout=30) == 3
+
+
+def test_run_time_max_replaces_warm_worker():
+    with SingleNodeExecutor(max_workers=1, block_allocation=True) as exe:
+        with pytest.raises(TimeoutError, match="run_time_max"):
+            exe.submit(funcs.sleep_then, 30, resource_dict={"run_time_max": 0.5}).result(timeout=20)
+        assert exe.submit(funcs.add, 1, 2).result(timeout=30) == 3
+
+
+def test_shutdown_wait_true_finishes_everything():
+    exe = SingleNodeExecutor(max_workers=1)
+    futures = [exe.submit(funcs.sleep_then, 0.2, i) for i in range(3)]
+    exe.shutdown(wait=True)
+    assert all(f.done() for f in futures)
+    assert [f.result() for f in futures] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("block", MODES)
+def test_shutdown_wait_false_returns_at_once_and_work_completes(block):
+    exe = SingleNodeExecutor(max_workers=1, block_allocation=block)
+    futures = [exe.submit(funcs.sleep_then, 1.0, i) for i in range(2)]
+    exe.shutdown(wait=False)
+    assert not futures[-1].done()
+    assert [f.result(timeout=30) for f in futures] == [0, 1]
+
+
+@pytest.mark.parametrize("block", MODES)
+def test_shutdown_cancel_futures(block):
+    exe = SingleNodeExecutor(max_workers=1, block_allocation=block)
+    running = exe.submit(funcs.sleep_then, 1.0, "done")
+    assert wait_until(running.running, 30)
+    queued = [exe.submit(funcs.add, i, 1) for i in range(5)]
+    exe.shutdown(wait=True, cancel_futures=True)
+    assert running.result(timeout=1) == "done"
+    assert all(f.cancelled() for f in queued)
+
+
+def _run_script(body: str, tmp_path, **kwargs):
+    script = tmp_path / "driver.py"
+    script.write_text(textwrap.dedent(body))
+    return subprocess.Popen([sys.executable, str(script)], cwd=str(tmp_path), **kwargs)
+
+
+@pytest.mark.parametrize("block", MODES)
+def test_interpreter_exit_with_executor_open(tmp_path, block):
+    pidfile = tmp_path / "pid"
+    proc = _run_script(
+        f"""
+        import funcs
+        from hpcfutures import SingleNodeExecutor
+        exe = SingleNodeExecutor(max_workers=1, block_allocation={block})
+        fut = exe.submit(funcs.write_pid_then_sleep, {str(pidfile)!r}, 0.5)
+        print("submitted", flush=True)
+        # no shutdown(): the interpreter exits with the executor open
+        """,
+        tmp_path,
+    )
+    assert proc.wait(timeout=60) == 0
+    pid = int(pidfile.read_text())  # the task ran (concurrent.futures semantics)
+    assert wait_until(lambda: not pid_alive(pid), 10)
+
+
+@pytest.mark.parametrize("block", MODES)
+def test_ctrl_c_in_driver_leaves_no_process(tmp_path, block):
+    pidfile = str(tmp_path / "pid")
+    proc = _run_script(
+        f"""
+        import funcs
+        from hpcfutures import SingleNodeExecutor
+        with SingleNodeExecutor(max_workers=1, block_allocation={block}) as exe:
+            exe.submit(funcs.write_pid_then_sleep, {pidfile!r}, 120).result()
+        """,
+        tmp_path,
+        stderr=subprocess.PIPE,
+    )
+    pid = _read_pid(pidfile)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode != 0 and b"KeyboardInterrupt" in err
+    assert wait_until(lambda: not pid_alive(pid), 10), "worker survived Ctrl-C of its driver"
+
+
+def test_ctrl_c_without_with_block(tmp_path):
+    pidfile = str(tmp_path / "pid")
+    proc = _run_script(
+        f"""
+        import funcs
+        from hpcfutures import SingleNodeExecutor
+        exe = SingleNodeExecutor(max_workers=1)
+        exe.submit(funcs.write_pid_then_sleep, {pidfile!r}, 120).result()
+        """,
+        tmp_path,
+        stderr=subprocess.PIPE,
+    )
+    pid = _read_pid(pidfile)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=30)
+    assert wait_until(lambda: not pid_alive(pid), 10)
+
+
+@pytest.mark.parametrize("block", MODES)
+def test_killed_driver_takes_workers_with_it(tmp_path, block):
+    pidfile = str(tmp_path / "pid")
+    proc = _run_script(
+        f"""
+        import funcs
+        from hpcfutures import SingleNodeExecutor
+        exe = SingleNodeExecutor(max_workers=1, block_allocation={block})
+        exe.submit(funcs.write_pid_then_sleep, {pidfile!r}, 120).result()
+        """,
+        tmp_path,
+    )
+    pid = _read_pid(pidfile)
+    proc.kill()
+    proc.wait(timeout=10)
+    assert wait_until(lambda: not pid_alive(pid), 10), "worker outlived a SIGKILLed driver"
+
+
+# -- the worker is lean, the link is private ---------------------------------------
+
+def test_one_shot_worker_imports_nothing_of_the_driver_side():
+    with SingleNodeExecutor(max_workers=1) as exe:
+        modules, has_zmq = exe.submit(funcs.worker_modules).result(timeout=30)
+    assert modules == [
+        "hpcfutures",
+        "hpcfutures.wire",
+        "hpcfutures.wire.frames",
+        "hpcfutures.worker",
+        "hpcfutures.worker.execute",
+    ]  # the entry module itself runs as __main__
+    assert has_zmq is False
+
+
+def test_warm_worker_imports_nothing_of_the_driver_side():
+    with SingleNodeExecutor(max_workers=1, block_allocation=True) as exe:
+        modules, has_zmq = exe.submit(funcs.worker_modules).result(timeout=30)
+    assert set(modules) == {
+        "hpcfutures",
+        "hpcfutures.wire",
+        "hpcfutures.wire.frames",
+        "hpcfutures.worker",
+        "hpcfutures.worker.execute",
+    }
+    assert has_zmq is True
+
+
+@pytest.mark.parametrize("block", MODES)
+def test_key_travels_in_environment_only_and_is_removed(block):
+    with SingleNodeExecutor(max_workers=1, block_allocation=block) as exe:
+        assert exe.submit(funcs.env, "HPCFUTURES_KEY").result(timeout=30) is None
+        key_hex = exe._engine._key.hex()
+        pid = exe.submit(funcs.my_pid).result(timeout=30)
+        if block:
+            cmdline = open(f"/proc/{pid}/cmdline", "rb").read().decode()
+            assert key_hex not in cmdline and "hpcfutures.worker.interactive" in cmdline
+
+
+def test_forged_frames_are_dropped_unread(tmp_path):
+    target = tmp_path / "pwned"
+
+    class Bomb:
+        def __reduce__(self):
+            return (open, (str(target), "w"))
+
+    import cloudpickle
+
+    link = SocketInterface()
+    address = link.bind()
+    assert address.startswith("ipc://")
+    assert oct(os.stat(address[len("ipc://"):].rsplit("/", 1)[0]).st_mode & 0o777) == "0o700"
+    link.bootup(python_command("hpcfutures.worker.interactive", address), worker_environment(link.key, 1))
+    try:
+        link._socket.send(seal(b"wrong key" * 4, cloudpickle.dumps({"fn": Bomb()})))  # wrong MAC
+        link._socket.send(b"garbage")
+        assert link.send_and_receive_dict({"fn": funcs.add, "args": (2, 3), "kwargs": {}}) == 5
+        assert not target.exists()
+    finally:
+        link.shutdown()
+    assert link.process is None
+
+
+def test_socket_interface_reports_worker_death():
+    link = SocketInterface()
+    address = link.bind()
+    link.bootup(python_command("hpcfutures.worker.interactive", address), worker_environment(link.key, 1))
+    try:
+        link.send_dict({"fn": funcs.kill_self, "args": (), "kwargs": {}})
+        with pytest.raises(WorkerCrashedError, match="SIGKILL"):
+            link.receive_dict(timeout=20)
+    finally:
+        link.shutdown()
+
+
+def test_socket_interface_timeout():
+    link = SocketInterface()
+    address = link.bind()
+    link.bootup(python_command("hpcfutures.worker.interactive", address), worker_environment(link.key, 1))
+    try:
+        link.send_dict({"fn": funcs.sleep_then, "args": (5,), "kwargs": {}})
+        with pytest.raises(TimeoutError):
+            link.receive_dict(timeout=0.2)
+    finally:
+        link.shutdown(wait=False)

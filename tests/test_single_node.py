@@ -1,0 +1,278 @@
+"""SingleNodeExecutor: the API users rely on, in both modes (fresh process, warm pool)."""
+
+import os
+import sys
+from concurrent.futures import Future, as_completed
+
+import pytest
+
+import funcs
+from hpcfutures import SingleNodeExecutor
+from hpcfutures.errors import RemoteTraceback
+
+pytestmark = pytest.mark.timeout(60)
+
+MODES = [pytest.param(False, id="fresh"), pytest.param(True, id="warm")]
+
+
+@pytest.mark.parametrize("block", MODES)
+def test_submit_map_and_lambda(block):
+    with SingleNodeExecutor(max_workers=2, block_allocation=block) as exe:
+        assert exe.submit(funcs.add, 1, b=2).result(timeout=30) == 3
+        assert list(exe.map(funcs.add, [1, 2, 3], [10, 20, 30])) == [11, 22, 33]
+        assert exe.submit(lambda x: x * 10, 4).result(timeout=30) == 40  # by value (cloudpickle)
+
+
+@pytest.mark.parametrize("block", MODES)
+def test_exception_type_and_remote_traceback(block):
+    with SingleNodeExecutor(max_workers=1, block_allocation=block) as exe:
+        fut = exe.submit(funcs.boom, "bad input")
+        with pytest.raises(ValueError, match="bad input") as info:
+            fut.result(timeout=30)
+        cause = info.value.__cause__
+        assert isinstance(cause, RemoteTraceback)
+        assert "funcs.py" in cause.text and "in boom" in cause.text
+        # the executor stays usable
+        assert exe.submit(funcs.add, 2, 2).result(timeout=30) == 4
+
+
+@pytest.mark.parametrize("block", MODES)
+def test_unpicklable_argument_fails_at_submit_only(block):
+    import threading
+
+    with SingleNodeExecutor(max_workers=1, block_allocation=block) as exe:
+        with pytest.raises(TypeError, match="cannot be pickled"):
+            exe.submit(funcs.identity, threading.Lock())
+        assert exe.submit(funcs.identity, 5).result(timeout=30) == 5
+
+
+@pytest.mark.parametrize("block", MODES)
+def test_unpicklable_result_fails_only_that_future(block):
+    with SingleNodeExecutor(max_workers=1, block_allocation=block) as exe:
+        bad = exe.submit(funcs.unpicklable_result)
+        good = exe.submit(funcs.add, 1, 1)
+        with pytest.raises(TypeError, match="could not be pickled"):
+            bad.result(timeout=30)
+        assert good.result(timeout=30) == 2
+
+
+@pytest.mark.parametrize("block", MODES)
+def test_sys_exit_in_function(block):
+    with SingleNodeExecutor(max_workers=1, block_allocation=block) as exe:
+        with pytest.raises(SystemExit) as info:
+            exe.submit(funcs.call_sys_exit, 3).result(timeout=30)
+        assert info.value.code == 3
+        assert exe.submit(funcs.add, 1, 2).result(timeout=30) == 3
+
+
+def test_threads_per_core_sets_thread_variables():
+    names = ["OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"]
+    with SingleNodeExecutor(max_cores=2) as exe:
+        seen = [exe.submit(funcs.env, n, resource_dict={"threads_per_core": 2}).result(timeout=30) for n in names]
+        assert seen == ["2"] * 5
+        assert exe.submit(funcs.env, "OMP_NUM_THREADS").result(timeout=30) == "1"
+
+
+def test_threads_per_core_in_warm_workers():
+    with SingleNodeExecutor(max_workers=1, block_allocation=True, resource_dict={"threads_per_core": 3}) as exe:
+        assert exe.submit(funcs.env, "OPENBLAS_NUM_THREADS").result(timeout=30) == "3"
+
+
+@pytest.mark.parametrize("block", MODES)
+def test_cwd_is_created_and_used(tmp_path, block):
+    target = tmp_path / "new" / "dir"
+    kwargs = {"resource_dict": {"cwd": str(target)}}
+    with SingleNodeExecutor(max_workers=1, block_allocation=block, **(kwargs if block else {})) as exe:
+        fut = exe.submit(funcs.cwd) if block else exe.submit(funcs.cwd, **kwargs)
+        assert fut.result(timeout=30) == str(target)
+
+
+def test_error_log_file(tmp_path):
+    log = tmp_path / "errors.log"
+    with SingleNodeExecutor(max_workers=1) as exe:
+        with pytest.raises(ValueError):
+            exe.submit(funcs.boom, "logged", resource_dict={"error_log_file": str(log)}).result(timeout=30)
+    text = log.read_text()
+    assert "boom" in text and "logged" in text and "ValueError" in text
+
+
+def test_init_function_injection_and_explicit_args_win():
+    with SingleNodeExecutor(max_workers=1, block_allocation=True, init_function=funcs.init_store) as exe:
+        assert exe.submit(funcs.uses_store, 2, j=5).result(timeout=30) == 10
+        assert exe.submit(funcs.uses_store, 2).result(timeout=30) == 9
+
+
+def test_worker_ids_are_distinct():
+    with SingleNodeExecutor(max_workers=2, block_allocation=True, init_function=funcs.init_with_id) as exe:
+        ids = {exe.submit(funcs.get_wid).result(timeout=30) for _ in range(1)}
+        futures = [exe.submit(funcs.sleep_then, 0.3, None) for _ in range(2)]
+        [f.result(timeout=30) for f in futures]
+        seen = set()
+        for _ in range(40):
+            seen.add(exe.submit(funcs.get_executorlib_worker_id).result(timeout=30))
+            if seen == {0, 1}:
+                break
+        assert ids <= {0, 1}
+        assert seen <= {0, 1} and len(seen) >= 1
+
+
+def test_resize_warm_pool_up_and_down():
+    with SingleNodeExecutor(max_workers=1, block_allocation=True) as exe:
+        assert exe.max_workers == 1
+        exe.max_workers = 3
+        assert exe.max_workers == 3 and exe.info["max_workers"] == 3
+        futures = [exe.submit(funcs.sleep_then, 0.5, None) for _ in range(3)]
+        pids = [exe.submit(funcs.my_pid) for _ in range(3)]
+        [f.result(timeout=30) for f in futures]
+        assert len({p.result(timeout=30) for p in pids}) >= 1
+        exe.max_workers = 1
+        assert exe.max_workers == 1
+        assert [exe.submit(funcs.add, i, 1).result(timeout=30) for i in range(5)] == [1, 2, 3, 4, 5]
+        with pytest.raises(ValueError):
+            exe.max_workers = 0
+
+
+def test_resize_fresh_mode():
+    with SingleNodeExecutor(max_workers=1) as exe:
+        exe.max_workers = 2
+        assert exe.max_workers == 2
+        assert exe.submit(funcs.add, 1, 1).result(timeout=30) == 2
+
+
+def test_len_info_and_fifo_queue():
+    with SingleNodeExecutor(max_workers=1) as exe:
+        first = exe.submit(funcs.sleep_then, 0.5, "a")
+        rest = [exe.submit(funcs.identity, i) for i in range(3)]
+        assert len(exe) == 3
+        info = exe.info
+        assert info["max_workers"] == 1 and info["block_allocation"] is False
+        assert info["resource_dict"]["cores"] == 1
+        assert first.result(timeout=30) == "a"
+        assert [f.result(timeout=30) for f in rest] == [0, 1, 2]
+        assert len(exe) == 0
+
+
+def test_futures_as_arguments_chain_and_nesting():
+    with SingleNodeExecutor(max_workers=2) as exe:
+        a = exe.submit(funcs.add, 1, 1)
+        b = exe.submit(funcs.add, a, 1)
+        c = exe.submit(funcs.identity, {"list": [a, (b,)], "n": 5})
+        assert c.result(timeout=30) == {"list": [2, (3,)], "n": 5}
+        foreign = Future()
+        d = exe.submit(funcs.add, foreign, 10)
+        assert len(exe) == 1
+        foreign.set_result(5)
+        assert d.result(timeout=30) == 15
+
+
+def test_upstream_failure_propagates_and_downstream_never_runs(tmp_path):
+    marker = tmp_path / "ran"
+    with SingleNodeExecutor(max_workers=2) as exe:
+        up = exe.submit(funcs.boom, "upstream")
+        down = exe.submit(funcs.write_pid_then_sleep, str(marker), up)
+        with pytest.raises(ValueError, match="upstream"):
+            down.result(timeout=30)
+        assert not marker.exists()
+
+
+def test_cancelled_upstream_cancels_downstream():
+    with SingleNodeExecutor(max_workers=1) as exe:
+        up = Future()
+        down = exe.submit(funcs.identity, up)
+        up.cancel()
+        assert down.cancelled()
+        assert exe.submit(funcs.add, 1, 1).result(timeout=30) == 2
+
+
+def test_disable_dependencies_rejects_future_argument():
+    with SingleNodeExecutor(max_workers=1, disable_dependencies=True) as exe:
+        f = Future()
+        f.set_result(1)
+        with pytest.raises(TypeError, match="disable_dependencies"):
+            exe.submit(funcs.identity, f)
+
+
+def test_map_resolves_future_iterable():
+    with SingleNodeExecutor(max_workers=2) as exe:
+        items = exe.submit(list, range(4))
+        assert list(exe.map(funcs.add, items, [1, 1, 1, 1])) == [1, 2, 3, 4]
+
+
+def test_many_tasks_all_end():
+    with SingleNodeExecutor(max_workers=2, block_allocation=True) as exe:
+        futures = [exe.submit(funcs.add, i, i) for i in range(500)]
+        assert sorted(f.result(timeout=60) for f in as_completed(futures, timeout=60)) == [2 * i for i in range(500)]
+
+
+# -- bad input: clear errors at construction or submit() ------------------------------
+
+def test_unknown_resource_key_at_submit():
+    with SingleNodeExecutor(max_workers=1) as exe:
+        with pytest.raises(ValueError, match="unknown resource_dict key.*'core'"):
+            exe.submit(funcs.add, 1, resource_dict={"core": 2})
+        with pytest.raises(TypeError, match="threads_per_core"):
+            exe.submit(funcs.add, 1, resource_dict={"threads_per_core": "2"})
+
+
+def test_unknown_resource_key_at_construction():
+    with pytest.raises(ValueError, match="unknown resource_dict key"):
+        SingleNodeExecutor(resource_dict={"gpus": 1})
+
+
+def test_cores_above_max_cores():
+    with SingleNodeExecutor(max_cores=2) as exe:
+        with pytest.raises(ValueError, match="exceeds max_cores"):
+            exe.submit(funcs.add, 1, resource_dict={"cores": 4})
+    with pytest.raises(ValueError, match="exceeds max_cores"):
+        SingleNodeExecutor(max_cores=1, block_allocation=True, resource_dict={"cores": 2})
+
+
+def test_init_function_needs_block_allocation():
+    with pytest.raises(ValueError, match="block_allocation"):
+        SingleNodeExecutor(init_function=funcs.init_store)
+
+
+def test_function_with_resource_dict_parameter():
+    def f(x, resource_dict=None):
+        return x
+
+    with SingleNodeExecutor(max_workers=1) as exe:
+        with pytest.raises(ValueError, match="resource_dict"):
+            exe.submit(f, 1)
+        with pytest.raises(TypeError, match="callable"):
+            exe.submit(42)
+
+
+def test_submit_after_shutdown():
+    exe = SingleNodeExecutor(max_workers=1)
+    exe.shutdown()
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        exe.submit(funcs.add, 1)
+
+
+def test_block_allocation_refuses_per_task_worker_resources():
+    with SingleNodeExecutor(max_workers=1, block_allocation=True) as exe:
+        with pytest.raises(ValueError, match="block_allocation"):
+            exe.submit(funcs.add, 1, resource_dict={"cores": 2})
+        assert exe.submit(funcs.add, 1, resource_dict={"run_time_max": 30}).result(timeout=30) == 1
+
+
+def test_unsupported_keys_are_explained():
+    with SingleNodeExecutor(max_workers=1) as exe:
+        with pytest.raises(ValueError, match="num_nodes.*this machine only"):
+            exe.submit(funcs.add, 1, resource_dict={"num_nodes": 2})
+        assert exe.submit(funcs.add, 1, resource_dict={"num_nodes": 1, "exclusive": False}).result(timeout=30) == 1
+
+
+@pytest.mark.parametrize("kwargs", [{"max_workers": 0}, {"max_cores": -1}, {"max_workers": 1.5}, {"restart_limit": -1}])
+def test_bad_sizes(kwargs):
+    with pytest.raises(ValueError):
+        SingleNodeExecutor(**kwargs)
+
+
+def test_import_is_lazy():
+    import subprocess
+
+    code = "import sys, hpcfutures; print(sorted(m for m in sys.modules if m.startswith(('hpcfutures', 'zmq', 'cloudpickle'))))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30)
+    assert out.stdout.strip() == "['hpcfutures']"
