@@ -9,19 +9,21 @@ polling), and hands ready tasks to an engine (one process per task, or a warm po
 from __future__ import annotations
 
 import atexit
-import inspect
 import sys
 import threading
 import weakref
 from concurrent.futures import Executor, Future
 from concurrent.futures import wait as wait_futures
-from typing import Any, Callable, Iterable, Iterator
 
 from hpcfutures.executors.outcome import fail_unstarted
 from hpcfutures.scheduling.dependencies import find_futures, propagate, substitute, when_all_done
 from hpcfutures.scheduling.resources import merge, validate
 from hpcfutures.scheduling.task import Task
 from hpcfutures.wire.frames import dumps_by_value
+
+TYPE_CHECKING = False  # typing costs milliseconds at import; checkers still see the names
+if TYPE_CHECKING:
+    from typing import Any, Callable, Iterable, Iterator
 
 _live: "weakref.WeakSet[BaseExecutor]" = weakref.WeakSet()
 
@@ -45,7 +47,7 @@ atexit.register(_at_exit)
 _SIGNATURE_OK: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def _check_function(fn: Callable) -> None:
+def _check_function(fn) -> None:
     if not callable(fn):
         raise TypeError(f"submit() needs a callable, got {type(fn).__qualname__}")
     try:
@@ -53,6 +55,8 @@ def _check_function(fn: Callable) -> None:
             return
     except TypeError:  # not weak-referenceable
         pass
+    import inspect
+
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):

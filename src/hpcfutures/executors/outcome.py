@@ -3,9 +3,7 @@ futures are completed, so every path ends them the same way."""
 
 from __future__ import annotations
 
-import datetime
 import os
-import traceback
 
 from hpcfutures.errors import rebuild
 from hpcfutures.scheduling.task import Task
@@ -33,6 +31,9 @@ def _log_error(task: Task, exc: BaseException) -> None:
     path = task.resources.get("error_log_file")
     if not path:
         return
+    import datetime
+    import traceback
+
     cause = exc.__cause__
     text = getattr(cause, "text", None) or "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:

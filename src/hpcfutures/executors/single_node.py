@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import numbers
 import os
-from typing import Callable
 
 from hpcfutures.executors.base import BaseExecutor
 from hpcfutures.launch.local import check_can_launch
 from hpcfutures.scheduling.resources import DEFAULTS, KEYS, validate
 from hpcfutures.wire.frames import new_key
+
+TYPE_CHECKING = False  # typing costs milliseconds at import; checkers still see the names
+if TYPE_CHECKING:
+    from typing import Callable
 
 # keys that exist in the API but cannot be honoured on one machine (yet): accepted only
 # with their neutral value, otherwise a ValueError that says why and what to use instead

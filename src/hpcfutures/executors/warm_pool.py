@@ -158,14 +158,14 @@ class WarmPool:
                 if task is None:
                     return
                 if link.process is not None and link.process.exited():  # died while idle: nothing was lost
+                    died = WorkerCrashedError(f"worker {worker_id} ended between tasks: {link.process.describe_exit()}")
                     self._drop_link(worker_id, link)
                     link = None
                     restarts += 1
-                    if restarts > self._restart_limit:
-                        self._requeue_front(task)
-                        self._lose_worker(worker_id, WorkerCrashedError(f"worker {worker_id} died while idle"))
-                        return
                     self._requeue_front(task)
+                    if restarts > self._restart_limit:
+                        self._lose_worker(worker_id, died)
+                        return
                     continue
                 try:
                     link.send_payload(task.payload)

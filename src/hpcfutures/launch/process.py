@@ -13,9 +13,12 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Mapping, Sequence
 
 from hpcfutures.wire.frames import DRIVER_PID_ENV, KEY_ENV
+
+TYPE_CHECKING = False  # typing costs milliseconds at import; checkers still see the names
+if TYPE_CHECKING:
+    from typing import Mapping, Sequence
 
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS",

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import Future
-from typing import Any, Callable
+
+TYPE_CHECKING = False  # typing costs milliseconds at import; checkers still see the names
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
 _CONTAINERS = (list, tuple, dict)
 

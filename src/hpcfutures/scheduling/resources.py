@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import numbers
 import os
-from typing import Any, Iterable
+
+TYPE_CHECKING = False  # typing costs milliseconds at import; checkers still see the names
+if TYPE_CHECKING:
+    from typing import Any, Iterable
 
 _INT = (numbers.Integral,)
 _NUM = (numbers.Real,)

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from concurrent.futures import Future
-from dataclasses import dataclass, field
-from typing import Any, Callable
 
 
-@dataclass(eq=False)
 class Task:
-    future: Future
-    fn: Callable
-    args: tuple
-    kwargs: dict
-    resources: dict
-    payload: bytes | None = None  # the pickled call, made at submit so errors surface there
-    attempts: int = 0
-    upstream: list = field(default_factory=list)
+    """One call: its future, the call itself, its merged resources and, once known, the
+    pickled call (made at submit, so pickling errors surface there)."""
+
+    __slots__ = ("future", "fn", "args", "kwargs", "resources", "payload")
+
+    def __init__(self, future, fn, args: tuple, kwargs: dict, resources: dict, payload: bytes | None = None):
+        self.future = future
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.resources = resources
+        self.payload = payload
 
     @property
     def cores(self) -> int:

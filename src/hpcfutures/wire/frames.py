@@ -14,10 +14,8 @@ from __future__ import annotations
 import hmac
 import os
 import pickle
-import secrets
 import struct
 from hashlib import sha256
-from typing import Any
 
 KEY_ENV = "HPCFUTURES_KEY"
 """Environment variable carrying the hex key to a worker: never the command line,
@@ -35,7 +33,7 @@ class AuthenticationError(Exception):
 
 
 def new_key() -> bytes:
-    return secrets.token_bytes(32)
+    return os.urandom(32)
 
 
 def take_key_from_env() -> bytes:
@@ -61,7 +59,7 @@ def unseal(key: bytes, frame: bytes) -> bytes:
     return payload
 
 
-def dumps(obj: Any) -> bytes:
+def dumps(obj: object) -> bytes:
     """Pickle by reference when possible (fast, no cloudpickle import), by value when needed."""
     try:
         return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
@@ -71,7 +69,7 @@ def dumps(obj: Any) -> bytes:
         return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def dumps_by_value(obj: Any) -> bytes:
+def dumps_by_value(obj: object) -> bytes:
     """Functions are always sent with cloudpickle: a function defined in ``__main__``
     pickles "fine" by reference with plain pickle and then fails to load in the worker."""
     import cloudpickle
@@ -79,7 +77,7 @@ def dumps_by_value(obj: Any) -> bytes:
     return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def loads(payload: bytes) -> Any:
+def loads(payload: bytes) -> object:
     # cloudpickle output loads with plain pickle: it names its own helpers, which are
     # imported on demand, so the worker pays for cloudpickle only when it is used.
     return pickle.loads(payload)

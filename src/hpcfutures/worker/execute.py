@@ -7,12 +7,8 @@ the worker-side traceback text as its ``__cause__``.
 
 from __future__ import annotations
 
-import inspect
 import os
 import sys
-import threading
-import traceback
-from typing import Any
 
 from hpcfutures.wire.frames import DRIVER_PID_ENV, dumps
 
@@ -24,6 +20,8 @@ def inject(fn, kwargs: dict, store: dict) -> dict:
     unless the caller passed them: explicit arguments win."""
     if not store:
         return kwargs
+    import inspect
+
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
@@ -42,6 +40,8 @@ def call(message: dict, store: dict) -> dict:
 
 
 def error_reply(exc: BaseException) -> dict:
+    import traceback
+
     return {"error": exc, "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))}
 
 
@@ -71,6 +71,8 @@ def run_init(init_function, worker_id: int) -> dict:
 
 
 def _accepts(fn, name: str) -> bool:
+    import inspect
+
     try:
         return name in inspect.signature(fn).parameters
     except (TypeError, ValueError):
@@ -89,6 +91,8 @@ def exit_with_driver() -> None:
         os._exit(70)
     except OSError:
         return
+
+    import threading
 
     def watch():
         import select

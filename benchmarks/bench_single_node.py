@@ -1,0 +1,181 @@
+"""SingleNodeExecutor against stdlib ProcessPoolExecutor (and executorlib when installed),
+all measured in this one run on this machine. Prints a table of times and ratios.
+
+Run: ``bash scripts/bench.sh`` (sets up .venv, installs executorlib, runs this).
+Sized for a 2-core machine: a few seconds per row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from work import mpi_rank, trivial  # noqa: E402  (importable by every worker)
+
+try:
+    import executorlib  # noqa: F401
+
+    HAVE_EXECUTORLIB = True
+except ImportError:
+    HAVE_EXECUTORLIB = False
+
+ROWS: list[tuple] = []
+
+
+def row(name, ours, peer_name, peer, target, executorlib_value=None, unit="ms"):
+    ROWS.append((name, ours, peer_name, peer, target, executorlib_value, unit))
+
+
+def median_call_latency(exe, n):
+    exe.submit(trivial, 0).result()  # warm
+    times = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        exe.submit(trivial, i).result()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1000
+
+
+def throughput(exe, n):
+    exe.submit(trivial, 0).result()
+    t0 = time.perf_counter()
+    futures = [exe.submit(trivial, i) for i in range(n)]
+    for f in futures:
+        f.result()
+    return n / (time.perf_counter() - t0)
+
+
+def timed_command(argv, repeat, env=None):
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1000
+
+
+def bench_warm(args):
+    from hpcfutures import SingleNodeExecutor
+
+    with ProcessPoolExecutor(max_workers=2) as ppe:
+        ppe_lat = median_call_latency(ppe, args.calls)
+        ppe_tp = throughput(ppe, args.throughput)
+    with SingleNodeExecutor(max_workers=2, block_allocation=True) as exe:
+        lat = median_call_latency(exe, args.calls)
+        tp = throughput(exe, args.throughput)
+    el_lat = el_tp = None
+    if HAVE_EXECUTORLIB:
+        from executorlib import SingleNodeExecutor as ELExecutor
+
+        with ELExecutor(max_workers=2, block_allocation=True) as exe:
+            el_lat = median_call_latency(exe, min(args.calls, 100))
+            el_tp = throughput(exe, min(args.throughput, 1000))
+    row("warm call latency (median)", lat, "ProcessPool", ppe_lat, "<= 1.2x", el_lat)
+    row(f"throughput, {args.throughput} calls, 2 workers", tp, "ProcessPool", ppe_tp, ">= 1.0x", el_tp, unit="calls/s")
+
+
+def bench_fresh(args):
+    from hpcfutures import SingleNodeExecutor
+
+    n = args.fresh
+    bare = timed_command([sys.executable, "-c", "pass"], 10)
+    with SingleNodeExecutor(max_workers=1) as exe:
+        exe.submit(trivial, 0).result()
+        t0 = time.perf_counter()
+        for i in range(n):
+            exe.submit(trivial, i).result()
+        ours = (time.perf_counter() - t0) / n * 1000
+    el = None
+    if HAVE_EXECUTORLIB:
+        from executorlib import SingleNodeExecutor as ELExecutor
+
+        with ELExecutor(max_workers=1) as exe:
+            exe.submit(trivial, 0).result()
+            t0 = time.perf_counter()
+            for i in range(n):
+                exe.submit(trivial, i).result()
+            el = (time.perf_counter() - t0) / n * 1000
+    row("fresh process per task, cost per task", ours, "bare python -c pass", bare, "<= 60 ms", el)
+
+
+def bench_mpi(args):
+    from hpcfutures import SingleNodeExecutor
+
+    mpiexec = shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    if mpiexec is None:
+        print("(no mpiexec: MPI row skipped)")
+        return
+    bare = timed_command([mpiexec, "-n", "2", sys.executable, "-c", "from mpi4py import MPI"], args.mpi)
+    times = []
+    with SingleNodeExecutor(max_cores=2) as exe:
+        for i in range(args.mpi):
+            t0 = time.perf_counter()
+            exe.submit(mpi_rank, i, resource_dict={"cores": 2}).result()
+            times.append(time.perf_counter() - t0)
+    el = None
+    if HAVE_EXECUTORLIB:
+        from executorlib import SingleNodeExecutor as ELExecutor
+
+        el_times = []
+        with ELExecutor(max_cores=2) as exe:
+            for i in range(args.mpi):
+                t0 = time.perf_counter()
+                exe.submit(mpi_rank, i, resource_dict={"cores": 2}).result()
+                el_times.append(time.perf_counter() - t0)
+        el = statistics.median(el_times) * 1000
+    row("one MPI call, cores=2", statistics.median(times) * 1000, "bare mpiexec -n 2 + mpi4py", bare, "<= 1.3x", el)
+
+
+def bench_import(args):
+    bare = timed_command([sys.executable, "-c", "pass"], 15)
+    ours = timed_command([sys.executable, "-c", "import hpcfutures"], 15) - bare
+    ours_cls = timed_command([sys.executable, "-c", "from hpcfutures import SingleNodeExecutor"], 15) - bare
+    one_shot = timed_command([sys.executable, "-c", "import hpcfutures.worker.one_shot"], 15) - bare
+    interactive = timed_command([sys.executable, "-c", "import hpcfutures.worker.interactive, zmq"], 15) - bare
+    el = None
+    if HAVE_EXECUTORLIB:
+        el = timed_command([sys.executable, "-c", "import executorlib"], 15) - bare
+    row("import hpcfutures (above bare start)", ours, "target", 50.0, "<= 50 ms", el)
+    row("from hpcfutures import SingleNodeExecutor", ours_cls, "target", 50.0, "<= 50 ms", el)
+    row("worker import: one_shot", one_shot, "bare python -c pass", bare, "(report)")
+    row("worker import: interactive + zmq", interactive, "bare python -c pass", bare, "(report)")
+
+
+def print_table():
+    head = f"| {'measure':44} | {'hpcfutures':>12} | {'peer':28} | {'peer value':>12} | {'ratio':>6} | {'target':>9} | {'executorlib':>12} |"
+    print(head)
+    print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
+    for name, ours, peer_name, peer, target, el, unit in ROWS:
+        ratio = ours / peer if peer else float("nan")
+        el_text = f"{el:10.2f}" if el is not None else "-"
+        print(
+            f"| {name:44} | {ours:9.2f} {unit if unit == 'ms' else '/s':>2} | {peer_name:28} | {peer:9.2f} {unit if unit == 'ms' else '/s':>2} | "
+            f"{ratio:6.2f} | {target:>9} | {el_text:>12} |"
+        )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", type=int, default=500, help="sequential warm calls for the latency median")
+    parser.add_argument("--throughput", type=int, default=5000, help="calls for the throughput row")
+    parser.add_argument("--fresh", type=int, default=30, help="tasks for the fresh-process row")
+    parser.add_argument("--mpi", type=int, default=5, help="repeats for the MPI row")
+    args = parser.parse_args()
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, executorlib: {'yes' if HAVE_EXECUTORLIB else 'not installed'}")
+    bench_import(args)
+    bench_warm(args)
+    bench_fresh(args)
+    bench_mpi(args)
+    print_table()
+
+
+if __name__ == "__main__":
+    main()
