@@ -63,14 +63,18 @@ def timed_command(argv, repeat, env=None):
 
 
 def bench_warm(args):
+    """Rounds alternate between the executors, each keeping its best round, so that noise
+    from the machine falls on both alike."""
     from hpcfutures import SingleNodeExecutor
 
-    with ProcessPoolExecutor(max_workers=2) as ppe:
-        ppe_lat = median_call_latency(ppe, args.calls)
-        ppe_tp = throughput(ppe, args.throughput)
-    with SingleNodeExecutor(max_workers=2, block_allocation=True) as exe:
-        lat = median_call_latency(exe, args.calls)
-        tp = throughput(exe, args.throughput)
+    lat, tp, ppe_lat, ppe_tp = [], [], [], []
+    for _ in range(args.rounds):
+        with ProcessPoolExecutor(max_workers=2) as ppe:
+            ppe_lat.append(median_call_latency(ppe, args.calls))
+            ppe_tp.append(throughput(ppe, args.throughput))
+        with SingleNodeExecutor(max_workers=2, block_allocation=True) as exe:
+            lat.append(median_call_latency(exe, args.calls))
+            tp.append(throughput(exe, args.throughput))
     el_lat = el_tp = None
     if HAVE_EXECUTORLIB:
         from executorlib import SingleNodeExecutor as ELExecutor
@@ -78,8 +82,8 @@ def bench_warm(args):
         with ELExecutor(max_workers=2, block_allocation=True) as exe:
             el_lat = median_call_latency(exe, min(args.calls, 100))
             el_tp = throughput(exe, min(args.throughput, 1000))
-    row("warm call latency (median)", lat, "ProcessPool", ppe_lat, "<= 1.2x", el_lat)
-    row(f"throughput, {args.throughput} calls, 2 workers", tp, "ProcessPool", ppe_tp, ">= 1.0x", el_tp, unit="calls/s")
+    row("warm call latency (median)", min(lat), "ProcessPool", min(ppe_lat), "<= 1.2x", el_lat)
+    row(f"throughput, {args.throughput} calls, 2 workers", max(tp), "ProcessPool", max(ppe_tp), ">= 1.0x", el_tp, unit="calls/s")
 
 
 def bench_fresh(args):
@@ -168,6 +172,7 @@ def main():
     parser.add_argument("--throughput", type=int, default=5000, help="calls for the throughput row")
     parser.add_argument("--fresh", type=int, default=30, help="tasks for the fresh-process row")
     parser.add_argument("--mpi", type=int, default=5, help="repeats for the MPI row")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the warm rows")
     args = parser.parse_args()
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, executorlib: {'yes' if HAVE_EXECUTORLIB else 'not installed'}")
     bench_import(args)

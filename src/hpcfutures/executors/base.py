@@ -13,7 +13,6 @@ import sys
 import threading
 import weakref
 from concurrent.futures import Executor, Future
-from concurrent.futures import wait as wait_futures
 
 from hpcfutures.executors.outcome import fail_unstarted
 from hpcfutures.scheduling.dependencies import find_futures, propagate, substitute, when_all_done
@@ -85,8 +84,8 @@ class BaseExecutor(Executor):
         self._disable_dependencies = disable_dependencies
         self._lock = threading.Lock()
         self._shutdown = False
-        self._waiting: set[Task] = set()
-        self._outstanding: set[Future] = set()
+        self._waiting: set[Task] = set()  # held for their dependencies; shutdown waits for them
+        self._released = threading.Condition(self._lock)
         _live.add(self)
 
     # -- submit -------------------------------------------------------------------
@@ -108,7 +107,6 @@ class BaseExecutor(Executor):
             self._hold(task, upstream)
         else:
             task.payload = _pickle_call(task)
-            self._track(future)
             self._engine.enqueue(task)
         return future
 
@@ -116,24 +114,16 @@ class BaseExecutor(Executor):
         """Subclass hook: refuse what this executor cannot honour, with the reason."""
         return task_resources
 
-    def _track(self, future: Future) -> None:
-        with self._lock:
-            self._outstanding.add(future)
-        future.add_done_callback(self._forget)
-
-    def _forget(self, future: Future) -> None:
-        with self._lock:
-            self._outstanding.discard(future)
-
     def _hold(self, task: Task, upstream: list) -> None:
         """Wait for every upstream future by callback, then enqueue (or propagate failure)."""
         with self._lock:
             self._waiting.add(task)
-            self._outstanding.add(task.future)
-        task.future.add_done_callback(self._forget)
+        # cancelled while waiting: release it now, even if an upstream never finishes
+        task.future.add_done_callback(lambda _: self._release(task))
 
         def ready() -> None:
-            if not self._release(task):
+            if task.future.done():  # cancelled while it waited
+                self._release(task)
                 return
             try:
                 task.args = substitute(task.args)
@@ -141,21 +131,20 @@ class BaseExecutor(Executor):
                 task.payload = _pickle_call(task)
             except BaseException as exc:
                 fail_unstarted(task, exc)
-                return
-            self._engine.enqueue(task)
+            else:
+                self._engine.enqueue(task)
+            self._release(task)  # only now: shutdown must not stop the engine before the enqueue
 
         def failed(bad: Future) -> None:
-            if self._release(task):
-                propagate(bad, task.future)
+            propagate(bad, task.future)
+            self._release(task)
 
         when_all_done(upstream, ready, failed)
 
-    def _release(self, task: Task) -> bool:
+    def _release(self, task: Task) -> None:
         with self._lock:
-            if task not in self._waiting:
-                return False
             self._waiting.discard(task)
-            return True
+            self._released.notify_all()
 
     # -- map ----------------------------------------------------------------------
     def map(self, fn: Callable, *iterables: Iterable, timeout: float | None = None, chunksize: int = 1) -> Iterator:
@@ -171,8 +160,7 @@ class BaseExecutor(Executor):
             self._shutdown = True
             waiting = list(self._waiting) if cancel_futures else []
         for task in waiting:
-            if self._release(task):
-                task.future.cancel()
+            task.future.cancel()  # its dependency callback then releases it
         if cancel_futures:
             self._engine.cancel_queued()
         if wait:
@@ -181,12 +169,9 @@ class BaseExecutor(Executor):
             threading.Thread(target=self._drain_and_stop, name="hpcfutures-shutdown", daemon=True).start()
 
     def _drain_and_stop(self) -> None:
-        while True:
-            with self._lock:
-                pending = list(self._outstanding)
-            if not pending:
-                break
-            wait_futures(pending)
+        with self._lock:
+            while self._waiting:
+                self._released.wait()
         self._engine.stop(wait=True)
         _live.discard(self)
 
@@ -196,8 +181,7 @@ class BaseExecutor(Executor):
             self._shutdown = True
             waiting = list(self._waiting)
         for task in waiting:
-            if self._release(task):
-                task.future.cancel()
+            task.future.cancel()
         self._engine.kill_all()
         _live.discard(self)
 

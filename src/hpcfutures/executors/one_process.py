@@ -32,11 +32,13 @@ class OneProcessPerTask:
         self._hostname_localhost = hostname_localhost
         self._log_obj_size = log_obj_size
         self._lock = threading.Lock()
+        self._drained = threading.Condition(self._lock)
         self._queue: deque[Task] = deque()
         self._budget = CoreBudget(max_cores, max_running)
         self._processes: dict[Task, WorkerProcess] = {}
         self._threads: set[threading.Thread] = set()
         self._killing = False
+        self._starting = 0
 
     @property
     def max_workers(self) -> int:
@@ -65,6 +67,7 @@ class OneProcessPerTask:
             if task.future.set_running_or_notify_cancel():
                 self._budget.take(task.slots)
                 started.append(task)
+        self._starting += len(started)
         return started
 
     def _start(self, tasks: list[Task]) -> None:
@@ -73,6 +76,12 @@ class OneProcessPerTask:
             with self._lock:
                 self._threads.add(thread)
             thread.start()
+        # _admit took these tasks off the queue; until their threads are registered above,
+        # stop() must not think everything is drained
+        if tasks:
+            with self._lock:
+                self._starting -= len(tasks)
+                self._drained.notify_all()
 
     def _run(self, task: Task) -> None:
         try:
@@ -84,6 +93,7 @@ class OneProcessPerTask:
                 self._budget.give(task.slots)
                 self._threads.discard(threading.current_thread())
                 started = self._admit()
+                self._drained.notify_all()
             self._start(started)
 
     # -- running one task ---------------------------------------------------------
@@ -203,9 +213,12 @@ class OneProcessPerTask:
             task.future.cancel()
 
     def stop(self, wait: bool) -> None:
-        if wait:
-            for thread in list(self._threads):
-                thread.join()
+        """With ``wait``: return once every queued task has run and every thread ended."""
+        if not wait:
+            return
+        with self._lock:
+            while self._queue or self._threads or self._starting:
+                self._drained.wait()
 
     def kill_all(self) -> None:
         """Stop everything now: queued tasks are cancelled, running processes killed."""

@@ -23,6 +23,9 @@ from hpcfutures.scheduling.task import Task
 from hpcfutures.wire.socket_interface import SocketInterface
 
 
+_SEND_AHEAD = 2  # calls a worker may hold: the running one and the next, while a backlog lasts
+
+
 class PoolBrokenError(WorkerCrashedError):
     """No worker of a warm pool is left to run tasks."""
 
@@ -53,6 +56,7 @@ class WarmPool:
         self._stopping = False
         self._killing = False
         self._broken: BaseException | None = None
+        self._idle = 0
         self.resize(n_workers)
 
     # -- size ---------------------------------------------------------------------
@@ -94,11 +98,20 @@ class WarmPool:
                 return
         fail_unstarted(task, PoolBrokenError(f"no worker is left to run this task: {broken}"))
 
-    def _next_task(self) -> Task | None:
+    def _next_task(self, wait: bool = True) -> Task | None:
+        """The next task for a worker thread; ``None`` tells it to retire or stop.
+
+        ``wait=False`` asks for a task to send *ahead* (the worker is busy): granted only
+        while the backlog is larger than the idle workers can take, so a queued task never
+        sits behind a long one while another worker is free."""
         with self._cond:
             while True:
                 if self._retire > 0:
+                    if not wait:
+                        return None
                     self._retire -= 1
+                    return None
+                if not wait and len(self._queue) <= self._idle:
                     return None
                 while self._queue:
                     item = self._queue.popleft()
@@ -106,9 +119,13 @@ class WarmPool:
                         return item.task
                     if item.future.set_running_or_notify_cancel():
                         return item
-                if self._stopping:
+                if self._stopping or not wait:
                     return None
-                self._cond.wait()
+                self._idle += 1
+                try:
+                    self._cond.wait()
+                finally:
+                    self._idle -= 1
 
     # -- one worker's life --------------------------------------------------------
     def _start_worker(self, worker_id: int) -> SocketInterface:
@@ -146,6 +163,7 @@ class WarmPool:
     def _serve(self, worker_id: int) -> None:
         restarts = 0
         link = None
+        inflight: deque[Task] = deque()  # sent, in order; the head is the one running
         try:
             while True:
                 if link is None:
@@ -154,29 +172,49 @@ class WarmPool:
                     except BaseException as exc:
                         self._lose_worker(worker_id, exc)
                         return
-                task = self._next_task()
-                if task is None:
-                    return
-                if link.process is not None and link.process.exited():  # died while idle: nothing was lost
-                    died = WorkerCrashedError(f"worker {worker_id} ended between tasks: {link.process.describe_exit()}")
-                    self._drop_link(worker_id, link)
-                    link = None
-                    restarts += 1
-                    self._requeue_front(task)
-                    if restarts > self._restart_limit:
-                        self._lose_worker(worker_id, died)
+                if not inflight:
+                    task = self._next_task()
+                    if task is None:
                         return
-                    continue
+                    if link.process is not None and link.process.exited():  # died while idle: nothing lost
+                        died = WorkerCrashedError(f"worker {worker_id} ended between tasks: {link.process.describe_exit()}")
+                        self._drop_link(worker_id, link)
+                        link = None
+                        restarts += 1
+                        self._requeue_front([task])
+                        if restarts > self._restart_limit:
+                            self._lose_worker(worker_id, died)
+                            return
+                        continue
+                    inflight.append(task)
+                    pending_send = [task]
+                else:
+                    pending_send = []
+                if len(inflight) < _SEND_AHEAD and len(self._queue) > self._idle:  # unlocked peek
+                    ahead = self._next_task(wait=False)
+                    if ahead is not None:
+                        inflight.append(ahead)
+                        pending_send.append(ahead)
+                head = inflight[0]
                 try:
-                    link.send_payload(task.payload)
-                    settle(task, link.receive_dict(timeout=task.resources.get("run_time_max")))
+                    for task in pending_send:
+                        link.send_payload(task.payload)
+                    reply = link.receive_dict(timeout=head.resources.get("run_time_max"))
+                    inflight.popleft()
+                    settle(head, reply)
                 except TimeoutError:
-                    limit = task.resources.get("run_time_max")
-                    settle(task, TimeoutError(f"the task ran longer than run_time_max={limit} s; its worker was replaced"))
+                    limit = head.resources.get("run_time_max")
+                    inflight.popleft()
+                    settle(head, TimeoutError(f"the task ran longer than run_time_max={limit} s; its worker was replaced"))
+                    self._requeue_front(inflight)
+                    inflight.clear()
                     self._drop_link(worker_id, link)
                     link = None
                 except WorkerCrashedError as exc:
-                    settle(task, stopped_by_shutdown() if self._killing else exc)
+                    inflight.popleft()
+                    settle(head, stopped_by_shutdown() if self._killing else exc)
+                    self._requeue_front(inflight)  # sent ahead, never started: run them elsewhere
+                    inflight.clear()
                     self._drop_link(worker_id, link)
                     link = None
                     restarts += 1
@@ -184,8 +222,12 @@ class WarmPool:
                         self._lose_worker(worker_id, exc)
                         return
                 except BaseException as exc:
-                    settle(task, exc)
+                    for task in inflight:
+                        settle(task, exc)
+                    inflight.clear()
         finally:
+            for task in inflight:
+                settle(task, stopped_by_shutdown())
             if link is not None:
                 self._drop_link_gracefully(worker_id, link)
             with self._cond:
@@ -196,11 +238,14 @@ class WarmPool:
             self._links.pop(worker_id, None)
         link.shutdown(wait=not self._killing)
 
-    def _requeue_front(self, task: Task) -> None:
-        # the future is already RUNNING; run it on the next worker without a second state change
+    def _requeue_front(self, tasks) -> None:
+        """Put tasks that never started back at the head of the queue, in order; their
+        futures are already RUNNING, so they must not change state a second time."""
+        if not tasks:
+            return
         with self._cond:
-            self._queue.appendleft(_Started(task))
-            self._cond.notify()
+            self._queue.extendleft(_Started(t) for t in reversed(list(tasks)))
+            self._cond.notify_all()
 
     def _lose_worker(self, worker_id: int, exc: BaseException) -> None:
         """A worker is gone for good. If it was the last one, end every queued task."""
