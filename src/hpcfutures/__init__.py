@@ -16,10 +16,10 @@ How a call flows (each box is a subpackage; imports point down only)::
       |            (key, thread counts); its death seen at once through a pidfd
       v
     wire/          HMAC-authenticated frames; pipes for one-shot serial workers,
-      |            zmq (ipc:// locally, tcp across nodes) for warm and MPI workers
+      |            Unix sockets locally, zmq over tcp across nodes (warm, MPI)
       v
     worker/        lean entry points run in the worker processes: one_shot, interactive
-                   (stdlib + cloudpickle on demand + zmq + mpi4py for MPI: nothing else)
+                   (stdlib, cloudpickle on demand, mpi4py for MPI, zmq only across nodes)
 
 Public names are imported lazily, so ``import hpcfutures`` costs almost nothing.
 """

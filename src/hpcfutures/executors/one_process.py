@@ -155,7 +155,7 @@ class OneProcessPerTask:
                     return self._died(process)
             if process.stderr_fd in events:
                 process.pump_stderr()
-                if not process._stderr_open:
+                if not process.stderr_open:
                     poller.unregister(process.stderr_fd)
             if process.pidfd in events:
                 if select.select([reply_r], [], [], 0)[0]:

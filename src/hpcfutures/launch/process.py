@@ -97,6 +97,10 @@ class WorkerProcess:
                 pass
 
     @property
+    def stderr_open(self) -> bool:
+        return self._stderr_open
+
+    @property
     def stderr_tail(self) -> str:
         return self._tail.decode(errors="replace").strip()
 

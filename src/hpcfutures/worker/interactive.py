@@ -1,6 +1,8 @@
-"""A warm worker: connects to the driver over zmq and runs calls until told to stop.
+"""A warm worker: connects to the driver and runs calls until told to stop.
 
-Usage: ``python -m hpcfutures.worker.interactive ADDRESS [--mpi]``.
+Usage: ``python -m hpcfutures.worker.interactive ADDRESS [--mpi]``; ADDRESS is
+``unix:PATH`` on the driver's machine (stdlib socket, no zmq import) or ``tcp://HOST:PORT``
+across nodes (zmq).
 With ``--mpi`` it runs under ``mpiexec``/``srun``: rank 0 talks to the driver, broadcasts
 each call to every rank, every rank runs the function, and rank 0 sends back the list of
 the ranks' results ordered by rank (or the error of the lowest failing rank).
@@ -12,12 +14,46 @@ Messages from the driver: ``{"fn", "args", "kwargs"}`` (a call), ``{"init": fn,
 
 import sys
 
-from hpcfutures.wire.frames import dumps, loads, seal, take_key_from_env, unseal, AuthenticationError
+from hpcfutures.wire.frames import (
+    AuthenticationError,
+    dumps,
+    loads,
+    read_frame,
+    seal,
+    take_key_from_env,
+    unseal,
+    write_frame,
+)
 from hpcfutures.worker.execute import call, encode_reply, error_reply, exit_with_driver, flush_std_streams, run_init
 
 
-class _Link:
-    """Rank 0's end of the zmq PAIR socket; frames that fail authentication are dropped."""
+class _UnixLink:
+    """Rank 0's end of a Unix-domain stream socket (workers on the driver's machine)."""
+
+    def __init__(self, path: str, key: bytes):
+        import socket
+
+        self._key = key
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._socket.connect(path)
+        self._fd = self._socket.fileno()
+
+    def receive(self) -> bytes:
+        while True:
+            try:
+                return read_frame(self._fd, self._key)
+            except AuthenticationError:
+                continue  # dropped unread
+
+    def send(self, payload: bytes) -> None:
+        write_frame(self._fd, self._key, payload)
+
+    def close(self) -> None:
+        self._socket.close()
+
+
+class _ZmqLink:
+    """Rank 0's end of a zmq PAIR socket over TCP (workers on other nodes)."""
 
     def __init__(self, address: str, key: bytes):
         import zmq
@@ -33,7 +69,7 @@ class _Link:
             try:
                 return unseal(self._key, self._socket.recv(copy=True))
             except AuthenticationError:
-                continue
+                continue  # dropped unread
 
     def send(self, payload: bytes) -> None:
         self._socket.send(seal(self._key, payload), copy=False)
@@ -41,6 +77,12 @@ class _Link:
     def close(self) -> None:
         self._socket.close()
         self._context.term()
+
+
+def connect(address: str, key: bytes):
+    if address.startswith("unix:"):
+        return _UnixLink(address[len("unix:"):], key)
+    return _ZmqLink(address, key)
 
 
 def _handle(message: dict, store: dict) -> dict:
@@ -53,7 +95,7 @@ def _handle(message: dict, store: dict) -> dict:
     return call(message, store)
 
 
-def serve_serial(link: _Link) -> None:
+def serve_serial(link) -> None:
     store: dict = {}
     while True:
         message = loads(link.receive())
@@ -99,10 +141,10 @@ def main(argv: list) -> int:
         from mpi4py import MPI
 
         comm = MPI.COMM_WORLD
-        link = _Link(address, key) if comm.Get_rank() == 0 else None
+        link = connect(address, key) if comm.Get_rank() == 0 else None
         serve_mpi(link, comm)
     else:
-        link = _Link(address, key)
+        link = connect(address, key)
         serve_serial(link)
     if link is not None:
         link.close()
