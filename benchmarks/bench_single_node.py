@@ -89,24 +89,21 @@ def bench_warm(args):
 def bench_fresh(args):
     from hpcfutures import SingleNodeExecutor
 
-    n = args.fresh
+    def per_task_ms(executor_class):
+        with executor_class(max_workers=1) as exe:
+            exe.submit(trivial, 0).result()
+            t0 = time.perf_counter()
+            for i in range(args.fresh):
+                exe.submit(trivial, i).result()
+            return (time.perf_counter() - t0) / args.fresh * 1000
+
     bare = timed_command([sys.executable, "-c", "pass"], 10)
-    with SingleNodeExecutor(max_workers=1) as exe:
-        exe.submit(trivial, 0).result()
-        t0 = time.perf_counter()
-        for i in range(n):
-            exe.submit(trivial, i).result()
-        ours = (time.perf_counter() - t0) / n * 1000
+    ours = per_task_ms(SingleNodeExecutor)
     el = None
     if HAVE_EXECUTORLIB:
         from executorlib import SingleNodeExecutor as ELExecutor
 
-        with ELExecutor(max_workers=1) as exe:
-            exe.submit(trivial, 0).result()
-            t0 = time.perf_counter()
-            for i in range(n):
-                exe.submit(trivial, i).result()
-            el = (time.perf_counter() - t0) / n * 1000
+        el = per_task_ms(ELExecutor)
     row("fresh process per task, cost per task", ours, "bare python -c pass", bare, "<= 60 ms", el)
 
 

@@ -96,6 +96,19 @@ def get_wid(wid):
     return wid
 
 
+def wid_after_sleep(seconds, wid):
+    time.sleep(seconds)
+    return wid
+
+
+def rank_pid_files_then_sleep(folder, seconds):
+    from mpi4py import MPI
+
+    with open(os.path.join(folder, f"rank{MPI.COMM_WORLD.Get_rank()}"), "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(seconds)
+
+
 def get_executorlib_worker_id(executorlib_worker_id):
     return executorlib_worker_id
 

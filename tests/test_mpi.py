@@ -125,3 +125,34 @@ def test_mpi_worker_imports():
         results = exe.submit(modules).result(timeout=60)
     for mods, has_mpi in results:
         assert has_mpi and all(m.startswith(("hpcfutures.wire", "hpcfutures.worker")) for m in mods)
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigkill"])
+def test_no_rank_outlives_its_driver(tmp_path, how):
+    """Ctrl-C (the driver stops its workers) and SIGKILL of the driver (the workers notice)."""
+    import signal
+    import subprocess
+    import textwrap
+
+    from conftest import pid_alive, wait_until
+
+    script = tmp_path / "driver.py"
+    script.write_text(textwrap.dedent(f"""
+        import funcs
+        from hpcfutures import SingleNodeExecutor
+        with SingleNodeExecutor() as exe:
+            exe.submit(funcs.rank_pid_files_then_sleep, {str(tmp_path)!r}, 120, resource_dict={{"cores": 2}}).result()
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=str(tmp_path), stderr=subprocess.DEVNULL)
+    files = [tmp_path / "rank0", tmp_path / "rank1"]
+    try:
+        assert wait_until(lambda: all(f.exists() and f.read_text() for f in files), 60), "ranks never started"
+        pids = [int(f.read_text()) for f in files]
+        if how == "ctrl-c":
+            proc.send_signal(signal.SIGINT)
+        else:
+            proc.kill()
+        proc.wait(timeout=30)
+        assert wait_until(lambda: not any(pid_alive(p) for p in pids), 20), "an MPI rank outlived its driver"
+    finally:
+        proc.kill()

@@ -227,9 +227,6 @@ class OneProcessPerTask:
             processes = list(self._processes.values())
         self.cancel_queued()
         for process in processes:
-            try:
-                os.killpg(process.pid, 9)
-            except (ProcessLookupError, PermissionError):
-                pass
+            process.kill_group()
         self.stop(wait=True)
 

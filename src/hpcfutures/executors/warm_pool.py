@@ -56,7 +56,8 @@ class WarmPool:
         self._stopping = False
         self._killing = False
         self._broken: BaseException | None = None
-        self._idle = 0
+        self._idle = 0  # threads waiting for a task
+        self._starting = 0  # threads starting their worker: about to be free too
         self.resize(n_workers)
 
     # -- size ---------------------------------------------------------------------
@@ -102,8 +103,8 @@ class WarmPool:
         """The next task for a worker thread; ``None`` tells it to retire or stop.
 
         ``wait=False`` asks for a task to send *ahead* (the worker is busy): granted only
-        while the backlog is larger than the idle workers can take, so a queued task never
-        sits behind a long one while another worker is free."""
+        while the backlog is larger than the idle and starting workers can take, so a queued
+        task does not sit behind a long one while another worker is free."""
         with self._cond:
             while True:
                 if self._retire > 0:
@@ -111,7 +112,7 @@ class WarmPool:
                         return None
                     self._retire -= 1
                     return None
-                if not wait and len(self._queue) <= self._idle:
+                if not wait and len(self._queue) <= self._idle + self._starting:
                     return None
                 while self._queue:
                     item = self._queue.popleft()
@@ -167,11 +168,18 @@ class WarmPool:
         try:
             while True:
                 if link is None:
+                    if self._killing:
+                        return
+                    with self._cond:
+                        self._starting += 1
                     try:
                         link = self._start_worker(worker_id)
                     except BaseException as exc:
                         self._lose_worker(worker_id, exc)
                         return
+                    finally:
+                        with self._cond:
+                            self._starting -= 1
                 if not inflight:
                     task = self._next_task()
                     if task is None:
@@ -190,7 +198,7 @@ class WarmPool:
                     pending_send = [task]
                 else:
                     pending_send = []
-                if len(inflight) < _SEND_AHEAD and len(self._queue) > self._idle:  # unlocked peek
+                if len(inflight) < _SEND_AHEAD and len(self._queue) > self._idle + self._starting:  # unlocked peek
                     ahead = self._next_task(wait=False)
                     if ahead is not None:
                         inflight.append(ahead)
@@ -286,12 +294,8 @@ class WarmPool:
             links = list(self._links.values())
         self.cancel_queued()
         for link in links:
-            process = link.process
-            if process is not None:
-                try:
-                    os.killpg(process.pid, 9)
-                except (ProcessLookupError, PermissionError):
-                    pass
+            if link.process is not None:
+                link.process.kill_group()
         self.stop(wait=True)
 
 

@@ -155,6 +155,14 @@ class WorkerProcess:
         except (ProcessLookupError, PermissionError):
             pass
 
+    def kill_group(self) -> None:
+        """SIGKILL to the process and everything in its group (``mpiexec`` and its ranks);
+        safe from any thread: it only sends a signal, the owner still reaps and closes."""
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
     def close(self) -> None:
         if self.pidfd >= 0:
             if self.popen.poll() is not None:
