@@ -18,7 +18,6 @@ from hpcfutures.executors.outcome import fail_unstarted
 from hpcfutures.scheduling.dependencies import find_futures, propagate, substitute, when_all_done
 from hpcfutures.scheduling.resources import merge, validate
 from hpcfutures.scheduling.task import Task
-from hpcfutures.wire.frames import dumps_by_value
 
 TYPE_CHECKING = False  # typing costs milliseconds at import; checkers still see the names
 if TYPE_CHECKING:
@@ -214,6 +213,8 @@ class BaseExecutor(Executor):
 
 
 def _pickle_call(task: Task) -> bytes:
+    from hpcfutures.wire.frames import dumps_by_value  # loaded by the executor already: a dict lookup
+
     try:
         return dumps_by_value({"fn": task.fn, "args": task.args, "kwargs": task.kwargs})
     except Exception as exc:

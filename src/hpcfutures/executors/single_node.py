@@ -6,9 +6,7 @@ import numbers
 import os
 
 from hpcfutures.executors.base import BaseExecutor
-from hpcfutures.launch.local import check_can_launch
 from hpcfutures.scheduling.resources import DEFAULTS, KEYS, validate
-from hpcfutures.wire.frames import new_key
 
 TYPE_CHECKING = False  # typing costs milliseconds at import; checkers still see the names
 if TYPE_CHECKING:
@@ -108,6 +106,10 @@ class SingleNodeExecutor(BaseExecutor):
             raise ValueError(f"resource_dict cores={defaults['cores']} exceeds max_cores={max_cores}")
 
         self._block_allocation = bool(block_allocation)
+        # launch/ and wire/ load here, not at import: `from hpcfutures import ...` stays cheap
+        from hpcfutures.launch.local import check_can_launch
+        from hpcfutures.wire.frames import new_key
+
         check_can_launch(defaults["cores"])
         key = new_key()
         if block_allocation:
@@ -173,6 +175,8 @@ class SingleNodeExecutor(BaseExecutor):
         if self._max_cores is not None and cores > self._max_cores:
             raise ValueError(f"submit(): resource_dict cores={cores} exceeds max_cores={self._max_cores}")
         if cores not in self._checked_cores:
+            from hpcfutures.launch.local import check_can_launch
+
             check_can_launch(cores)
             self._checked_cores.add(cores)
         return task_resources
