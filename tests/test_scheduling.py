@@ -52,6 +52,11 @@ def test_budget_fifo_limits():
     b.take(1)
     b.take(0)
     assert not b.fits(0)  # max_running reached
+    counted_only = CoreBudget(max_cores=None, max_running=2)
+    counted_only.take(64)
+    assert counted_only.fits(64)
+    counted_only.take(64)
+    assert not counted_only.fits(1)
 
 
 def test_find_and_substitute_nested():

@@ -127,11 +127,17 @@ def test_resize_warm_pool_up_and_down():
             exe.max_workers = 0
 
 
-def test_resize_fresh_mode():
+def test_resize_fresh_mode_runs_more_at_once(tmp_path):
+    from conftest import wait_until
+
     with SingleNodeExecutor(max_workers=1) as exe:
         exe.max_workers = 2
         assert exe.max_workers == 2
-        assert exe.submit(funcs.add, 1, 1).result(timeout=30) == 2
+        first = exe.submit(funcs.write_pid_then_sleep, str(tmp_path / "a"), 3.0)
+        second = exe.submit(funcs.write_pid_then_sleep, str(tmp_path / "b"), 0.1)
+        assert wait_until(lambda: (tmp_path / "b").exists(), 20)
+        assert not first.done()  # the second started while the first still ran
+        assert first.result(timeout=30) == second.result(timeout=30) == "finished"
 
 
 def test_len_info_and_fifo_queue():

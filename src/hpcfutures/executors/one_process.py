@@ -27,7 +27,7 @@ from hpcfutures.wire.frames import loads, read_frame, write_frame
 
 
 class OneProcessPerTask:
-    def __init__(self, key: bytes, max_cores: int, max_running: int, hostname_localhost=None, log_obj_size=False):
+    def __init__(self, key: bytes, max_cores: int | None, max_running: int, hostname_localhost=None, log_obj_size=False):
         self._key = key
         self._hostname_localhost = hostname_localhost
         self._log_obj_size = log_obj_size

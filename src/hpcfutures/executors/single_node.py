@@ -130,12 +130,9 @@ class SingleNodeExecutor(BaseExecutor):
         else:
             from hpcfutures.executors.one_process import OneProcessPerTask
 
-            if max_cores is not None:
-                budget = max_cores
-            elif max_workers is not None:
-                budget = max_workers * slots
-            else:
-                budget = machine_cores()
+            # the user's limits only: max_workers alone counts tasks, max_cores alone counts
+            # cores, neither means this machine's cores
+            budget = max_cores if (max_cores is not None or max_workers is not None) else machine_cores()
             engine = OneProcessPerTask(
                 key,
                 max_cores=budget,

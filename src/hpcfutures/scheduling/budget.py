@@ -9,7 +9,7 @@ class CoreBudget:
     (the machine's core count, when the user gave none) still runs, alone, rather than
     never; an explicit ``max_cores`` is checked at ``submit()`` instead."""
 
-    def __init__(self, max_cores: int, max_running: int):
+    def __init__(self, max_cores: int | None, max_running: int):
         self.max_cores = max_cores
         self.max_running = max_running
         self.used = 0
@@ -18,7 +18,9 @@ class CoreBudget:
     def fits(self, slots: int) -> bool:
         if self.running == 0:
             return True
-        return self.running < self.max_running and self.used + slots <= self.max_cores
+        if self.running >= self.max_running:
+            return False
+        return self.max_cores is None or self.used + slots <= self.max_cores
 
     def take(self, slots: int) -> None:
         self.used += slots
