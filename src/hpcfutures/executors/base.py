@@ -152,6 +152,13 @@ class BaseExecutor(Executor):
         iterables = tuple(it.result() if isinstance(it, Future) else it for it in iterables)
         return super().map(fn, *iterables, timeout=timeout)
 
+    def batched(self, iterable, n: int) -> list:
+        """Futures of the results of ``iterable`` (futures) in groups of ``n``, in
+        completion order; see ``hpcfutures.scheduling.derived.batched``."""
+        from hpcfutures.scheduling.derived import batched
+
+        return batched(iterable, n)
+
     # -- shutdown -----------------------------------------------------------------
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._lock:

@@ -1,0 +1,94 @@
+"""Futures made from other futures: an item of a result, a result split in parts, results
+in batches. Each resolves by done-callback the moment its sources allow (no thread, no
+polling), and each takes a source's exception or cancellation, so none waits forever."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import CancelledError, Future
+
+
+def _follow(source: Future, target: Future, transform) -> None:
+    def done(fut: Future) -> None:
+        if fut.cancelled():
+            target.cancel()
+            if not target.cancelled() and target.set_running_or_notify_cancel():
+                target.set_exception(CancelledError("the source future was cancelled"))
+            return
+        if not target.set_running_or_notify_cancel():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            target.set_exception(exc)
+            return
+        try:
+            target.set_result(transform(fut.result()))
+        except BaseException as err:  # a missing key, a result too short to split
+            target.set_exception(err)
+
+    source.add_done_callback(done)
+
+
+def get_item_from_future(future: Future, key) -> Future:
+    """A future for ``future.result()[key]``."""
+    target: Future = Future()
+    _follow(future, target, lambda value: value[key])
+    return target
+
+
+def split_future(future: Future, n: int) -> list:
+    """``n`` futures, the i-th for ``future.result()[i]`` (a tuple or list of length ``n``)."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n!r}")
+
+    def item(i):
+        def pick(value):
+            if len(value) != n:
+                raise ValueError(f"split_future(..., n={n}) got a result of length {len(value)}")
+            return value[i]
+
+        return pick
+
+    parts = []
+    for i in range(n):
+        target: Future = Future()
+        _follow(future, target, item(i))
+        parts.append(target)
+    return parts
+
+
+def batched(futures, n: int) -> list:
+    """Group results in batches of ``n`` in completion order: returns ``ceil(len/n)``
+    futures, each resolving to a list of ``n`` results (the last may be shorter). A batch
+    whose members include a failed or cancelled future gets that exception."""
+    futures = list(futures)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    sizes = [min(n, len(futures) - start) for start in range(0, len(futures), n)]
+    batches = [Future() for _ in sizes]
+    lock = threading.Lock()
+    state = {"batch": 0, "members": []}
+
+    def done(fut: Future) -> None:
+        with lock:
+            index = state["batch"]
+            members = state["members"]
+            members.append(fut)
+            if len(members) < sizes[index]:
+                return
+            state["batch"], state["members"] = index + 1, []
+        target = batches[index]
+        if not target.set_running_or_notify_cancel():
+            return
+        for member in members:
+            if member.cancelled():
+                target.set_exception(CancelledError("a future of this batch was cancelled"))
+                return
+            if member.exception() is not None:
+                target.set_exception(member.exception())
+                return
+        target.set_result([member.result() for member in members])
+
+    for fut in futures:
+        fut.add_done_callback(done)
+    return batches
