@@ -296,3 +296,16 @@ def test_tcp_transport_roundtrip_and_forged_frames(tmp_path):
             link.receive_dict(timeout=20)
     finally:
         link.shutdown()
+
+
+def test_shutdown_of_a_tcp_link_whose_worker_never_connects():
+    """A live process that never connects must not stall shutdown()."""
+    import time as _time
+
+    link = SocketInterface()
+    link.bind_to_random_port()
+    link.bootup([sys.executable, "-c", "import time; time.sleep(60)"])
+    t0 = _time.monotonic()
+    link.shutdown(grace=0.5)
+    assert _time.monotonic() - t0 < 20
+    assert link.process is None

@@ -7,19 +7,15 @@ from __future__ import annotations
 import threading
 from concurrent.futures import CancelledError, Future
 
+from hpcfutures.scheduling.dependencies import propagate
+
 
 def _follow(source: Future, target: Future, transform) -> None:
     def done(fut: Future) -> None:
-        if fut.cancelled():
-            target.cancel()
-            if not target.cancelled() and target.set_running_or_notify_cancel():
-                target.set_exception(CancelledError("the source future was cancelled"))
+        if fut.cancelled() or fut.exception() is not None:
+            propagate(fut, target)
             return
         if not target.set_running_or_notify_cancel():
-            return
-        exc = fut.exception()
-        if exc is not None:
-            target.set_exception(exc)
             return
         try:
             target.set_result(transform(fut.result()))

@@ -58,7 +58,8 @@ class _UnixTransport:
         self._conn, _ = self._listener.accept()
         self._listener.close()
 
-    def send(self, key: bytes, payload: bytes) -> None:
+    def send(self, key: bytes, payload: bytes, pidfd: int | None = None, timeout: float | None = None) -> None:
+        # a dead peer makes the write fail (EPIPE): no need to watch the pidfd here
         frames.write_frame(self._conn.fileno(), key, payload)
 
     def recv(self, key: bytes) -> bytes:
@@ -96,7 +97,7 @@ class _ZmqTransport:
     def accept(self) -> None:
         pass
 
-    def send(self, key: bytes, payload: bytes, pidfd: int | None = None) -> None:
+    def send(self, key: bytes, payload: bytes, pidfd: int | None = None, timeout: float | None = None) -> None:
         # a PAIR socket blocks a send until its peer connects: wait on the pidfd too
         zmq = self._zmq
         frame = seal(key, payload)
@@ -110,7 +111,9 @@ class _ZmqTransport:
             poller.register(self._socket, zmq.POLLOUT)
             if pidfd is not None:
                 poller.register(pidfd, zmq.POLLIN)
-            events = dict(poller.poll())
+            events = dict(poller.poll(None if timeout is None else int(timeout * 1000)))
+            if not events:
+                raise TimeoutError("the worker did not connect")
             if pidfd is not None and pidfd in events and self._socket not in events:
                 raise BrokenPipeError("the worker ended before it connected")
 
@@ -175,10 +178,7 @@ class SocketInterface:
         if not transport.connected():
             self._wait(None, None, until_connected=True)
         try:
-            if isinstance(transport, _ZmqTransport):
-                transport.send(self.key, payload, self.process.pidfd if self.process else None)
-            else:
-                transport.send(self.key, payload)
+            transport.send(self.key, payload, self.process.pidfd if self.process else None)
         except (BrokenPipeError, ConnectionError):
             raise self._crashed()
 
@@ -258,7 +258,7 @@ class SocketInterface:
         if process is not None:
             if wait and process.popen.poll() is None and self._transport is not None and self._transport.connected():
                 try:
-                    self._transport_send_nowait({"shutdown": True})
+                    self._transport.send(self.key, dumps_by_value({"shutdown": True}), process.pidfd, timeout=grace)
                 except Exception:
                     pass
             if not (wait and process.wait_exit(grace)):
@@ -268,13 +268,6 @@ class SocketInterface:
         if self._transport is not None:
             self._transport.close()
             self._transport = None
-
-    def _transport_send_nowait(self, message: dict) -> None:
-        transport = self._transport
-        if isinstance(transport, _ZmqTransport):
-            transport.send(self.key, dumps_by_value(message), self.process.pidfd)
-        else:
-            transport.send(self.key, dumps_by_value(message))
 
     def __del__(self):
         try:
