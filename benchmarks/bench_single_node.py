@@ -114,25 +114,23 @@ def bench_mpi(args):
     if mpiexec is None:
         print("(no mpiexec: MPI row skipped)")
         return
+    def median_mpi_call_ms(executor_class):
+        times = []
+        with executor_class(max_cores=2) as exe:
+            for i in range(args.mpi):
+                t0 = time.perf_counter()
+                exe.submit(mpi_rank, i, resource_dict={"cores": 2}).result()
+                times.append(time.perf_counter() - t0)
+        return statistics.median(times) * 1000
+
     bare = timed_command([mpiexec, "-n", "2", sys.executable, "-c", "from mpi4py import MPI"], args.mpi)
-    times = []
-    with SingleNodeExecutor(max_cores=2) as exe:
-        for i in range(args.mpi):
-            t0 = time.perf_counter()
-            exe.submit(mpi_rank, i, resource_dict={"cores": 2}).result()
-            times.append(time.perf_counter() - t0)
+    ours = median_mpi_call_ms(SingleNodeExecutor)
     el = None
     if HAVE_EXECUTORLIB:
         from executorlib import SingleNodeExecutor as ELExecutor
 
-        el_times = []
-        with ELExecutor(max_cores=2) as exe:
-            for i in range(args.mpi):
-                t0 = time.perf_counter()
-                exe.submit(mpi_rank, i, resource_dict={"cores": 2}).result()
-                el_times.append(time.perf_counter() - t0)
-        el = statistics.median(el_times) * 1000
-    row("one MPI call, cores=2", statistics.median(times) * 1000, "bare mpiexec -n 2 + mpi4py", bare, "<= 1.3x", el)
+        el = median_mpi_call_ms(ELExecutor)
+    row("one MPI call, cores=2", ours, "bare mpiexec -n 2 + mpi4py", bare, "<= 1.3x", el)
 
 
 def bench_import(args):

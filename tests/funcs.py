@@ -115,3 +115,15 @@ def get_executorlib_worker_id(executorlib_worker_id):
 
 def init_fails():
     raise RuntimeError("init went wrong")
+
+
+class TwoArgError(Exception):
+    """Pickles in the worker but cannot be rebuilt by unpickling (its __init__ needs two args)."""
+
+    def __init__(self, a, b):
+        super().__init__(a)
+        self.b = b
+
+
+def raise_two_arg_error():
+    raise TwoArgError("first", "second")

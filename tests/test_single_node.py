@@ -287,3 +287,14 @@ def test_queued_call_does_not_wait_behind_a_long_one_while_a_worker_is_free():
         assert short.result(timeout=2.5) == 2  # sent behind `long` it would take 3 s
         assert not long.done()
         assert long.result(timeout=30) == "long"
+
+
+@pytest.mark.parametrize("block", MODES)
+def test_reply_that_cannot_be_unpickled_fails_only_its_future(block):
+    with SingleNodeExecutor(max_workers=1, block_allocation=block) as exe:
+        bad = exe.submit(funcs.raise_two_arg_error)
+        # a backlog, so that warm workers have calls sent ahead behind the bad one
+        good = [exe.submit(funcs.add, i, 100) for i in range(20)]
+        with pytest.raises(RuntimeError, match="could not be unpickled"):
+            bad.result(timeout=30)
+        assert [f.result(timeout=30) for f in good] == [i + 100 for i in range(20)]

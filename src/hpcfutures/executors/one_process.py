@@ -18,12 +18,12 @@ import threading
 from collections import deque
 
 from hpcfutures.errors import WorkerCrashedError
-from hpcfutures.executors.outcome import settle, stopped_by_shutdown, unpickle_reply
+from hpcfutures.executors.outcome import decode_reply, settle, stopped_by_shutdown
 from hpcfutures.launch.local import interactive_command, one_shot_command
 from hpcfutures.launch.process import WorkerProcess, deadline_after, remaining, worker_environment
 from hpcfutures.scheduling.budget import CoreBudget
 from hpcfutures.scheduling.task import Task
-from hpcfutures.wire.frames import loads, read_frame, write_frame
+from hpcfutures.wire.frames import read_frame, write_frame
 
 
 class OneProcessPerTask:
@@ -129,9 +129,7 @@ class OneProcessPerTask:
             finally:
                 os.close(task_w)
             outcome = self._wait_pipe(process, reply_r, deadline_after(timeout), timeout)
-            if isinstance(outcome, bytes):
-                return unpickle_reply(loads, outcome)
-            return outcome
+            return decode_reply(outcome) if isinstance(outcome, bytes) else outcome
         finally:
             os.close(reply_r)
             self._untrack(task)
@@ -178,7 +176,7 @@ class OneProcessPerTask:
                 return stopped_by_shutdown()
             try:
                 link.send_payload(task.payload)
-                return link.receive_dict(timeout=timeout)
+                return decode_reply(link.receive_payload(timeout=timeout))
             except WorkerCrashedError:
                 return self._died(process)
             except TimeoutError:

@@ -52,7 +52,11 @@ def fail_unstarted(task: Task, exc: BaseException) -> None:
         settle(task, exc)
 
 
-def unpickle_reply(loads, payload: bytes):
+def decode_reply(payload: bytes):
+    """The reply, or an exception standing in for one that cannot be rebuilt here (an
+    exception class whose ``__init__`` needs more arguments than it pickled, say)."""
+    from hpcfutures.wire.frames import loads
+
     try:
         return loads(payload)
     except Exception as exc:

@@ -16,7 +16,7 @@ import threading
 from collections import deque
 
 from hpcfutures.errors import WorkerCrashedError, rebuild
-from hpcfutures.executors.outcome import fail_unstarted, settle, stopped_by_shutdown
+from hpcfutures.executors.outcome import decode_reply, fail_unstarted, settle, stopped_by_shutdown
 from hpcfutures.launch.local import interactive_command
 from hpcfutures.launch.process import worker_environment
 from hpcfutures.scheduling.task import Task
@@ -207,7 +207,7 @@ class WarmPool:
                 try:
                     for task in pending_send:
                         link.send_payload(task.payload)
-                    reply = link.receive_dict(timeout=head.resources.get("run_time_max"))
+                    reply = decode_reply(link.receive_payload(timeout=head.resources.get("run_time_max")))
                     inflight.popleft()
                     settle(head, reply)
                 except TimeoutError:
@@ -229,10 +229,12 @@ class WarmPool:
                     if restarts > self._restart_limit:
                         self._lose_worker(worker_id, exc)
                         return
-                except BaseException as exc:
-                    for task in inflight:
+                except BaseException as exc:  # unexpected: fail what was sent, and start afresh so
+                    for task in inflight:  # no later reply can be matched to the wrong call
                         settle(task, exc)
                     inflight.clear()
+                    self._drop_link(worker_id, link)
+                    link = None
         finally:
             for task in inflight:
                 settle(task, stopped_by_shutdown())

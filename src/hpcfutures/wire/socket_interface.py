@@ -183,9 +183,14 @@ class SocketInterface:
             raise self._crashed()
 
     def receive_dict(self, timeout: float | None = None, wake_fd: int | None = None):
-        """Next authentic reply. Raises ``WorkerCrashedError`` if the worker ends first,
-        ``TimeoutError`` after ``timeout`` seconds, ``InterruptedError`` if ``wake_fd``
+        """Next authentic reply, unpickled. Raises ``WorkerCrashedError`` if the worker ends
+        first, ``TimeoutError`` after ``timeout`` seconds, ``InterruptedError`` if ``wake_fd``
         becomes readable (someone wants this wait to stop)."""
+        return loads(self.receive_payload(timeout, wake_fd))
+
+    def receive_payload(self, timeout: float | None = None, wake_fd: int | None = None) -> bytes:
+        """Next authentic reply, still pickled: a caller that must keep replies matched to
+        requests decodes it itself, so a reply that fails to unpickle costs only that reply."""
         return self._wait(timeout, wake_fd)
 
     def _wait(self, timeout, wake_fd, until_connected: bool = False):
@@ -215,7 +220,7 @@ class SocketInterface:
                     poller.register(target, POLLIN)
                     continue
                 try:
-                    return loads(transport.recv(self.key))
+                    return transport.recv(self.key)
                 except AuthenticationError:
                     continue
                 except (EOFError, ConnectionError, OSError):
