@@ -18,7 +18,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from work import mpi_rank, trivial  # noqa: E402  (importable by every worker)
+from work import increment, mpi_rank, total, trivial  # noqa: E402  (importable by every worker)
 
 try:
     import executorlib  # noqa: F401
@@ -34,12 +34,12 @@ def row(name, ours, peer_name, peer, target, executorlib_value=None, unit="ms"):
     ROWS.append((name, ours, peer_name, peer, target, executorlib_value, unit))
 
 
-def median_call_latency(exe, n):
-    exe.submit(trivial, 0).result()  # warm
+def median_call_latency(exe, n, argument=0):
+    exe.submit(trivial, argument).result()  # warm
     times = []
-    for i in range(n):
+    for _ in range(n):
         t0 = time.perf_counter()
-        exe.submit(trivial, i).result()
+        exe.submit(trivial, argument).result()
         times.append(time.perf_counter() - t0)
     return statistics.median(times) * 1000
 
@@ -148,6 +148,75 @@ def bench_import(args):
     row("worker import: interactive (above bare)", interactive, "bare python -c pass", bare, "(report)")
 
 
+def chain_per_call_ms(exe, n):
+    """A chain of n dependent calls: each takes the previous one's future."""
+    exe.submit(trivial, 0).result()
+    t0 = time.perf_counter()
+    fut = exe.submit(increment, 0)
+    for _ in range(n - 1):
+        fut = exe.submit(increment, fut)
+    assert fut.result() == n
+    return (time.perf_counter() - t0) / n * 1000
+
+
+def sequential_per_call_ms(exe, n):
+    """The same n calls, each submitted once the previous one's result is back."""
+    exe.submit(trivial, 0).result()
+    t0 = time.perf_counter()
+    value = 0
+    for _ in range(n):
+        value = exe.submit(increment, value).result()
+    return (time.perf_counter() - t0) / n * 1000
+
+
+def future_argument_latency(exe, n):
+    """Median latency of a call whose argument is an already finished future."""
+    from concurrent.futures import Future
+
+    done = Future()
+    done.set_result(1)
+    return median_call_latency(exe, n, argument=done)
+
+
+def fan_in_cpu_us(exe, n):
+    """Driver CPU time (all its threads: submit, scheduling, pickling, socket I/O) per task
+    for n independent calls feeding one final call."""
+    exe.submit(trivial, 0).result()
+    cpu0 = time.process_time()
+    futures = [exe.submit(trivial, i) for i in range(n)]
+    assert exe.submit(total, futures).result() == n * (n - 1) // 2
+    return (time.process_time() - cpu0) / (n + 1) * 1e6
+
+
+def bench_dependencies(args):
+    from hpcfutures import SingleNodeExecutor
+
+    chain, seq, fut_lat, ppe_lat, fan = [], [], [], [], []
+    for _ in range(args.rounds):
+        with ProcessPoolExecutor(max_workers=2) as ppe:
+            ppe_lat.append(median_call_latency(ppe, args.calls))
+        with SingleNodeExecutor(max_workers=2, block_allocation=True) as exe:
+            fut_lat.append(future_argument_latency(exe, args.calls))
+            seq.append(sequential_per_call_ms(exe, args.chain))
+            chain.append(chain_per_call_ms(exe, args.chain))
+            fan.append(fan_in_cpu_us(exe, args.fan_in))
+    el_lat = el_chain = el_fan = None
+    if HAVE_EXECUTORLIB:
+        from executorlib import SingleNodeExecutor as ELExecutor
+
+        with ELExecutor(max_workers=2, block_allocation=True) as exe:
+            el_lat = future_argument_latency(exe, 50)
+            el_chain = chain_per_call_ms(exe, 100)
+            el_fan = fan_in_cpu_us(exe, 1000)
+    row("warm call, argument is a done future", min(fut_lat), "ProcessPool plain call", min(ppe_lat), "<= 1.2x", el_lat)
+    row(f"chain of {args.chain} dependent calls, per call", min(chain), "same, submit-and-wait", min(seq), "<= 1.5x", el_chain)
+    row(f"fan-in {args.fan_in} -> 1: driver CPU per task", min(fan), "target", 100.0, "< 100 us", el_fan, unit="us")
+
+
+def _unit(unit: str) -> str:
+    return {"ms": "ms", "us": "us"}.get(unit, "/s")
+
+
 def print_table():
     head = f"| {'measure':44} | {'hpcfutures':>12} | {'peer':28} | {'peer value':>12} | {'ratio':>6} | {'target':>9} | {'executorlib':>12} |"
     print(head)
@@ -156,7 +225,7 @@ def print_table():
         ratio = ours / peer if peer else float("nan")
         el_text = f"{el:10.2f}" if el is not None else "-"
         print(
-            f"| {name:44} | {ours:9.2f} {unit if unit == 'ms' else '/s':>2} | {peer_name:28} | {peer:9.2f} {unit if unit == 'ms' else '/s':>2} | "
+            f"| {name:44} | {ours:9.2f} {_unit(unit):>2} | {peer_name:28} | {peer:9.2f} {_unit(unit):>2} | "
             f"{ratio:6.2f} | {target:>9} | {el_text:>12} |"
         )
 
@@ -167,13 +236,16 @@ def main():
     parser.add_argument("--throughput", type=int, default=5000, help="calls for the throughput row")
     parser.add_argument("--fresh", type=int, default=30, help="tasks for the fresh-process row")
     parser.add_argument("--mpi", type=int, default=5, help="repeats for the MPI row")
+    parser.add_argument("--chain", type=int, default=1000, help="length of the dependent chain")
+    parser.add_argument("--fan-in", type=int, default=10000, help="futures feeding the final call")
+    parser.add_argument("--only", choices=["import", "warm", "deps", "fresh", "mpi"], help="run one group of rows")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the warm rows")
     args = parser.parse_args()
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, executorlib: {'yes' if HAVE_EXECUTORLIB else 'not installed'}")
-    bench_import(args)
-    bench_warm(args)
-    bench_fresh(args)
-    bench_mpi(args)
+    groups = {"import": bench_import, "warm": bench_warm, "deps": bench_dependencies, "fresh": bench_fresh, "mpi": bench_mpi}
+    for name, bench in groups.items():
+        if args.only in (None, name):
+            bench(args)
     print_table()
 
 

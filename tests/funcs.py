@@ -127,3 +127,43 @@ class TwoArgError(Exception):
 
 def raise_two_arg_error():
     raise TwoArgError("first", "second")
+
+
+def _count_attempt(path):
+    """How many times this was called with ``path`` (1 on the first call), across processes."""
+    with open(path, "a") as f:
+        f.write("x")
+    with open(path) as f:
+        return len(f.read())
+
+
+def die_until_attempt(path, good_attempt, value):
+    """SIGKILL itself on every call before the ``good_attempt``-th."""
+    if _count_attempt(path) < good_attempt:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return value
+
+
+def hang_until_attempt(path, good_attempt, value):
+    if _count_attempt(path) < good_attempt:
+        time.sleep(600)
+    return value
+
+
+def raise_until_attempt(path, good_attempt, value):
+    attempt = _count_attempt(path)
+    if attempt < good_attempt:
+        raise ValueError(f"attempt {attempt} failed")
+    return value
+
+
+def raise_at(x, bad):
+    if x == bad:
+        raise ValueError(f"bad value {x}")
+    return x + 1
+
+
+def mark_and_add(path, x, y):
+    with open(path, "a") as f:
+        f.write(f"{x}\n")
+    return x + y

@@ -8,6 +8,7 @@ import textwrap
 import time
 
 import pytest
+from concurrent.futures import CancelledError
 
 import funcs
 from conftest import pid_alive, wait_until
@@ -93,14 +94,30 @@ def test_shutdown_wait_false_returns_at_once_and_work_completes(block):
 
 
 @pytest.mark.parametrize("block", MODES)
-def test_shutdown_cancel_futures(block):
+def test_shutdown_cancel_futures_stops_running_work(tmp_path, block):
+    pidfile = str(tmp_path / "pid")
     exe = SingleNodeExecutor(max_workers=1, block_allocation=block)
-    running = exe.submit(funcs.sleep_then, 1.0, "done")
-    assert wait_until(running.running, 30)
+    running = exe.submit(funcs.write_pid_then_sleep, pidfile, 60)
+    pid = _read_pid(pidfile)
     queued = [exe.submit(funcs.add, i, 1) for i in range(5)]
+    t0 = time.monotonic()
     exe.shutdown(wait=True, cancel_futures=True)
-    assert running.result(timeout=1) == "done"
+    assert time.monotonic() - t0 < 30  # not the 60 s the task would take
+    with pytest.raises(CancelledError):
+        running.result(timeout=1)
     assert all(f.cancelled() for f in queued)
+    assert wait_until(lambda: not pid_alive(pid), 10), "the running task's process is still alive"
+
+
+def test_shutdown_cancel_futures_without_wait_returns_at_once(tmp_path):
+    pidfile = str(tmp_path / "pid")
+    exe = SingleNodeExecutor(max_workers=1)
+    running = exe.submit(funcs.write_pid_then_sleep, pidfile, 60)
+    pid = _read_pid(pidfile)
+    exe.shutdown(wait=False, cancel_futures=True)
+    with pytest.raises(CancelledError):
+        running.result(timeout=30)
+    assert wait_until(lambda: not pid_alive(pid), 10)
 
 
 def _run_script(body: str, tmp_path, **kwargs):

@@ -10,7 +10,7 @@ How a call flows (each box is a subpackage; imports point down only)::
       |            hold calls whose arguments are futures (done-callbacks, no polling)
       v
     scheduling/    pure state: Task, resource keys, core budget, dependency helpers
-      |
+      |            (graph/ replaces the engine in graph-only mode: record, draw, export)
       v  (engine: one fresh process per task, or a warm pool of workers)
     launch/        how a worker process comes to exist: python, mpiexec; its env
       |            (key, thread counts); its death seen at once through a pidfd

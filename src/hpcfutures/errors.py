@@ -9,6 +9,10 @@ class WorkerCrashedError(RuntimeError):
     signal and carries the tail of the process's stderr."""
 
 
+class PoolBrokenError(WorkerCrashedError):
+    """No worker of a warm pool is left to run tasks."""
+
+
 class RemoteTraceback(Exception):
     """Chained as ``__cause__`` of an exception raised in a worker: its text is the
     traceback as the worker saw it, as ``concurrent.futures.process`` does."""
@@ -27,3 +31,15 @@ def rebuild(reply: dict) -> BaseException:
     if text:
         exc.__cause__ = RemoteTraceback(text)
     return exc
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """``exc.add_note`` where Python has it (3.11+); on 3.10 the note is kept in
+    ``__notes__`` where a reader can still find it."""
+    try:
+        exc.add_note(note)
+    except AttributeError:
+        try:
+            exc.__notes__ = [*getattr(exc, "__notes__", ()), note]
+        except (AttributeError, TypeError):
+            pass

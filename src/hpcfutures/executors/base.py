@@ -14,7 +14,7 @@ import threading
 import weakref
 from concurrent.futures import Executor, Future
 
-from hpcfutures.executors.outcome import fail_unstarted
+from hpcfutures.executors.outcome import cancel_unstarted, fail_unstarted
 from hpcfutures.scheduling.dependencies import find_futures, propagate, substitute, when_all_done
 from hpcfutures.scheduling.resources import merge, validate
 from hpcfutures.scheduling.task import Task
@@ -75,8 +75,18 @@ class BaseExecutor(Executor):
 
     _task_keys: frozenset = frozenset()
 
-    def __init__(self, engine, defaults: dict, max_cores: int | None, info: dict, disable_dependencies: bool = False):
+    def __init__(
+        self,
+        engine,
+        defaults: dict,
+        max_cores: int | None,
+        info: dict,
+        disable_dependencies: bool = False,
+        graph_output: dict | None = None,
+    ):
         self._engine = engine
+        # graph-only mode: the engine is a GraphRecorder, written out at shutdown
+        self._graph_output = graph_output
         self._defaults = defaults
         self._max_cores = max_cores
         self._info = info
@@ -94,6 +104,8 @@ class BaseExecutor(Executor):
         _check_function(fn)
         task_resources = self._check_task_resources(validate(resource_dict, "submit()", self._task_keys))
         resources = merge(self._defaults, task_resources) if task_resources else self._defaults
+        if self._graph_output is not None:
+            return self._engine.record(fn, args, kwargs)
         future: Future = Future()
         task = Task(future, fn, args, kwargs, resources)
         upstream = find_futures(args) + find_futures(kwargs) if (args or kwargs) else []
@@ -103,7 +115,13 @@ class BaseExecutor(Executor):
                     "an argument of this call is a Future, but the executor was created with "
                     "disable_dependencies=True; pass results, or enable dependencies"
                 )
-            self._hold(task, upstream)
+            if all(_succeeded(f) for f in upstream):  # nothing to wait for
+                task.args = substitute(args)
+                task.kwargs = substitute(kwargs)
+                task.payload = _pickle_call(task)
+                self._engine.enqueue(task)
+            else:
+                self._hold(task, upstream)
         else:
             task.payload = _pickle_call(task)
             self._engine.enqueue(task)
@@ -118,7 +136,7 @@ class BaseExecutor(Executor):
         with self._lock:
             self._waiting.add(task)
         # cancelled while waiting: release it now, even if an upstream never finishes
-        task.future.add_done_callback(lambda _: self._release(task))
+        task.future.add_done_callback(lambda _: self._cancelled_while_held(task))
 
         def ready() -> None:
             if task.future.done():  # cancelled while it waited
@@ -135,10 +153,15 @@ class BaseExecutor(Executor):
             self._release(task)  # only now: shutdown must not stop the engine before the enqueue
 
         def failed(bad: Future) -> None:
-            propagate(bad, task.future)
+            propagate(bad, task.future, task.name)
             self._release(task)
 
         when_all_done(upstream, ready, failed)
+
+    def _cancelled_while_held(self, task: Task) -> None:
+        if task.future.cancelled():
+            task.start()  # wakes concurrent.futures.wait()/as_completed() on it
+        self._release(task)
 
     def _release(self, task: Task) -> None:
         with self._lock:
@@ -161,35 +184,44 @@ class BaseExecutor(Executor):
 
     # -- shutdown -----------------------------------------------------------------
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """As ``Executor.shutdown``; ``cancel_futures=True`` goes further than the standard
+        library: it also stops the tasks that are running (their processes are killed, their
+        futures raise ``CancelledError``), where ``concurrent.futures`` lets them finish."""
         with self._lock:
             first = not self._shutdown
             self._shutdown = True
             waiting = list(self._waiting) if cancel_futures else []
         for task in waiting:
-            task.future.cancel()  # its dependency callback then releases it
-        if cancel_futures:
-            self._engine.cancel_queued()
+            cancel_unstarted(task)  # its dependency callback then releases it
+        stop = self._terminate if cancel_futures else self._drain_and_stop
         if wait:
-            self._drain_and_stop()
-        elif first:
-            threading.Thread(target=self._drain_and_stop, name="hpcfutures-shutdown", daemon=True).start()
+            stop()
+        elif first or cancel_futures:
+            threading.Thread(target=stop, name="hpcfutures-shutdown", daemon=True).start()
 
     def _drain_and_stop(self) -> None:
         with self._lock:
             while self._waiting:
                 self._released.wait()
         self._engine.stop(wait=True)
+        with self._lock:  # written once, by the first shutdown to get here
+            graph_output, self._graph_output = self._graph_output, None
+        if graph_output is not None:
+            from hpcfutures.graph.output import write_graph
+
+            write_graph(self._engine, **graph_output)
         _live.discard(self)
 
     def _terminate(self) -> None:
-        """Stop now: cancel what waits, kill what runs (Ctrl-C, interpreter exit)."""
+        """Stop now: cancel what waits and what is queued, kill what runs (also Ctrl-C and
+        interpreter exit)."""
         with self._lock:
             self._shutdown = True
             waiting = list(self._waiting)
         for task in waiting:
-            task.future.cancel()
+            cancel_unstarted(task)
         self._engine.kill_all()
-        _live.discard(self)
+        self._drain_and_stop()
 
     def __exit__(self, exc_type, exc_val, exc_tb):
         if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
@@ -217,6 +249,10 @@ class BaseExecutor(Executor):
             raise ValueError(f"max_workers must be an int >= 1, got {n!r}")
         self._engine.resize(n)
         self._info["max_workers"] = n
+
+
+def _succeeded(future: Future) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
 
 
 def _pickle_call(task: Task) -> bytes:

@@ -18,7 +18,7 @@ import threading
 from collections import deque
 
 from hpcfutures.errors import WorkerCrashedError
-from hpcfutures.executors.outcome import decode_reply, settle, stopped_by_shutdown
+from hpcfutures.executors.outcome import cancel_unstarted, decode_reply, finish, settle, stopped_by_shutdown
 from hpcfutures.launch.local import interactive_command, one_shot_command
 from hpcfutures.launch.process import WorkerProcess, deadline_after, remaining, worker_environment
 from hpcfutures.scheduling.budget import CoreBudget
@@ -55,8 +55,13 @@ class OneProcessPerTask:
 
     def enqueue(self, task: Task) -> None:
         with self._lock:
-            self._queue.append(task)
-            started = self._admit()
+            killing = self._killing
+            if not killing:
+                self._queue.append(task)
+                started = self._admit()
+        if killing:
+            cancel_unstarted(task)
+            return
         self._start(started)
 
     # -- admission ----------------------------------------------------------------
@@ -64,7 +69,7 @@ class OneProcessPerTask:
         started = []
         while self._queue and not self._killing and self._budget.fits(self._queue[0].slots):
             task = self._queue.popleft()
-            if task.future.set_running_or_notify_cancel():
+            if task.start():
                 self._budget.take(task.slots)
                 started.append(task)
         self._starting += len(started)
@@ -85,7 +90,7 @@ class OneProcessPerTask:
 
     def _run(self, task: Task) -> None:
         try:
-            settle(task, self._execute(task))
+            finish(task, self._execute(task), self._retry)
         except BaseException as exc:  # nothing may leave a future pending
             settle(task, exc)
         finally:
@@ -204,11 +209,19 @@ class OneProcessPerTask:
         with self._lock:
             self._processes.pop(task, None)
 
+    def _retry(self, task: Task) -> None:
+        """Run it again, first in line (its slots are given back as its thread ends)."""
+        with self._lock:
+            if not self._killing:
+                self._queue.appendleft(task)
+                return
+        settle(task, stopped_by_shutdown())
+
     def cancel_queued(self) -> None:
         with self._lock:
             queued, self._queue = list(self._queue), deque()
         for task in queued:
-            task.future.cancel()
+            cancel_unstarted(task)
 
     def stop(self, wait: bool) -> None:
         """With ``wait``: return once every queued task has run and every thread ended."""

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import os
 
-from hpcfutures.errors import rebuild
+from hpcfutures.errors import PoolBrokenError, WorkerCrashedError, add_note, rebuild
+from hpcfutures.scheduling.dependencies import remember_failure
 from hpcfutures.scheduling.task import Task
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable
 
 
 def settle(task: Task, reply) -> None:
@@ -23,8 +28,32 @@ def settle(task: Task, reply) -> None:
         return
     else:
         exc = RuntimeError(f"malformed reply from worker: {reply!r}")
+    if task.attempt > 1:
+        add_note(exc, f"hpcfutures: {task.name}() failed {task.attempt} times (retries={task.attempt - 1})")
     _log_error(task, exc)
+    remember_failure(future, task.name)
     future.set_exception(exc)
+
+
+def finish(task: Task, reply, retry: Callable[[Task], None]) -> None:
+    """``settle``, unless the task may run again: then ``retry(task)`` requeues it.
+
+    A task is retried (up to its ``retries`` count) when its worker died or it ran out of
+    time — failures of the machine, not of the function — and when the function raised one
+    of the exception classes in ``retry_on``."""
+    retries = task.resources.get("retries", 0)
+    if retries and task.attempt <= retries and _retryable(task, reply):
+        task.attempt += 1
+        retry(task)
+    else:
+        settle(task, reply)
+
+
+def _retryable(task: Task, reply) -> bool:
+    if isinstance(reply, BaseException):
+        return isinstance(reply, (WorkerCrashedError, TimeoutError)) and not isinstance(reply, PoolBrokenError)
+    retry_on = task.resources.get("retry_on")
+    return bool(retry_on) and isinstance(reply, dict) and isinstance(reply.get("error"), retry_on)
 
 
 def _log_error(task: Task, exc: BaseException) -> None:
@@ -48,8 +77,18 @@ def _log_error(task: Task, exc: BaseException) -> None:
 
 def fail_unstarted(task: Task, exc: BaseException) -> None:
     """End a task that never reached a worker."""
-    if task.future.set_running_or_notify_cancel():
+    if task.start():
         settle(task, exc)
+
+
+def cancel_unstarted(task: Task) -> None:
+    """Cancel a task that is not running now. ``Future.cancel()`` alone does not wake
+    ``concurrent.futures.wait``/``as_completed``; ``start()`` after it does. A retry waiting
+    for its next run is already RUNNING and ends with ``CancelledError``."""
+    if task.running:
+        settle(task, stopped_by_shutdown())
+    elif task.future.cancel():
+        task.start()
 
 
 def decode_reply(payload: bytes):

@@ -23,7 +23,6 @@ _NOT_HERE: dict[str, tuple[Callable, str]] = {
     "priority": (lambda v: v is None, "priorities are for the queued-job executors; this one runs tasks first in first out"),
     "cache_key": (lambda v: v is None, "the result cache is not implemented yet"),
     "cache_directory": (lambda v: v is None, "the result cache is not implemented yet"),
-    "retries": (lambda v: v == 0, "task retries are not implemented yet"),
 }
 
 # keys a warm worker is built with: in block allocation they belong to the executor
@@ -43,6 +42,28 @@ def _check_count(name: str, value, minimum: int = 1):
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum} or None, got {value!r}")
     return int(value)
+
+
+def _launch_key(cores: int) -> bytes:
+    """Check this machine can start workers of ``cores`` ranks; the key that authenticates
+    them. launch/ and wire/ load here, not at import: ``from hpcfutures import ...`` stays cheap."""
+    from hpcfutures.launch.local import check_can_launch
+    from hpcfutures.wire.frames import new_key
+
+    check_can_launch(cores)
+    return new_key()
+
+
+def graph_mode(plot: bool, plot_filename, workflow_filename) -> dict | None:
+    """Graph-only mode when any of the three is set: checked now (a bad suffix or a missing
+    matplotlib is an error at construction, not at exit)."""
+    if not (plot or plot_filename or workflow_filename):
+        return None
+    if plot_filename is not None:
+        from hpcfutures.graph.draw import check_format
+
+        check_format(plot_filename)
+    return {"plot": bool(plot), "plot_filename": plot_filename, "workflow_filename": workflow_filename}
 
 
 def _refuse_unsupported(resources: dict, where: str) -> None:
@@ -90,8 +111,6 @@ class SingleNodeExecutor(BaseExecutor):
             raise ValueError(f"refresh_rate must be a number >= 0, got {refresh_rate!r}")
         if cache_directory is not None:
             raise NotImplementedError("cache_directory: the result cache is not implemented yet in hpcfutures")
-        if plot_dependency_graph or plot_dependency_graph_filename or export_workflow_filename:
-            raise NotImplementedError("dependency-graph plotting and workflow export are not implemented yet in hpcfutures")
         if init_function is not None and not block_allocation:
             raise ValueError("init_function needs block_allocation=True: only warm workers keep its state between calls")
         if init_function is not None and not callable(init_function):
@@ -106,18 +125,18 @@ class SingleNodeExecutor(BaseExecutor):
             raise ValueError(f"resource_dict cores={defaults['cores']} exceeds max_cores={max_cores}")
 
         self._block_allocation = bool(block_allocation)
-        # launch/ and wire/ load here, not at import: `from hpcfutures import ...` stays cheap
-        from hpcfutures.launch.local import check_can_launch
-        from hpcfutures.wire.frames import new_key
+        graph_output = graph_mode(plot_dependency_graph, plot_dependency_graph_filename, export_workflow_filename)
+        if graph_output is not None:  # nothing will run: no worker, no launcher needed
+            from hpcfutures.graph.record import GraphRecorder
 
-        check_can_launch(defaults["cores"])
-        key = new_key()
-        if block_allocation:
+            engine = GraphRecorder()
+        elif block_allocation:
             n = max_workers or max(1, (max_cores or machine_cores()) // slots)
             if max_cores is not None and max_workers is not None:
                 n = max(1, min(max_workers, max_cores // slots))
             from hpcfutures.executors.warm_pool import WarmPool
 
+            key = _launch_key(defaults["cores"])
             engine = WarmPool(
                 key,
                 n,
@@ -134,7 +153,7 @@ class SingleNodeExecutor(BaseExecutor):
             # cores, neither means this machine's cores
             budget = max_cores if (max_cores is not None or max_workers is not None) else machine_cores()
             engine = OneProcessPerTask(
-                key,
+                _launch_key(defaults["cores"]),
                 max_cores=budget,
                 max_running=max_workers or budget,
                 hostname_localhost=hostname_localhost,
@@ -153,7 +172,14 @@ class SingleNodeExecutor(BaseExecutor):
             "log_obj_size": log_obj_size,
             "openmpi_oversubscribe": bool(openmpi_oversubscribe),
         }
-        super().__init__(engine, defaults, max_cores, info, disable_dependencies=disable_dependencies)
+        info.update(
+            plot_dependency_graph=plot_dependency_graph,
+            plot_dependency_graph_filename=plot_dependency_graph_filename,
+            export_workflow_filename=export_workflow_filename,
+        )
+        super().__init__(
+            engine, defaults, max_cores, info, disable_dependencies=disable_dependencies, graph_output=graph_output
+        )
         self._checked_cores = {1, defaults["cores"]}
 
     def _check_task_resources(self, task_resources: dict) -> dict:
@@ -171,7 +197,7 @@ class SingleNodeExecutor(BaseExecutor):
         cores = task_resources.get("cores", self._defaults["cores"])
         if self._max_cores is not None and cores > self._max_cores:
             raise ValueError(f"submit(): resource_dict cores={cores} exceeds max_cores={self._max_cores}")
-        if cores not in self._checked_cores:
+        if cores not in self._checked_cores and self._graph_output is None:
             from hpcfutures.launch.local import check_can_launch
 
             check_can_launch(cores)

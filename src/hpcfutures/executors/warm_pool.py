@@ -15,8 +15,8 @@ import os
 import threading
 from collections import deque
 
-from hpcfutures.errors import WorkerCrashedError, rebuild
-from hpcfutures.executors.outcome import decode_reply, fail_unstarted, settle, stopped_by_shutdown
+from hpcfutures.errors import PoolBrokenError, WorkerCrashedError, rebuild
+from hpcfutures.executors.outcome import cancel_unstarted, decode_reply, fail_unstarted, finish, settle, stopped_by_shutdown
 from hpcfutures.launch.local import interactive_command
 from hpcfutures.launch.process import worker_environment
 from hpcfutures.scheduling.task import Task
@@ -24,10 +24,6 @@ from hpcfutures.wire.socket_interface import SocketInterface
 
 
 _SEND_AHEAD = 2  # calls a worker may hold: the running one and the next, while a backlog lasts
-
-
-class PoolBrokenError(WorkerCrashedError):
-    """No worker of a warm pool is left to run tasks."""
 
 
 class WarmPool:
@@ -92,12 +88,16 @@ class WarmPool:
 
     def enqueue(self, task: Task) -> None:
         with self._cond:
+            killing = self._killing
             broken = self._broken if not self._threads else None
-            if broken is None:
+            if broken is None and not killing:
                 self._queue.append(task)
                 self._cond.notify()
                 return
-        fail_unstarted(task, PoolBrokenError(f"no worker is left to run this task: {broken}"))
+        if killing:
+            cancel_unstarted(task)
+        else:
+            fail_unstarted(task, PoolBrokenError(f"no worker is left to run this task: {broken}"))
 
     def _next_task(self, wait: bool = True) -> Task | None:
         """The next task for a worker thread; ``None`` tells it to retire or stop.
@@ -115,11 +115,9 @@ class WarmPool:
                 if not wait and len(self._queue) <= self._idle + self._starting:
                     return None
                 while self._queue:
-                    item = self._queue.popleft()
-                    if isinstance(item, _Started):
-                        return item.task
-                    if item.future.set_running_or_notify_cancel():
-                        return item
+                    task = self._queue.popleft()
+                    if task.start():
+                        return task
                 if self._stopping or not wait:
                     return None
                 self._idle += 1
@@ -209,23 +207,26 @@ class WarmPool:
                         link.send_payload(task.payload)
                     reply = decode_reply(link.receive_payload(timeout=head.resources.get("run_time_max")))
                     inflight.popleft()
-                    settle(head, reply)
+                    finish(head, reply, self._requeue_one)
                 except TimeoutError:
                     limit = head.resources.get("run_time_max")
                     inflight.popleft()
-                    settle(head, TimeoutError(f"the task ran longer than run_time_max={limit} s; its worker was replaced"))
+                    stopped = TimeoutError(f"the task ran longer than run_time_max={limit} s; its worker was replaced")
+                    finish(head, stopped, inflight.appendleft)
                     self._requeue_front(inflight)
                     inflight.clear()
                     self._drop_link(worker_id, link)
                     link = None
                 except WorkerCrashedError as exc:
                     inflight.popleft()
-                    settle(head, stopped_by_shutdown() if self._killing else exc)
+                    attempt = head.attempt
+                    finish(head, stopped_by_shutdown() if self._killing else exc, inflight.appendleft)
                     self._requeue_front(inflight)  # sent ahead, never started: run them elsewhere
                     inflight.clear()
                     self._drop_link(worker_id, link)
                     link = None
-                    restarts += 1
+                    # a restart for a task's own retry is the task's budget, not restart_limit's
+                    restarts += head.attempt == attempt
                     if restarts > self._restart_limit:
                         self._lose_worker(worker_id, exc)
                         return
@@ -249,13 +250,21 @@ class WarmPool:
         link.shutdown(wait=not self._killing)
 
     def _requeue_front(self, tasks) -> None:
-        """Put tasks that never started back at the head of the queue, in order; their
-        futures are already RUNNING, so they must not change state a second time."""
+        """Put tasks back at the head of the queue, in order: sent ahead to a worker that
+        died before running them, or due for a retry. Their futures stay RUNNING."""
         if not tasks:
             return
         with self._cond:
-            self._queue.extendleft(_Started(t) for t in reversed(list(tasks)))
-            self._cond.notify_all()
+            killing = self._killing
+            if not killing:
+                self._queue.extendleft(reversed(list(tasks)))
+                self._cond.notify_all()
+        if killing:
+            for task in tasks:
+                settle(task, stopped_by_shutdown())
+
+    def _requeue_one(self, task: Task) -> None:
+        self._requeue_front([task])
 
     def _lose_worker(self, worker_id: int, exc: BaseException) -> None:
         """A worker is gone for good. If it was the last one, end every queued task."""
@@ -266,20 +275,14 @@ class WarmPool:
                 return
             queued, self._queue = list(self._queue), deque()
         for task in queued:
-            if isinstance(task, _Started):
-                settle(task.task, PoolBrokenError(f"no worker is left to run this task: {exc}"))
-            else:
-                fail_unstarted(task, PoolBrokenError(f"no worker is left to run this task: {exc}"))
+            fail_unstarted(task, PoolBrokenError(f"no worker is left to run this task: {exc}"))
 
     # -- shutdown -----------------------------------------------------------------
     def cancel_queued(self) -> None:
         with self._cond:
             queued, self._queue = list(self._queue), deque()
         for task in queued:
-            if isinstance(task, _Started):
-                settle(task.task, stopped_by_shutdown())
-            else:
-                task.future.cancel()
+            cancel_unstarted(task)
 
     def stop(self, wait: bool) -> None:
         with self._cond:
@@ -289,6 +292,7 @@ class WarmPool:
         if wait:
             for thread in threads:
                 thread.join()
+            self.cancel_queued()  # nothing is left normally; if a task is, it must still end
 
     def kill_all(self) -> None:
         with self._cond:
@@ -300,12 +304,3 @@ class WarmPool:
                 link.process.kill_group()
         self.stop(wait=True)
 
-
-class _Started:
-    """A queued task whose future is already running (requeued after its worker was
-    found dead before the task was sent)."""
-
-    __slots__ = ("task",)
-
-    def __init__(self, task: Task):
-        self.task = task

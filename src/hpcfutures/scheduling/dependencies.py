@@ -6,7 +6,9 @@ releases the task. No thread sleeps, nothing polls, and a waiting task holds no 
 
 from __future__ import annotations
 
+import copy
 import threading
+import weakref
 from concurrent.futures import Future
 
 TYPE_CHECKING = False  # typing costs milliseconds at import; checkers still see the names
@@ -73,8 +75,22 @@ def when_all_done(futures: list, on_ready: Callable[[], None], on_failed: Callab
         fut.add_done_callback(done)
 
 
-def propagate(upstream: Future, downstream: Future) -> None:
-    """Give ``downstream`` the fate of a failed or cancelled ``upstream``."""
+# which call raised the exception a future holds, for the message of its dependants; weak,
+# so finished futures are not kept alive, and filled only on failure (no cost per success)
+_FAILED_CALLS: "weakref.WeakKeyDictionary[Future, str]" = weakref.WeakKeyDictionary()
+
+
+def remember_failure(future: Future, call: str) -> None:
+    _FAILED_CALLS[future] = call
+
+
+def propagate(upstream: Future, downstream: Future, name: str | None = None) -> None:
+    """Give ``downstream`` (the call ``name``) the fate of a failed or cancelled ``upstream``.
+
+    A failure arrives as a copy of the original exception — same type and message, so
+    ``except ValueError`` still works — whose ``__cause__`` is the original (traceback and
+    all) and whose note names the upstream call that raised it and the call that did not
+    run. However long the chain, the cause is the original, not a chain of copies."""
     if upstream.cancelled():
         downstream.cancel()
         if not downstream.cancelled() and downstream.set_running_or_notify_cancel():
@@ -83,4 +99,22 @@ def propagate(upstream: Future, downstream: Future) -> None:
             downstream.set_exception(CancelledError("an upstream future was cancelled"))
         return
     if downstream.set_running_or_notify_cancel():
-        downstream.set_exception(upstream.exception())
+        downstream.set_exception(_as_upstream_error(upstream, name))
+
+
+def _as_upstream_error(upstream: Future, name: str | None) -> BaseException:
+    exc = upstream.exception()
+    root = getattr(exc, "_hpcfutures_root", None) or exc
+    origin = getattr(exc, "_hpcfutures_origin", None) or _FAILED_CALLS.get(upstream)
+    try:
+        error = copy.copy(root)
+        error.__cause__ = root
+        error.__context__ = None
+        error.__traceback__ = None
+        error._hpcfutures_root = root
+        error._hpcfutures_origin = origin
+        upstream_text = f"the upstream call {origin}()" if origin else "an upstream future"
+        error.__notes__ = [f"hpcfutures: {upstream_text} raised this, so {name or 'this call'}() did not run"]
+    except Exception:  # an exception class that cannot be copied: pass the original on
+        return exc
+    return error

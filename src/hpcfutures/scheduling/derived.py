@@ -5,9 +5,14 @@ polling), and each takes a source's exception or cancellation, so none waits for
 from __future__ import annotations
 
 import threading
+import weakref
 from concurrent.futures import CancelledError, Future
 
 from hpcfutures.scheduling.dependencies import propagate
+
+# derived future -> (source future, key or index): lets the dependency graph draw an edge
+# from the call that made the source, labelled with the part taken
+DERIVED: "weakref.WeakKeyDictionary[Future, tuple]" = weakref.WeakKeyDictionary()
 
 
 def _follow(source: Future, target: Future, transform) -> None:
@@ -28,6 +33,7 @@ def _follow(source: Future, target: Future, transform) -> None:
 def get_item_from_future(future: Future, key) -> Future:
     """A future for ``future.result()[key]``."""
     target: Future = Future()
+    DERIVED[target] = (future, key)
     _follow(future, target, lambda value: value[key])
     return target
 
@@ -48,6 +54,7 @@ def split_future(future: Future, n: int) -> list:
     parts = []
     for i in range(n):
         target: Future = Future()
+        DERIVED[target] = (future, i)
         _follow(future, target, item(i))
         parts.append(target)
     return parts

@@ -35,6 +35,7 @@ KEYS: dict[str, tuple[tuple, bool, str]] = {
     "submission_template": ((str,), True, "a str"),
     "openmpi_oversubscribe": ((bool,), False, "a bool"),
     "retries": (_INT, False, "an int >= 0"),
+    "retry_on": ((type, tuple), True, "an exception class or a tuple of them"),
 }
 
 DEFAULTS: dict[str, Any] = {
@@ -71,9 +72,16 @@ def validate(resource_dict: dict | None, where: str, allowed: Iterable[str] | No
             raise ValueError(f"{where}: resource_dict[{key!r}] must be {text}, got {value!r}")
         if key == "run_time_max" and value <= 0:
             raise ValueError(f"{where}: resource_dict[{key!r}] must be {text}, got {value!r}")
+        if key == "retry_on" and not _exception_classes(value):
+            raise TypeError(f"{where}: resource_dict['retry_on'] must be {text}, got {value!r}")
         if key == "slurm_cmd_args" and not all(isinstance(a, str) for a in value):
             raise TypeError(f"{where}: resource_dict['slurm_cmd_args'] must be {text}, got {value!r}")
     return dict(resource_dict)
+
+
+def _exception_classes(value) -> bool:
+    classes = value if isinstance(value, tuple) else (value,)
+    return all(isinstance(c, type) and issubclass(c, BaseException) for c in classes)
 
 
 def merge(defaults: dict, task: dict) -> dict:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 
-
 class Task:
     """One call: its future, the call itself, its merged resources and, once known, the
-    pickled call (made at submit, so pickling errors surface there)."""
+    pickled call (made at submit, so pickling errors surface there).
 
-    __slots__ = ("future", "fn", "args", "kwargs", "resources", "payload")
+    ``attempt`` counts runs (1 for the first); a task that is retried goes back to a queue
+    with its future already RUNNING, which ``start`` accounts for."""
+
+    __slots__ = ("future", "fn", "args", "kwargs", "resources", "payload", "attempt", "running")
 
     def __init__(self, future, fn, args: tuple, kwargs: dict, resources: dict, payload: bytes | None = None):
         self.future = future
@@ -17,6 +19,18 @@ class Task:
         self.kwargs = kwargs
         self.resources = resources
         self.payload = payload
+        self.attempt = 1
+        self.running = False
+
+    def start(self) -> bool:
+        """Mark the future RUNNING (once; a retry is already running). False when the
+        user cancelled it while it was queued: then it must not run."""
+        if not self.running:
+            try:
+                self.running = self.future.set_running_or_notify_cancel()
+            except RuntimeError:  # already told its waiters it was cancelled, or finished
+                return False
+        return self.running
 
     @property
     def cores(self) -> int:
