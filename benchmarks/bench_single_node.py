@@ -213,6 +213,58 @@ def bench_dependencies(args):
     row(f"fan-in {args.fan_in} -> 1: driver CPU per task", min(fan), "target", 100.0, "< 100 us", el_fan, unit="us")
 
 
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def per_call_ms(exe, values):
+    """Sequential submit-and-wait, per call: the cost a cache adds shows in full."""
+    t0 = time.perf_counter()
+    for v in values:
+        exe.submit(trivial, v).result()
+    return (time.perf_counter() - t0) / len(values) * 1000
+
+
+def bench_cache(args):
+    """A hit is answered in the driver; a miss runs the call and writes the entry."""
+    import tempfile
+
+    from hpcfutures import SingleNodeExecutor
+
+    n = args.cache_calls
+    plain, miss, hit, fresh_plain, fresh_miss = [], [], [], [], []
+    for r in range(args.rounds):
+        values = range(r * n, (r + 1) * n)
+        fresh_values = range(r * args.fresh, (r + 1) * args.fresh)
+        with tempfile.TemporaryDirectory() as cache:
+            with SingleNodeExecutor(max_workers=1, block_allocation=True) as exe:
+                exe.submit(trivial, -1).result()
+                plain.append(per_call_ms(exe, values))
+            with SingleNodeExecutor(max_workers=1, block_allocation=True, cache_directory=cache) as exe:
+                exe.submit(trivial, -1).result()
+                miss.append(per_call_ms(exe, values))
+                hit.append(per_call_ms(exe, values))
+            with SingleNodeExecutor(max_workers=1) as exe:
+                fresh_plain.append(per_call_ms(exe, fresh_values))
+        with tempfile.TemporaryDirectory() as cache:
+            with SingleNodeExecutor(max_workers=1, cache_directory=cache) as exe:
+                fresh_miss.append(per_call_ms(exe, fresh_values))
+    el_hit = None
+    if HAVE_EXECUTORLIB and _importable("h5py"):  # executorlib's cache needs h5py
+        from executorlib import SingleNodeExecutor as ELExecutor
+
+        with tempfile.TemporaryDirectory() as cache:
+            with ELExecutor(max_workers=1, cache_directory=cache) as exe:
+                per_call_ms(exe, range(20))
+            with ELExecutor(max_workers=1, cache_directory=cache) as exe:
+                el_hit = per_call_ms(exe, range(20))
+    row("cache hit, small result", min(hit), "target", 1.0, "<= 1 ms", el_hit)
+    row("cache miss, fresh process per task", min(fresh_miss), "same calls, no cache", min(fresh_plain), "<= 1.2x")
+    row("cache miss, warm worker, trivial call", min(miss), "same calls, no cache", min(plain), "(report)")
+
+
 def _unit(unit: str) -> str:
     return {"ms": "ms", "us": "us"}.get(unit, "/s")
 
@@ -238,11 +290,12 @@ def main():
     parser.add_argument("--mpi", type=int, default=5, help="repeats for the MPI row")
     parser.add_argument("--chain", type=int, default=1000, help="length of the dependent chain")
     parser.add_argument("--fan-in", type=int, default=10000, help="futures feeding the final call")
-    parser.add_argument("--only", choices=["import", "warm", "deps", "fresh", "mpi"], help="run one group of rows")
+    parser.add_argument("--cache-calls", type=int, default=300, help="calls for the cache rows")
+    parser.add_argument("--only", choices=["import", "warm", "deps", "cache", "fresh", "mpi"], help="run one group of rows")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the warm rows")
     args = parser.parse_args()
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, executorlib: {'yes' if HAVE_EXECUTORLIB else 'not installed'}")
-    groups = {"import": bench_import, "warm": bench_warm, "deps": bench_dependencies, "fresh": bench_fresh, "mpi": bench_mpi}
+    groups = {"import": bench_import, "warm": bench_warm, "deps": bench_dependencies, "cache": bench_cache, "fresh": bench_fresh, "mpi": bench_mpi}
     for name, bench in groups.items():
         if args.only in (None, name):
             bench(args)

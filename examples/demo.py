@@ -1,9 +1,10 @@
-"""A tour of hpcfutures on one machine: serial, MPI-parallel, dependent and warm-worker calls.
+"""A tour of hpcfutures on one machine: serial, MPI-parallel, dependent, cached and warm-worker calls.
 
 Run with ``bash scripts/demo.sh`` (sets up .venv with Open MPI from PyPI first).
 """
 
 import os
+import tempfile
 import time
 
 from hpcfutures import SingleNodeExecutor
@@ -38,6 +39,11 @@ def lookup(i, offset, table):
     return table[i] + offset
 
 
+def slow_square(x):
+    time.sleep(0.5)
+    return x * x
+
+
 def main():
     print("== one fresh process per call ==")
     with SingleNodeExecutor() as exe:
@@ -55,6 +61,19 @@ def main():
         except ZeroDivisionError as exc:
             print("errors       the original type comes back:", type(exc).__name__, "-", exc)
         print(f"             ({time.perf_counter() - t0:.2f} s)")
+
+    print("== result cache ==")
+    from hpcfutures import get_cache_data
+
+    with tempfile.TemporaryDirectory() as cache:
+        for run in ("first run ", "second run"):
+            with SingleNodeExecutor(cache_directory=cache) as exe:
+                t0 = time.perf_counter()
+                values = [f.result() for f in [exe.submit(slow_square, i) for i in range(4)]]
+                print(f"{run}   slow_square x4 = {values} in {time.perf_counter() - t0:.3f} s")
+        entries = get_cache_data(cache)
+        print(f"cache holds {len(entries)} entries, e.g. {entries[0]['cache_key']}: status {entries[0]['status']}, "
+              f"output {entries[0]['output']}, runtime {entries[0]['runtime']:.2f} s")
 
     print("== warm workers (block_allocation=True) ==")
     with SingleNodeExecutor(block_allocation=True, max_workers=2, init_function=init_model) as exe:

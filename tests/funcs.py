@@ -167,3 +167,32 @@ def mark_and_add(path, x, y):
     with open(path, "a") as f:
         f.write(f"{x}\n")
     return x + y
+
+
+def big_bytes(n):
+    return b"x" * n
+
+
+def count_call(path, x):
+    """Append a line per call, so a test can count how often the function really ran."""
+    with open(path, "a") as f:
+        f.write(f"{x}\n")
+    return x * 2
+
+
+def count_then_fail(path, x):
+    count_call(path, x)
+    raise ValueError(f"failing on {x}")
+
+
+def runs(path):
+    try:
+        with open(path) as f:
+            return len(f.read().splitlines())
+    except FileNotFoundError:
+        return 0
+
+
+def count_call_list(path, n):
+    count_call(path, n)
+    return list(range(n))

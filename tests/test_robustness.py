@@ -326,3 +326,33 @@ def test_shutdown_of_a_tcp_link_whose_worker_never_connects():
     link.shutdown(grace=0.5)
     assert _time.monotonic() - t0 < 20
     assert link.process is None
+
+
+def _module_in(tmp_path, name, body):
+    folder = tmp_path / "mods"
+    folder.mkdir(exist_ok=True)
+    (folder / f"{name}.py").write_text(textwrap.dedent(body))
+    return str(folder)
+
+
+@pytest.mark.parametrize("block", MODES)
+def test_workers_import_what_the_driver_imported_from_its_sys_path(tmp_path, block, monkeypatch):
+    folder = _module_in(tmp_path, "beside_the_script", "def triple(x):\n    return 3 * x\n")
+    monkeypatch.syspath_prepend(folder)  # as a script's own folder is on the driver's path only
+    import beside_the_script
+
+    with SingleNodeExecutor(max_workers=1, block_allocation=block) as exe:
+        assert exe.submit(beside_the_script.triple, 5).result(timeout=30) == 15
+
+
+@pytest.mark.parametrize("block", MODES)
+def test_a_call_the_worker_cannot_unpickle_fails_alone(tmp_path, block, monkeypatch):
+    folder = _module_in(tmp_path, "vanishing_module", "def double(x):\n    return 2 * x\n")
+    monkeypatch.syspath_prepend(folder)
+    import vanishing_module
+
+    os.unlink(os.path.join(folder, "vanishing_module.py"))  # the workers will not find it
+    with SingleNodeExecutor(max_workers=1, block_allocation=block) as exe:
+        with pytest.raises(ModuleNotFoundError, match="could not unpickle the call"):
+            exe.submit(vanishing_module.double, 1).result(timeout=30)
+        assert exe.submit(funcs.add, 1, 2).result(timeout=30) == 3  # the (warm) worker lives on

@@ -31,6 +31,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "SingleNodeExecutor": "hpcfutures.executors.single_node",
     "WorkerCrashedError": "hpcfutures.errors",
+    "get_cache_data": "hpcfutures.cache.store",
+    "get_future_from_cache": "hpcfutures.cache.store",
     "get_item_from_future": "hpcfutures.scheduling.derived",
     "split_future": "hpcfutures.scheduling.derived",
 }

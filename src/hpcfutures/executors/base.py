@@ -14,7 +14,7 @@ import threading
 import weakref
 from concurrent.futures import Executor, Future
 
-from hpcfutures.executors.outcome import cancel_unstarted, fail_unstarted
+from hpcfutures.executors.outcome import cancel_unstarted, fail_unstarted, settle
 from hpcfutures.scheduling.dependencies import find_futures, propagate, substitute, when_all_done
 from hpcfutures.scheduling.resources import merge, validate
 from hpcfutures.scheduling.task import Task
@@ -95,6 +95,7 @@ class BaseExecutor(Executor):
         self._shutdown = False
         self._waiting: set[Task] = set()  # held for their dependencies; shutdown waits for them
         self._released = threading.Condition(self._lock)
+        self._stores: dict = {}  # cache directory -> CacheStore
         _live.add(self)
 
     # -- submit -------------------------------------------------------------------
@@ -119,13 +120,34 @@ class BaseExecutor(Executor):
                 task.args = substitute(args)
                 task.kwargs = substitute(kwargs)
                 task.payload = _pickle_call(task)
-                self._engine.enqueue(task)
+                self._dispatch(task)
             else:
                 self._hold(task, upstream)
         else:
             task.payload = _pickle_call(task)
-            self._engine.enqueue(task)
+            self._dispatch(task)
         return future
+
+    def _dispatch(self, task: Task) -> None:
+        """Answer from the cache if it holds the result, otherwise hand to the engine."""
+        directory = task.resources.get("cache_directory")
+        if directory is None or not self._answered_from_cache(task, directory):
+            self._engine.enqueue(task)
+
+    def _answered_from_cache(self, task: Task, directory) -> bool:
+        store = self._stores.get(directory)
+        if store is None:
+            from hpcfutures.cache.store import CacheStore
+
+            store = self._stores[directory] = CacheStore(directory)
+        key = task.resources.get("cache_key") or store.default_key(task.fn, task.args, task.kwargs)
+        reply = store.lookup(key)
+        if reply is None:
+            task.cache = (store, key)  # store the result when it comes
+            return False
+        if task.start():
+            settle(task, reply)
+        return True
 
     def _check_task_resources(self, task_resources: dict) -> dict:
         """Subclass hook: refuse what this executor cannot honour, with the reason."""
@@ -146,10 +168,9 @@ class BaseExecutor(Executor):
                 task.args = substitute(task.args)
                 task.kwargs = substitute(task.kwargs)
                 task.payload = _pickle_call(task)
+                self._dispatch(task)
             except BaseException as exc:
                 fail_unstarted(task, exc)
-            else:
-                self._engine.enqueue(task)
             self._release(task)  # only now: shutdown must not stop the engine before the enqueue
 
         def failed(bad: Future) -> None:
@@ -204,6 +225,8 @@ class BaseExecutor(Executor):
             while self._waiting:
                 self._released.wait()
         self._engine.stop(wait=True)
+        for store in list(self._stores.values()):
+            store.flush()  # every cache entry on disk before shutdown returns
         with self._lock:  # written once, by the first shutdown to get here
             graph_output, self._graph_output = self._graph_output, None
         if graph_output is not None:

@@ -18,7 +18,7 @@ import threading
 from collections import deque
 
 from hpcfutures.errors import WorkerCrashedError
-from hpcfutures.executors.outcome import cancel_unstarted, decode_reply, finish, settle, stopped_by_shutdown
+from hpcfutures.executors.outcome import cancel_unstarted, finish, settle, stopped_by_shutdown
 from hpcfutures.launch.local import interactive_command, one_shot_command
 from hpcfutures.launch.process import WorkerProcess, deadline_after, remaining, worker_environment
 from hpcfutures.scheduling.budget import CoreBudget
@@ -133,8 +133,7 @@ class OneProcessPerTask:
                 pass  # it died before reading: the wait below reports how
             finally:
                 os.close(task_w)
-            outcome = self._wait_pipe(process, reply_r, deadline_after(timeout), timeout)
-            return decode_reply(outcome) if isinstance(outcome, bytes) else outcome
+            return self._wait_pipe(process, reply_r, deadline_after(timeout), timeout)
         finally:
             os.close(reply_r)
             self._untrack(task)
@@ -181,7 +180,7 @@ class OneProcessPerTask:
                 return stopped_by_shutdown()
             try:
                 link.send_payload(task.payload)
-                return decode_reply(link.receive_payload(timeout=timeout))
+                return link.receive_payload(timeout=timeout)
             except WorkerCrashedError:
                 return self._died(process)
             except TimeoutError:

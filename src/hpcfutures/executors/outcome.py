@@ -4,6 +4,7 @@ futures are completed, so every path ends them the same way."""
 from __future__ import annotations
 
 import os
+import time
 
 from hpcfutures.errors import PoolBrokenError, WorkerCrashedError, add_note, rebuild
 from hpcfutures.scheduling.dependencies import remember_failure
@@ -14,8 +15,9 @@ if TYPE_CHECKING:
     from typing import Callable
 
 
-def settle(task: Task, reply) -> None:
-    """Complete ``task.future`` from a reply dict or an exception instance."""
+def settle(task: Task, reply, raw: bytes | None = None) -> None:
+    """Complete ``task.future`` from a reply dict or an exception instance (``raw``: the
+    reply's pickle as the worker sent it, stored as is when the task is cached)."""
     future = task.future
     if future.done():
         return
@@ -25,6 +27,8 @@ def settle(task: Task, reply) -> None:
         exc = rebuild(reply)
     elif isinstance(reply, dict) and "result" in reply:
         future.set_result(reply["result"])
+        if task.cache is not None:
+            _store(task, reply, raw)
         return
     else:
         exc = RuntimeError(f"malformed reply from worker: {reply!r}")
@@ -33,6 +37,21 @@ def settle(task: Task, reply) -> None:
     _log_error(task, exc)
     remember_failure(future, task.name)
     future.set_exception(exc)
+    if task.cache is not None:
+        _store(task, reply, raw)
+
+
+def _store(task: Task, reply, raw: bytes | None) -> None:
+    """Queue the cache entry (the store writes it in the background; the executor's
+    shutdown waits for it). A task stopped by shutdown leaves no entry."""
+    from concurrent.futures import CancelledError
+
+    if isinstance(reply, CancelledError) or not isinstance(reply, (dict, BaseException)):
+        return
+    if isinstance(reply, BaseException):
+        reply, raw = {"error": reply}, None
+    store, key = task.cache
+    store.save(key, task, reply, raw, time.monotonic() - task.started_at if task.started_at else None)
 
 
 def finish(task: Task, reply, retry: Callable[[Task], None]) -> None:
@@ -41,12 +60,17 @@ def finish(task: Task, reply, retry: Callable[[Task], None]) -> None:
     A task is retried (up to its ``retries`` count) when its worker died or it ran out of
     time — failures of the machine, not of the function — and when the function raised one
     of the exception classes in ``retry_on``."""
+    raw = None
+    if isinstance(reply, (bytes, memoryview)):  # a worker's reply, still pickled
+        raw, reply = reply, decode_reply(reply)
+        if isinstance(reply, BaseException):
+            raw = None
     retries = task.resources.get("retries", 0)
     if retries and task.attempt <= retries and _retryable(task, reply):
         task.attempt += 1
         retry(task)
     else:
-        settle(task, reply)
+        settle(task, reply, raw)
 
 
 def _retryable(task: Task, reply) -> bool:

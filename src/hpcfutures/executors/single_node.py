@@ -21,8 +21,6 @@ _NOT_HERE: dict[str, tuple[Callable, str]] = {
     "slurm_cmd_args": (lambda v: not v, "srun arguments need SlurmJobExecutor"),
     "submission_template": (lambda v: v is None, "submission templates are for SlurmClusterExecutor"),
     "priority": (lambda v: v is None, "priorities are for the queued-job executors; this one runs tasks first in first out"),
-    "cache_key": (lambda v: v is None, "the result cache is not implemented yet"),
-    "cache_directory": (lambda v: v is None, "the result cache is not implemented yet"),
 }
 
 # keys a warm worker is built with: in block allocation they belong to the executor
@@ -109,8 +107,6 @@ class SingleNodeExecutor(BaseExecutor):
         restart_limit = _check_count("restart_limit", restart_limit, minimum=0)
         if not isinstance(refresh_rate, numbers.Real) or refresh_rate < 0:
             raise ValueError(f"refresh_rate must be a number >= 0, got {refresh_rate!r}")
-        if cache_directory is not None:
-            raise NotImplementedError("cache_directory: the result cache is not implemented yet in hpcfutures")
         if init_function is not None and not block_allocation:
             raise ValueError("init_function needs block_allocation=True: only warm workers keep its state between calls")
         if init_function is not None and not callable(init_function):
@@ -119,6 +115,8 @@ class SingleNodeExecutor(BaseExecutor):
         _refuse_unsupported(user_defaults, "SingleNodeExecutor(resource_dict=...)")
         defaults = dict(DEFAULTS)
         defaults["openmpi_oversubscribe"] = bool(openmpi_oversubscribe)
+        if cache_directory is not None:
+            defaults.update(validate({"cache_directory": cache_directory}, "SingleNodeExecutor(cache_directory=...)"))
         defaults.update(user_defaults)
         slots = defaults["cores"] * defaults["threads_per_core"]
         if max_cores is not None and defaults["cores"] > max_cores:
@@ -161,6 +159,7 @@ class SingleNodeExecutor(BaseExecutor):
             )
         info = {
             "max_workers": max_workers,
+            "cache_directory": cache_directory,
             "max_cores": max_cores,
             "resource_dict": dict(defaults),
             "block_allocation": bool(block_allocation),

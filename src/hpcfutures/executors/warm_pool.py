@@ -16,7 +16,7 @@ import threading
 from collections import deque
 
 from hpcfutures.errors import PoolBrokenError, WorkerCrashedError, rebuild
-from hpcfutures.executors.outcome import cancel_unstarted, decode_reply, fail_unstarted, finish, settle, stopped_by_shutdown
+from hpcfutures.executors.outcome import cancel_unstarted, fail_unstarted, finish, settle, stopped_by_shutdown
 from hpcfutures.launch.local import interactive_command
 from hpcfutures.launch.process import worker_environment
 from hpcfutures.scheduling.task import Task
@@ -205,7 +205,7 @@ class WarmPool:
                 try:
                     for task in pending_send:
                         link.send_payload(task.payload)
-                    reply = decode_reply(link.receive_payload(timeout=head.resources.get("run_time_max")))
+                    reply = link.receive_payload(timeout=head.resources.get("run_time_max"))
                     inflight.popleft()
                     finish(head, reply, self._requeue_one)
                 except TimeoutError:

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from hpcfutures.wire.frames import DRIVER_PID_ENV, KEY_ENV
+from hpcfutures.wire.frames import DRIVER_PID_ENV, KEY_ENV, SYS_PATH_ENV
 
 TYPE_CHECKING = False  # typing costs milliseconds at import; checkers still see the names
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ def worker_environment(key: bytes, threads_per_core: int, extra: Mapping[str, st
     env = dict(os.environ)
     env[KEY_ENV] = key.hex()
     env[DRIVER_PID_ENV] = str(os.getpid())
+    env[SYS_PATH_ENV] = os.pathsep.join(os.path.abspath(p) if p else os.getcwd() for p in sys.path if isinstance(p, str))
     for name in THREAD_VARIABLES:
         env[name] = str(threads_per_core)
     if extra:

@@ -72,6 +72,10 @@ def validate(resource_dict: dict | None, where: str, allowed: Iterable[str] | No
             raise ValueError(f"{where}: resource_dict[{key!r}] must be {text}, got {value!r}")
         if key == "run_time_max" and value <= 0:
             raise ValueError(f"{where}: resource_dict[{key!r}] must be {text}, got {value!r}")
+        if key == "cache_key":
+            from hpcfutures.cache.store import check_key
+
+            check_key(value, f"{where}: resource_dict['cache_key']")
         if key == "retry_on" and not _exception_classes(value):
             raise TypeError(f"{where}: resource_dict['retry_on'] must be {text}, got {value!r}")
         if key == "slurm_cmd_args" and not all(isinstance(a, str) for a in value):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 
 class Task:
     """One call: its future, the call itself, its merged resources and, once known, the
@@ -10,7 +12,7 @@ class Task:
     ``attempt`` counts runs (1 for the first); a task that is retried goes back to a queue
     with its future already RUNNING, which ``start`` accounts for."""
 
-    __slots__ = ("future", "fn", "args", "kwargs", "resources", "payload", "attempt", "running")
+    __slots__ = ("future", "fn", "args", "kwargs", "resources", "payload", "attempt", "running", "started_at", "cache")
 
     def __init__(self, future, fn, args: tuple, kwargs: dict, resources: dict, payload: bytes | None = None):
         self.future = future
@@ -21,6 +23,8 @@ class Task:
         self.payload = payload
         self.attempt = 1
         self.running = False
+        self.started_at = 0.0
+        self.cache = None  # (CacheStore, key) when the result is to be stored
 
     def start(self) -> bool:
         """Mark the future RUNNING (once; a retry is already running). False when the
@@ -30,6 +34,7 @@ class Task:
                 self.running = self.future.set_running_or_notify_cancel()
             except RuntimeError:  # already told its waiters it was cancelled, or finished
                 return False
+            self.started_at = time.monotonic()
         return self.running
 
     @property

@@ -58,6 +58,12 @@ class _UnixTransport:
         self._conn, _ = self._listener.accept()
         self._listener.close()
 
+    def accept_if_waiting(self) -> bool:
+        """Accept a worker that has connected already; never block."""
+        if self._conn is None and select.select([self._listener], [], [], 0)[0]:
+            self.accept()
+        return self._conn is not None
+
     def send(self, key: bytes, payload: bytes, pidfd: int | None = None, timeout: float | None = None) -> None:
         # a dead peer makes the write fail (EPIPE): no need to watch the pidfd here
         frames.write_frame(self._conn.fileno(), key, payload)
@@ -96,6 +102,9 @@ class _ZmqTransport:
 
     def accept(self) -> None:
         pass
+
+    def accept_if_waiting(self) -> bool:
+        return True
 
     def send(self, key: bytes, payload: bytes, pidfd: int | None = None, timeout: float | None = None) -> None:
         # a PAIR socket blocks a send until its peer connects: wait on the pidfd too
@@ -188,7 +197,7 @@ class SocketInterface:
         becomes readable (someone wants this wait to stop)."""
         return loads(self.receive_payload(timeout, wake_fd))
 
-    def receive_payload(self, timeout: float | None = None, wake_fd: int | None = None) -> bytes:
+    def receive_payload(self, timeout: float | None = None, wake_fd: int | None = None) -> bytes | memoryview:
         """Next authentic reply, still pickled: a caller that must keep replies matched to
         requests decodes it itself, so a reply that fails to unpickle costs only that reply."""
         return self._wait(timeout, wake_fd)
@@ -261,12 +270,15 @@ class SocketInterface:
         False), terminate its process group."""
         process = self.process
         if process is not None:
-            if wait and process.popen.poll() is None and self._transport is not None and self._transport.connected():
+            # a worker that never connected has had no task: nothing to finish, stop it now
+            told = False
+            if wait and process.popen.poll() is None and self._transport is not None and self._transport.accept_if_waiting():
                 try:
                     self._transport.send(self.key, dumps_by_value({"shutdown": True}), process.pidfd, timeout=grace)
+                    told = True
                 except Exception:
                     pass
-            if not (wait and process.wait_exit(grace)):
+            if not (told and process.wait_exit(grace)) and process.popen.poll() is None:
                 process.terminate()
             process.close()
             self.process = None

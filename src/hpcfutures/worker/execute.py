@@ -10,9 +10,33 @@ from __future__ import annotations
 import os
 import sys
 
-from hpcfutures.wire.frames import DRIVER_PID_ENV, dumps
+from hpcfutures.wire.frames import DRIVER_PID_ENV, SYS_PATH_ENV, dumps, loads
 
 WORKER_ID_NAME = "executorlib_worker_id"
+
+
+def adopt_driver_path() -> None:
+    """Make the driver's import path ours too (as ``multiprocessing``'s spawn does): a
+    function from a module beside the user's script unpickles here as it imported there.
+    Missing entries are appended, so this interpreter's own order wins for shared names."""
+    entries = os.environ.pop(SYS_PATH_ENV, "")
+    for entry in entries.split(os.pathsep) if entries else ():
+        if entry and entry not in sys.path:
+            sys.path.append(entry)
+
+
+def decode_message(payload: bytes):
+    """The message, or an error reply when it cannot be unpickled here — typically a
+    function whose module this worker cannot import. That fails the one call, not the worker."""
+    try:
+        return loads(payload), None
+    except Exception as exc:
+        if isinstance(exc, ImportError):
+            try:
+                exc = type(exc)(f"the worker could not unpickle the call: {exc} (is the module importable there?)")
+            except Exception:
+                pass
+        return None, error_reply(exc)
 
 
 def inject(fn, kwargs: dict, store: dict) -> dict:

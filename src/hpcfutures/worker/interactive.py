@@ -24,7 +24,16 @@ from hpcfutures.wire.frames import (
     unseal,
     write_frame,
 )
-from hpcfutures.worker.execute import call, encode_reply, error_reply, exit_with_driver, flush_std_streams, run_init
+from hpcfutures.worker.execute import (
+    adopt_driver_path,
+    call,
+    decode_message,
+    encode_reply,
+    error_reply,
+    exit_with_driver,
+    flush_std_streams,
+    run_init,
+)
 
 
 class _UnixLink:
@@ -98,10 +107,10 @@ def _handle(message: dict, store: dict) -> dict:
 def serve_serial(link) -> None:
     store: dict = {}
     while True:
-        message = loads(link.receive())
-        if message.get("shutdown"):
+        message, problem = decode_message(link.receive())
+        if message is not None and message.get("shutdown"):
             return
-        reply = encode_reply(_handle(message, store))
+        reply = encode_reply(problem or _handle(message, store))
         flush_std_streams()
         link.send(reply)
 
@@ -110,15 +119,15 @@ def serve_mpi(link, comm) -> None:
     rank = comm.Get_rank()
     store: dict = {}
     while True:
-        payload = link.receive() if rank == 0 else None
+        payload = bytes(link.receive()) if rank == 0 else None  # bcast pickles it: bytes, not a view
         payload = comm.bcast(payload, root=0)
-        message = loads(payload)
-        if message.get("shutdown"):
+        message, problem = decode_message(payload)
+        if message is not None and message.get("shutdown"):
             return
-        parts = comm.gather(encode_reply(_handle(message, store)), root=0)
+        parts = comm.gather(encode_reply(problem or _handle(message, store)), root=0)
         flush_std_streams()
         if rank == 0:
-            link.send(_combine(parts, is_call="init" not in message))
+            link.send(_combine(parts, is_call=message is not None and "init" not in message))
 
 
 def _combine(parts: list, is_call: bool) -> bytes:
@@ -137,6 +146,7 @@ def main(argv: list) -> int:
     use_mpi = "--mpi" in argv[2:]
     key = take_key_from_env()
     exit_with_driver()
+    adopt_driver_path()
     if use_mpi:
         from mpi4py import MPI
 

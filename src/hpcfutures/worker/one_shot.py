@@ -8,17 +8,18 @@ imports zmq: it starts in little more than the time of a bare interpreter.
 import os
 import sys
 
-from hpcfutures.wire.frames import loads, read_frame, take_key_from_env, write_frame
-from hpcfutures.worker.execute import call, encode_reply, exit_with_driver, flush_std_streams
+from hpcfutures.wire.frames import read_frame, take_key_from_env, write_frame
+from hpcfutures.worker.execute import adopt_driver_path, call, decode_message, encode_reply, exit_with_driver, flush_std_streams
 
 
 def main(argv: list) -> int:
     task_fd, reply_fd = int(argv[1]), int(argv[2])
     key = take_key_from_env()
     exit_with_driver()
-    message = loads(read_frame(task_fd, key))
+    adopt_driver_path()
+    message, problem = decode_message(read_frame(task_fd, key))
     os.close(task_fd)
-    reply = encode_reply(call(message, {}))
+    reply = encode_reply(problem or call(message, {}))
     flush_std_streams()
     write_frame(reply_fd, key, reply)
     os.close(reply_fd)
