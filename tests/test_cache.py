@@ -298,3 +298,18 @@ def test_a_repeat_in_the_same_executor_hits_and_gets_its_own_copy(tmp_path):
         second = exe.submit(funcs.count_call_list, calls, 3).result(timeout=30)
     assert first == second == [0, 1, 2] and first is not second
     assert funcs.runs(calls) == 1
+
+
+def test_lookups_never_list_the_cache_directory(tmp_path, monkeypatch):
+    cache = str(tmp_path)
+    with SingleNodeExecutor(max_workers=1, cache_directory=cache) as exe:
+        exe.submit(funcs.add, 1, 1).result(timeout=30)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a cache lookup listed a directory")
+
+    for name in ("listdir", "scandir", "walk"):
+        monkeypatch.setattr(os, name, forbidden)
+    with SingleNodeExecutor(max_workers=1, cache_directory=cache) as exe:
+        assert exe.submit(funcs.add, 1, 1).result(timeout=30) == 2  # hit
+        assert exe.submit(funcs.add, 2, 2).result(timeout=30) == 4  # miss, then stored
