@@ -196,3 +196,13 @@ def runs(path):
 def count_call_list(path, n):
     count_call(path, n)
     return list(range(n))
+
+
+def visible_devices(seconds=0.0):
+    time.sleep(seconds)
+    return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def pid_and_devices(seconds):
+    time.sleep(seconds)
+    return os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES")

@@ -30,6 +30,13 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "SingleNodeExecutor": "hpcfutures.executors.single_node",
+    # pympipool's interfaces
+    "Pool": "hpcfutures.compat.pool",
+    "MPISpawnPool": "hpcfutures.compat.pool",
+    "Executor": "hpcfutures.compat.executors",
+    "HPCExecutor": "hpcfutures.compat.executors",
+    "PoolExecutor": "hpcfutures.compat.executors",
+    "SocketInterface": "hpcfutures.wire.socket_interface",
     "WorkerCrashedError": "hpcfutures.errors",
     "get_cache_data": "hpcfutures.cache.store",
     "get_future_from_cache": "hpcfutures.cache.store",

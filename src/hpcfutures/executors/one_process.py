@@ -19,6 +19,7 @@ from collections import deque
 
 from hpcfutures.errors import WorkerCrashedError
 from hpcfutures.executors.outcome import cancel_unstarted, finish, settle, stopped_by_shutdown
+from hpcfutures.launch.gpus import GpuPool, gpu_environment
 from hpcfutures.launch.local import interactive_command, one_shot_command
 from hpcfutures.launch.process import WorkerProcess, deadline_after, remaining, worker_environment
 from hpcfutures.scheduling.budget import CoreBudget
@@ -27,7 +28,14 @@ from hpcfutures.wire.frames import read_frame, write_frame
 
 
 class OneProcessPerTask:
-    def __init__(self, key: bytes, max_cores: int | None, max_running: int, hostname_localhost=None, log_obj_size=False):
+    def __init__(
+        self,
+        key: bytes,
+        max_cores: int | None,
+        max_running: int,
+        hostname_localhost=None,
+        log_obj_size=False,
+    ):
         self._key = key
         self._hostname_localhost = hostname_localhost
         self._log_obj_size = log_obj_size
@@ -35,6 +43,7 @@ class OneProcessPerTask:
         self._drained = threading.Condition(self._lock)
         self._queue: deque[Task] = deque()
         self._budget = CoreBudget(max_cores, max_running)
+        self._gpus = GpuPool([])  # filled by provide_gpus when a task first needs GPUs
         self._processes: dict[Task, WorkerProcess] = {}
         self._threads: set[threading.Thread] = set()
         self._killing = False
@@ -49,6 +58,10 @@ class OneProcessPerTask:
             self._budget.max_running = n
             started = self._admit()
         self._start(started)
+
+    def provide_gpus(self, devices: list) -> None:
+        with self._lock:
+            self._gpus = GpuPool(devices)
 
     def queued(self) -> int:
         return len(self._queue)
@@ -67,13 +80,17 @@ class OneProcessPerTask:
     # -- admission ----------------------------------------------------------------
     def _admit(self) -> list[Task]:
         started = []
-        while self._queue and not self._killing and self._budget.fits(self._queue[0].slots):
+        while self._queue and not self._killing and self._fits(self._queue[0]):
             task = self._queue.popleft()
             if task.start():
                 self._budget.take(task.slots)
+                task.devices = self._gpus.take(task.gpus)
                 started.append(task)
         self._starting += len(started)
         return started
+
+    def _fits(self, task: Task) -> bool:
+        return self._budget.fits(task.slots) and self._gpus.fits(task.gpus)
 
     def _start(self, tasks: list[Task]) -> None:
         for task in tasks:
@@ -89,6 +106,7 @@ class OneProcessPerTask:
                 self._drained.notify_all()
 
     def _run(self, task: Task) -> None:
+        devices = task.devices  # this run's; a retry may be admitted with others before we end
         try:
             finish(task, self._execute(task), self._retry)
         except BaseException as exc:  # nothing may leave a future pending
@@ -96,6 +114,7 @@ class OneProcessPerTask:
         finally:
             with self._lock:
                 self._budget.give(task.slots)
+                self._gpus.give(devices)
                 self._threads.discard(threading.current_thread())
                 started = self._admit()
                 self._drained.notify_all()
@@ -108,7 +127,7 @@ class OneProcessPerTask:
         if cwd is not None:
             cwd = os.fspath(cwd)
             os.makedirs(cwd, exist_ok=True)
-        env = worker_environment(self._key, res.get("threads_per_core", 1))
+        env = worker_environment(self._key, res.get("threads_per_core", 1), gpu_environment(task.devices, task.gpus))
         timeout = res.get("run_time_max")
         if task.cores > 1:
             return self._execute_mpi(task, env, cwd, timeout)

@@ -17,7 +17,6 @@ if TYPE_CHECKING:
 _NOT_HERE: dict[str, tuple[Callable, str]] = {
     "num_nodes": (lambda v: v in (None, 1), "SingleNodeExecutor runs on this machine only; use SlurmJobExecutor for several nodes"),
     "exclusive": (lambda v: v is False, "exclusive node use needs a scheduler (SlurmJobExecutor)"),
-    "gpus_per_core": (lambda v: not v, "GPU assignment on one machine is not implemented yet"),
     "slurm_cmd_args": (lambda v: not v, "srun arguments need SlurmJobExecutor"),
     "submission_template": (lambda v: v is None, "submission templates are for SlurmClusterExecutor"),
     "priority": (lambda v: v is None, "priorities are for the queued-job executors; this one runs tasks first in first out"),
@@ -123,6 +122,7 @@ class SingleNodeExecutor(BaseExecutor):
             raise ValueError(f"resource_dict cores={defaults['cores']} exceeds max_cores={max_cores}")
 
         self._block_allocation = bool(block_allocation)
+        self._visible_gpus: list | None = None  # looked up when a task first asks for GPUs
         graph_output = graph_mode(plot_dependency_graph, plot_dependency_graph_filename, export_workflow_filename)
         if graph_output is not None:  # nothing will run: no worker, no launcher needed
             from hpcfutures.graph.record import GraphRecorder
@@ -133,8 +133,10 @@ class SingleNodeExecutor(BaseExecutor):
             if max_cores is not None and max_workers is not None:
                 n = max(1, min(max_workers, max_cores // slots))
             from hpcfutures.executors.warm_pool import WarmPool
+            from hpcfutures.launch.gpus import gpus_needed, visible_gpus
 
             key = _launch_key(defaults["cores"])
+            per_worker = gpus_needed(defaults, "SingleNodeExecutor(resource_dict=...)")
             engine = WarmPool(
                 key,
                 n,
@@ -143,6 +145,8 @@ class SingleNodeExecutor(BaseExecutor):
                 restart_limit=restart_limit,
                 hostname_localhost=hostname_localhost,
                 log_obj_size=log_obj_size,
+                gpus=visible_gpus() if per_worker else [],
+                gpus_per_worker=per_worker,
             )
         else:
             from hpcfutures.executors.one_process import OneProcessPerTask
@@ -179,6 +183,8 @@ class SingleNodeExecutor(BaseExecutor):
         super().__init__(
             engine, defaults, max_cores, info, disable_dependencies=disable_dependencies, graph_output=graph_output
         )
+        if not block_allocation and graph_output is None:
+            self._check_gpus(defaults, "SingleNodeExecutor(resource_dict=...)")
         self._checked_cores = {1, defaults["cores"]}
 
     def _check_task_resources(self, task_resources: dict) -> dict:
@@ -194,6 +200,8 @@ class SingleNodeExecutor(BaseExecutor):
                 )
             return task_resources
         cores = task_resources.get("cores", self._defaults["cores"])
+        if self._graph_output is None and ("gpus_per_core" in task_resources or "cores" in task_resources):
+            self._check_gpus({**self._defaults, **task_resources}, "submit()")
         if self._max_cores is not None and cores > self._max_cores:
             raise ValueError(f"submit(): resource_dict cores={cores} exceeds max_cores={self._max_cores}")
         if cores not in self._checked_cores and self._graph_output is None:
@@ -202,3 +210,16 @@ class SingleNodeExecutor(BaseExecutor):
             check_can_launch(cores)
             self._checked_cores.add(cores)
         return task_resources
+
+    def _check_gpus(self, resources: dict, where: str) -> None:
+        """Whole GPUs only, no more than this machine shows; the devices are listed (and
+        handed to the engine) the first time a task asks for any."""
+        from hpcfutures.launch.gpus import check_enough, gpus_needed, visible_gpus
+
+        needed = gpus_needed(resources, where)
+        if not needed:
+            return
+        if self._visible_gpus is None:
+            self._visible_gpus = visible_gpus()
+            self._engine.provide_gpus(self._visible_gpus)
+        check_enough(needed, self._visible_gpus, where)

@@ -17,6 +17,7 @@ from collections import deque
 
 from hpcfutures.errors import PoolBrokenError, WorkerCrashedError, rebuild
 from hpcfutures.executors.outcome import cancel_unstarted, fail_unstarted, finish, settle, stopped_by_shutdown
+from hpcfutures.launch.gpus import check_enough, gpu_environment
 from hpcfutures.launch.local import interactive_command
 from hpcfutures.launch.process import worker_environment
 from hpcfutures.scheduling.task import Task
@@ -36,8 +37,12 @@ class WarmPool:
         restart_limit: int = 0,
         hostname_localhost=None,
         log_obj_size: bool = False,
+        gpus: list | None = None,
+        gpus_per_worker: int = 0,
     ):
         self._key = key
+        self._gpus = gpus or []
+        self._gpus_per_worker = gpus_per_worker
         self._resources = resources
         self._init_function = init_function
         self._restart_limit = restart_limit
@@ -46,6 +51,7 @@ class WarmPool:
         self._cond = threading.Condition()
         self._queue: deque[Task] = deque()
         self._threads: dict[int, threading.Thread] = {}
+        self._inflight: dict[int, deque] = {}  # worker id -> tasks sent to it
         self._links: dict[int, SocketInterface] = {}
         self._target = 0
         self._retire = 0
@@ -65,6 +71,8 @@ class WarmPool:
         with self._cond:
             if self._stopping:
                 raise RuntimeError("cannot resize an executor after shutdown")
+            if self._gpus_per_worker:
+                check_enough(n * self._gpus_per_worker, self._gpus, f"{n} workers x {self._gpus_per_worker} GPU(s)")
             alive = len(self._threads) - self._retire
             if n > alive:
                 cancel = min(self._retire, n - alive)
@@ -84,7 +92,8 @@ class WarmPool:
 
     # -- queue --------------------------------------------------------------------
     def queued(self) -> int:
-        return len(self._queue)
+        """Tasks not started: in the queue, or sent ahead to a busy worker."""
+        return len(self._queue) + sum(max(0, len(sent) - 1) for sent in list(self._inflight.values()))
 
     def enqueue(self, task: Task) -> None:
         with self._cond:
@@ -137,7 +146,10 @@ class WarmPool:
         try:
             address = link.bind()
             command = interactive_command(address, res.get("cores", 1), res.get("openmpi_oversubscribe", False))
-            link.bootup(command, worker_environment(self._key, res.get("threads_per_core", 1)), cwd)
+            g = self._gpus_per_worker
+            devices = self._gpus[worker_id * g : (worker_id + 1) * g]
+            env = worker_environment(self._key, res.get("threads_per_core", 1), gpu_environment(devices, g))
+            link.bootup(command, env, cwd)
             with self._cond:
                 self._links[worker_id] = link
                 killing = self._killing
@@ -163,6 +175,7 @@ class WarmPool:
         restarts = 0
         link = None
         inflight: deque[Task] = deque()  # sent, in order; the head is the one running
+        self._inflight[worker_id] = inflight
         try:
             while True:
                 if link is None:
@@ -243,6 +256,8 @@ class WarmPool:
                 self._drop_link_gracefully(worker_id, link)
             with self._cond:
                 self._threads.pop(worker_id, None)
+                if self._inflight.get(worker_id) is inflight:
+                    del self._inflight[worker_id]
 
     def _drop_link_gracefully(self, worker_id: int, link: SocketInterface) -> None:
         with self._cond:

@@ -12,7 +12,7 @@ class Task:
     ``attempt`` counts runs (1 for the first); a task that is retried goes back to a queue
     with its future already RUNNING, which ``start`` accounts for."""
 
-    __slots__ = ("future", "fn", "args", "kwargs", "resources", "payload", "attempt", "running", "started_at", "cache")
+    __slots__ = ("future", "fn", "args", "kwargs", "resources", "payload", "attempt", "running", "started_at", "cache", "devices")
 
     def __init__(self, future, fn, args: tuple, kwargs: dict, resources: dict, payload: bytes | None = None):
         self.future = future
@@ -25,6 +25,7 @@ class Task:
         self.running = False
         self.started_at = 0.0
         self.cache = None  # (CacheStore, key) when the result is to be stored
+        self.devices: list = []  # GPUs assigned while it runs (one-process-per-task mode)
 
     def start(self) -> bool:
         """Mark the future RUNNING (once; a retry is already running). False when the
@@ -45,6 +46,10 @@ class Task:
     def slots(self) -> int:
         """Cores this task occupies: ranks x threads per rank."""
         return self.cores * self.resources.get("threads_per_core", 1)
+
+    @property
+    def gpus(self) -> int:
+        return int(self.cores * (self.resources.get("gpus_per_core", 0) or 0))
 
     @property
     def name(self) -> str:

@@ -1,0 +1,59 @@
+"""GPU assignment: each worker or task sees its own devices through CUDA_VISIBLE_DEVICES.
+The driver's environment declares the devices, as an allocation or a user would."""
+
+import pytest
+
+import funcs
+from hpcfutures import SingleNodeExecutor
+
+
+@pytest.fixture
+def four_gpus(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+
+
+def test_four_single_gpu_warm_workers_see_different_devices(four_gpus):
+    with SingleNodeExecutor(max_workers=4, block_allocation=True, resource_dict={"gpus_per_core": 1}) as exe:
+        futures = [exe.submit(funcs.pid_and_devices, 0.3) for _ in range(8)]
+        by_worker = {}
+        for f in futures:
+            pid, devices = f.result(timeout=60)
+            by_worker.setdefault(pid, set()).add(devices)
+    assert len(by_worker) >= 2
+    # every worker always saw exactly one device, and no two workers shared one
+    assert all(len(d) == 1 for d in by_worker.values())
+    devices = [next(iter(d)) for d in by_worker.values()]
+    assert len(set(devices)) == len(devices) and set(devices) <= {"0", "1", "2", "3"}
+
+
+def test_two_gpu_workers_get_disjoint_pairs(four_gpus):
+    with SingleNodeExecutor(max_workers=2, block_allocation=True, resource_dict={"cores": 1, "gpus_per_core": 2}) as exe:
+        pairs = {exe.submit(funcs.pid_and_devices, 0.3).result(timeout=60) for _ in range(4)}
+    assert {p[1] for p in pairs} <= {"0,1", "2,3"}
+
+
+def test_fresh_tasks_get_free_devices_and_give_them_back(four_gpus):
+    with SingleNodeExecutor(max_workers=4, resource_dict={"gpus_per_core": 1}) as exe:
+        futures = [exe.submit(funcs.visible_devices, 0.5) for _ in range(8)]
+        seen = [f.result(timeout=60) for f in futures]
+        two = exe.submit(funcs.visible_devices, resource_dict={"gpus_per_core": 2}).result(timeout=60)
+        none = exe.submit(funcs.visible_devices, resource_dict={"gpus_per_core": 0}).result(timeout=60)
+    assert set(seen) <= {"0", "1", "2", "3"} and len(set(seen)) >= 2
+    assert len(two.split(",")) == 2
+    assert none == "0,1,2,3"  # a task without GPUs is not restricted
+
+
+def test_more_gpus_than_exist_is_a_clear_error(four_gpus):
+    with pytest.raises(ValueError, match="5 GPU.*only 4"):
+        SingleNodeExecutor(max_workers=5, block_allocation=True, resource_dict={"gpus_per_core": 1})
+    with SingleNodeExecutor(max_workers=1) as exe:
+        with pytest.raises(ValueError, match="8 GPU.*only 4"):
+            exe.submit(funcs.add, 1, resource_dict={"gpus_per_core": 8})
+        with pytest.raises(ValueError, match="whole number"):
+            exe.submit(funcs.add, 1, resource_dict={"gpus_per_core": 0.5})
+
+
+def test_no_gpus_visible(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(ValueError, match="only 0 are visible"):
+        SingleNodeExecutor(max_workers=1, resource_dict={"gpus_per_core": 1})
