@@ -20,7 +20,7 @@ from collections import deque
 from hpcfutures.errors import WorkerCrashedError
 from hpcfutures.executors.outcome import cancel_unstarted, finish, settle, stopped_by_shutdown
 from hpcfutures.launch.gpus import GpuPool, gpu_environment
-from hpcfutures.launch.local import interactive_command, one_shot_command
+from hpcfutures.launch.local import LocalLauncher, one_shot_command
 from hpcfutures.launch.process import WorkerProcess, deadline_after, remaining, worker_environment
 from hpcfutures.scheduling.budget import CoreBudget
 from hpcfutures.scheduling.task import Task
@@ -35,8 +35,10 @@ class OneProcessPerTask:
         max_running: int,
         hostname_localhost=None,
         log_obj_size=False,
+        launcher=None,
     ):
         self._key = key
+        self._launcher = launcher or LocalLauncher()
         self._hostname_localhost = hostname_localhost
         self._log_obj_size = log_obj_size
         self._lock = threading.Lock()
@@ -129,8 +131,8 @@ class OneProcessPerTask:
             os.makedirs(cwd, exist_ok=True)
         env = worker_environment(self._key, res.get("threads_per_core", 1), gpu_environment(task.devices, task.gpus))
         timeout = res.get("run_time_max")
-        if task.cores > 1:
-            return self._execute_mpi(task, env, cwd, timeout)
+        if task.cores > 1 or not self._launcher.serial_over_pipes:
+            return self._execute_linked(task, env, cwd, timeout)
         return self._execute_serial(task, env, cwd, timeout)
 
     def _execute_serial(self, task: Task, env: dict, cwd, timeout):
@@ -186,15 +188,15 @@ class OneProcessPerTask:
                 process.terminate()
                 return TimeoutError(f"the task ran longer than run_time_max={timeout} s and was stopped")
 
-    def _execute_mpi(self, task: Task, env: dict, cwd, timeout):
+    def _execute_linked(self, task: Task, env: dict, cwd, timeout):
+        """A worker that talks over a socket: MPI tasks, and every task a launcher such as
+        ``srun`` starts (no file descriptors survive the trip to a compute node)."""
         from hpcfutures.wire.socket_interface import SocketInterface
 
         link = SocketInterface(key=self._key, hostname_localhost=self._hostname_localhost, log_obj_size=self._log_obj_size)
         try:
             address = link.bind()
-            process = link.bootup(
-                interactive_command(address, task.cores, task.resources.get("openmpi_oversubscribe", False)), env, cwd
-            )
+            process = link.bootup(self._launcher.worker_command(address, task.resources), env, cwd)
             if not self._track(task, process):
                 return stopped_by_shutdown()
             try:

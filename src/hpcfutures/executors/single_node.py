@@ -41,13 +41,12 @@ def _check_count(name: str, value, minimum: int = 1):
     return int(value)
 
 
-def _launch_key(cores: int) -> bytes:
-    """Check this machine can start workers of ``cores`` ranks; the key that authenticates
-    them. launch/ and wire/ load here, not at import: ``from hpcfutures import ...`` stays cheap."""
-    from hpcfutures.launch.local import check_can_launch
+def _launch_key(launcher, resources: dict) -> bytes:
+    """Check the launcher can start such workers; the key that authenticates them.
+    launch/ and wire/ load here, not at import: ``from hpcfutures import ...`` stays cheap."""
     from hpcfutures.wire.frames import new_key
 
-    check_can_launch(cores)
+    launcher.check(resources)
     return new_key()
 
 
@@ -63,9 +62,9 @@ def graph_mode(plot: bool, plot_filename, workflow_filename) -> dict | None:
     return {"plot": bool(plot), "plot_filename": plot_filename, "workflow_filename": workflow_filename}
 
 
-def _refuse_unsupported(resources: dict, where: str) -> None:
+def _refuse_unsupported(resources: dict, where: str, refused: dict) -> None:
     for key, value in resources.items():
-        rule = _NOT_HERE.get(key)
+        rule = refused.get(key)
         if rule is not None and not rule[0](value):
             raise ValueError(f"{where}: resource_dict[{key!r}]={value!r} is not supported: {rule[1]}")
 
@@ -82,6 +81,17 @@ class SingleNodeExecutor(BaseExecutor):
     """
 
     _task_keys = frozenset(KEYS)
+    _refused = _NOT_HERE  # keys this executor cannot honour, with the reason
+    _assigns_gpus = True  # hand out CUDA_VISIBLE_DEVICES itself (a scheduler does it under SLURM)
+
+    def _make_launcher(self):
+        from hpcfutures.launch.local import LocalLauncher
+
+        return LocalLauncher()
+
+    def _default_cores(self) -> int | None:
+        """The core budget when the user set none."""
+        return machine_cores()
 
     def __init__(
         self,
@@ -111,7 +121,7 @@ class SingleNodeExecutor(BaseExecutor):
         if init_function is not None and not callable(init_function):
             raise TypeError(f"init_function must be callable, got {type(init_function).__qualname__}")
         user_defaults = validate(resource_dict, "SingleNodeExecutor(resource_dict=...)", self._task_keys)
-        _refuse_unsupported(user_defaults, "SingleNodeExecutor(resource_dict=...)")
+        _refuse_unsupported(user_defaults, f"{type(self).__name__}(resource_dict=...)", self._refused)
         defaults = dict(DEFAULTS)
         defaults["openmpi_oversubscribe"] = bool(openmpi_oversubscribe)
         if cache_directory is not None:
@@ -122,6 +132,7 @@ class SingleNodeExecutor(BaseExecutor):
             raise ValueError(f"resource_dict cores={defaults['cores']} exceeds max_cores={max_cores}")
 
         self._block_allocation = bool(block_allocation)
+        launcher = self._make_launcher()
         self._visible_gpus: list | None = None  # looked up when a task first asks for GPUs
         graph_output = graph_mode(plot_dependency_graph, plot_dependency_graph_filename, export_workflow_filename)
         if graph_output is not None:  # nothing will run: no worker, no launcher needed
@@ -129,14 +140,14 @@ class SingleNodeExecutor(BaseExecutor):
 
             engine = GraphRecorder()
         elif block_allocation:
-            n = max_workers or max(1, (max_cores or machine_cores()) // slots)
+            n = max_workers or max(1, (max_cores or self._default_cores() or slots) // slots)
             if max_cores is not None and max_workers is not None:
                 n = max(1, min(max_workers, max_cores // slots))
             from hpcfutures.executors.warm_pool import WarmPool
             from hpcfutures.launch.gpus import gpus_needed, visible_gpus
 
-            key = _launch_key(defaults["cores"])
-            per_worker = gpus_needed(defaults, "SingleNodeExecutor(resource_dict=...)")
+            key = _launch_key(launcher, defaults)
+            per_worker = gpus_needed(defaults, "SingleNodeExecutor(resource_dict=...)") if self._assigns_gpus else 0
             engine = WarmPool(
                 key,
                 n,
@@ -147,19 +158,21 @@ class SingleNodeExecutor(BaseExecutor):
                 log_obj_size=log_obj_size,
                 gpus=visible_gpus() if per_worker else [],
                 gpus_per_worker=per_worker,
+                launcher=launcher,
             )
         else:
             from hpcfutures.executors.one_process import OneProcessPerTask
 
             # the user's limits only: max_workers alone counts tasks, max_cores alone counts
             # cores, neither means this machine's cores
-            budget = max_cores if (max_cores is not None or max_workers is not None) else machine_cores()
+            budget = max_cores if (max_cores is not None or max_workers is not None) else self._default_cores()
             engine = OneProcessPerTask(
-                _launch_key(defaults["cores"]),
+                _launch_key(launcher, defaults),
                 max_cores=budget,
-                max_running=max_workers or budget,
+                max_running=max_workers or budget or 1 << 30,
                 hostname_localhost=hostname_localhost,
                 log_obj_size=log_obj_size,
+                launcher=launcher,
             )
         info = {
             "max_workers": max_workers,
@@ -183,6 +196,7 @@ class SingleNodeExecutor(BaseExecutor):
         super().__init__(
             engine, defaults, max_cores, info, disable_dependencies=disable_dependencies, graph_output=graph_output
         )
+        self._launcher = launcher
         if not block_allocation and graph_output is None:
             self._check_gpus(defaults, "SingleNodeExecutor(resource_dict=...)")
         self._checked_cores = {1, defaults["cores"]}
@@ -190,7 +204,7 @@ class SingleNodeExecutor(BaseExecutor):
     def _check_task_resources(self, task_resources: dict) -> dict:
         if not task_resources:
             return task_resources
-        _refuse_unsupported(task_resources, "submit()")
+        _refuse_unsupported(task_resources, "submit()", self._refused)
         if self._block_allocation:
             changed = [k for k in _WORKER_KEYS if k in task_resources and task_resources[k] != self._defaults.get(k)]
             if changed:
@@ -205,9 +219,7 @@ class SingleNodeExecutor(BaseExecutor):
         if self._max_cores is not None and cores > self._max_cores:
             raise ValueError(f"submit(): resource_dict cores={cores} exceeds max_cores={self._max_cores}")
         if cores not in self._checked_cores and self._graph_output is None:
-            from hpcfutures.launch.local import check_can_launch
-
-            check_can_launch(cores)
+            self._launcher.check({**self._defaults, **task_resources})
             self._checked_cores.add(cores)
         return task_resources
 
@@ -217,7 +229,7 @@ class SingleNodeExecutor(BaseExecutor):
         from hpcfutures.launch.gpus import check_enough, gpus_needed, visible_gpus
 
         needed = gpus_needed(resources, where)
-        if not needed:
+        if not needed or not self._assigns_gpus:
             return
         if self._visible_gpus is None:
             self._visible_gpus = visible_gpus()

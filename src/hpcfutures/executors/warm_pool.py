@@ -18,7 +18,7 @@ from collections import deque
 from hpcfutures.errors import PoolBrokenError, WorkerCrashedError, rebuild
 from hpcfutures.executors.outcome import cancel_unstarted, fail_unstarted, finish, settle, stopped_by_shutdown
 from hpcfutures.launch.gpus import check_enough, gpu_environment
-from hpcfutures.launch.local import interactive_command
+from hpcfutures.launch.local import LocalLauncher
 from hpcfutures.launch.process import worker_environment
 from hpcfutures.scheduling.task import Task
 from hpcfutures.wire.socket_interface import SocketInterface
@@ -39,8 +39,10 @@ class WarmPool:
         log_obj_size: bool = False,
         gpus: list | None = None,
         gpus_per_worker: int = 0,
+        launcher=None,
     ):
         self._key = key
+        self._launcher = launcher or LocalLauncher()
         self._gpus = gpus or []
         self._gpus_per_worker = gpus_per_worker
         self._resources = resources
@@ -145,7 +147,7 @@ class WarmPool:
         link = SocketInterface(key=self._key, hostname_localhost=self._hostname_localhost, log_obj_size=self._log_obj_size)
         try:
             address = link.bind()
-            command = interactive_command(address, res.get("cores", 1), res.get("openmpi_oversubscribe", False))
+            command = self._launcher.worker_command(address, res)
             g = self._gpus_per_worker
             devices = self._gpus[worker_id * g : (worker_id + 1) * g]
             env = worker_environment(self._key, res.get("threads_per_core", 1), gpu_environment(devices, g))

@@ -25,3 +25,17 @@ def interactive_command(address: str, cores: int, oversubscribe: bool) -> list[s
     if cores > 1:
         return mpiexec_command(cores, oversubscribe) + python_command(INTERACTIVE, address, "--mpi")
     return python_command(INTERACTIVE, address)
+
+
+class LocalLauncher:
+    """Workers on this machine: serial one-shot tasks over inherited pipes, everything else
+    as ``python -m hpcfutures.worker.interactive`` (under ``mpiexec`` for several ranks)."""
+
+    serial_over_pipes = True
+    name = "this machine"
+
+    def check(self, resources: dict) -> None:
+        check_can_launch(resources.get("cores", 1))
+
+    def worker_command(self, address: str, resources: dict) -> list[str]:
+        return interactive_command(address, resources.get("cores", 1), resources.get("openmpi_oversubscribe", False))
