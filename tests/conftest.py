@@ -22,24 +22,43 @@ def _mpi_missing() -> str | None:
     return None
 
 
+def _slurm_missing() -> str | None:
+    import subprocess
+
+    if shutil.which("sinfo") is None or shutil.which("srun") is None:
+        return "no SLURM client tools (sinfo, srun) on PATH; bash scripts/slurm.sh start sets one up"
+    try:
+        out = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"scontrol ping failed: {exc}"
+    if "is UP" not in out.stdout:
+        return "no SLURM controller answers (bash scripts/slurm.sh start)"
+    return None
+
+
+_MISSING = {"mpi": _mpi_missing, "slurm": _slurm_missing}
+_REASONS: dict = {}
+
+
+def _reason(marker: str):
+    if marker not in _REASONS:
+        _REASONS[marker] = _MISSING[marker]()
+    return _REASONS[marker]
+
+
 def pytest_collection_modifyitems(config, items):
-    reason = _mpi_missing()
-    if reason is None:
-        return
     for item in items:
-        if "mpi" in item.keywords:
-            if IN_CI:
-                item.add_marker(pytest.mark.xfail(reason=f"CI needs MPI: {reason}", strict=True, run=False))
-                item.add_marker(pytest.mark.skip(reason=f"CI needs MPI but {reason}"))
-            else:
-                item.add_marker(pytest.mark.skip(reason=reason))
+        for marker in _MISSING:
+            if marker in item.keywords and _reason(marker) is not None:
+                reason = _reason(marker)
+                item.add_marker(pytest.mark.skip(reason=f"CI needs {marker} but {reason}" if IN_CI else reason))
 
 
 def pytest_sessionfinish(session, exitstatus):
-    reason = _mpi_missing()
-    if IN_CI and reason is not None and any("mpi" in i.keywords for i in session.items):
-        session.exitstatus = 1
-        print(f"\nCI=true but MPI tests could not run: {reason}", file=sys.stderr)
+    for marker in _MISSING:
+        if IN_CI and any(marker in i.keywords for i in session.items) and _reason(marker) is not None:
+            session.exitstatus = 1
+            print(f"\nCI=true but the {marker} tests could not run: {_reason(marker)}", file=sys.stderr)
 
 
 def pid_alive(pid: int) -> bool:

@@ -30,6 +30,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "SingleNodeExecutor": "hpcfutures.executors.single_node",
+    "SlurmJobExecutor": "hpcfutures.executors.slurm_job",
     # pympipool's interfaces
     "Pool": "hpcfutures.compat.pool",
     "MPISpawnPool": "hpcfutures.compat.pool",

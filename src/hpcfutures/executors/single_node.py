@@ -89,6 +89,9 @@ class SingleNodeExecutor(BaseExecutor):
 
         return LocalLauncher()
 
+    def _check_warm_pool(self, n_workers: int, resources: dict) -> None:
+        """Subclass hook: refuse a pool that cannot fit where it would run."""
+
     def _default_cores(self) -> int | None:
         """The core budget when the user set none."""
         return machine_cores()
@@ -143,6 +146,7 @@ class SingleNodeExecutor(BaseExecutor):
             n = max_workers or max(1, (max_cores or self._default_cores() or slots) // slots)
             if max_cores is not None and max_workers is not None:
                 n = max(1, min(max_workers, max_cores // slots))
+            self._check_warm_pool(n, defaults)
             from hpcfutures.executors.warm_pool import WarmPool
             from hpcfutures.launch.gpus import gpus_needed, visible_gpus
 

@@ -35,7 +35,7 @@ def worker_environment(key: bytes, threads_per_core: int, extra: Mapping[str, st
     line), and the thread count for every common threading runtime."""
     env = dict(os.environ)
     env[KEY_ENV] = key.hex()
-    env[DRIVER_PID_ENV] = str(os.getpid())
+    env[DRIVER_PID_ENV] = f"{os.getpid()}@{os.uname().nodename}"  # a pid means nothing on another node
     env[SYS_PATH_ENV] = os.pathsep.join(os.path.abspath(p) if p else os.getcwd() for p in sys.path if isinstance(p, str))
     for name in THREAD_VARIABLES:
         env[name] = str(threads_per_core)

@@ -106,9 +106,10 @@ def _accepts(fn, name: str) -> bool:
 def exit_with_driver() -> None:
     """End this process when the driver process ends, even by SIGKILL, so that no worker
     outlives the program that started it. Uses a pidfd: an event, not a timer."""
-    pid = int(os.environ.get(DRIVER_PID_ENV, "0"))
-    if pid <= 0 or not hasattr(os, "pidfd_open"):
-        return
+    pid_text, _, node = os.environ.get(DRIVER_PID_ENV, "0").partition("@")
+    pid = int(pid_text) if pid_text.isdigit() else 0
+    if pid <= 0 or not hasattr(os, "pidfd_open") or (node and node != os.uname().nodename):
+        return  # a driver on another node: the socket closing ends this worker instead
     try:
         fd = os.pidfd_open(pid)
     except ProcessLookupError:  # the driver is already gone

@@ -1,0 +1,89 @@
+"""``SlurmJobExecutor``: inside a SLURM allocation, every task (or warm worker) is an
+``srun`` step. Everything else — dependencies, cache, retries, warm pools — is
+``SingleNodeExecutor``'s; only the launcher and the limits differ."""
+
+from __future__ import annotations
+
+from hpcfutures.executors.single_node import SingleNodeExecutor
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable
+
+_NOT_UNDER_SRUN = {
+    "priority": (lambda v: v is None, "priorities are for the queued-job executors (SlurmClusterExecutor)"),
+    "submission_template": (lambda v: v is None, "submission templates are for SlurmClusterExecutor"),
+}
+
+
+class SlurmJobExecutor(SingleNodeExecutor):
+    """Run each call as an ``srun`` step of the current allocation (``cores`` -> ``-n``,
+    ``threads_per_core`` -> ``--cpus-per-task``, ``gpus_per_core`` -> ``--gpus-per-task``,
+    ``num_nodes`` -> ``-N``, ``exclusive`` -> ``--exact``, ``run_time_max`` -> ``--time``,
+    ``cwd`` -> ``-D``, ``pmi_mode`` -> ``--mpi``, plus ``slurm_cmd_args``). Workers reach the
+    driver over TCP (``hostname_localhost=True``: a Unix socket, for one-node allocations).
+    Without ``max_cores``/``max_workers`` the budget is the allocation's cores."""
+
+    _refused = _NOT_UNDER_SRUN
+    _assigns_gpus = False  # srun --gpus-per-task binds devices itself
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        cache_directory: str | None = None,
+        max_cores: int | None = None,
+        resource_dict: dict | None = None,
+        hostname_localhost: bool | None = None,
+        block_allocation: bool = False,
+        init_function: Callable | None = None,
+        disable_dependencies: bool = False,
+        refresh_rate: float = 0.01,
+        plot_dependency_graph: bool = False,
+        plot_dependency_graph_filename: str | None = None,
+        export_workflow_filename: str | None = None,
+        log_obj_size: bool = False,
+        restart_limit: int = 0,
+        openmpi_oversubscribe: bool = False,
+        pmi_mode: str | None = None,
+    ):
+        self._pmi_mode = pmi_mode
+        super().__init__(
+            max_workers=max_workers,
+            cache_directory=cache_directory,
+            max_cores=max_cores,
+            resource_dict=resource_dict,
+            hostname_localhost=False if hostname_localhost is None else hostname_localhost,
+            block_allocation=block_allocation,
+            init_function=init_function,
+            disable_dependencies=disable_dependencies,
+            refresh_rate=refresh_rate,
+            plot_dependency_graph=plot_dependency_graph,
+            plot_dependency_graph_filename=plot_dependency_graph_filename,
+            export_workflow_filename=export_workflow_filename,
+            log_obj_size=log_obj_size,
+            restart_limit=restart_limit,
+            openmpi_oversubscribe=openmpi_oversubscribe,
+        )
+        self._info["pmi_mode"] = pmi_mode
+
+    def _make_launcher(self):
+        from hpcfutures.launch.srun import SrunLauncher
+
+        return SrunLauncher(self._pmi_mode)
+
+    def _default_cores(self) -> int | None:
+        from hpcfutures.launch.srun import allocation_cores
+
+        return allocation_cores()
+
+    def _check_warm_pool(self, n_workers: int, resources: dict) -> None:
+        from hpcfutures.launch.srun import allocation_cores
+
+        available = allocation_cores()
+        needed = n_workers * resources.get("cores", 1) * resources.get("threads_per_core", 1)
+        if available is not None and needed > available:
+            raise ValueError(
+                f"{n_workers} warm workers x {resources.get('cores', 1)} cores x {resources.get('threads_per_core', 1)} "
+                f"threads need {needed} cores, but this allocation has {available} (SLURM_NTASKS x "
+                "SLURM_CPUS_PER_TASK); lower max_workers or ask SLURM for more"
+            )

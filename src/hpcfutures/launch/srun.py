@@ -1,0 +1,89 @@
+"""Workers as ``srun`` job steps, inside a SLURM allocation.
+
+Each task (or warm worker) is one step: ``srun -n cores`` starts its ranks wherever the
+allocation has room, on this node or another, so the worker always talks back over a
+socket (TCP across nodes), authenticated as on one machine. ``resource_dict`` maps onto
+srun's flags; ``--cpus-per-task`` is always given, because srun no longer inherits it
+from the allocation (Slurm >= 22.05).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+
+from hpcfutures.launch.local import INTERACTIVE
+from hpcfutures.launch.mpi import require_mpi4py
+from hpcfutures.launch.process import python_command
+
+PMI_MODES = ("pmix", "pmi1", "pmi2", "none", "cray_shasta")
+
+
+def find_srun() -> str:
+    path = shutil.which("srun")
+    if path is None:
+        raise FileNotFoundError(
+            "SlurmJobExecutor starts every task with 'srun', but no 'srun' is on PATH; run inside a SLURM "
+            "allocation (salloc, sbatch) on a machine with the SLURM client tools"
+        )
+    return path
+
+
+def srun_command(resources: dict, pmi_mode: str | None = None) -> list[str]:
+    """srun and its flags for one task or worker."""
+    cores = resources.get("cores", 1)
+    command = [find_srun(), "-n", str(cores), f"--cpus-per-task={resources.get('threads_per_core', 1)}"]
+    gpus = resources.get("gpus_per_core", 0) or 0
+    if gpus:
+        command.append(f"--gpus-per-task={gpus:g}")
+    if resources.get("num_nodes"):
+        command.append(f"-N{resources['num_nodes']}")
+    if resources.get("exclusive"):
+        command.append("--exact")
+    if resources.get("run_time_max"):
+        command.append(f"--time={max(1, math.ceil(resources['run_time_max'] / 60))}")
+    if resources.get("cwd") is not None:
+        command.append(f"-D{os.fspath(resources['cwd'])}")
+    if pmi_mode is not None:
+        command.append(f"--mpi={pmi_mode}")
+    if resources.get("openmpi_oversubscribe"):
+        command.append("--oversubscribe")
+    command += list(resources.get("slurm_cmd_args") or ())
+    return command
+
+
+class SrunLauncher:
+    serial_over_pipes = False
+    name = "srun"
+
+    def __init__(self, pmi_mode: str | None = None):
+        if pmi_mode is not None and pmi_mode not in PMI_MODES:
+            raise ValueError(f"pmi_mode={pmi_mode!r}: srun --mpi takes one of {PMI_MODES}")
+        self.pmi_mode = pmi_mode
+
+    def check(self, resources: dict) -> None:
+        find_srun()
+        if resources.get("cores", 1) > 1:
+            require_mpi4py()
+
+    def worker_command(self, address: str, resources: dict) -> list[str]:
+        mpi = ("--mpi",) if resources.get("cores", 1) > 1 else ()
+        return srun_command(resources, self.pmi_mode) + python_command(INTERACTIVE, address, *mpi)
+
+
+def allocation_cores() -> int | None:
+    """Cores of the allocation this process runs in (``None`` outside one)."""
+    if "SLURM_JOB_ID" not in os.environ:
+        return None
+    tasks = os.environ.get("SLURM_NTASKS")
+    per_task = os.environ.get("SLURM_CPUS_PER_TASK", "1")
+    if tasks and tasks.isdigit() and per_task.isdigit():
+        return int(tasks) * int(per_task)
+    cpus = os.environ.get("SLURM_JOB_CPUS_PER_NODE", "")
+    total = 0
+    for part in cpus.split(","):  # "4" or "4(x2),2"
+        count, _, repeat = part.partition("(x")
+        if count.isdigit():
+            total += int(count) * (int(repeat.rstrip(")")) if repeat else 1)
+    return total or None

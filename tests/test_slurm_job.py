@@ -1,0 +1,181 @@
+"""SlurmJobExecutor against a real SLURM (scripts/slurm.sh starts one on localhost):
+each script runs inside `salloc`, as a user's driver would, and reports what the tasks saw."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from hpcfutures.launch.srun import SrunLauncher, allocation_cores, srun_command
+
+HEADER = """
+import json, os, sys
+from hpcfutures import SlurmJobExecutor
+
+def seen(*names):
+    return {n: os.environ.get(n) for n in names}, os.getcwd()
+
+def ranks(i):
+    from mpi4py import MPI
+    return i, MPI.COMM_WORLD.Get_size(), MPI.COMM_WORLD.Get_rank()
+"""
+
+
+def _in_allocation(tmp_path, body: str, ntasks: int = 4, timeout: int = 120):
+    script = tmp_path / "driver.py"
+    script.write_text(textwrap.dedent(HEADER) + textwrap.dedent(body))
+    out = subprocess.run(
+        ["salloc", f"-n{ntasks}", "--time=5", sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slurm
+def test_serial_task_is_an_srun_step_with_its_resources(tmp_path):
+    report = _in_allocation(
+        tmp_path,
+        f"""
+        with SlurmJobExecutor() as exe:
+            env, cwd = exe.submit(
+                seen, "SLURM_NTASKS", "SLURM_CPUS_PER_TASK", "SLURM_STEP_ID", "OMP_NUM_THREADS",
+                resource_dict={{"threads_per_core": 2, "cwd": {str(tmp_path / "work")!r}}},
+            ).result(timeout=60)
+            a = exe.submit(sum, [1, 2])
+            chained = exe.submit(sum, [a, 10]).result(timeout=60)
+        print(json.dumps({{"env": env, "cwd": cwd, "chained": chained}}))
+        """,
+    )
+    env = report["env"]
+    assert env["SLURM_NTASKS"] == "1" and env["SLURM_CPUS_PER_TASK"] == "2" and env["OMP_NUM_THREADS"] == "2"
+    assert env["SLURM_STEP_ID"] is not None  # it ran as a job step
+    assert report["cwd"] == str(tmp_path / "work")
+    assert report["chained"] == 13
+
+
+@pytest.mark.slurm
+def test_mpi_task_under_srun_pmix(tmp_path):
+    report = _in_allocation(
+        tmp_path,
+        """
+        with SlurmJobExecutor(pmi_mode="pmix") as exe:
+            result = exe.submit(ranks, 3, resource_dict={"cores": 2}).result(timeout=60)
+            env, _ = exe.submit(seen, "SLURM_NTASKS", resource_dict={"cores": 2}).result(timeout=60)
+        print(json.dumps({"ranks": result, "ntasks": env}))
+        """,
+    )
+    assert report["ranks"] == [[3, 2, 0], [3, 2, 1]]
+    assert report["ntasks"][0]["SLURM_NTASKS"] == "2"
+
+
+@pytest.mark.slurm
+def test_warm_workers_are_long_lived_steps(tmp_path):
+    report = _in_allocation(
+        tmp_path,
+        """
+        def init():
+            return {"offset": 100}
+
+        def add_offset(x, offset):
+            return x + offset
+
+        with SlurmJobExecutor(block_allocation=True, max_workers=2, init_function=init) as exe:
+            steps = {exe.submit(seen, "SLURM_STEP_ID").result(timeout=60)[0]["SLURM_STEP_ID"] for _ in range(6)}
+            values = [exe.submit(add_offset, i).result(timeout=60) for i in range(3)]
+        print(json.dumps({"steps": sorted(steps), "values": values}))
+        """,
+    )
+    assert 1 <= len(report["steps"]) <= 2  # at most two steps served all six calls
+    assert report["values"] == [100, 101, 102]
+
+
+@pytest.mark.slurm
+def test_warm_pool_larger_than_the_allocation_is_refused(tmp_path):
+    report = _in_allocation(
+        tmp_path,
+        """
+        try:
+            SlurmJobExecutor(block_allocation=True, max_workers=3, resource_dict={"cores": 2})
+            print(json.dumps("no error"))
+        except ValueError as exc:
+            print(json.dumps(str(exc)))
+        """,
+        ntasks=2,
+    )
+    assert "need 6 cores" in report and "allocation has 2" in report
+
+
+@pytest.mark.slurm
+def test_a_step_srun_refuses_fails_its_future_with_srun_s_message(tmp_path):
+    report = _in_allocation(
+        tmp_path,
+        """
+        from hpcfutures import WorkerCrashedError
+        with SlurmJobExecutor() as exe:
+            try:
+                exe.submit(sum, [1], resource_dict={"slurm_cmd_args": ["--no-such-srun-flag"]}).result(timeout=60)
+                print(json.dumps("no error"))
+            except WorkerCrashedError as exc:
+                print(json.dumps(str(exc)))
+        """,
+    )
+    assert "no-such-srun-flag" in report
+
+
+def test_resource_dict_maps_onto_srun_flags(monkeypatch, tmp_path):
+    fake = tmp_path / "srun"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    command = srun_command(
+        {
+            "cores": 4,
+            "threads_per_core": 2,
+            "gpus_per_core": 1,
+            "num_nodes": 2,
+            "exclusive": True,
+            "run_time_max": 90,
+            "cwd": "/scratch/run",
+            "openmpi_oversubscribe": True,
+            "slurm_cmd_args": ["--mem=4G"],
+        },
+        pmi_mode="pmix",
+    )
+    assert command[0] == str(fake)
+    assert command[1:] == [
+        "-n", "4", "--cpus-per-task=2", "--gpus-per-task=1", "-N2", "--exact", "--time=2",
+        "-D/scratch/run", "--mpi=pmix", "--oversubscribe", "--mem=4G",
+    ]  # fmt: skip
+    plain = srun_command({"cores": 1})
+    assert plain[1:] == ["-n", "1", "--cpus-per-task=1"]  # always given: srun no longer inherits it
+    worker = SrunLauncher().worker_command("tcp://host:1", {"cores": 2})
+    assert worker[-3:] == ["hpcfutures.worker.interactive", "tcp://host:1", "--mpi"]
+
+
+def test_missing_srun_is_an_error_at_construction(monkeypatch, tmp_path):
+    from hpcfutures import SlurmJobExecutor
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="srun"):
+        SlurmJobExecutor()
+    with pytest.raises(ValueError, match="pmi_mode"):
+        SlurmJobExecutor(pmi_mode="nonsense")
+
+
+def test_allocation_cores_from_the_environment(monkeypatch):
+    for name in ("SLURM_JOB_ID", "SLURM_NTASKS", "SLURM_CPUS_PER_TASK", "SLURM_JOB_CPUS_PER_NODE"):
+        monkeypatch.delenv(name, raising=False)
+    assert allocation_cores() is None
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    monkeypatch.setenv("SLURM_JOB_CPUS_PER_NODE", "4(x2),2")
+    assert allocation_cores() == 10
+    monkeypatch.setenv("SLURM_NTASKS", "3")
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "2")
+    assert allocation_cores() == 6
