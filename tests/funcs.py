@@ -206,3 +206,9 @@ def visible_devices(seconds=0.0):
 def pid_and_devices(seconds):
     time.sleep(seconds)
     return os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def where_and_size(i):
+    from mpi4py import MPI
+
+    return i, MPI.COMM_WORLD.Get_size(), MPI.COMM_WORLD.Get_rank()

@@ -31,6 +31,9 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "SingleNodeExecutor": "hpcfutures.executors.single_node",
     "SlurmJobExecutor": "hpcfutures.executors.slurm_job",
+    "SlurmClusterExecutor": "hpcfutures.executors.cluster",
+    "terminate_tasks_in_cache": "hpcfutures.cluster.terminate",
+    "terminate_task_in_cache": "hpcfutures.cluster.terminate",
     # pympipool's interfaces
     "Pool": "hpcfutures.compat.pool",
     "MPISpawnPool": "hpcfutures.compat.pool",

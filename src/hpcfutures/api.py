@@ -5,6 +5,8 @@ from hpcfutures.launch.process import WorkerProcess, python_command, worker_envi
 from hpcfutures.wire.frames import dumps_by_value, loads, new_key, seal, unseal
 from hpcfutures.wire.socket_interface import SocketInterface
 
+from hpcfutures.executors.cluster import TestClusterExecutor
+
 ExecutorlibSocketError = WorkerCrashedError
 """The name executorlib gives the worker-crash exception."""
 
@@ -26,6 +28,7 @@ def cloudpickle_register(ind: int = 0) -> None:
 
 __all__ = [
     "SocketInterface",
+    "TestClusterExecutor",
     "WorkerCrashedError",
     "ExecutorlibSocketError",
     "RemoteTraceback",

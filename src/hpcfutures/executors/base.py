@@ -74,6 +74,7 @@ class BaseExecutor(Executor):
     """Shared behaviour; subclasses choose the engine and the accepted resource keys."""
 
     _task_keys: frozenset = frozenset()
+    _pass_unknown_keys = False  # queued-job executors hand unknown keys to the queue adapter
 
     def __init__(
         self,
@@ -103,7 +104,9 @@ class BaseExecutor(Executor):
         if self._shutdown:
             raise RuntimeError("cannot submit to an executor after shutdown()")
         _check_function(fn)
-        task_resources = self._check_task_resources(validate(resource_dict, "submit()", self._task_keys))
+        task_resources = self._check_task_resources(
+            validate(resource_dict, "submit()", self._task_keys, self._pass_unknown_keys)
+        )
         resources = merge(self._defaults, task_resources) if task_resources else self._defaults
         if self._graph_output is not None:
             return self._engine.record(fn, args, kwargs)
@@ -116,17 +119,21 @@ class BaseExecutor(Executor):
                     "an argument of this call is a Future, but the executor was created with "
                     "disable_dependencies=True; pass results, or enable dependencies"
                 )
-            if all(_succeeded(f) for f in upstream):  # nothing to wait for
-                task.args = substitute(args)
-                task.kwargs = substitute(kwargs)
-                task.payload = _pickle_call(task)
-                self._dispatch(task)
-            else:
-                self._hold(task, upstream)
+            self._with_upstream(task, upstream)
         else:
             task.payload = _pickle_call(task)
             self._dispatch(task)
         return future
+
+    def _with_upstream(self, task: Task, upstream: list) -> None:
+        """A call with futures among its arguments: run it once they have results."""
+        if all(_succeeded(f) for f in upstream):  # nothing to wait for
+            task.args = substitute(task.args)
+            task.kwargs = substitute(task.kwargs)
+            task.payload = _pickle_call(task)
+            self._dispatch(task)
+        else:
+            self._hold(task, upstream)
 
     def _dispatch(self, task: Task) -> None:
         """Answer from the cache if it holds the result, otherwise hand to the engine."""
@@ -134,13 +141,17 @@ class BaseExecutor(Executor):
         if directory is None or not self._answered_from_cache(task, directory):
             self._engine.enqueue(task)
 
-    def _answered_from_cache(self, task: Task, directory) -> bool:
+    def _cache_slot(self, task: Task, directory) -> tuple:
+        """(store, key) of a task's cache entry."""
         store = self._stores.get(directory)
         if store is None:
             from hpcfutures.cache.store import CacheStore
 
             store = self._stores[directory] = CacheStore(directory)
-        key = task.resources.get("cache_key") or store.default_key(task.fn, task.args, task.kwargs)
+        return store, task.resources.get("cache_key") or store.default_key(task.fn, task.args, task.kwargs)
+
+    def _answered_from_cache(self, task: Task, directory) -> bool:
+        store, key = self._cache_slot(task, directory)
         reply = store.lookup(key)
         if reply is None:
             task.cache = (store, key)  # store the result when it comes

@@ -99,10 +99,10 @@ def propagate(upstream: Future, downstream: Future, name: str | None = None) -> 
             downstream.set_exception(CancelledError("an upstream future was cancelled"))
         return
     if downstream.set_running_or_notify_cancel():
-        downstream.set_exception(_as_upstream_error(upstream, name))
+        downstream.set_exception(upstream_error(upstream, name))
 
 
-def _as_upstream_error(upstream: Future, name: str | None) -> BaseException:
+def upstream_error(upstream: Future, name: str | None) -> BaseException:
     exc = upstream.exception()
     root = getattr(exc, "_hpcfutures_root", None) or exc
     origin = getattr(exc, "_hpcfutures_origin", None) or _FAILED_CALLS.get(upstream)

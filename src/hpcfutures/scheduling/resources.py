@@ -49,14 +49,24 @@ DEFAULTS: dict[str, Any] = {
 _POSITIVE = {"cores", "threads_per_core", "num_nodes"}
 
 
-def validate(resource_dict: dict | None, where: str, allowed: Iterable[str] | None = None) -> dict:
-    """Check keys and value types; return a copy."""
+def validate(resource_dict: dict | None, where: str, allowed: Iterable[str] | None = None, pass_unknown: bool = False) -> dict:
+    """Check keys and value types; return a copy. ``pass_unknown``: keys this table does
+    not know (``partition``, ``memory_max``, ...) are kept for a queue adapter, with a warning."""
     if resource_dict is None:
         return {}
     if not isinstance(resource_dict, dict):
         raise TypeError(f"{where}: resource_dict must be a dict, got {type(resource_dict).__qualname__}")
     allowed = set(KEYS if allowed is None else allowed)
     unknown = sorted(set(resource_dict) - allowed)
+    if unknown and pass_unknown:
+        import warnings
+
+        warnings.warn(
+            f"{where}: resource_dict key(s) {unknown} are not hpcfutures keys; passed on to the queue adapter",
+            stacklevel=3,
+        )
+        known = validate({k: v for k, v in resource_dict.items() if k not in unknown}, where, allowed)
+        return {**known, **{k: resource_dict[k] for k in unknown}}
     if unknown:
         raise ValueError(f"{where}: unknown resource_dict key(s) {unknown}; accepted keys: {sorted(allowed)}")
     for key, value in resource_dict.items():

@@ -1,0 +1,236 @@
+"""The engine of the queued-job executors: each task one job, tracked by its cache entry.
+
+A task's input is written into its entry (status ``queued``, with the job id) before the
+job is submitted; the job writes its output into the same entry. One poller thread per
+executor watches the entries (a ``stat`` each, re-read only when one changed) every
+``interval`` and asks the queue about *all* its jobs in one query every
+``query_interval``: a job that ended without writing a result — refused, cancelled, over
+its time limit, killed — fails its future with the job id and final state. A later run
+with the same cache directory finds queued entries and follows their jobs instead of
+submitting them again.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from hpcfutures.cache.entry import EntryReader, write_entry
+from hpcfutures.cluster.queues import ENDED, file_task_command
+from hpcfutures.errors import WorkerCrashedError
+from hpcfutures.executors.outcome import settle, stopped_by_shutdown
+from hpcfutures.scheduling.task import Task
+
+
+class JobEngine:
+    max_workers = 1 << 30  # the queue decides how many run at once
+
+    def __init__(self, queue, interval: float = 0.1, query_interval: float = 1.0):
+        self.queue = queue
+        self.supports_dependencies = queue.supports_dependencies
+        self.interval = interval
+        self.query_interval = query_interval
+        self.queries = 0  # queue queries made: the benchmark reports it
+        self._cond = threading.Condition()
+        self._jobs: dict[str, Task] = {}  # job id -> task
+        self._mtime: dict[str, float] = {}
+        self._paths: dict[str, str] = {}  # job id -> its entry
+        self._state: dict[str, str] = {}
+        self._by_future: dict = {}  # future -> (job id, entry path), while the job is pending
+        self._poller: threading.Thread | None = None
+        self._stopping = False
+
+    # -- submitting -----------------------------------------------------------------
+    def enqueue(self, task: Task, after: list | None = None) -> None:
+        store, key = task.cache
+        path = store.path(key)
+        try:
+            adopted = self._adopt(task, path)
+            if not adopted:
+                self._submit(task, key, path, after or [])
+        except BaseException as exc:  # refused by the scheduler, no sbatch, ...
+            task.cache = None
+            if task.start():
+                settle(task, exc)
+
+    def _adopt(self, task: Task, path: str) -> bool:
+        """A job for this entry from an earlier run that is still queued or running."""
+        try:
+            with EntryReader(path) as reader:
+                header = reader.header
+        except (OSError, ValueError):
+            return False
+        job = header.get("job_id")
+        if header.get("status") != "queued" or not job:
+            return False
+        state = self.queue.states([job]).get(job, "GONE")
+        self.queries += 1
+        if state in ENDED:
+            return False
+        self._track(task, job, path)
+        return True
+
+    def _submit(self, task: Task, key: str, path: str, after: list) -> None:
+        res = task.resources
+        header = {"cache_key": key, "status": "queued", "function": task.name, "resource_dict": _plain(res)}
+        write_entry(path, header, task.payload, b"")
+        cwd = os.fspath(res["cwd"]) if res.get("cwd") is not None else os.path.dirname(path)
+        name = "hpcf-" + os.path.basename(key)[:40]
+        command = file_task_command(path, res.get("cores", 1) > 1)
+        job = self.queue.submit(command, name, cwd, res, after, _extra(res), path + ".log")
+        header["job_id"] = job
+        write_entry(path, header, task.payload, b"")
+        self._track(task, job, path)
+
+    def _track(self, task: Task, job: str, path: str) -> None:
+        if not task.start():
+            self.queue.cancel([job])
+            return
+        with self._cond:
+            self._jobs[job] = task
+            self._paths[job] = path
+            self._by_future[task.future] = (job, path)
+            self._state[job] = "PENDING"
+            if self._poller is None:
+                self._poller = threading.Thread(target=self._poll, name="hpcfutures-job-poller", daemon=True)
+                self._poller.start()
+            self._cond.notify_all()
+
+    def pending(self, future) -> tuple | None:
+        """(job id, entry path) of a future whose job has not finished; None otherwise."""
+        return self._by_future.get(future)
+
+    def abandon(self, future, error) -> bool:
+        """An upstream failed: cancel this future's job and end it with ``error`` (None:
+        cancelled). False when no job of it is tracked (not submitted yet, or over)."""
+        known = self._by_future.get(future)
+        if known is None:
+            return False
+        job = known[0]
+        self.queue.cancel([job])
+        task = self._jobs.get(job)
+        if task is not None:
+            self._finish(job, task, error if error is not None else stopped_by_shutdown())
+        return True
+
+    # -- watching ---------------------------------------------------------------------
+    def _poll(self) -> None:
+        last_query = 0.0
+        while True:
+            with self._cond:
+                if not self._jobs:
+                    if self._stopping:
+                        self._poller = None
+                        return
+                    self._cond.wait()
+                    continue
+                jobs = dict(self._jobs)
+            try:
+                for job, task in jobs.items():
+                    self._check_entry(job, task)
+                now = time.monotonic()
+                if now - last_query >= self.query_interval:
+                    last_query = now
+                    self._check_queue()
+            except Exception as exc:  # the poller must outlive any one bad entry or query
+                import warnings
+
+                warnings.warn(f"hpcfutures job poller: {type(exc).__name__}: {exc}", stacklevel=1)
+            with self._cond:
+                self._cond.wait(self.interval)
+
+    def _check_entry(self, job: str, task: Task) -> bool:
+        path = self._paths.get(job)
+        if path is None:  # finished meanwhile
+            return True
+        try:
+            mtime = os.stat(path).st_mtime_ns
+        except OSError:
+            return False
+        if self._mtime.get(job) == mtime:
+            return False
+        self._mtime[job] = mtime
+        try:
+            with EntryReader(path) as reader:
+                if reader.header.get("status") not in ("ok", "error"):
+                    return False
+                reply = reader.output()
+        except (OSError, ValueError) as exc:
+            reply = exc
+        self._finish(job, task, reply)
+        return True
+
+    def _check_queue(self) -> None:
+        with self._cond:
+            jobs = list(self._jobs)
+        if not jobs:
+            return
+        try:
+            states = self.queue.states(jobs)
+        except Exception:
+            return  # a slow or failing squeue: ask again next interval
+        self.queries += 1
+        for job, state in states.items():
+            self._state[job] = state
+            task = self._jobs.get(job)
+            if task is None or state not in ENDED:
+                continue
+            self._mtime.pop(job, None)
+            if self._check_entry(job, task):  # the result landed after all
+                continue
+            self._finish(job, task, WorkerCrashedError(f"job {job} ended in state {state} without writing a result"))
+
+    def _finish(self, job: str, task: Task, reply) -> None:
+        with self._cond:
+            if self._jobs.pop(job, None) is None:
+                return
+            self._by_future.pop(task.future, None)
+            self._paths.pop(job, None)
+            self._mtime.pop(job, None)
+            self._state.pop(job, None)
+            self._cond.notify_all()
+        task.cache = None  # the job wrote the entry itself
+        settle(task, reply)
+
+    # -- the engine interface ---------------------------------------------------------
+    def queued(self) -> int:
+        return sum(1 for state in list(self._state.values()) if state == "PENDING")
+
+    def resize(self, n: int) -> None:
+        pass
+
+    def cancel_queued(self) -> None:
+        pending = [job for job, state in list(self._state.items()) if state == "PENDING"]
+        self._cancel(pending)
+
+    def _cancel(self, jobs: list) -> None:
+        if not jobs:
+            return
+        self.queue.cancel(jobs)
+        for job in jobs:
+            task = self._jobs.get(job)
+            if task is not None:
+                self._finish(job, task, stopped_by_shutdown())
+
+    def stop(self, wait: bool) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+            if wait:
+                while self._jobs:
+                    self._cond.wait()
+
+    def kill_all(self) -> None:
+        self._cancel(list(self._jobs))
+        self.stop(wait=True)
+
+
+def _plain(resources: dict) -> dict:
+    return {k: v for k, v in resources.items() if v is not None and not callable(v)}
+
+
+def _extra(resources: dict) -> dict:
+    from hpcfutures.scheduling.resources import KEYS
+
+    return {k: v for k, v in resources.items() if k not in KEYS and k != "cache_directory"}

@@ -1,0 +1,41 @@
+"""Markers for results stored in other cache entries — what a queued job receives in place
+of a future of another job. A module of its own, so the class is the same object whether
+``file_task`` runs as ``__main__`` or is imported."""
+
+from __future__ import annotations
+
+from hpcfutures.cache.entry import EntryReader
+
+
+class UpstreamResult:
+    """Stands for the result stored in another entry (``path``)."""
+
+    def __init__(self, path: str, key: str):
+        self.path = path
+        self.key = key
+
+    def __reduce__(self):
+        return (UpstreamResult, (self.path, self.key))
+
+    def load(self):
+        with EntryReader(self.path) as reader:
+            reply = reader.output()
+        if "result" not in reply:
+            raise RuntimeError(f"the upstream task {self.key!r} has no result (status {reader.header.get('status')!r})")
+        return reply["result"]
+
+
+def resolve(obj):
+    """``obj`` with every ``UpstreamResult`` replaced by its value (lists, tuples, dicts)."""
+    if isinstance(obj, UpstreamResult):
+        return obj.load()
+    if isinstance(obj, list):
+        return [resolve(x) for x in obj]
+    if isinstance(obj, tuple):
+        items = [resolve(x) for x in obj]
+        return type(obj)(*items) if hasattr(obj, "_fields") else tuple(items)
+    if isinstance(obj, dict):
+        return {k: resolve(v) for k, v in obj.items()}
+    return obj
+
+

@@ -1,0 +1,150 @@
+"""The queued-job executors: SlurmClusterExecutor against the real local SLURM, and
+TestClusterExecutor (local processes) everywhere."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import funcs
+from conftest import wait_until
+from hpcfutures import SlurmClusterExecutor, WorkerCrashedError, get_cache_data, terminate_tasks_in_cache
+from hpcfutures.api import TestClusterExecutor
+from hpcfutures.cluster.queues import QueueError
+
+
+def _squeue_states():
+    out = subprocess.run(["squeue", "-h", "--states=all", "-o", "%i %T"], capture_output=True, text=True, timeout=30)
+    return dict(line.split() for line in out.stdout.splitlines() if line.strip())
+
+
+@pytest.mark.slurm
+def test_chain_is_queued_at_once_with_afterok(tmp_path):
+    calls = str(tmp_path / "calls")
+    with SlurmClusterExecutor(cache_directory=str(tmp_path / "cache")) as exe:
+        first = exe.submit(funcs.count_call, calls, 1)
+        second = exe.submit(funcs.count_call, calls, first)
+        third = exe.submit(funcs.add, second, 100)
+        # all three jobs exist before the first has finished: dependencies live in SLURM
+        jobs = [exe._engine.pending(f) for f in (first, second, third)]
+        assert all(j is not None for j in jobs) or first.done()
+        assert third.result(timeout=120) == 104
+        assert exe.queue_queries >= 1
+    assert funcs.runs(calls) == 2
+    # a second run is answered from the cache: no new job
+    with SlurmClusterExecutor(cache_directory=str(tmp_path / "cache")) as exe:
+        first = exe.submit(funcs.count_call, calls, 1)
+        second = exe.submit(funcs.count_call, calls, first)
+        assert exe.submit(funcs.add, second, 100).result(timeout=30) == 104
+        assert exe.queue_queries == 0
+    assert funcs.runs(calls) == 2
+
+
+@pytest.mark.slurm
+def test_mpi_task_as_a_batch_job(tmp_path):
+    with SlurmClusterExecutor(cache_directory=str(tmp_path), pmi_mode="pmix") as exe:
+        assert exe.submit(funcs.where_and_size, 7, resource_dict={"cores": 2}).result(timeout=120) == [(7, 2, 0), (7, 2, 1)]
+
+
+@pytest.mark.slurm
+def test_failing_task_and_its_dependants(tmp_path):
+    with SlurmClusterExecutor(cache_directory=str(tmp_path)) as exe:
+        bad = exe.submit(funcs.boom, "in a job")
+        after = exe.submit(funcs.add, bad, 1)
+        with pytest.raises(ValueError, match="in a job"):
+            bad.result(timeout=120)
+        with pytest.raises(ValueError, match="in a job"):
+            after.result(timeout=60)
+    assert [d["status"] for d in get_cache_data(str(tmp_path)) if d["cache_key"].startswith("boom")] == ["error"]
+
+
+@pytest.mark.slurm
+def test_sbatch_refusing_a_job_fails_its_future_with_sbatch_s_words(tmp_path):
+    with SlurmClusterExecutor(cache_directory=str(tmp_path)) as exe:
+        with pytest.warns(UserWarning, match="partition"):
+            fut = exe.submit(funcs.add, 1, resource_dict={"partition": "no_such_partition"})
+        with pytest.raises(QueueError, match="(?i)partition"):
+            fut.result(timeout=60)
+
+
+@pytest.mark.slurm
+def test_scancel_and_time_limit_end_futures_with_the_job_state(tmp_path):
+    with SlurmClusterExecutor(cache_directory=str(tmp_path)) as exe:
+        cancelled = exe.submit(funcs.sleep_then, 300, "never")
+        assert wait_until(lambda: exe._engine.pending(cancelled) is not None, 30)
+        job = exe._engine.pending(cancelled)[0]
+        subprocess.run(["scancel", job], check=True, timeout=30)
+        with pytest.raises(WorkerCrashedError, match=f"job {job} ended in state CANCELLED"):
+            cancelled.result(timeout=60)
+        over = exe.submit(funcs.sleep_then, 300, "never", resource_dict={"run_time_max": 1})
+        # SLURM's limit is whole minutes, plus its own grace: this takes a minute or two
+        with pytest.raises(WorkerCrashedError, match="TIMEOUT"):
+            over.result(timeout=240)
+
+
+@pytest.mark.slurm
+def test_reconnect_after_the_driver_exits(tmp_path):
+    cache, calls = str(tmp_path / "cache"), str(tmp_path / "calls")
+    script = tmp_path / "driver.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import sys, time
+            import funcs
+            from hpcfutures import SlurmClusterExecutor
+            with SlurmClusterExecutor(cache_directory={cache!r}, wait=False) as exe:
+                slow = exe.submit(funcs.sleep_then, float(sys.argv[1]), "slow")
+                counted = exe.submit(funcs.count_call, {calls!r}, slow)
+                if sys.argv[2] == "wait":
+                    print(counted.result(timeout=120))
+            print("left", time.time())
+            """
+        )
+    )
+    t0 = time.time()
+    first = subprocess.run([sys.executable, str(script), "3", "leave"], capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    assert "left" in first.stdout and time.time() - t0 < 3  # did not wait for the 3 s job
+    second = subprocess.run([sys.executable, str(script), "3", "wait"], capture_output=True, text=True, timeout=180)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.splitlines()[0] == "slowslow"
+    assert funcs.runs(calls) == 1  # followed the first run's jobs, submitted nothing twice
+
+
+@pytest.mark.slurm
+def test_terminate_tasks_in_cache(tmp_path):
+    cache = str(tmp_path)
+    exe = SlurmClusterExecutor(cache_directory=cache, wait=False)
+    futures = [exe.submit(funcs.sleep_then, 300, i) for i in range(2)]
+    assert wait_until(lambda: all(exe._engine.pending(f) for f in futures), 30)
+    jobs = sorted(terminate_tasks_in_cache(cache))
+    assert jobs == sorted(exe._engine.pending(f)[0] for f in futures)
+    for f in futures:
+        with pytest.raises(WorkerCrashedError, match="CANCELLED"):
+            f.result(timeout=60)
+    exe.shutdown()
+
+
+def test_test_cluster_executor_runs_the_file_path_locally(tmp_path):
+    calls, cache = str(tmp_path / "calls"), str(tmp_path / "cache")
+    with TestClusterExecutor(cache_directory=cache) as exe:
+        a = exe.submit(funcs.count_call, calls, 2)
+        b = exe.submit(funcs.count_call, calls, a)
+        assert b.result(timeout=60) == 8
+        with pytest.raises(ValueError, match="local job"):
+            exe.submit(funcs.boom, "local job").result(timeout=60)
+    with TestClusterExecutor(cache_directory=cache) as exe:
+        a = exe.submit(funcs.count_call, calls, 2)
+        assert exe.submit(funcs.count_call, calls, a).result(timeout=60) == 8
+    assert funcs.runs(calls) == 2
+    statuses = sorted(d["status"] for d in get_cache_data(cache))
+    assert statuses == ["error", "ok", "ok"]
+
+
+def test_test_cluster_executor_reports_a_killed_job(tmp_path):
+    with TestClusterExecutor(cache_directory=str(tmp_path)) as exe:
+        with pytest.raises(WorkerCrashedError, match="ended in state FAILED"):
+            exe.submit(funcs.kill_self).result(timeout=60)
