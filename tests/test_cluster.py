@@ -148,3 +148,19 @@ def test_test_cluster_executor_reports_a_killed_job(tmp_path):
     with TestClusterExecutor(cache_directory=str(tmp_path)) as exe:
         with pytest.raises(WorkerCrashedError, match="ended in state FAILED"):
             exe.submit(funcs.kill_self).result(timeout=60)
+
+
+@pytest.mark.slurm
+def test_through_a_pysqa_queue_adapter(tmp_path):
+    pytest.importorskip("pysqa")
+    config = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pysqa_slurm")
+    with SlurmClusterExecutor(cache_directory=str(tmp_path), pysqa_config_directory=config) as exe:
+        first = exe.submit(funcs.add, 1, 2)
+        assert exe.submit(funcs.add, first, 10).result(timeout=120) == 13
+
+
+@pytest.mark.slurm
+def test_block_allocation_makes_each_warm_worker_a_job(tmp_path):
+    with SlurmClusterExecutor(block_allocation=True, max_workers=2) as exe:
+        jobs = {exe.submit(funcs.env, "SLURM_JOB_ID").result(timeout=120) for _ in range(6)}
+    assert 1 <= len(jobs) <= 2 and None not in jobs

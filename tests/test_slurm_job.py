@@ -50,7 +50,9 @@ def test_serial_task_is_an_srun_step_with_its_resources(tmp_path):
             ).result(timeout=60)
             a = exe.submit(sum, [1, 2])
             chained = exe.submit(sum, [a, 10]).result(timeout=60)
-        print(json.dumps({{"env": env, "cwd": cwd, "chained": chained}}))
+            import funcs
+            chatty = exe.submit(funcs.chatty, 5).result(timeout=60)
+        print(json.dumps({{"env": env, "cwd": cwd, "chained": chained, "chatty": chatty}}))
         """,
     )
     env = report["env"]
@@ -58,6 +60,7 @@ def test_serial_task_is_an_srun_step_with_its_resources(tmp_path):
     assert env["SLURM_STEP_ID"] is not None  # it ran as a job step
     assert report["cwd"] == str(tmp_path / "work")
     assert report["chained"] == 13
+    assert report["chatty"] == 15  # the function's print went to stderr, not into the reply
 
 
 @pytest.mark.slurm

@@ -132,6 +132,12 @@ def _as_upstream(obj, owned):
 
 
 class SlurmClusterExecutor(_FileJobExecutor):
+    def __new__(cls, *args, **kwargs):
+        if kwargs.get("block_allocation"):
+            return _warm_jobs(**kwargs)
+        return super().__new__(cls)
+
+
     """Submit every call as its own SLURM batch job (``sbatch``), from a login node or
     anywhere the SLURM client tools work. Without ``pysqa_config_directory`` a built-in job
     script is used that needs no configuration; with it, pysqa's queues and templates.
@@ -156,11 +162,8 @@ class SlurmClusterExecutor(_FileJobExecutor):
         wait: bool = True,
         pmi_mode: str | None = None,
     ):
-        if block_allocation or init_function is not None:
-            raise NotImplementedError(
-                "SlurmClusterExecutor(block_allocation=True): warm workers as batch jobs are not part of hpcfutures "
-                "yet; inside an allocation use SlurmJobExecutor(block_allocation=True)"
-            )
+        if init_function is not None and not block_allocation:
+            raise ValueError("init_function needs block_allocation=True: only warm workers keep its state between calls")
         if plot_dependency_graph or plot_dependency_graph_filename or export_workflow_filename:
             raise NotImplementedError("graph-only mode: use SingleNodeExecutor(plot_dependency_graph=True) to draw the graph")
         from hpcfutures.cluster.queues import PysqaQueue, SlurmQueue
@@ -193,3 +196,44 @@ class TestClusterExecutor(_FileJobExecutor):
         self._setup(
             LocalQueue(), cache_directory, resource_dict, max_workers, max_cores, wait, disable_dependencies, refresh_rate, {}
         )
+
+
+def _warm_jobs(
+    max_workers=None,
+    cache_directory=None,
+    max_cores=None,
+    resource_dict=None,
+    pysqa_config_directory=None,
+    hostname_localhost=None,
+    block_allocation=True,
+    init_function=None,
+    disable_dependencies=False,
+    refresh_rate=0.01,
+    plot_dependency_graph=False,
+    plot_dependency_graph_filename=None,
+    export_workflow_filename=None,
+    log_obj_size=False,
+    wait=True,
+    pmi_mode=None,
+):
+    """``SlurmClusterExecutor(block_allocation=True)``: warm workers that are jobs."""
+    if pysqa_config_directory is not None:
+        raise NotImplementedError("block_allocation=True with pysqa_config_directory: warm workers are started with srun only")
+    from hpcfutures.executors.slurm_job import SlurmJobExecutor
+
+    return SlurmJobExecutor(
+        max_workers=max_workers or 1,
+        cache_directory=cache_directory,
+        max_cores=max_cores,
+        resource_dict=resource_dict,
+        hostname_localhost=hostname_localhost,
+        block_allocation=True,
+        init_function=init_function,
+        disable_dependencies=disable_dependencies,
+        refresh_rate=refresh_rate,
+        plot_dependency_graph=plot_dependency_graph,
+        plot_dependency_graph_filename=plot_dependency_graph_filename,
+        export_workflow_filename=export_workflow_filename,
+        log_obj_size=log_obj_size,
+        pmi_mode=pmi_mode,
+    )

@@ -20,7 +20,7 @@ from collections import deque
 from hpcfutures.errors import WorkerCrashedError
 from hpcfutures.executors.outcome import cancel_unstarted, finish, settle, stopped_by_shutdown
 from hpcfutures.launch.gpus import GpuPool, gpu_environment
-from hpcfutures.launch.local import LocalLauncher, one_shot_command
+from hpcfutures.launch.local import LocalLauncher
 from hpcfutures.launch.process import WorkerProcess, deadline_after, remaining, worker_environment
 from hpcfutures.scheduling.budget import CoreBudget
 from hpcfutures.scheduling.task import Task
@@ -131,7 +131,7 @@ class OneProcessPerTask:
             os.makedirs(cwd, exist_ok=True)
         env = worker_environment(self._key, res.get("threads_per_core", 1), gpu_environment(task.devices, task.gpus))
         timeout = res.get("run_time_max")
-        if task.cores > 1 or not self._launcher.serial_over_pipes:
+        if task.cores > 1:
             return self._execute_linked(task, env, cwd, timeout)
         return self._execute_serial(task, env, cwd, timeout)
 
@@ -139,7 +139,7 @@ class OneProcessPerTask:
         task_r, task_w = os.pipe()
         reply_r, reply_w = os.pipe()
         try:
-            process = WorkerProcess(one_shot_command(task_r, reply_w), env, cwd=cwd, pass_fds=(task_r, reply_w))
+            process = WorkerProcess(env=env, cwd=cwd, **self._launcher.one_shot(task_r, reply_w, task.resources))
         finally:
             os.close(task_r)
             os.close(reply_w)
@@ -189,8 +189,7 @@ class OneProcessPerTask:
                 return TimeoutError(f"the task ran longer than run_time_max={timeout} s and was stopped")
 
     def _execute_linked(self, task: Task, env: dict, cwd, timeout):
-        """A worker that talks over a socket: MPI tasks, and every task a launcher such as
-        ``srun`` starts (no file descriptors survive the trip to a compute node)."""
+        """An MPI task: its ranks' rank 0 talks over a socket."""
         from hpcfutures.wire.socket_interface import SocketInterface
 
         link = SocketInterface(key=self._key, hostname_localhost=self._hostname_localhost, log_obj_size=self._log_obj_size)

@@ -16,12 +16,21 @@ _NOT_UNDER_SRUN = {
 }
 
 
+def _one_node_allocation() -> bool:
+    """Inside a one-node allocation every step runs on this node: a Unix socket serves
+    (no zmq, no TCP port); otherwise workers connect over TCP."""
+    import os
+
+    return "SLURM_JOB_ID" in os.environ and os.environ.get("SLURM_NNODES") == "1"
+
+
 class SlurmJobExecutor(SingleNodeExecutor):
     """Run each call as an ``srun`` step of the current allocation (``cores`` -> ``-n``,
     ``threads_per_core`` -> ``--cpus-per-task``, ``gpus_per_core`` -> ``--gpus-per-task``,
     ``num_nodes`` -> ``-N``, ``exclusive`` -> ``--exact``, ``run_time_max`` -> ``--time``,
     ``cwd`` -> ``-D``, ``pmi_mode`` -> ``--mpi``, plus ``slurm_cmd_args``). Workers reach the
-    driver over TCP (``hostname_localhost=True``: a Unix socket, for one-node allocations).
+    driver over TCP, or over a Unix socket inside a one-node allocation (``hostname_localhost``
+    chooses explicitly).
     Without ``max_cores``/``max_workers`` the budget is the allocation's cores."""
 
     _refused = _NOT_UNDER_SRUN
@@ -52,7 +61,7 @@ class SlurmJobExecutor(SingleNodeExecutor):
             cache_directory=cache_directory,
             max_cores=max_cores,
             resource_dict=resource_dict,
-            hostname_localhost=False if hostname_localhost is None else hostname_localhost,
+            hostname_localhost=_one_node_allocation() if hostname_localhost is None else hostname_localhost,
             block_allocation=block_allocation,
             init_function=init_function,
             disable_dependencies=disable_dependencies,

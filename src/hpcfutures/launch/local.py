@@ -31,11 +31,14 @@ class LocalLauncher:
     """Workers on this machine: serial one-shot tasks over inherited pipes, everything else
     as ``python -m hpcfutures.worker.interactive`` (under ``mpiexec`` for several ranks)."""
 
-    serial_over_pipes = True
     name = "this machine"
 
     def check(self, resources: dict) -> None:
         check_can_launch(resources.get("cores", 1))
+
+    def one_shot(self, task_r: int, reply_w: int, resources: dict) -> dict:
+        """How to start a serial one-shot worker: it inherits the two pipe ends."""
+        return {"argv": one_shot_command(task_r, reply_w), "pass_fds": (task_r, reply_w)}
 
     def worker_command(self, address: str, resources: dict) -> list[str]:
         return interactive_command(address, resources.get("cores", 1), resources.get("openmpi_oversubscribe", False))

@@ -57,6 +57,8 @@ class WorkerProcess:
         env: Mapping[str, str],
         cwd: str | None = None,
         pass_fds: Sequence[int] = (),
+        stdin: int | None = None,
+        stdout: int | None = None,
     ):
         self.argv = list(argv)
         try:
@@ -65,7 +67,8 @@ class WorkerProcess:
                 env=dict(env),
                 cwd=cwd,
                 pass_fds=tuple(pass_fds),
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL if stdin is None else stdin,
+                stdout=stdout,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
             )

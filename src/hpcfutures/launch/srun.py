@@ -13,7 +13,7 @@ import math
 import os
 import shutil
 
-from hpcfutures.launch.local import INTERACTIVE
+from hpcfutures.launch.local import INTERACTIVE, ONE_SHOT
 from hpcfutures.launch.mpi import require_mpi4py
 from hpcfutures.launch.process import python_command
 
@@ -54,7 +54,6 @@ def srun_command(resources: dict, pmi_mode: str | None = None) -> list[str]:
 
 
 class SrunLauncher:
-    serial_over_pipes = False
     name = "srun"
 
     def __init__(self, pmi_mode: str | None = None):
@@ -66,6 +65,13 @@ class SrunLauncher:
         find_srun()
         if resources.get("cores", 1) > 1:
             require_mpi4py()
+
+    def one_shot(self, task_r: int, reply_w: int, resources: dict) -> dict:
+        """A serial one-shot worker through srun: srun carries its stdin and stdout, which
+        become the task and reply pipes (the worker moves the function's own prints to
+        stderr). No socket, no zmq: the step costs little more than srun itself."""
+        argv = srun_command(resources, self.pmi_mode) + python_command(ONE_SHOT, "stdio")
+        return {"argv": argv, "stdin": task_r, "stdout": reply_w}
 
     def worker_command(self, address: str, resources: dict) -> list[str]:
         mpi = ("--mpi",) if resources.get("cores", 1) > 1 else ()

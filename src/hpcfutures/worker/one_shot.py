@@ -1,6 +1,7 @@
 """Run exactly one serial task in a fresh process, talking to the driver over two pipes.
 
-Usage: ``python -m hpcfutures.worker.one_shot TASK_FD REPLY_FD``. The pipes are inherited
+Usage: ``python -m hpcfutures.worker.one_shot TASK_FD REPLY_FD`` (or ``stdio``: stdin and
+stdout, as ``srun`` carries them). The pipes are inherited
 from the driver, so no socket exists that anyone else could reach, and this process never
 imports zmq: it starts in little more than the time of a bare interpreter.
 """
@@ -13,7 +14,12 @@ from hpcfutures.worker.execute import adopt_driver_path, call, decode_message, e
 
 
 def main(argv: list) -> int:
-    task_fd, reply_fd = int(argv[1]), int(argv[2])
+    if argv[1] == "stdio":  # started through a launcher (srun) that carries stdin and stdout
+        task_fd, reply_fd = 0, os.dup(1)
+        os.dup2(2, 1)  # the function's own prints must not mix into the reply
+        sys.stdout = open(1, "w", closefd=False)
+    else:
+        task_fd, reply_fd = int(argv[1]), int(argv[2])
     key = take_key_from_env()
     exit_with_driver()
     adopt_driver_path()
