@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Set up .venv, add executorlib (the peer we measure against), run the benchmarks.
+#   bash scripts/bench.sh            SingleNodeExecutor rows
+#   bash scripts/bench.sh --slurm    SLURM rows (starts a local SLURM first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh openmpi
@@ -8,4 +10,9 @@ bash scripts/setup.sh openmpi
 source scripts/env.sh
 export PATH="$PWD/.venv/bin:$PATH"
 export PYTHONPATH="$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}"
+if [ "${1:-}" = "--slurm" ]; then  # the SLURM rows, on a local one-node SLURM
+  shift
+  bash scripts/slurm.sh start
+  exec .venv/bin/python benchmarks/bench_slurm.py "$@"
+fi
 exec .venv/bin/python benchmarks/bench_single_node.py "$@"
