@@ -164,3 +164,35 @@ def test_block_allocation_makes_each_warm_worker_a_job(tmp_path):
     with SlurmClusterExecutor(block_allocation=True, max_workers=2) as exe:
         jobs = {exe.submit(funcs.env, "SLURM_JOB_ID").result(timeout=120) for _ in range(6)}
     assert 1 <= len(jobs) <= 2 and None not in jobs
+
+
+def _fake_sbatch(tmp_path, monkeypatch):
+    script = tmp_path / "sbatch"
+    script.write_text(f"#!/bin/sh\ncat > {tmp_path}/script.sh\necho '4242;cluster'\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    return tmp_path / "script.sh"
+
+
+def test_built_in_job_script(tmp_path, monkeypatch):
+    from hpcfutures.cluster.queues import SlurmQueue
+
+    written = _fake_sbatch(tmp_path, monkeypatch)
+    resources = {"cores": 2, "threads_per_core": 3, "run_time_max": 61, "exclusive": True}
+    with pytest.warns(UserWarning, match="frobnicate"):
+        job = SlurmQueue("pmix").submit(["python", "-m", "x"], "hpcf-a", "/w", resources, ["7", "8"], {"partition": "gpu", "frobnicate": 1}, "/w/a.log")
+    assert job == "4242"
+    text = written.read_text()
+    for line in ("--ntasks=2", "--cpus-per-task=3", "--time=2", "--exclusive", "--dependency=afterok:7:8", "--partition=gpu", "--output=/w/a.log"):
+        assert line in text
+    assert "srun --mpi=pmix python -m x" in text
+    assert "--partition=\n" not in text and "frobnicate" not in text
+
+
+def test_submission_template_is_rendered(tmp_path, monkeypatch):
+    from hpcfutures.cluster.queues import SlurmQueue
+
+    written = _fake_sbatch(tmp_path, monkeypatch)
+    template = "#!/bin/bash\n#SBATCH --job-name={{job_name}}\n#SBATCH -n {{cores}}\n{%- if dependency_list %}\n#SBATCH -d afterok:{{ dependency_list|join(':') }}\n{%- endif %}\n{{command}}\n"
+    SlurmQueue().submit(["python", "x.py"], "hpcf-b", "/w", {"submission_template": template, "cores": 1}, ["5"], {}, "/w/b.log")
+    assert written.read_text().splitlines() == ["#!/bin/bash", "#SBATCH --job-name=hpcf-b", "#SBATCH -n 1", "#SBATCH -d afterok:5", "python x.py"]
