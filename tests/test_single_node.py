@@ -298,3 +298,13 @@ def test_reply_that_cannot_be_unpickled_fails_only_its_future(block):
         with pytest.raises(RuntimeError, match="could not be unpickled"):
             bad.result(timeout=30)
         assert [f.result(timeout=30) for f in good] == [i + 100 for i in range(20)]
+
+
+@pytest.mark.parametrize("block", [False, True])
+def test_map_pickles_the_function_once_and_keeps_functions_apart(block):
+    with SingleNodeExecutor(max_workers=2, block_allocation=block) as exe:
+        offset = 1
+        assert list(exe.map(lambda x: x + offset, range(5))) == [1, 2, 3, 4, 5]
+        assert list(exe.map(lambda x: x * 10, range(5))) == [0, 10, 20, 30, 40]
+        offset = 100  # a new map call sees the new value: nothing is cached across calls
+        assert list(exe.map(lambda x: x + offset, range(3))) == [100, 101, 102]

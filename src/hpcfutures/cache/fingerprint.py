@@ -21,6 +21,7 @@ _SIMPLE = (type(None), bool, int, float, complex, str, bytes, bytearray, range, 
 
 
 def default_key(fn, args: tuple, kwargs: dict) -> str:
+    fn = getattr(fn, "__wrapped__", fn) if type(fn).__name__ == "Prepickled" else fn  # map's wrapper
     name = getattr(fn, "__name__", None) or type(fn).__name__
     return f"{name}_{fingerprint((fn, args, kwargs))}"
 

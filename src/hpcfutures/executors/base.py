@@ -205,6 +205,10 @@ class BaseExecutor(Executor):
         """As ``Executor.map``; an iterable that is itself a Future is resolved first.
         ``chunksize`` is accepted for compatibility: each call is already one message."""
         iterables = tuple(it.result() if isinstance(it, Future) else it for it in iterables)
+        if self._graph_output is None and callable(fn):
+            from hpcfutures.wire.prepickled import Prepickled
+
+            fn = Prepickled.of(fn)  # pickled once for the whole map, not once per item
         return super().map(fn, *iterables, timeout=timeout)
 
     def batched(self, iterable, n: int) -> list:
