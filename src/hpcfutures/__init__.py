@@ -4,22 +4,23 @@ Python functions, from a laptop to a SLURM or Flux cluster, by changing one clas
 How a call flows (each box is a subpackage; imports point down only)::
 
     user code
-      | exe.submit(fn, *args, resource_dict={...})
-      v
+      | exe.submit(fn, *args, resource_dict={...})       compat/: pympipool's Pool, Executor, ...
+      v                                                   (fronts over the same executors)
     executors/     facade: validate input, merge resource defaults, pickle the call,
-      |            hold calls whose arguments are futures (done-callbacks, no polling)
+      |            hold calls whose arguments are futures (done-callbacks, no polling),
+      |            answer from cache/ when the result is stored
       v
     scheduling/    pure state: Task, resource keys, core budget, dependency helpers
       |            (graph/ replaces the engine in graph-only mode: record, draw, export)
-      v  (engine: one fresh process per task, or a warm pool of workers)
-    launch/        how a worker process comes to exist: python, mpiexec; its env
-      |            (key, thread counts); its death seen at once through a pidfd
+      v  engine: one fresh process per task | a warm pool of workers | cluster/: one batch job per call
+    launch/        how a worker process comes to exist: python, mpiexec or srun (a launcher
+      |            object); its env (key, thread counts, GPUs); its death seen at once (pidfd)
       v
-    wire/          HMAC-authenticated frames; pipes for one-shot serial workers,
-      |            Unix sockets locally, zmq over tcp across nodes (warm, MPI)
+    wire/          HMAC-authenticated frames; pipes for one-shot serial workers (also through
+      |            srun's stdin/stdout), Unix sockets locally, zmq over tcp across nodes
       v
-    worker/        lean entry points run in the worker processes: one_shot, interactive
-                   (stdlib, cloudpickle on demand, mpi4py for MPI, zmq only across nodes)
+    worker/        lean entry points run in the worker processes: one_shot, interactive,
+                   file_task (queued jobs; reads and writes cache entries)
 
 Public names are imported lazily, so ``import hpcfutures`` costs almost nothing.
 """

@@ -29,6 +29,7 @@ SYS_PATH_ENV = "HPCFUTURES_SYS_PATH"
 
 MAC_SIZE = 32
 _LENGTH = struct.Struct("!Q")
+_ONE_WRITE = 1 << 20  # below this a frame is joined and written at once
 
 
 class AuthenticationError(Exception):
@@ -92,8 +93,12 @@ def write_frame(fd: int, key: bytes, payload) -> None:
     """Length, MAC, payload — the payload written from where it lies, not copied into a
     frame first (a result of gigabytes costs one pass of HMAC, no extra copy)."""
     mac = hmac.new(key, payload, sha256).digest()
-    _write_all(fd, memoryview(_LENGTH.pack(MAC_SIZE + len(payload)) + mac))
-    _write_all(fd, memoryview(payload).cast("B"))
+    head = _LENGTH.pack(MAC_SIZE + len(payload)) + mac
+    if len(payload) < _ONE_WRITE:  # small: one write, one wake-up of the reader
+        _write_all(fd, memoryview(head + payload))
+    else:
+        _write_all(fd, memoryview(head))
+        _write_all(fd, memoryview(payload).cast("B"))
 
 
 def _write_all(fd: int, view: memoryview) -> None:
