@@ -308,3 +308,17 @@ def test_map_pickles_the_function_once_and_keeps_functions_apart(block):
         assert list(exe.map(lambda x: x * 10, range(5))) == [0, 10, 20, 30, 40]
         offset = 100  # a new map call sees the new value: nothing is cached across calls
         assert list(exe.map(lambda x: x + offset, range(3))) == [100, 101, 102]
+
+
+@pytest.mark.parametrize("block", [False, True])
+def test_map_chunksize_groups_items_and_keeps_order(block):
+    with SingleNodeExecutor(max_workers=2, block_allocation=block) as exe:
+        assert list(exe.map(funcs.add, range(10), range(10), chunksize=3)) == [2 * i for i in range(10)]
+        assert list(exe.map(funcs.my_pid, chunksize=4)) == []
+        pids = list(exe.map(lambda _: __import__("os").getpid(), range(8), chunksize=4))
+        assert len(set(pids[:4])) == 1 and len(set(pids[4:])) == 1  # four items, one message, one process
+        results = exe.map(funcs.boom, ["x"] * 5, chunksize=2)
+        with pytest.raises(ValueError, match="x"):
+            list(results)
+        with pytest.raises(ValueError, match="chunksize"):
+            exe.map(funcs.add, range(3), chunksize=0)

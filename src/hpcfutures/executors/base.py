@@ -203,13 +203,25 @@ class BaseExecutor(Executor):
     # -- map ----------------------------------------------------------------------
     def map(self, fn: Callable, *iterables: Iterable, timeout: float | None = None, chunksize: int = 1) -> Iterator:
         """As ``Executor.map``; an iterable that is itself a Future is resolved first.
-        ``chunksize`` is accepted for compatibility: each call is already one message."""
+        ``chunksize > 1`` sends that many items per message, as ``ProcessPoolExecutor.map``
+        does (the first failing item's exception is raised when its result is reached)."""
+        if not isinstance(chunksize, int) or isinstance(chunksize, bool) or chunksize < 1:
+            raise ValueError(f"chunksize must be an int >= 1, got {chunksize!r}")
         iterables = tuple(it.result() if isinstance(it, Future) else it for it in iterables)
         if self._graph_output is None and callable(fn):
             from hpcfutures.wire.prepickled import Prepickled
 
             fn = Prepickled.of(fn)  # pickled once for the whole map, not once per item
-        return super().map(fn, *iterables, timeout=timeout)
+        if chunksize == 1:
+            return super().map(fn, *iterables, timeout=timeout)
+        import itertools
+
+        from hpcfutures.worker.adapters import run_chunk
+
+        items = zip(*iterables)
+        chunks = iter(lambda: list(itertools.islice(items, chunksize)), [])
+        chunked = super().map(run_chunk, itertools.repeat(fn), chunks, itertools.repeat(True), timeout=timeout)
+        return itertools.chain.from_iterable(chunked)
 
     def batched(self, iterable, n: int) -> list:
         """Futures of the results of ``iterable`` (futures) in groups of ``n``, in
