@@ -201,16 +201,42 @@ def test_pool_executor_runs_in_parallel():
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: Pool(enable_slurm_backend=True),
+        lambda: Pool(enable_flux_backend=True),
         lambda: Executor(enable_flux_backend=True),
         lambda: HPCExecutor(queue_adapter=object()),
-        lambda: PoolExecutor(enable_slurm_backend=True),
+        lambda: PoolExecutor(queue_adapter_kwargs={"queue": "x"}),
         lambda: MPISpawnPool(max_ranks=2, ranks_per_task=1, queue_adapter=object()),
     ],
 )
 def test_missing_backends_are_named(make):
     with pytest.raises(NotImplementedError, match="not part of hpcfutures yet"):
         make()
+
+
+@pytest.mark.slurm
+def test_enable_slurm_backend_runs_workers_as_srun_steps(tmp_path):
+    script = tmp_path / "driver.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os
+            from hpcfutures import HPCExecutor, Pool
+
+            def step(_):
+                return os.environ.get("SLURM_STEP_ID")
+
+            with HPCExecutor(max_workers=2, enable_slurm_backend=True) as exe:
+                steps = {exe.submit(step, i).result() for i in range(4)}
+            with Pool(max_workers=2, enable_slurm_backend=True) as pool:
+                pool_steps = set(pool.map(step, range(4)))
+            print(len(steps), None in steps, len(pool_steps), None in pool_steps)
+            """
+        )
+    )
+    out = subprocess.run(["salloc", "-n", "2", "--time=5", sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    n_steps, missing, n_pool, pool_missing = out.stdout.split()
+    assert 1 <= int(n_steps) <= 2 and missing == "False" and 1 <= int(n_pool) <= 2 and pool_missing == "False"
 
 
 def test_mpispawnpool_sizes_are_checked():

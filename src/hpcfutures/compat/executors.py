@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from hpcfutures.compat.backends import refuse_missing_backends
 from hpcfutures.executors.single_node import SingleNodeExecutor
+from hpcfutures.executors.slurm_job import SlurmJobExecutor
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -24,8 +25,25 @@ class _WarmFront(SingleNodeExecutor):
     """What the three fronts share: refuse a backend that does not exist yet, then start a
     warm pool shaped by pympipool's parameters."""
 
+    _srun = False  # enable_slurm_backend: the workers are srun steps, as in SlurmJobExecutor
+    _pmi_mode = None
+
+    def _make_launcher(self):
+        return SlurmJobExecutor._make_launcher(self) if self._srun else super()._make_launcher()
+
+    def _default_cores(self):
+        return SlurmJobExecutor._default_cores(self) if self._srun else super()._default_cores()
+
+    def _check_warm_pool(self, n_workers: int, resources: dict) -> None:
+        if self._srun:
+            SlurmJobExecutor._check_warm_pool(self, n_workers, resources)
+
+    @property
+    def _assigns_gpus(self) -> bool:
+        return not self._srun  # srun binds GPUs itself
+
     def _open(self, max_workers, cores, gpus, init_function, oversubscribe, cwd, hostname_localhost, backends) -> None:
-        refuse_missing_backends(type(self).__name__, **backends)
+        self._srun = refuse_missing_backends(type(self).__name__, **backends)
         super().__init__(
             max_workers=max_workers,
             block_allocation=True,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 from concurrent.futures import as_completed
 
-from hpcfutures.compat.backends import refuse_missing_backends
+from hpcfutures.compat.backends import refuse_missing_backends, warm_pool_class
 from hpcfutures.worker.adapters import call_with_comm, run_chunk
 
 TYPE_CHECKING = False
@@ -70,7 +70,9 @@ class Pool:
         cwd: str | None = None,
         progress: bool = False,
     ):
-        refuse_missing_backends(type(self).__name__, enable_flux_backend, enable_slurm_backend, queue_adapter, queue_adapter_kwargs)
+        self._srun = refuse_missing_backends(
+            type(self).__name__, enable_flux_backend, enable_slurm_backend, queue_adapter, queue_adapter_kwargs
+        )
         if progress:
             _tqdm()  # missing extra: say so now, not in the middle of a map
         self._progress = progress
@@ -78,9 +80,7 @@ class Pool:
         self._workers = self._executor.max_workers
 
     def _make_executor(self, max_workers: int, oversubscribe: bool, cwd):
-        from hpcfutures.executors.single_node import SingleNodeExecutor
-
-        return SingleNodeExecutor(
+        return warm_pool_class(self._srun)(
             max_workers=max_workers,
             block_allocation=True,
             resource_dict={"cwd": cwd} if cwd is not None else None,
@@ -191,12 +191,10 @@ class MPISpawnPool(Pool):
         )
 
     def _make_executor(self, max_workers: int, oversubscribe: bool, cwd):
-        from hpcfutures.executors.single_node import SingleNodeExecutor
-
         resources: dict = {"cores": self._ranks_per_task}
         if cwd is not None:
             resources["cwd"] = cwd
-        return SingleNodeExecutor(
+        return warm_pool_class(self._srun)(
             max_workers=max_workers, block_allocation=True, resource_dict=resources, openmpi_oversubscribe=oversubscribe
         )
 
