@@ -217,3 +217,18 @@ def where_and_size(i):
 def chatty(x):
     print("a line on stdout that must not disturb the reply", flush=True)
     return x * 3
+
+
+def init_fails_once(path):
+    """An init_function that fails the first time it runs (a flaky start)."""
+
+    def init():
+        if _count_attempt(path) == 1:
+            raise RuntimeError("first start fails")
+        return {"ready": True}
+
+    return init
+
+
+def is_ready(ready=False):
+    return ready

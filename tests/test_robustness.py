@@ -356,3 +356,19 @@ def test_a_call_the_worker_cannot_unpickle_fails_alone(tmp_path, block, monkeypa
         with pytest.raises(ModuleNotFoundError, match="could not unpickle the call"):
             exe.submit(vanishing_module.double, 1).result(timeout=30)
         assert exe.submit(funcs.add, 1, 2).result(timeout=30) == 3  # the (warm) worker lives on
+
+
+def test_a_failed_worker_start_is_retried_within_restart_limit(tmp_path):
+    counter = str(tmp_path / "starts")
+    with SingleNodeExecutor(
+        max_workers=1, block_allocation=True, init_function=funcs.init_fails_once(counter), restart_limit=1
+    ) as exe:
+        assert exe.submit(funcs.is_ready).result(timeout=60) is True
+    assert open(counter).read() == "xx"
+
+
+def test_a_failed_worker_start_without_restarts_fails_the_tasks(tmp_path):
+    counter = str(tmp_path / "starts")
+    with SingleNodeExecutor(max_workers=1, block_allocation=True, init_function=funcs.init_fails_once(counter)) as exe:
+        with pytest.raises(RuntimeError, match="init_function failed"):
+            exe.submit(funcs.is_ready).result(timeout=60)

@@ -187,9 +187,12 @@ class WarmPool:
                         self._starting += 1
                     try:
                         link = self._start_worker(worker_id)
-                    except BaseException as exc:
-                        self._lose_worker(worker_id, exc)
-                        return
+                    except BaseException as exc:  # a start that fails uses up a restart, too
+                        restarts += 1
+                        if self._killing or self._stopping and not self._queue or restarts > self._restart_limit:
+                            self._lose_worker(worker_id, exc)
+                            return
+                        continue
                     finally:
                         with self._cond:
                             self._starting -= 1
