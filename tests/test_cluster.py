@@ -71,6 +71,7 @@ def test_sbatch_refusing_a_job_fails_its_future_with_sbatch_s_words(tmp_path):
 
 
 @pytest.mark.slurm
+@pytest.mark.timeout(300)  # SLURM's time limits come in minutes
 def test_scancel_and_time_limit_end_futures_with_the_job_state(tmp_path):
     with SlurmClusterExecutor(cache_directory=str(tmp_path)) as exe:
         cancelled = exe.submit(funcs.sleep_then, 300, "never")
@@ -86,6 +87,7 @@ def test_scancel_and_time_limit_end_futures_with_the_job_state(tmp_path):
 
 
 @pytest.mark.slurm
+@pytest.mark.timeout(300)  # SLURM's time limits come in minutes
 def test_reconnect_after_the_driver_exits(tmp_path):
     cache, calls = str(tmp_path / "cache"), str(tmp_path / "calls")
     script = tmp_path / "driver.py"
@@ -196,3 +198,19 @@ def test_submission_template_is_rendered(tmp_path, monkeypatch):
     template = "#!/bin/bash\n#SBATCH --job-name={{job_name}}\n#SBATCH -n {{cores}}\n{%- if dependency_list %}\n#SBATCH -d afterok:{{ dependency_list|join(':') }}\n{%- endif %}\n{{command}}\n"
     SlurmQueue().submit(["python", "x.py"], "hpcf-b", "/w", {"submission_template": template, "cores": 1}, ["5"], {}, "/w/b.log")
     assert written.read_text().splitlines() == ["#!/bin/bash", "#SBATCH --job-name=hpcf-b", "#SBATCH -n 1", "#SBATCH -d afterok:5", "python x.py"]
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(300)
+def test_reconnect_resubmits_a_job_that_ended_without_a_result(tmp_path):
+    cache, counter = str(tmp_path / "cache"), str(tmp_path / "count")
+    first = SlurmClusterExecutor(cache_directory=cache, wait=False)
+    fut = first.submit(funcs.hang_until_attempt, counter, 2, "second")
+    assert wait_until(lambda: first._engine.pending(fut) is not None and os.path.exists(counter), 60)
+    job = first._engine.pending(fut)[0]
+    first.__exit__(None, None, None)  # leave without waiting, as `with ...(wait=False)` does
+    subprocess.run(["scancel", job], check=True, timeout=30)
+    assert wait_until(lambda: _squeue_states().get(job) in ("CANCELLED", None), 60)
+    with SlurmClusterExecutor(cache_directory=cache) as second:
+        assert second.submit(funcs.hang_until_attempt, counter, 2, "second").result(timeout=120) == "second"
+        assert second.queue_queries >= 1

@@ -21,7 +21,10 @@ _SIMPLE = (type(None), bool, int, float, complex, str, bytes, bytearray, range, 
 
 
 def default_key(fn, args: tuple, kwargs: dict) -> str:
-    fn = getattr(fn, "__wrapped__", fn) if type(fn).__name__ == "Prepickled" else fn  # map's wrapper
+    from hpcfutures.wire.prepickled import Prepickled  # stdlib-only, loaded by map already
+
+    if isinstance(fn, Prepickled):  # map's wrapper: the key is the function's own
+        fn = fn.__wrapped__
     name = getattr(fn, "__name__", None) or type(fn).__name__
     return f"{name}_{fingerprint((fn, args, kwargs))}"
 

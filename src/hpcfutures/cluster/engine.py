@@ -39,6 +39,8 @@ class JobEngine:
         self._state: dict[str, str] = {}
         self._by_future: dict = {}  # future -> (job id, entry path), while the job is pending
         self._poller: threading.Thread | None = None
+        self._adopted: dict[str, list] = {}  # job id from an earlier run -> its dependencies
+        self._query_soon = False
         self._stopping = False
 
     # -- submitting -----------------------------------------------------------------
@@ -46,7 +48,7 @@ class JobEngine:
         store, key = task.cache
         path = store.path(key)
         try:
-            adopted = self._adopt(task, path)
+            adopted = self._adopt(task, path, after or [])
             if not adopted:
                 self._submit(task, key, path, after or [])
         except BaseException as exc:  # refused by the scheduler, no sbatch, ...
@@ -54,8 +56,10 @@ class JobEngine:
             if task.start():
                 settle(task, exc)
 
-    def _adopt(self, task: Task, path: str) -> bool:
-        """A job for this entry from an earlier run that is still queued or running."""
+    def _adopt(self, task: Task, path: str, after: list) -> bool:
+        """Follow the job an earlier run recorded in this entry. Whether it still runs is
+        learnt from the poller's next query (one for all adopted jobs, asked at once): one
+        that ended without a result is then submitted again."""
         try:
             with EntryReader(path) as reader:
                 header = reader.header
@@ -64,10 +68,9 @@ class JobEngine:
         job = header.get("job_id")
         if header.get("status") != "queued" or not job:
             return False
-        state = self.queue.states([job]).get(job, "GONE")
-        self.queries += 1
-        if state in ENDED:
-            return False
+        with self._cond:
+            self._adopted[job] = after
+            self._query_soon = True
         self._track(task, job, path)
         return True
 
@@ -130,8 +133,9 @@ class JobEngine:
                 for job, task in jobs.items():
                     self._check_entry(job, task)
                 now = time.monotonic()
-                if now - last_query >= self.query_interval:
+                if now - last_query >= self.query_interval or self._query_soon:
                     last_query = now
+                    self._query_soon = False
                     self._check_queue()
             except Exception as exc:  # the poller must outlive any one bad entry or query
                 import warnings
@@ -174,12 +178,29 @@ class JobEngine:
         for job, state in states.items():
             self._state[job] = state
             task = self._jobs.get(job)
+            after = self._adopted.pop(job, None)
             if task is None or state not in ENDED:
                 continue
             self._mtime.pop(job, None)
             if self._check_entry(job, task):  # the result landed after all
                 continue
+            if after is not None:  # an earlier run's job that ended without a result: run it now
+                self._resubmit(job, task, after)
+                continue
             self._finish(job, task, WorkerCrashedError(f"job {job} ended in state {state} without writing a result"))
+
+    def _resubmit(self, job: str, task: Task, after: list) -> None:
+        path = self._paths.get(job)
+        with self._cond:
+            self._jobs.pop(job, None)
+            self._paths.pop(job, None)
+            self._by_future.pop(task.future, None)
+            self._state.pop(job, None)
+        try:
+            self._submit(task, task.cache[1], path, after)
+        except BaseException as exc:
+            task.cache = None
+            settle(task, exc)
 
     def _finish(self, job: str, task: Task, reply) -> None:
         with self._cond:

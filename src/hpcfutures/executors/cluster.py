@@ -132,16 +132,22 @@ def _as_upstream(obj, owned):
 
 
 class SlurmClusterExecutor(_FileJobExecutor):
-    def __new__(cls, *args, **kwargs):
-        if kwargs.get("block_allocation"):
-            return _warm_jobs(**kwargs)
-        return super().__new__(cls)
-
-
     """Submit every call as its own SLURM batch job (``sbatch``), from a login node or
     anywhere the SLURM client tools work. Without ``pysqa_config_directory`` a built-in job
     script is used that needs no configuration; with it, pysqa's queues and templates.
-    Unknown ``resource_dict`` keys (``partition``, ``memory_max``, ...) go to the adapter."""
+    Unknown ``resource_dict`` keys (``partition``, ``memory_max``, ...) go to the adapter.
+
+    ``block_allocation=True`` instead starts ``max_workers`` warm workers, each its own
+    SLURM job (an ``srun`` job from where the driver runs), and sends the calls to them."""
+
+    def __new__(cls, *args, **kwargs):
+        import inspect
+
+        # bind as __init__ would, so block_allocation counts however it was passed
+        given = inspect.signature(cls.__init__).bind(None, *args, **kwargs).arguments
+        if given.get("block_allocation"):
+            return _warm_jobs(given)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -198,42 +204,14 @@ class TestClusterExecutor(_FileJobExecutor):
         )
 
 
-def _warm_jobs(
-    max_workers=None,
-    cache_directory=None,
-    max_cores=None,
-    resource_dict=None,
-    pysqa_config_directory=None,
-    hostname_localhost=None,
-    block_allocation=True,
-    init_function=None,
-    disable_dependencies=False,
-    refresh_rate=0.01,
-    plot_dependency_graph=False,
-    plot_dependency_graph_filename=None,
-    export_workflow_filename=None,
-    log_obj_size=False,
-    wait=True,
-    pmi_mode=None,
-):
-    """``SlurmClusterExecutor(block_allocation=True)``: warm workers that are jobs."""
-    if pysqa_config_directory is not None:
+def _warm_jobs(given: dict):
+    """``SlurmClusterExecutor(block_allocation=True)``: warm workers that are jobs, i.e. a
+    ``SlurmJobExecutor`` pool (each ``srun`` outside an allocation is a job of its own).
+    ``given``: the arguments as bound to ``SlurmClusterExecutor.__init__``."""
+    if given.get("pysqa_config_directory") is not None:
         raise NotImplementedError("block_allocation=True with pysqa_config_directory: warm workers are started with srun only")
     from hpcfutures.executors.slurm_job import SlurmJobExecutor
 
-    return SlurmJobExecutor(
-        max_workers=max_workers or 1,
-        cache_directory=cache_directory,
-        max_cores=max_cores,
-        resource_dict=resource_dict,
-        hostname_localhost=hostname_localhost,
-        block_allocation=True,
-        init_function=init_function,
-        disable_dependencies=disable_dependencies,
-        refresh_rate=refresh_rate,
-        plot_dependency_graph=plot_dependency_graph,
-        plot_dependency_graph_filename=plot_dependency_graph_filename,
-        export_workflow_filename=export_workflow_filename,
-        log_obj_size=log_obj_size,
-        pmi_mode=pmi_mode,
-    )
+    options = {k: v for k, v in given.items() if k not in ("self", "pysqa_config_directory", "wait")}
+    options["max_workers"] = options.get("max_workers") or 1
+    return SlurmJobExecutor(**options)

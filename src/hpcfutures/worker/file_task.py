@@ -15,6 +15,7 @@ import sys
 import time
 
 from hpcfutures.cache.entry import EntryReader, write_entry
+from hpcfutures.wire.frames import loads
 from hpcfutures.worker.execute import adopt_driver_path, call, encode_reply, error_reply, flush_std_streams
 from hpcfutures.worker.upstream import resolve
 
@@ -25,7 +26,7 @@ def run_entry(path: str, comm=None) -> int:
         header = dict(reader.header)
         input_bytes = reader.input_bytes()
     try:
-        message = _loads(input_bytes)
+        message = loads(input_bytes)
         message["args"] = resolve(message.get("args", ()))
         message["kwargs"] = resolve(message.get("kwargs", {}))
         reply = call(message, {})
@@ -41,12 +42,6 @@ def run_entry(path: str, comm=None) -> int:
     header.update(status="ok" if "result" in reply else "error", runtime=time.monotonic() - started, host=os.uname().nodename)
     write_entry(path, header, input_bytes, encode_reply(reply))
     return 0
-
-
-def _loads(data: bytes):
-    import pickle
-
-    return pickle.loads(data)
 
 
 def main(argv: list) -> int:
