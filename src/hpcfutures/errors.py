@@ -43,3 +43,10 @@ def add_note(exc: BaseException, note: str) -> None:
             exc.__notes__ = [*getattr(exc, "__notes__", ()), note]
         except (AttributeError, TypeError):
             pass
+
+
+class UnsatisfiableRequestError(RuntimeError):
+    """The scheduler will never start what a task or warm worker asked for (more nodes,
+    cores, memory or time than its partition, account or QOS allows; nodes or constraints
+    that are not available). The message carries SLURM's pending reason and the request;
+    the job was cancelled. Not retried: the same request would wait forever again."""

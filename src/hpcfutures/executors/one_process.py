@@ -17,7 +17,7 @@ import select
 import threading
 from collections import deque
 
-from hpcfutures.errors import WorkerCrashedError
+from hpcfutures.errors import UnsatisfiableRequestError, WorkerCrashedError
 from hpcfutures.executors.outcome import cancel_unstarted, finish, settle, stopped_by_shutdown
 from hpcfutures.launch.gpus import GpuPool, gpu_environment
 from hpcfutures.launch.local import LocalLauncher
@@ -201,7 +201,7 @@ class OneProcessPerTask:
             try:
                 link.send_payload(task.payload)
                 return link.receive_payload(timeout=timeout)
-            except WorkerCrashedError:
+            except (WorkerCrashedError, UnsatisfiableRequestError):
                 return self._died(process)
             except TimeoutError:
                 process.terminate()
@@ -213,7 +213,7 @@ class OneProcessPerTask:
     def _died(self, process: WorkerProcess) -> BaseException:
         if self._killing:
             return stopped_by_shutdown()
-        return WorkerCrashedError(process.describe_exit())
+        return process.exit_error()
 
     # -- bookkeeping of live processes, for kill_all -------------------------------
     def _track(self, task: Task, process: WorkerProcess) -> bool:

@@ -15,7 +15,7 @@ import os
 import threading
 from collections import deque
 
-from hpcfutures.errors import PoolBrokenError, WorkerCrashedError, rebuild
+from hpcfutures.errors import PoolBrokenError, UnsatisfiableRequestError, WorkerCrashedError, rebuild
 from hpcfutures.executors.outcome import cancel_unstarted, fail_unstarted, finish, settle, stopped_by_shutdown
 from hpcfutures.launch.gpus import check_enough, gpu_environment
 from hpcfutures.launch.local import LocalLauncher
@@ -62,6 +62,9 @@ class WarmPool:
         self._broken: BaseException | None = None
         self._idle = 0  # threads waiting for a task
         self._starting = 0  # threads starting their worker: about to be free too
+        # written once at stop: wakes threads whose worker has not connected yet (its srun
+        # may wait in the queue for long), so a shutdown does not wait for the scheduler
+        self._wake_r, self._wake_w = os.pipe()
         self.resize(n_workers)
 
     # -- size ---------------------------------------------------------------------
@@ -157,6 +160,9 @@ class WarmPool:
                 killing = self._killing
             if killing:
                 raise WorkerCrashedError("the executor is shutting down")
+            # a worker counts as started once it connected: a launch that ends first (an
+            # srun whose job SLURM will never start, an mpiexec that fails) is a failed start
+            self._wait_connected(link)
             if self._init_function is not None:
                 link.send_dict({"init": self._init_function, "worker_id": worker_id})
                 reply = link.receive_dict()
@@ -166,6 +172,18 @@ class WarmPool:
         except BaseException:
             self._drop_link(worker_id, link)
             raise
+
+    def _wait_connected(self, link: SocketInterface) -> None:
+        wake = self._wake_r
+        while True:
+            try:
+                link.wait_connected(wake)
+                return
+            except InterruptedError:
+                with self._cond:
+                    if self._killing or not self._queue:
+                        raise WorkerCrashedError("the executor shut down before this worker started") from None
+                wake = None  # tasks still wait for a worker: keep waiting for this one
 
     def _drop_link(self, worker_id: int, link: SocketInterface) -> None:
         with self._cond:
@@ -189,7 +207,8 @@ class WarmPool:
                         link = self._start_worker(worker_id)
                     except BaseException as exc:  # a start that fails uses up a restart, too
                         restarts += 1
-                        if self._killing or self._stopping and not self._queue or restarts > self._restart_limit:
+                        hopeless = isinstance(exc, UnsatisfiableRequestError)  # it would wait forever again
+                        if hopeless or self._killing or self._stopping and not self._queue or restarts > self._restart_limit:
                             self._lose_worker(worker_id, exc)
                             return
                         continue
@@ -295,7 +314,9 @@ class WarmPool:
                 return
             queued, self._queue = list(self._queue), deque()
         for task in queued:
-            fail_unstarted(task, PoolBrokenError(f"no worker is left to run this task: {exc}"))
+            broken = PoolBrokenError(f"no worker is left to run this task: {exc}")
+            broken.__cause__ = exc
+            fail_unstarted(task, broken)
 
     # -- shutdown -----------------------------------------------------------------
     def cancel_queued(self) -> None:
@@ -306,9 +327,12 @@ class WarmPool:
 
     def stop(self, wait: bool) -> None:
         with self._cond:
+            first = not self._stopping
             self._stopping = True
             self._cond.notify_all()
             threads = list(self._threads.values())
+        if first:
+            os.write(self._wake_w, b"x")
         if wait:
             for thread in threads:
                 thread.join()
@@ -324,3 +348,11 @@ class WarmPool:
                 link.process.kill_group()
         self.stop(wait=True)
 
+
+    def __del__(self):
+        for fd in (getattr(self, "_wake_r", -1), getattr(self, "_wake_w", -1)):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass

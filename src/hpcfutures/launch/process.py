@@ -4,16 +4,25 @@ Death is an event here, not a timer: each process gets a pidfd (Linux >= 5.3), w
 becomes readable the moment the process ends, and the driver waits on it together with
 the reply channel. Each worker runs in its own session, so a terminal's Ctrl-C reaches the
 driver only (which then stops the workers) and ``killpg`` reaches ``mpiexec`` and its ranks.
+
+A launcher (``srun``, ``mpiexec``: anything but the interpreter itself) is registered with
+the driver's guardian (``launch.guardian``), which stops it if the driver dies before the
+worker inside has started to watch the driver itself. An ``srun`` that reports on stderr
+that its job is queued has that job watched (``launch.pending``): a job SLURM will never
+start is cancelled, and the process's end is reported as ``UnsatisfiableRequestError``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 
+from hpcfutures.errors import UnsatisfiableRequestError, WorkerCrashedError
+from hpcfutures.launch.guardian import guardian
 from hpcfutures.wire.frames import DRIVER_PID_ENV, KEY_ENV, SYS_PATH_ENV
 
 TYPE_CHECKING = False  # typing costs milliseconds at import; checkers still see the names
@@ -28,6 +37,9 @@ THREAD_VARIABLES = (
     "VECLIB_MAXIMUM_THREADS",
 )
 STDERR_TAIL = 8192
+# what srun (outside an allocation) prints when its job has to wait, and when it starts
+_SRUN_QUEUED = re.compile(rb"srun: job (\d+) queued and waiting for resources")
+_SRUN_ALLOCATED = re.compile(rb"srun: job (\d+) has been allocated resources")
 
 
 def worker_environment(key: bytes, threads_per_core: int, extra: Mapping[str, str] | None = None) -> dict:
@@ -49,7 +61,22 @@ def python_command(module: str, *args: str) -> list[str]:
 
 
 class WorkerProcess:
-    """One launched process (a python worker, or ``mpiexec`` running workers)."""
+    """One launched process (a python worker, or ``mpiexec``/``srun`` running workers).
+
+    Args:
+        argv: the command line.
+        env: its environment.
+        cwd: its working directory (None: the driver's).
+        pass_fds: descriptors it inherits.
+        stdin: descriptor for its stdin (None: /dev/null).
+        stdout: descriptor for its stdout (None: the driver's).
+        guard: stop it when the driver dies (``launch.guardian``); None: for launchers,
+            that is for every command but the running interpreter, whose workers watch
+            the driver themselves.
+
+    Raises:
+        FileNotFoundError: the command does not exist.
+    """
 
     def __init__(
         self,
@@ -59,8 +86,13 @@ class WorkerProcess:
         pass_fds: Sequence[int] = (),
         stdin: int | None = None,
         stdout: int | None = None,
+        guard: bool | None = None,
     ):
         self.argv = list(argv)
+        self.job: str | None = None  # a SLURM job srun said it waits for
+        self.refusal: str | None = None  # the pending reason of a job that will never start
+        self._srun = os.path.basename(self.argv[0]) == "srun" if self.argv else False
+        self._line = bytearray()
         try:
             self.popen = subprocess.Popen(
                 self.argv,
@@ -75,6 +107,9 @@ class WorkerProcess:
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"cannot start worker: {exc.filename!r} not found ({' '.join(self.argv)})") from exc
         self.pid = self.popen.pid
+        self._guarded = (self.argv[0] != sys.executable) if guard is None else guard
+        if self._guarded:
+            guardian().add_process(self.pid)
         self.pidfd = os.pidfd_open(self.pid)
         self.stderr_fd = self.popen.stderr.fileno()
         os.set_blocking(self.stderr_fd, False)
@@ -95,10 +130,63 @@ class WorkerProcess:
                 return
             self._tail += chunk
             del self._tail[:-STDERR_TAIL]
+            if self._srun:
+                self._watch_srun(chunk)
             try:
                 sys.stderr.write(chunk.decode(errors="replace"))
             except Exception:
                 pass
+
+    # -- srun's own messages: its job queued, or started -------------------------------
+    def _watch_srun(self, chunk: bytes) -> None:
+        self._line += chunk
+        *lines, rest = bytes(self._line).split(b"\n")
+        self._line = bytearray(rest[-4096:])
+        for line in lines:
+            queued = _SRUN_QUEUED.search(line)
+            if queued and self.job is None:
+                from hpcfutures.launch.pending import pending_jobs
+
+                self.job = queued.group(1).decode()
+                guardian().add_job(self.job)
+                pending_jobs().watch(self.job, self._never_starts)
+            elif _SRUN_ALLOCATED.search(line) and self.job is not None:
+                self._forget_job()
+
+    def _forget_job(self) -> None:
+        if self.job is None:
+            return
+        from hpcfutures.launch.pending import pending_jobs
+
+        pending_jobs().forget(self.job)
+        guardian().remove_job(self.job)
+        self.job = None
+
+    def _never_starts(self, reason: str) -> None:
+        """Called by the pending-job watch: cancel the job; srun then ends, and whoever
+        waits on this process learns why from ``exit_error``."""
+        self.refusal = reason
+        subprocess.run(["scancel", str(self.job)], capture_output=True, timeout=60)
+        if self.pidfd >= 0 and self.popen.returncode is None:  # not reaped: the pid is still srun's
+            self.kill_group(signal.SIGTERM)  # srun revokes its request on SIGTERM too
+
+    def request(self) -> str:
+        """The launcher part of the command line (what was asked of the scheduler)."""
+        head = []
+        for arg in self.argv:
+            if arg == sys.executable:
+                break
+            head.append(arg)
+        return " ".join(head or self.argv)
+
+    def exit_error(self) -> BaseException:
+        """The exception for a future whose process ended without a reply."""
+        if self.refusal is not None:
+            from hpcfutures.launch.slurm_reasons import explain
+
+            self.wait_exit(5.0)
+            return UnsatisfiableRequestError(explain(self.refusal, self.request()))
+        return WorkerCrashedError(self.describe_exit())
 
     @property
     def stderr_open(self) -> bool:
@@ -159,15 +247,19 @@ class WorkerProcess:
         except (ProcessLookupError, PermissionError):
             pass
 
-    def kill_group(self) -> None:
-        """SIGKILL to the process and everything in its group (``mpiexec`` and its ranks);
+    def kill_group(self, sig: int = signal.SIGKILL) -> None:
+        """``sig`` to the process and everything in its group (``mpiexec`` and its ranks);
         safe from any thread: it only sends a signal, the owner still reaps and closes."""
         try:
-            os.killpg(self.pid, signal.SIGKILL)
+            os.killpg(self.pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
 
     def close(self) -> None:
+        self._forget_job()
+        if self._guarded:
+            self._guarded = False
+            guardian().remove_process(self.pid)
         if self.pidfd >= 0:
             if self.popen.poll() is not None:
                 self.pump_stderr()

@@ -173,6 +173,13 @@ class SocketInterface:
         self.process = WorkerProcess(command, env, cwd=cwd)
         return self.process
 
+    def wait_connected(self, wake_fd: int | None = None) -> None:
+        """Return once the worker has connected. Raises ``WorkerCrashedError`` (or
+        ``UnsatisfiableRequestError`` for a request SLURM will never start) if its process
+        ends first, ``InterruptedError`` if ``wake_fd`` becomes readable."""
+        if isinstance(self._transport, _ZmqTransport) or not self._transport.connected():
+            self._wait(None, wake_fd, until_connected=True)
+
     # -- messages ------------------------------------------------------------------
     def send_dict(self, message: dict) -> None:
         self.send_payload(dumps_by_value(message))
@@ -208,7 +215,9 @@ class SocketInterface:
         deadline = deadline_after(timeout)
         poller = transport.poller()
         target = transport.pollable()
-        poller.register(target, POLLIN)
+        # zmq connects in the background: its peer is there once the socket takes a send
+        background = until_connected and isinstance(transport, _ZmqTransport)
+        poller.register(target, transport._zmq.POLLOUT if background else POLLIN)
         watched_stderr = process is not None and process.stderr_open
         if process is not None:
             poller.register(process.pidfd, POLLIN)
@@ -220,6 +229,8 @@ class SocketInterface:
             left = remaining(deadline)
             events = dict(poller.poll(None if left is None else int(left * 1000) + 1))
             if target in events:
+                if background:
+                    return None
                 if not transport.connected():
                     transport.accept()
                     if until_connected:
@@ -249,11 +260,11 @@ class SocketInterface:
             if deadline is not None and remaining(deadline) == 0:
                 raise TimeoutError(f"no reply within {timeout} s")
 
-    def _crashed(self) -> WorkerCrashedError:
+    def _crashed(self) -> BaseException:
         if self.process is None:
             return WorkerCrashedError("the worker closed the connection")
         self.process.wait_exit(5.0)
-        return WorkerCrashedError(self.process.describe_exit())
+        return self.process.exit_error()  # WorkerCrashedError, or why the scheduler refused it
 
     def send_and_receive_dict(self, message: dict):
         self.send_dict(message)
