@@ -8,6 +8,14 @@ executor watches the entries (a ``stat`` each, re-read only when one changed) ev
 its time limit, killed — fails its future with the job id and final state. A later run
 with the same cache directory finds queued entries and follows their jobs instead of
 submitting them again.
+
+A job still pending whose reason says SLURM will never start it (``PartitionConfig``,
+``PartitionNodeLimit``, ...; ``launch.slurm_reasons``) is cancelled at the query that
+sees it, and its future fails with ``UnsatisfiableRequestError``. With ``guard`` (an
+executor whose ``wait`` is True) every job is registered with the driver's guardian
+(``launch.guardian``) while it is live, so a driver killed before its shutdown cancels
+its jobs; ``wait=False`` executors leave their jobs unregistered: they are meant to
+outlive the driver.
 """
 
 from __future__ import annotations
@@ -18,7 +26,9 @@ import time
 
 from hpcfutures.cache.entry import EntryReader, write_entry
 from hpcfutures.cluster.queues import ENDED, file_task_command
-from hpcfutures.errors import WorkerCrashedError
+from hpcfutures.errors import UnsatisfiableRequestError, WorkerCrashedError
+from hpcfutures.launch.guardian import guardian
+from hpcfutures.launch.slurm_reasons import explain, never_starts
 from hpcfutures.executors.outcome import settle, stopped_by_shutdown
 from hpcfutures.scheduling.task import Task
 
@@ -26,8 +36,9 @@ from hpcfutures.scheduling.task import Task
 class JobEngine:
     max_workers = 1 << 30  # the queue decides how many run at once
 
-    def __init__(self, queue, interval: float = 0.1, query_interval: float = 1.0):
+    def __init__(self, queue, interval: float = 0.1, query_interval: float = 1.0, guard: bool = False):
         self.queue = queue
+        self._guard_kind = getattr(queue, "guard_kind", None) if guard else None
         self.supports_dependencies = queue.supports_dependencies
         self.interval = interval
         self.query_interval = query_interval
@@ -90,6 +101,7 @@ class JobEngine:
         if not task.start():
             self.queue.cancel([job])
             return
+        self._guard(job, True)
         with self._cond:
             self._jobs[job] = task
             self._paths[job] = path
@@ -99,6 +111,13 @@ class JobEngine:
                 self._poller = threading.Thread(target=self._poll, name="hpcfutures-job-poller", daemon=True)
                 self._poller.start()
             self._cond.notify_all()
+
+    def _guard(self, job: str, live: bool) -> None:
+        kind = self._guard_kind
+        if kind == "job":
+            (guardian().add_job if live else guardian().remove_job)(job)
+        elif kind == "process" and job.isdigit():
+            (guardian().add_process if live else guardian().remove_process)(int(job))
 
     def pending(self, future) -> tuple | None:
         """(job id, entry path) of a future whose job has not finished; None otherwise."""
@@ -175,10 +194,16 @@ class JobEngine:
         except Exception:
             return  # a slow or failing squeue: ask again next interval
         self.queries += 1
+        reasons = getattr(self.queue, "pending_reasons", {})
         for job, state in states.items():
             self._state[job] = state
             task = self._jobs.get(job)
             after = self._adopted.pop(job, None)
+            if task is not None and state == "PENDING" and never_starts(reasons.get(job)):
+                self.queue.cancel([job])
+                request = f"job {job} of {task.name}() with resource_dict {_plain(task.resources)}"
+                self._finish(job, task, UnsatisfiableRequestError(explain(reasons[job], request)))
+                continue
             if task is None or state not in ENDED:
                 continue
             self._mtime.pop(job, None)
@@ -196,6 +221,7 @@ class JobEngine:
             self._paths.pop(job, None)
             self._by_future.pop(task.future, None)
             self._state.pop(job, None)
+        self._guard(job, False)
         try:
             self._submit(task, task.cache[1], path, after)
         except BaseException as exc:
@@ -206,6 +232,7 @@ class JobEngine:
         with self._cond:
             if self._jobs.pop(job, None) is None:
                 return
+            self._guard(job, False)
             self._by_future.pop(task.future, None)
             self._paths.pop(job, None)
             self._mtime.pop(job, None)

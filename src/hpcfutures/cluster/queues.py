@@ -42,9 +42,12 @@ def _run(argv: list[str], input_text: str | None = None) -> str:
 
 class SlurmQueue:
     supports_dependencies = True
+    guard_kind = "job"  # a driver's death cancels its jobs by id (launch.guardian)
 
     def __init__(self, pmi_mode: str | None = None):
         self.pmi_mode = pmi_mode
+        # pending reason of each job asked about in the last ``states`` query
+        self.pending_reasons: dict[str, str] = {}
 
     def submit(self, command: list[str], job_name: str, cwd: str, resources: dict, dependencies: list, extra: dict, log: str) -> str:
         if resources.get("cores", 1) > 1:  # the ranks are one srun step of the job
@@ -77,9 +80,16 @@ class SlurmQueue:
     def states(self, job_ids: list[str]) -> dict[str, str]:
         if not job_ids:
             return {}
-        out = _run(["squeue", "-h", "--states=all", "-j", ",".join(job_ids), "-o", "%i %T"])
-        found = dict(line.split(None, 1) for line in out.splitlines() if line.strip())
-        return {job: found.get(job, "GONE").strip() for job in job_ids}
+        out = _run(["squeue", "-h", "--states=all", "-j", ",".join(job_ids), "-o", "%i|%T|%r"])
+        found, reasons = {}, {}
+        for line in out.splitlines():
+            parts = line.split("|", 2)
+            if len(parts) == 3:
+                found[parts[0].strip()] = parts[1].strip()
+                if parts[1].strip() == "PENDING":
+                    reasons[parts[0].strip()] = parts[2].strip()
+        self.pending_reasons = reasons
+        return {job: found.get(job, "GONE") for job in job_ids}
 
     def cancel(self, job_ids: list[str]) -> None:
         if job_ids:
@@ -107,9 +117,13 @@ def _render(template, lines, command, job_name, cwd, resources, dependencies, ex
 
 
 class PysqaQueue:
-    """A pysqa ``QueueAdapter`` (pip install pysqa), configured by ``pysqa_config_directory``."""
+    """A pysqa ``QueueAdapter`` (pip install pysqa), configured by ``pysqa_config_directory``.
+
+    Its jobs are not cancelled when the driver dies: the guardian cannot tell which
+    scheduler's cancel command applies."""
 
     supports_dependencies = True
+    guard_kind = None
 
     def __init__(self, config_directory: str, backend: str | None = None):
         try:
@@ -152,6 +166,7 @@ class LocalQueue:
     """Each "job" a local process; dependencies are left to the executor (held futures)."""
 
     supports_dependencies = False
+    guard_kind = "process"  # a job id is the pid of a process leading its own group
 
     def __init__(self):
         self._lock = threading.Lock()

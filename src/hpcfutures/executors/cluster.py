@@ -39,7 +39,8 @@ class _FileJobExecutor(BaseExecutor):
         defaults = dict(DEFAULTS)
         defaults["cache_directory"] = os.path.abspath(os.fspath(cache_directory or DEFAULT_CACHE))
         defaults.update(validate(resource_dict, f"{name}(resource_dict=...)", self._task_keys, pass_unknown=True))
-        engine = JobEngine(queue, interval=max(0.05, float(refresh_rate)))
+        # wait=True: the jobs belong to this driver and end with it; wait=False: they outlive it
+        engine = JobEngine(queue, interval=max(0.05, float(refresh_rate)), guard=wait)
         info = {
             "max_workers": max_workers,
             "max_cores": max_cores,
