@@ -152,6 +152,7 @@ class SocketInterface:
         self._transport: _UnixTransport | _ZmqTransport | None = None
         self.address: str | None = None
         self.process: WorkerProcess | None = None
+        self._peer_seen = False  # the worker has connected (zmq: took a first send)
 
     # -- binding -------------------------------------------------------------------
     def bind(self) -> str:
@@ -179,6 +180,7 @@ class SocketInterface:
         ends first, ``InterruptedError`` if ``wake_fd`` becomes readable."""
         if isinstance(self._transport, _ZmqTransport) or not self._transport.connected():
             self._wait(None, wake_fd, until_connected=True)
+        self._peer_seen = True
 
     # -- messages ------------------------------------------------------------------
     def send_dict(self, message: dict) -> None:
@@ -191,8 +193,8 @@ class SocketInterface:
 
             logging.getLogger("hpcfutures").info("sending %d bytes", len(payload))
         transport = self._transport
-        if not transport.connected():
-            self._wait(None, None, until_connected=True)
+        if not self._peer_seen:
+            self.wait_connected()  # pumps the launcher's stderr meanwhile (srun reports a queued job there)
         try:
             transport.send(self.key, payload, self.process.pidfd if self.process else None)
         except (BrokenPipeError, ConnectionError):

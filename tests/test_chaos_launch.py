@@ -1,0 +1,236 @@
+"""Chaos around launches (issue 18) on the real local SLURM: a request SLURM will never
+start fails with the reason instead of waiting forever, and a driver killed with SIGKILL
+leaves no srun, mpiexec or queued job behind.
+
+Every job made here carries a name or working directory unique to the test, so the
+assertions see only this test's jobs on a SLURM shared with other users."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from conftest import wait_until
+from hpcfutures.errors import PoolBrokenError, UnsatisfiableRequestError
+from hpcfutures.launch.slurm_reasons import never_starts
+
+TEN_NODES = {"num_nodes": 10, "cores": 10}  # the local partition has one node
+
+
+def _jobs(name: str | None = None, workdir: str | None = None) -> list[str]:
+    """Job ids in the queue (any state squeue still shows but ended ones) with this name
+    or under this working directory."""
+    out = subprocess.run(["squeue", "-h", "-o", "%i|%j|%Z|%T"], capture_output=True, text=True, timeout=30).stdout
+    found = []
+    for line in out.splitlines():
+        job, job_name, cwd, state = (line.split("|") + ["", "", "", ""])[:4]
+        if state in ("COMPLETED", "CANCELLED", "FAILED", "TIMEOUT"):
+            continue
+        if (name is not None and job_name == name) or (workdir is not None and cwd.startswith(workdir)):
+            found.append(job)
+    return found
+
+
+def _processes_with(token: str) -> list[int]:
+    """Live processes whose command line contains ``token``."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if token.encode() in cmdline and state not in ("Z", "X"):
+            pids.append(int(entry))
+    return pids
+
+
+def _cancel_leftovers(name=None, workdir=None):
+    jobs = _jobs(name, workdir)
+    if jobs:
+        subprocess.run(["scancel", *jobs], capture_output=True, timeout=30)
+
+
+# -- unit: the classification --------------------------------------------------------------
+def test_pending_reasons_never_and_later():
+    for reason in (
+        "PartitionConfig",
+        "PartitionNodeLimit",
+        "PartitionTimeLimit",
+        "BadConstraints",
+        "ReqNodeNotAvail, UnavailableNodes:n[1-4]",
+        "AssocMaxNodesPerJobLimit",
+        "QOSMaxWallDurationPerJobLimit",
+        "InvalidAccount",
+    ):
+        assert never_starts(reason), reason
+    for reason in ("Resources", "Priority", "Dependency", "BeginTime", "JobHeldUser", "AssocGrpCpuLimit", "AssocMaxJobsLimit", "None", "", None, "SomethingNew"):
+        assert not never_starts(reason), reason
+
+
+# -- a request SLURM will never start --------------------------------------------------------
+@pytest.mark.chaos
+@pytest.mark.slurm
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("block_allocation", [False, True], ids=["fresh", "warm"])
+def test_ten_node_srun_request_fails_with_the_reason(tmp_path, block_allocation):
+    """SlurmJobExecutor outside an allocation: each srun asks for a job of its own; ten
+    nodes of a one-node partition pend with PartitionConfig for ever: the future fails
+    within seconds, naming the reason and the request, and no job of ours stays queued."""
+    from hpcfutures import SlurmJobExecutor
+
+    name = f"hpcf-never-{os.getpid()}-{tmp_path.name}"
+    resources = dict(TEN_NODES, slurm_cmd_args=[f"--job-name={name}"])
+    try:
+        with SlurmJobExecutor(max_workers=2, block_allocation=block_allocation, resource_dict=resources) as exe:
+            futures = [exe.submit(sum, [1, i]) for i in range(3)]
+            for future in futures:
+                with pytest.raises((UnsatisfiableRequestError, PoolBrokenError)) as info:
+                    future.result(timeout=45)
+                assert "PartitionConfig" in str(info.value) and "-N10" in str(info.value)
+            if block_allocation:  # the pool is broken for good: new work fails at once
+                with pytest.raises(PoolBrokenError, match="PartitionConfig"):
+                    exe.submit(sum, [1, 1]).result(timeout=10)
+        assert wait_until(lambda: not _jobs(name), timeout=10), _jobs(name)
+    finally:
+        _cancel_leftovers(name)
+
+
+@pytest.mark.chaos
+@pytest.mark.slurm
+@pytest.mark.timeout(90)
+def test_pympipool_front_with_slurm_backend_fails_with_the_reason(tmp_path, monkeypatch):
+    from hpcfutures import HPCExecutor
+
+    name = f"hpcf-never-pp-{os.getpid()}-{tmp_path.name}"
+    monkeypatch.setenv("SLURM_JOB_NAME", name)  # srun takes its job name from here
+    try:
+        with HPCExecutor(max_workers=1, cores_per_worker=100, enable_slurm_backend=True) as exe:
+            with pytest.raises(PoolBrokenError, match="PartitionConfig"):
+                exe.submit(sum, [1, 2]).result(timeout=45)
+        assert wait_until(lambda: not _jobs(name), timeout=10), _jobs(name)
+    finally:
+        _cancel_leftovers(name)
+
+
+@pytest.mark.chaos
+@pytest.mark.slurm
+@pytest.mark.timeout(90)
+def test_cluster_task_asking_ten_nodes_fails_and_others_run(tmp_path):
+    from hpcfutures import SlurmClusterExecutor
+
+    cache = str(tmp_path / "cache")
+    try:
+        with SlurmClusterExecutor(cache_directory=cache) as exe:
+            never = exe.submit(sum, [1, 2], resource_dict=TEN_NODES)
+            fine = exe.submit(sum, [1, 3])
+            with pytest.raises(UnsatisfiableRequestError, match="PartitionConfig") as info:
+                never.result(timeout=45)
+            assert "'num_nodes': 10" in str(info.value)
+            assert fine.result(timeout=60) == 4
+        assert wait_until(lambda: not _jobs(workdir=cache), timeout=10), _jobs(workdir=cache)
+    finally:
+        _cancel_leftovers(workdir=cache)
+
+
+# -- a driver killed while its launches wait ---------------------------------------------------
+DRIVER = """
+import sys, time
+from hpcfutures import {executor}
+exe = {executor}({arguments})
+futures = [exe.submit(sum, [1, i]{per_call}) for i in range(2)]
+print("submitted", flush=True)
+time.sleep(600)
+"""
+
+
+def _kill_driver_and_check(tmp_path, script: str, token: str, name=None, workdir=None, expect_jobs=2):
+    path = tmp_path / "driver.py"
+    path.write_text(textwrap.dedent(script))
+    driver = subprocess.Popen([sys.executable, str(path), token], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        assert driver.stdout.readline().strip() == "submitted"
+        # the launches wait in the queue (a later reason: BeginTime), as a pending srun does
+        assert wait_until(lambda: len(_jobs(name, workdir)) >= expect_jobs, timeout=30), _jobs(name, workdir)
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=10)
+        left = lambda: _processes_with(token) or _jobs(name, workdir)  # noqa: E731
+        assert wait_until(lambda: not left(), timeout=10), f"left behind 10 s after SIGKILL: {left()}"
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+        for pid in _processes_with(token):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        _cancel_leftovers(name, workdir)
+
+
+@pytest.mark.chaos
+@pytest.mark.slurm
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("block_allocation", [False, True], ids=["fresh", "warm"])
+def test_sigkilled_driver_leaves_no_pending_srun(tmp_path, block_allocation):
+    token = f"hpcf-orphan-{os.getpid()}-{int(block_allocation)}-{time.time_ns()}"
+    arguments = (
+        f"max_workers=2, block_allocation={block_allocation}, "
+        f"resource_dict={{'slurm_cmd_args': ['--begin=now+600', '--job-name={token}', '--comment={token}']}}"
+    )
+    script = DRIVER.format(executor="SlurmJobExecutor", arguments=arguments, per_call="")
+    _kill_driver_and_check(tmp_path, script, token, name=token)
+
+
+@pytest.mark.chaos
+@pytest.mark.slurm
+@pytest.mark.timeout(120)
+def test_sigkilled_driver_cancels_its_queued_cluster_jobs(tmp_path):
+    """SlurmClusterExecutor(wait=True): the driver's jobs end with it; the cache entries
+    stay, and a later run resubmits them."""
+    cache = str(tmp_path / "cache")
+    template = "#!/bin/bash\n#SBATCH --begin=now+600\n#SBATCH --chdir={{ working_directory }}\n{{ command }}\n"
+    arguments = f"cache_directory={cache!r}, resource_dict={{'submission_template': {template!r}}}"
+    script = DRIVER.format(executor="SlurmClusterExecutor", arguments=arguments, per_call="")
+    _kill_driver_and_check(tmp_path, script, f"hpcf-orphan-cluster-{time.time_ns()}", workdir=cache)
+
+
+@pytest.mark.chaos
+@pytest.mark.slurm
+@pytest.mark.timeout(120)
+def test_wait_false_cluster_jobs_outlive_a_killed_driver(tmp_path):
+    from hpcfutures.cluster.queues import SlurmQueue  # noqa: F401  (same path as the executor)
+
+    cache = str(tmp_path / "cache")
+    template = "#!/bin/bash\n#SBATCH --begin=now+600\n#SBATCH --chdir={{ working_directory }}\n{{ command }}\n"
+    script = f"""
+import time
+from hpcfutures import SlurmClusterExecutor
+exe = SlurmClusterExecutor(cache_directory={cache!r}, wait=False, resource_dict={{'submission_template': {template!r}}})
+exe.submit(sum, [1, 2])
+print("submitted", flush=True)
+time.sleep(600)
+"""
+    path = tmp_path / "driver.py"
+    path.write_text(script)
+    driver = subprocess.Popen([sys.executable, str(path)], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        assert driver.stdout.readline().strip() == "submitted"
+        assert wait_until(lambda: len(_jobs(workdir=cache)) == 1, timeout=30)
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=10)
+        time.sleep(3)  # what would cancel it (the guardian) acts within a second of the kill
+        assert len(_jobs(workdir=cache)) == 1, "a wait=False job must outlive its driver"
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+        _cancel_leftovers(workdir=cache)
