@@ -45,20 +45,25 @@ class Guardian:
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._process: subprocess.Popen | None = None
+        self._pid: int | None = None
         self._fd = -1
         self._owner = -1  # pid that started it: a forked child starts its own
 
     def _pipe(self) -> int:
-        if self._process is None or self._owner != os.getpid():
+        if self._pid is None or self._owner != os.getpid():
             read_end, write_end = os.pipe()  # close-on-exec: no launched process holds it
             try:
-                self._process = subprocess.Popen(
+                # posix_spawn, not Popen: no Popen object to warn at exit that it still runs
+                self._pid = os.posix_spawn(
+                    sys.executable,
                     [sys.executable, "-I", "-S", os.path.abspath(__file__)],
-                    stdin=read_end,
-                    stdout=subprocess.DEVNULL,
-                    start_new_session=True,  # Ctrl-C and the terminal's hangup reach the driver only
+                    os.environ,
+                    file_actions=[(os.POSIX_SPAWN_DUP2, read_end, 0), (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)],
+                    setsid=True,  # Ctrl-C and the terminal's hangup reach the driver only
                 )
+            except OSError:
+                os.close(write_end)
+                raise
             finally:
                 os.close(read_end)
             self._fd = write_end
@@ -89,7 +94,7 @@ class Guardian:
     @property
     def pid(self) -> int | None:
         """The guardian process's pid (None before the first registration)."""
-        return None if self._process is None else self._process.pid
+        return self._pid
 
 
 _guardian = Guardian()
