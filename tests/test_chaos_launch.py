@@ -80,26 +80,18 @@ def test_pending_reasons_never_and_later():
 @pytest.mark.chaos
 @pytest.mark.slurm
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("block_allocation", [False, True], ids=["fresh", "warm"])
-def test_ten_node_srun_request_fails_with_the_reason(tmp_path, block_allocation):
-    """SlurmJobExecutor outside an allocation: each srun asks for a job of its own; ten
-    nodes of a one-node partition pend with PartitionConfig for ever: the future fails
-    within seconds, naming the reason and the request, and no job of ours stays queued."""
+def test_ten_node_warm_pool_is_refused_at_construction(tmp_path):
+    """Outside an allocation each srun asks for a job of its own: a pool of 10-node
+    workers on the one-node partition is refused at once, naming SLURM's verdict and the
+    request, and leaves no job in the queue."""
     from hpcfutures import SlurmJobExecutor
 
     name = f"hpcf-never-{os.getpid()}-{tmp_path.name}"
-    resources = dict(TEN_NODES, slurm_cmd_args=[f"--job-name={name}"])
     try:
-        with SlurmJobExecutor(max_workers=2, block_allocation=block_allocation, resource_dict=resources) as exe:
-            futures = [exe.submit(sum, [1, i]) for i in range(3)]
-            for future in futures:
-                with pytest.raises((UnsatisfiableRequestError, PoolBrokenError)) as info:
-                    future.result(timeout=45)
-                assert "PartitionConfig" in str(info.value) and "-N10" in str(info.value)
-            if block_allocation:  # the pool is broken for good: new work fails at once
-                with pytest.raises(PoolBrokenError, match="PartitionConfig"):
-                    exe.submit(sum, [1, 1]).result(timeout=10)
-        assert wait_until(lambda: not _jobs(name), timeout=10), _jobs(name)
+        with pytest.raises(UnsatisfiableRequestError, match="-N10") as info:
+            SlurmJobExecutor(max_workers=2, block_allocation=True, resource_dict=dict(TEN_NODES, slurm_cmd_args=[f"--job-name={name}"]))
+        assert "not available" in str(info.value)
+        assert not _jobs(name)
     finally:
         _cancel_leftovers(name)
 
@@ -107,18 +99,70 @@ def test_ten_node_srun_request_fails_with_the_reason(tmp_path, block_allocation)
 @pytest.mark.chaos
 @pytest.mark.slurm
 @pytest.mark.timeout(90)
-def test_pympipool_front_with_slurm_backend_fails_with_the_reason(tmp_path, monkeypatch):
-    from hpcfutures import HPCExecutor
+def test_ten_node_task_is_refused_at_submit(tmp_path):
+    from hpcfutures import SlurmJobExecutor
 
-    name = f"hpcf-never-pp-{os.getpid()}-{tmp_path.name}"
-    monkeypatch.setenv("SLURM_JOB_NAME", name)  # srun takes its job name from here
+    name = f"hpcf-never-{os.getpid()}-{tmp_path.name}"
     try:
-        with HPCExecutor(max_workers=1, cores_per_worker=100, enable_slurm_backend=True) as exe:
-            with pytest.raises(PoolBrokenError, match="PartitionConfig"):
-                exe.submit(sum, [1, 2]).result(timeout=45)
-        assert wait_until(lambda: not _jobs(name), timeout=10), _jobs(name)
+        with SlurmJobExecutor(max_workers=2, resource_dict={"slurm_cmd_args": [f"--job-name={name}"]}) as exe:
+            with pytest.raises(UnsatisfiableRequestError, match="-N10"):
+                exe.submit(sum, [1, 2], resource_dict=TEN_NODES)
+            assert exe.submit(sum, [1, 2]).result(timeout=60) == 3  # the executor goes on
+        assert not _jobs(name)
     finally:
         _cancel_leftovers(name)
+
+
+@pytest.fixture
+def failed_job():
+    """A batch job that has failed: a job depending on it with afterok can never start,
+    though ``srun --test-only`` (which ignores dependencies) accepts the request."""
+    job = subprocess.run(
+        ["sbatch", "--parsable", "-o", "/dev/null", "-J", "hpcf-test-fails", "--wrap", "false"],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout.strip().split(";")[0]
+    state = lambda: subprocess.run(  # noqa: E731
+        ["squeue", "-h", "--states=all", "-j", job, "-o", "%T"], capture_output=True, text=True, timeout=30
+    ).stdout.strip()
+    assert wait_until(lambda: state() == "FAILED", timeout=60), state()
+    return job
+
+
+@pytest.mark.chaos
+@pytest.mark.slurm
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("block_allocation", [False, True], ids=["fresh", "warm"])
+def test_srun_job_pending_for_ever_fails_with_the_reason(tmp_path, failed_job, block_allocation):
+    """The srun's job is queued and its pending reason (DependencyNeverSatisfied) says it
+    will never start: the future fails within seconds with the reason and the request,
+    the job is cancelled, and no srun of ours is left."""
+    from hpcfutures import SlurmJobExecutor
+
+    name = f"hpcf-never-{os.getpid()}-{tmp_path.name}"
+    resources = {"cores": 2, "slurm_cmd_args": [f"--dependency=afterok:{failed_job}", f"--job-name={name}"]}
+    try:
+        with SlurmJobExecutor(max_workers=2, block_allocation=block_allocation, resource_dict=resources) as exe:
+            futures = [exe.submit(sum, [1, i]) for i in range(3)]
+            for future in futures:
+                with pytest.raises((UnsatisfiableRequestError, PoolBrokenError)) as info:
+                    future.result(timeout=45)
+                assert "DependencyNeverSatisfied" in str(info.value) and f"afterok:{failed_job}" in str(info.value)
+            if block_allocation:  # the pool is broken for good: new work fails at once
+                with pytest.raises(PoolBrokenError, match="DependencyNeverSatisfied"):
+                    exe.submit(sum, [1, 1]).result(timeout=10)
+        assert wait_until(lambda: not _jobs(name) and not _processes_with(name), timeout=10), _jobs(name)
+    finally:
+        _cancel_leftovers(name)
+
+
+@pytest.mark.chaos
+@pytest.mark.slurm
+@pytest.mark.timeout(90)
+def test_pympipool_front_with_slurm_backend_is_refused(tmp_path):
+    from hpcfutures import HPCExecutor
+
+    with pytest.raises(UnsatisfiableRequestError, match="-n 100"):
+        HPCExecutor(max_workers=1, cores_per_worker=100, enable_slurm_backend=True)
 
 
 @pytest.mark.chaos

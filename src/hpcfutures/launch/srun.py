@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import subprocess
+import threading
 
 from hpcfutures.launch.local import INTERACTIVE, ONE_SHOT
 from hpcfutures.launch.mpi import require_mpi4py
@@ -53,7 +55,55 @@ def srun_command(resources: dict, pmi_mode: str | None = None) -> list[str]:
     return command
 
 
+_tested: dict[tuple, str | None] = {}  # srun flags -> SLURM's refusal (None: it can start)
+_tested_lock = threading.Lock()
+
+
+def test_request(flags: list[str]) -> None:
+    """Ask SLURM whether it could ever start a job with these srun flags (``srun
+    --test-only``: nothing is submitted), once per distinct flags. Only outside an
+    allocation: inside one, srun starts steps, and a step that cannot fit fails at once.
+
+    Raises:
+        UnsatisfiableRequestError: SLURM refuses the request as it stands.
+    """
+    if "SLURM_JOB_ID" in os.environ:
+        return
+    key = tuple(flags)
+    with _tested_lock:
+        known = key in _tested
+        refusal = _tested.get(key)
+    if not known:
+        refusal = None
+        try:
+            out = subprocess.run([*flags, "--test-only", "true"], capture_output=True, text=True, timeout=30)
+            text = (out.stderr + out.stdout).strip()
+            # only SLURM's own verdict counts; a failure to ask (no controller...) shows later
+            if out.returncode != 0 and ("allocation failure" in text or "Unable to allocate resources" in text):
+                refusal = text.splitlines()[-1]
+        except (OSError, subprocess.SubprocessError):
+            pass
+        with _tested_lock:
+            _tested[key] = refusal
+    if refusal is not None:
+        from hpcfutures.errors import UnsatisfiableRequestError
+
+        raise UnsatisfiableRequestError(
+            f"SLURM will never start this request ({' '.join(flags)}): {refusal}; "
+            "ask for fewer nodes, cores, memory or time, or another partition (sinfo, scontrol show partition)"
+        )
+
+
 class SrunLauncher:
+    """Workers as srun steps (or, outside an allocation, as srun jobs of their own).
+
+    Args:
+        pmi_mode: srun's ``--mpi`` (one of ``PMI_MODES``); None: the site default.
+
+    Raises:
+        ValueError: an unknown ``pmi_mode``.
+    """
+
     name = "srun"
 
     def __init__(self, pmi_mode: str | None = None):
@@ -62,9 +112,12 @@ class SrunLauncher:
         self.pmi_mode = pmi_mode
 
     def check(self, resources: dict) -> None:
+        """Raise now what would fail later: no srun, no mpi4py for several ranks, or
+        (outside an allocation) a request SLURM says it can never start."""
         find_srun()
         if resources.get("cores", 1) > 1:
             require_mpi4py()
+        test_request(srun_command(resources, self.pmi_mode))
 
     def one_shot(self, task_r: int, reply_w: int, resources: dict) -> dict:
         """A serial one-shot worker through srun: srun carries its stdin and stdout, which
