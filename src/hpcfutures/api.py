@@ -1,6 +1,6 @@
 """Stable API for libraries built on hpcfutures: the link to one worker and its helpers."""
 
-from hpcfutures.errors import RemoteTraceback, WorkerCrashedError
+from hpcfutures.errors import RemoteTraceback, UnsatisfiableRequestError, WorkerCrashedError
 from hpcfutures.launch.process import WorkerProcess, python_command, worker_environment
 from hpcfutures.wire.frames import dumps_by_value, loads, new_key, seal, unseal
 from hpcfutures.wire.socket_interface import SocketInterface
@@ -30,6 +30,7 @@ __all__ = [
     "SocketInterface",
     "TestClusterExecutor",
     "WorkerCrashedError",
+    "UnsatisfiableRequestError",
     "ExecutorlibSocketError",
     "RemoteTraceback",
     "WorkerProcess",
