@@ -131,15 +131,17 @@ def failed_job():
 @pytest.mark.chaos
 @pytest.mark.slurm
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("block_allocation", [False, True], ids=["fresh", "warm"])
-def test_srun_job_pending_for_ever_fails_with_the_reason(tmp_path, failed_job, block_allocation):
+@pytest.mark.parametrize(
+    "block_allocation, cores", [(False, 1), (False, 2), (True, 2)], ids=["fresh-serial", "fresh-mpi", "warm"]
+)
+def test_srun_job_pending_for_ever_fails_with_the_reason(tmp_path, failed_job, block_allocation, cores):
     """The srun's job is queued and its pending reason (DependencyNeverSatisfied) says it
     will never start: the future fails within seconds with the reason and the request,
     the job is cancelled, and no srun of ours is left."""
     from hpcfutures import SlurmJobExecutor
 
     name = f"hpcf-never-{os.getpid()}-{tmp_path.name}"
-    resources = {"cores": 2, "slurm_cmd_args": [f"--dependency=afterok:{failed_job}", f"--job-name={name}"]}
+    resources = {"cores": cores, "slurm_cmd_args": [f"--dependency=afterok:{failed_job}", f"--job-name={name}"]}
     try:
         with SlurmJobExecutor(max_workers=2, block_allocation=block_allocation, resource_dict=resources) as exe:
             futures = [exe.submit(sum, [1, i]) for i in range(3)]
@@ -150,6 +152,24 @@ def test_srun_job_pending_for_ever_fails_with_the_reason(tmp_path, failed_job, b
             if block_allocation:  # the pool is broken for good: new work fails at once
                 with pytest.raises(PoolBrokenError, match="DependencyNeverSatisfied"):
                     exe.submit(sum, [1, 1]).result(timeout=10)
+        assert wait_until(lambda: not _jobs(name) and not _processes_with(name), timeout=10), _jobs(name)
+    finally:
+        _cancel_leftovers(name)
+
+
+@pytest.mark.chaos
+@pytest.mark.slurm
+@pytest.mark.timeout(90)
+def test_shutdown_does_not_wait_for_warm_workers_still_queued(tmp_path):
+    """A warm worker whose job waits for a *later* reason (BeginTime) keeps waiting — but a
+    shutdown with no task left does not wait for the scheduler, and cancels the job."""
+    from hpcfutures import SlurmJobExecutor
+
+    name = f"hpcf-later-{os.getpid()}-{tmp_path.name}"
+    try:
+        exe = SlurmJobExecutor(max_workers=2, block_allocation=True, resource_dict={"slurm_cmd_args": ["--begin=now+600", f"--job-name={name}"]})
+        assert wait_until(lambda: len(_jobs(name)) == 2, timeout=30), _jobs(name)
+        exe.shutdown(wait=True)  # the test's timeout catches a hang
         assert wait_until(lambda: not _jobs(name) and not _processes_with(name), timeout=10), _jobs(name)
     finally:
         _cancel_leftovers(name)
