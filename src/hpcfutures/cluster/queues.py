@@ -80,7 +80,12 @@ class SlurmQueue:
     def states(self, job_ids: list[str]) -> dict[str, str]:
         if not job_ids:
             return {}
-        out = _run(["squeue", "-h", "--states=all", "-j", ",".join(job_ids), "-o", "%i|%T|%r"])
+        try:
+            out = _run(["squeue", "-h", "--states=all", "-j", ",".join(job_ids), "-o", "%i|%T|%r"])
+        except QueueError as exc:
+            if "Invalid job id" not in str(exc):
+                raise
+            out = ""  # every job asked about has left the queue's memory (MinJobAge): all GONE
         found, reasons = {}, {}
         for line in out.splitlines():
             parts = line.split("|", 2)

@@ -26,13 +26,15 @@ if TYPE_CHECKING:
 def query_reasons(job_ids: list[str]) -> dict[str, tuple[str, str]]:
     """``{job: (state, reason)}`` for the given jobs, in one ``squeue`` call; a job the
     queue no longer knows is left out. Raises ``OSError``/``subprocess.SubprocessError``
-    when squeue cannot be run."""
+    when squeue cannot be run or the controller does not answer."""
     out = subprocess.run(
         ["squeue", "-h", "--states=all", "-j", ",".join(job_ids), "-o", "%i|%T|%r"],
         capture_output=True,
         text=True,
         timeout=60,
     )
+    if out.returncode != 0 and "Invalid job id" not in out.stderr:  # the controller did not answer
+        raise subprocess.SubprocessError(f"squeue failed: {out.stderr.strip()}")
     found = {}
     for line in out.stdout.splitlines():
         parts = line.split("|", 2)

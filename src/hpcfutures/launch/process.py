@@ -147,9 +147,9 @@ class WorkerProcess:
             if queued and self.job is None:
                 from hpcfutures.launch.pending import pending_jobs
 
-                self.job = queued.group(1).decode()
-                guardian().add_job(self.job)
-                pending_jobs().watch(self.job, self._never_starts)
+                job = self.job = queued.group(1).decode()
+                guardian().add_job(job)
+                pending_jobs().watch(job, lambda reason: self._never_starts(job, reason))
             elif _SRUN_ALLOCATED.search(line) and self.job is not None:
                 self._forget_job()
 
@@ -162,11 +162,11 @@ class WorkerProcess:
         guardian().remove_job(self.job)
         self.job = None
 
-    def _never_starts(self, reason: str) -> None:
+    def _never_starts(self, job: str, reason: str) -> None:
         """Called by the pending-job watch: cancel the job; srun then ends, and whoever
         waits on this process learns why from ``exit_error``."""
         self.refusal = reason
-        subprocess.run(["scancel", str(self.job)], capture_output=True, timeout=60)
+        subprocess.run(["scancel", job], capture_output=True, timeout=60)
         if self.pidfd >= 0 and self.popen.returncode is None:  # not reaped: the pid is still srun's
             self.kill_group(signal.SIGTERM)  # srun revokes its request on SIGTERM too
 
