@@ -298,3 +298,26 @@ time.sleep(600)
             driver.kill()
             driver.wait()
         _cancel_leftovers(workdir=cache)
+
+
+# -- the queue queries themselves --------------------------------------------------------------
+@pytest.mark.slurm
+@pytest.mark.timeout(60)
+def test_pending_watch_asks_about_all_jobs_in_one_query():
+    from hpcfutures.launch.pending import PendingJobs
+
+    watch = PendingJobs(interval=0.2)
+    called = []
+    with watch._cond:  # (re-entrant) all three are registered before the thread's first query
+        for job in ("999999991", "999999992", "999999993"):  # unknown to the queue: gone
+            watch.watch(job, called.append)
+    assert wait_until(lambda: not watch.watched(), timeout=30)
+    assert watch.queries == 1 and called == []  # gone is not "never": nothing to fail
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(60)
+def test_slurm_queue_states_of_purged_jobs_are_gone():
+    from hpcfutures.cluster.queues import SlurmQueue
+
+    assert SlurmQueue().states(["999999994"]) == {"999999994": "GONE"}
