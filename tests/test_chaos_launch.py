@@ -300,6 +300,56 @@ time.sleep(600)
         _cancel_leftovers(workdir=cache)
 
 
+def _processes_in(directory: str) -> list[int]:
+    """Live processes whose working directory is ``directory``."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry}/cwd") == directory:
+                    with open(f"/proc/{entry}/stat") as f:
+                        if f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                            pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
+
+
+@pytest.mark.chaos
+@pytest.mark.mpi
+@pytest.mark.timeout(120)
+def test_sigkilled_driver_leaves_no_mpiexec(tmp_path):
+    """mpiexec and its ranks, running a task, end within seconds of their driver's SIGKILL."""
+    work = tmp_path / "work"
+    work.mkdir()
+    script = f"""
+import time
+from hpcfutures import SingleNodeExecutor
+exe = SingleNodeExecutor(max_cores=2, resource_dict={{"cores": 2, "cwd": {str(work)!r}, "openmpi_oversubscribe": True}})
+future = exe.submit(time.sleep, 600)
+print("submitted", flush=True)
+time.sleep(600)
+"""
+    path = tmp_path / "driver.py"
+    path.write_text(script)
+    driver = subprocess.Popen([sys.executable, str(path)], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        assert driver.stdout.readline().strip() == "submitted"
+        assert wait_until(lambda: len(_processes_in(str(work))) >= 3, timeout=60), _processes_in(str(work))  # mpiexec + 2 ranks
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=10)
+        assert wait_until(lambda: not _processes_in(str(work)), timeout=10), _processes_in(str(work))
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+        for pid in _processes_in(str(work)):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 # -- the queue queries themselves --------------------------------------------------------------
 @pytest.mark.slurm
 @pytest.mark.timeout(60)
