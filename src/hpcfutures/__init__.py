@@ -42,7 +42,13 @@ _EXPORTS = {
     "HPCExecutor": "hpcfutures.compat.executors",
     "PoolExecutor": "hpcfutures.compat.executors",
     "SocketInterface": "hpcfutures.wire.socket_interface",
+    # every exception a user can meet
     "WorkerCrashedError": "hpcfutures.errors",
+    "PoolBrokenError": "hpcfutures.errors",
+    "RemoteTraceback": "hpcfutures.errors",
+    "CacheEntryError": "hpcfutures.cache.entry",
+    "QueueError": "hpcfutures.cluster.queues",
+    "AuthenticationError": "hpcfutures.wire.frames",
     "get_cache_data": "hpcfutures.cache.store",
     "get_future_from_cache": "hpcfutures.cache.store",
     "get_item_from_future": "hpcfutures.scheduling.derived",
