@@ -49,6 +49,8 @@ class SlurmQueue:
     def submit(self, command: list[str], job_name: str, cwd: str, resources: dict, dependencies: list, extra: dict, log: str) -> str:
         if resources.get("cores", 1) > 1:  # the ranks are one srun step of the job
             command = ["srun", *([f"--mpi={self.pmi_mode}"] if self.pmi_mode else []), *command]
+            if resources.get("openmpi_oversubscribe"):  # openmpi_oversubscribe honoured by srun's own option
+                command.insert(1, "--oversubscribe")
         lines = ["#!/bin/bash", f"#SBATCH --job-name={job_name}", f"#SBATCH --chdir={cwd}", f"#SBATCH --output={log}"]
         lines.append(f"#SBATCH --ntasks={resources.get('cores', 1)}")
         lines.append(f"#SBATCH --cpus-per-task={resources.get('threads_per_core', 1)}")

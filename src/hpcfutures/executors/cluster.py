@@ -52,7 +52,7 @@ class _FileJobExecutor(BaseExecutor):
         this executor cannot honour."""
         name = type(self).__name__
         for parameter, (value, reason) in refused.items():
-            if value is not None and value is not False:
+            if value is not None and not (value is False and parameter == "block_allocation"):
                 raise ValueError(f"{name}({parameter}={value!r}) is not supported: {reason}")
         if not isinstance(refresh_rate, (int, float)) or isinstance(refresh_rate, bool) or refresh_rate < 0:
             raise ValueError(f"refresh_rate must be a number of seconds >= 0, got {refresh_rate!r}")
