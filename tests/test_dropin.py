@@ -169,6 +169,17 @@ def test_a_parameter_that_cannot_be_honoured_is_refused_with_the_reason(tmp_path
         cls(cache_directory=str(tmp_path), **kwargs)
 
 
+def test_resource_keys_a_job_per_call_cannot_honour_are_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"SlurmClusterExecutor\(resource_dict=\.\.\.\).*'retries'.*not run again"):
+        SlurmClusterExecutor(cache_directory=str(tmp_path), resource_dict={"retries": 2})
+    with TestClusterExecutor(cache_directory=str(tmp_path)) as exe:
+        with pytest.raises(ValueError, match=r"submit\(\).*'slurm_cmd_args'.*SlurmJobExecutor"):
+            exe.submit(funcs.add, 1, resource_dict={"slurm_cmd_args": ["--exclusive"]})
+        with pytest.raises(ValueError, match=r"'retry_on'"):
+            exe.submit(funcs.add, 1, resource_dict={"retry_on": ValueError})
+        assert exe.submit(funcs.add, 1, resource_dict={"retries": 0}).result(timeout=60) == 1  # neutral value
+
+
 def test_errors_name_the_executor_class_the_user_built():
     with pytest.raises(TypeError, match=r"^SlurmJobExecutor\(resource_dict=\.\.\.\)"):
         SlurmJobExecutor(resource_dict={"cores": "two"})
@@ -191,6 +202,14 @@ def test_log_obj_size_logs_each_job_s_bytes(tmp_path, caplog):
             assert exe.submit(funcs.add, 1, 2).result(timeout=60) == 3
     messages = [r.getMessage() for r in caplog.records if r.name == "hpcfutures"]
     assert any("input of" in m for m in messages) and any("output of" in m for m in messages), messages
+
+
+def test_log_obj_size_logs_serial_fresh_tasks_too(caplog):
+    with caplog.at_level(logging.INFO, logger="hpcfutures"):
+        with SingleNodeExecutor(max_workers=1, log_obj_size=True) as exe:
+            assert exe.submit(funcs.add, 1, 2).result(timeout=60) == 3
+    messages = [r.getMessage() for r in caplog.records if r.name == "hpcfutures"]
+    assert any(m.startswith("sending") for m in messages) and any(m.startswith("received") for m in messages), messages
 
 
 def test_test_cluster_executor_honours_openmpi_oversubscribe(tmp_path):

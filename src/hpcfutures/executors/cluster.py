@@ -17,6 +17,7 @@ import weakref
 
 from hpcfutures.executors.base import BaseExecutor, _pickle_call, _succeeded
 from hpcfutures.executors.outcome import settle
+from hpcfutures.executors.single_node import _refuse_unsupported
 from hpcfutures.executors.slurm_job import SlurmJobExecutor
 from hpcfutures.scheduling.dependencies import find_futures, propagate, upstream_error
 from hpcfutures.scheduling.resources import DEFAULTS, KEYS, validate
@@ -27,6 +28,22 @@ if TYPE_CHECKING:
     from typing import Callable
 
 DEFAULT_CACHE = "hpcfutures_cache"
+
+
+# resource keys a job per call cannot honour: accepted only with their neutral value
+_NOT_AS_JOBS = {
+    "retries": (
+        lambda v: not v,
+        "a batch job is not run again by the executor: its dependants are bound to it by job id; "
+        "use the queue's requeue options, or SlurmClusterExecutor(block_allocation=True) / SlurmJobExecutor",
+    ),
+    "retry_on": (lambda v: v is None, "a batch job is not run again by the executor (see retries)"),
+    "slurm_cmd_args": (
+        lambda v: not v,
+        "they are srun arguments of SlurmJobExecutor; a batch job takes partition, account, qos, "
+        "memory_max or a submission_template",
+    ),
+}
 
 
 class _FileJobExecutor(BaseExecutor):
@@ -60,6 +77,7 @@ class _FileJobExecutor(BaseExecutor):
         defaults["cache_directory"] = os.path.abspath(os.fspath(cache_directory or DEFAULT_CACHE))
         defaults["openmpi_oversubscribe"] = bool(openmpi_oversubscribe)
         defaults.update(validate(resource_dict, f"{name}(resource_dict=...)", self._task_keys, pass_unknown=True))
+        _refuse_unsupported(defaults, f"{name}(resource_dict=...)", _NOT_AS_JOBS)
         if graph_output is not None:  # graph-only mode: nothing is submitted, no queue needed
             from hpcfutures.graph.record import GraphRecorder
 
@@ -83,6 +101,11 @@ class _FileJobExecutor(BaseExecutor):
         self._graph_only = graph_output is not None
         self._owned: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # future -> UpstreamResult
         self._after: dict[int, list] = {}
+
+    def _check_task_resources(self, task_resources: dict) -> dict:
+        if task_resources:
+            _refuse_unsupported(task_resources, "submit()", _NOT_AS_JOBS)
+        return task_resources
 
     @property
     def max_workers(self) -> None:

@@ -148,6 +148,8 @@ class OneProcessPerTask:
             os.close(reply_r)
             return stopped_by_shutdown()
         try:
+            if self._log_obj_size:  # serial tasks use pipes, not the socket link that logs for MPI tasks
+                _log_size("sending", len(task.payload))
             try:
                 write_frame(task_w, self._key, task.payload)
             except BrokenPipeError:
@@ -171,7 +173,10 @@ class OneProcessPerTask:
             events = dict(poller.poll(None if left is None else int(left * 1000) + 1))
             if reply_r in events:
                 try:
-                    return read_frame(reply_r, self._key)
+                    reply = read_frame(reply_r, self._key)
+                    if self._log_obj_size:
+                        _log_size("received", len(reply))
+                    return reply
                 except (EOFError, OSError):
                     poller.unregister(reply_r)
                     process.wait_exit(5.0)
@@ -260,3 +265,9 @@ class OneProcessPerTask:
             process.kill_group()
         self.stop(wait=True)
 
+
+
+def _log_size(what: str, size: int) -> None:
+    import logging
+
+    logging.getLogger("hpcfutures").info("%s %d bytes", what, size)
