@@ -213,8 +213,14 @@ _NO_LINK = "jobs exchange calls and results through files in the cache directory
 def _refused(name: str, max_workers, max_cores, hostname_localhost) -> dict:
     """What a file-based executor cannot honour: parameter -> (value given, reason)."""
     warm = ", or use block_allocation=True for a fixed number of warm workers" if name == "SlurmClusterExecutor" else ""
-    count = f"every call is its own job and the queue decides how many run at once; leave it unset (bound running jobs with the queue's own limits{warm})"
-    cores = f"every call is its own job and the queue decides how many cores are busy at once; leave it unset and set each call's cores in resource_dict{warm}"
+    count = (
+        "every call is its own job and the queue decides how many run at once; "
+        f"leave it unset (bound running jobs with the queue's own limits{warm})"
+    )
+    cores = (
+        "every call is its own job and the queue decides how many cores are busy at once; "
+        f"leave it unset and set each call's cores in resource_dict{warm}"
+    )
     return {
         "max_workers": (max_workers, count),
         "max_cores": (max_cores, cores),
@@ -262,7 +268,7 @@ class SlurmClusterExecutor(_FileJobExecutor):
 
     def __new__(cls, *args, **kwargs):
         # bind as __init__ would, so block_allocation counts however it was passed
-        if inspect_bind(args, kwargs).get("block_allocation"):
+        if _bound_arguments(args, kwargs).get("block_allocation"):
             return super().__new__(_WarmSlurmCluster)  # still a SlurmClusterExecutor; Python then runs its __init__
         return super().__new__(cls)
 
@@ -388,7 +394,7 @@ class _WarmSlurmCluster(SlurmClusterExecutor):
     the pool, and ``wait`` decides whether leaving the ``with`` block waits."""
 
     def __init__(self, *args, **kwargs):
-        given = inspect_bind(args, kwargs)
+        given = _bound_arguments(args, kwargs)
         if given.get("pysqa_config_directory") is not None:
             raise NotImplementedError("block_allocation=True with pysqa_config_directory: warm workers are started with srun only")
         options = {k: v for k, v in given.items() if k not in ("self", "pysqa_config_directory", "wait")}
@@ -444,7 +450,7 @@ class _WarmSlurmCluster(SlurmClusterExecutor):
         return 0
 
 
-def inspect_bind(args: tuple, kwargs: dict) -> dict:
+def _bound_arguments(args: tuple, kwargs: dict) -> dict:
     """The arguments as bound to ``SlurmClusterExecutor.__init__`` (positional or not)."""
     import inspect
 
