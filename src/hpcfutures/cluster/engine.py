@@ -192,7 +192,8 @@ class JobEngine:
             if after is not None:  # an earlier run's job that ended without a result: run it now
                 self._resubmit(job, task, after)
                 continue
-            self._finish(job, task, WorkerCrashedError(_ended_without_result(job, state, self._paths.get(job))))
+            log = self._paths.get(job) if getattr(self.queue, "writes_log", True) else None
+            self._finish(job, task, WorkerCrashedError(_ended_without_result(job, state, log)))
 
     def _resubmit(self, job: str, task: Task, after: list) -> None:
         path = self._paths.get(job)
@@ -273,10 +274,11 @@ LOG_TAIL_LINES = 20
 
 def _ended_without_result(job: str, state: str, entry_path: str | None) -> str:
     """The message of a job that ended without a result: its state, its log file and the
-    log's last lines (where the job's own error usually is)."""
+    log's last lines (where the job's own error usually is). ``entry_path``: the job's
+    cache entry, whose log is beside it; None where the queue put the log elsewhere."""
     message = f"job {job} ended in state {state} without writing a result"
     if entry_path is None:
-        return message
+        return f"{message}; its output is where the queue's job template sends it"
     log = entry_path + ".log"
     try:
         with open(log, "rb") as f:

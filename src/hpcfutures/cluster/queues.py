@@ -112,6 +112,7 @@ class PysqaQueue:
     """A pysqa ``QueueAdapter`` (pip install pysqa), configured by ``pysqa_config_directory``."""
 
     supports_dependencies = True
+    writes_log = False  # the site's template decides where a job's output goes
 
     def __init__(self, config_directory: str, backend: str | None = None):
         try:
