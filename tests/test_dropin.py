@@ -325,6 +325,29 @@ def test_wait_false_lets_the_interpreter_exit_while_the_batch_job_runs_on(tmp_pa
     _driver_leaves(tmp_path, "SlurmClusterExecutor", how)
 
 
+@pytest.mark.timeout(240)
+def test_wait_false_exit_still_submits_the_calls_held_for_their_arguments(tmp_path):
+    cache = str(tmp_path / "cache")
+    script = tmp_path / "driver.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import funcs, funcs_dropin
+            from hpcfutures.api import TestClusterExecutor
+            exe = TestClusterExecutor(cache_directory={cache!r}, wait=False)
+            first = exe.submit(funcs.sleep_then, 0.5, 21)
+            exe.submit(funcs_dropin.double, first)  # local jobs have no afterok: held in this process
+            print("left")
+            """
+        )
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=90)
+    assert out.returncode == 0, out.stderr
+    # the held call became a job before the interpreter left, and that job ran on
+    assert wait_until(lambda: sorted(d.get("status") for d in get_cache_data(cache)) == ["ok", "ok"], 120)
+    assert sorted(d.get("output") for d in get_cache_data(cache)) == [21, 42]
+
+
 # -- a job that ends without a result says where its log is and what it says ----------------
 def _assert_names_log(exc: BaseException) -> None:
     text = str(exc)

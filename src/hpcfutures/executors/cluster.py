@@ -119,27 +119,24 @@ class _FileJobExecutor(BaseExecutor):
         )
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """As ``Executor.shutdown``. ``wait=False`` (or an executor made with ``wait=False``
-        and never shut down) also lets the interpreter exit at once: the jobs run on, and
-        their results land in their cache entries for a later run to collect."""
+        """As ``Executor.shutdown``. On an executor made with ``wait=False``, interpreter
+        exit does not wait for the jobs either (whether or not this was called): they run
+        on, and their results land in their cache entries for a later run to collect."""
         if self._graph_only:
             wait = True  # nothing runs; the graph is written before shutdown returns
         super().shutdown(wait=wait, cancel_futures=cancel_futures)
-        if not wait and not cancel_futures:
-            from hpcfutures.executors.base import _live
-
-            _live.discard(self)  # interpreter exit must not wait for the jobs either
 
     def _at_interpreter_exit(self) -> None:
         if self._wait:
             super()._at_interpreter_exit()
-        else:
-            self.shutdown(wait=False)
-
-    @property
-    def queue_queries(self) -> int:
-        """How often the queue was asked about jobs (one query covers all of them)."""
-        return self._engine.queries
+            return
+        # the jobs run on without this process; but a call still held here for its arguments
+        # (futures of another executor, and every dependent call of TestClusterExecutor, whose
+        # local processes have no afterok) becomes a job only through this process
+        with self._lock:
+            while self._waiting:
+                self._released.wait()
+        self.shutdown(wait=False)
 
     def _dispatch(self, task: Task) -> None:
         from hpcfutures.worker.upstream import UpstreamResult
