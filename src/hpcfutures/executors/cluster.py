@@ -138,6 +138,11 @@ class _FileJobExecutor(BaseExecutor):
                 self._released.wait()
         self.shutdown(wait=False)
 
+    @property
+    def queue_queries(self) -> int:
+        """How often the queue was asked about jobs (one query covers all of them)."""
+        return getattr(self._engine, "queries", 0)  # graph-only mode asks nothing
+
     def _dispatch(self, task: Task) -> None:
         from hpcfutures.worker.upstream import UpstreamResult
 
