@@ -65,14 +65,14 @@ class _FileJobExecutor(BaseExecutor):
         openmpi_oversubscribe: bool = False,
     ) -> None:
         """``make_queue``: builds the queue adapter (not called in graph-only mode, which
-        submits nothing); ``refused``: parameter -> (value, reason) of those given that
-        this executor cannot honour."""
+        submits nothing); ``refused``: parameter -> (value given, neutral value, reason) of
+        the parameters this executor cannot honour."""
         name = type(self).__name__
-        for parameter, (value, reason) in refused.items():
-            if value is not None and not (value is False and parameter == "block_allocation"):
+        for parameter, (value, neutral, reason) in refused.items():
+            if value is not neutral and value != neutral:
                 raise ValueError(f"{name}({parameter}={value!r}) is not supported: {reason}")
         if not isinstance(refresh_rate, (int, float)) or isinstance(refresh_rate, bool) or refresh_rate < 0:
-            raise ValueError(f"refresh_rate must be a number of seconds >= 0, got {refresh_rate!r}")
+            raise ValueError(f"{name}(refresh_rate={refresh_rate!r}): needs a number of seconds >= 0")
         defaults = dict(DEFAULTS)
         defaults["cache_directory"] = os.path.abspath(os.fspath(cache_directory or DEFAULT_CACHE))
         defaults["openmpi_oversubscribe"] = bool(openmpi_oversubscribe)
@@ -213,7 +213,7 @@ _NO_LINK = "jobs exchange calls and results through files in the cache directory
 
 
 def _refused(name: str, max_workers, max_cores, hostname_localhost) -> dict:
-    """What a file-based executor cannot honour: parameter -> (value given, reason)."""
+    """What a file-based executor cannot honour: parameter -> (value given, neutral value, reason)."""
     warm = ", or use block_allocation=True for a fixed number of warm workers" if name == "SlurmClusterExecutor" else ""
     count = (
         "every call is its own job and the queue decides how many run at once; "
@@ -224,9 +224,9 @@ def _refused(name: str, max_workers, max_cores, hostname_localhost) -> dict:
         f"leave it unset and set each call's cores in resource_dict{warm}"
     )
     return {
-        "max_workers": (max_workers, count),
-        "max_cores": (max_cores, cores),
-        "hostname_localhost": (hostname_localhost, _NO_LINK),
+        "max_workers": (max_workers, None, count),
+        "max_cores": (max_cores, None, cores),
+        "hostname_localhost": (hostname_localhost, None, _NO_LINK),
     }
 
 
@@ -373,7 +373,7 @@ class TestClusterExecutor(_FileJobExecutor):
 
         warm = "warm workers are SingleNodeExecutor(block_allocation=True)'s; here every call is its own process"
         refused = _refused(type(self).__name__, max_workers, max_cores, hostname_localhost)
-        refused.update(block_allocation=(block_allocation, warm), init_function=(init_function, warm))
+        refused.update(block_allocation=(block_allocation, False, warm), init_function=(init_function, None, warm))
         self._setup(
             make_queue,
             cache_directory,
