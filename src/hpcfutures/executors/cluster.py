@@ -17,7 +17,7 @@ import weakref
 
 from hpcfutures.executors.base import BaseExecutor, _pickle_call, _succeeded
 from hpcfutures.executors.outcome import settle
-from hpcfutures.executors.single_node import _refuse_unsupported
+from hpcfutures.executors.single_node import _refuse_unsupported, graph_mode
 from hpcfutures.executors.slurm_job import SlurmJobExecutor
 from hpcfutures.scheduling.dependencies import find_futures, propagate, upstream_error
 from hpcfutures.scheduling.resources import DEFAULTS, KEYS, validate
@@ -296,8 +296,6 @@ class SlurmClusterExecutor(_FileJobExecutor):
     ):
         if init_function is not None:
             raise ValueError("init_function needs block_allocation=True: only warm workers keep its state between calls")
-        from hpcfutures.executors.single_node import graph_mode
-
         graph_output = graph_mode(plot_dependency_graph, plot_dependency_graph_filename, export_workflow_filename)
 
         def make_queue():
@@ -364,8 +362,6 @@ class TestClusterExecutor(_FileJobExecutor):
         wait: bool = True,
         openmpi_oversubscribe: bool = False,
     ):
-        from hpcfutures.executors.single_node import graph_mode
-
         def make_queue():
             from hpcfutures.cluster.queues import LocalQueue
 
