@@ -271,6 +271,21 @@ def test_a_cancelled_queued_future_is_done_for_wait_and_as_completed(tmp_path, b
     assert queued.cancelled() and held.cancelled()
 
 
+def test_a_cancelled_big_task_does_not_hold_up_the_smaller_ones_behind_it(tmp_path):
+    release = str(tmp_path / "release")
+    with SingleNodeExecutor(max_cores=2) as exe:
+        running = exe.submit(funcs_dropin.wait_for_file, release)  # 1 of the 2 cores
+        big = exe.submit(funcs_dropin.double, 1, resource_dict={"threads_per_core": 2})  # waits for 2 cores
+        assert big.cancel()
+        try:
+            small = exe.submit(funcs_dropin.double, 3)  # fits the free core: runs now, not after `running`
+            assert small.result(timeout=60) == 6
+            assert not running.done()
+        finally:
+            open(release, "w").close()
+        assert running.result(timeout=60) == "released"
+
+
 def test_a_cancelled_derived_future_is_done_for_wait():
     from hpcfutures import get_item_from_future, split_future
 

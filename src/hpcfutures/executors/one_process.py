@@ -82,8 +82,14 @@ class OneProcessPerTask:
     # -- admission ----------------------------------------------------------------
     def _admit(self) -> list[Task]:
         started = []
-        while self._queue and not self._killing and self._fits(self._queue[0]):
-            task = self._queue.popleft()
+        while self._queue and not self._killing:
+            task = self._queue[0]
+            if task.future.cancelled():  # cancelled while queued: it must not hold up the line
+                self._queue.popleft()
+                continue
+            if not self._fits(task):
+                break
+            self._queue.popleft()
             if task.start():
                 self._budget.take(task.slots)
                 task.devices = self._gpus.take(task.gpus)
