@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import BrokenExecutor
+
 
 class WorkerCrashedError(RuntimeError):
     """The process running a task ended without a reply: killed by a signal, exited,
@@ -9,8 +11,10 @@ class WorkerCrashedError(RuntimeError):
     signal and carries the tail of the process's stderr."""
 
 
-class PoolBrokenError(WorkerCrashedError):
-    """No worker of a warm pool is left to run tasks."""
+class PoolBrokenError(WorkerCrashedError, BrokenExecutor):
+    """No worker of a warm pool is left to run tasks. A ``concurrent.futures.BrokenExecutor``
+    (as ``BrokenProcessPool`` is), so ``except BrokenExecutor`` written for the standard
+    library, loky or mpi4py catches it too."""
 
 
 class RemoteTraceback(Exception):

@@ -34,11 +34,12 @@ from hpcfutures.scheduling.task import Task
 
 
 class JobEngine:
-    max_workers = 1 << 30  # the queue decides how many run at once
+    max_workers = None  # the queue decides how many run at once
 
-    def __init__(self, queue, interval: float = 0.1, query_interval: float = 1.0, guard: bool = False):
+    def __init__(self, queue, interval: float = 0.1, query_interval: float = 1.0, guard: bool = False, log_obj_size: bool = False):
         self.queue = queue
         self._guard_kind = getattr(queue, "guard_kind", None) if guard else None
+        self.log_obj_size = log_obj_size
         self.supports_dependencies = queue.supports_dependencies
         self.interval = interval
         self.query_interval = query_interval
@@ -95,6 +96,8 @@ class JobEngine:
         job = self.queue.submit(command, name, cwd, res, after, _extra(res), path + ".log")
         header["job_id"] = job
         write_entry(path, header, task.payload, b"")
+        if self.log_obj_size:
+            _log_size(job, "input", len(task.payload))
         self._track(task, job, path)
 
     def _track(self, task: Task, job: str, path: str) -> None:
@@ -179,6 +182,8 @@ class JobEngine:
                 if reader.header.get("status") not in ("ok", "error"):
                     return False
                 reply = reader.output()
+                if self.log_obj_size:
+                    _log_size(job, "output", reader.header.get("output_size"))
         except (OSError, ValueError) as exc:
             reply = exc
         self._finish(job, task, reply)
@@ -212,7 +217,8 @@ class JobEngine:
             if after is not None:  # an earlier run's job that ended without a result: run it now
                 self._resubmit(job, task, after)
                 continue
-            self._finish(job, task, WorkerCrashedError(f"job {job} ended in state {state} without writing a result"))
+            log = self._paths.get(job) if getattr(self.queue, "writes_log", True) else None
+            self._finish(job, task, WorkerCrashedError(_ended_without_result(job, state, log)))
 
     def _resubmit(self, job: str, task: Task, after: list) -> None:
         path = self._paths.get(job)
@@ -282,3 +288,33 @@ def _extra(resources: dict) -> dict:
     from hpcfutures.scheduling.resources import KEYS
 
     return {k: v for k, v in resources.items() if k not in KEYS and k != "cache_directory"}
+
+
+def _log_size(job: str, what: str, size) -> None:
+    import logging
+
+    logging.getLogger("hpcfutures").info("job %s: %s of %s bytes", job, what, size)
+
+
+LOG_TAIL_LINES = 20
+
+
+def _ended_without_result(job: str, state: str, entry_path: str | None) -> str:
+    """The message of a job that ended without a result: its state, its log file and the
+    log's last lines (where the job's own error usually is). ``entry_path``: the job's
+    cache entry, whose log is beside it; None where the queue put the log elsewhere."""
+    message = f"job {job} ended in state {state} without writing a result"
+    if entry_path is None:
+        return f"{message}; its output is where the queue's job template sends it"
+    log = entry_path + ".log"
+    try:
+        with open(log, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 16384))  # the tail is enough; a log may be huge
+            lines = f.read().decode(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+    except OSError:
+        return f"{message}; its log file {log} could not be read"
+    tail = "\n".join(lines).strip()
+    if not tail:
+        return f"{message}; its log file {log} is empty"
+    return f"{message}; the last lines of its log file {log}:\n{tail}"

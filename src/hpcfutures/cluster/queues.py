@@ -52,6 +52,8 @@ class SlurmQueue:
     def submit(self, command: list[str], job_name: str, cwd: str, resources: dict, dependencies: list, extra: dict, log: str) -> str:
         if resources.get("cores", 1) > 1:  # the ranks are one srun step of the job
             command = ["srun", *([f"--mpi={self.pmi_mode}"] if self.pmi_mode else []), *command]
+            if resources.get("openmpi_oversubscribe"):  # openmpi_oversubscribe honoured by srun's own option
+                command.insert(1, "--oversubscribe")
         lines = ["#!/bin/bash", f"#SBATCH --job-name={job_name}", f"#SBATCH --chdir={cwd}", f"#SBATCH --output={log}"]
         lines.append(f"#SBATCH --ntasks={resources.get('cores', 1)}")
         lines.append(f"#SBATCH --cpus-per-task={resources.get('threads_per_core', 1)}")
@@ -129,6 +131,7 @@ class PysqaQueue:
 
     supports_dependencies = True
     guard_kind = None
+    writes_log = False  # the site's template decides where a job's output goes
 
     def __init__(self, config_directory: str, backend: str | None = None):
         try:

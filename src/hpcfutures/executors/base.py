@@ -16,6 +16,7 @@ from concurrent.futures import Executor, Future
 
 from hpcfutures.executors.outcome import cancel_unstarted, fail_unstarted, settle
 from hpcfutures.scheduling.dependencies import find_futures, propagate, substitute, when_all_done
+from hpcfutures.scheduling.futures import TaskFuture
 from hpcfutures.scheduling.resources import merge, validate
 from hpcfutures.scheduling.task import Task
 
@@ -35,7 +36,7 @@ def _at_exit() -> None:
             if interrupted:
                 executor._terminate()
             else:
-                executor.shutdown(wait=True)
+                executor._at_interpreter_exit()
         except BaseException:
             executor._terminate()
 
@@ -110,7 +111,7 @@ class BaseExecutor(Executor):
         resources = merge(self._defaults, task_resources) if task_resources else self._defaults
         if self._graph_output is not None:
             return self._engine.record(fn, args, kwargs)
-        future: Future = Future()
+        future: Future = TaskFuture()
         task = Task(future, fn, args, kwargs, resources)
         upstream = find_futures(args) + find_futures(kwargs) if (args or kwargs) else []
         if upstream:
@@ -247,6 +248,11 @@ class BaseExecutor(Executor):
         elif first or cancel_futures:
             threading.Thread(target=stop, name="hpcfutures-shutdown", daemon=True).start()
 
+    def _at_interpreter_exit(self) -> None:
+        """Left open at interpreter exit: finish the queued work (subclasses whose work
+        outlives this process need not)."""
+        self.shutdown(wait=True)
+
     def _drain_and_stop(self) -> None:
         with self._lock:
             while self._waiting:
@@ -285,18 +291,40 @@ class BaseExecutor(Executor):
         """Tasks not yet started: queued, or waiting for their dependencies."""
         return self._engine.queued() + len(self._waiting)
 
-    @property
-    def info(self) -> dict:
-        return dict(self._info, max_workers=self._engine.max_workers)
+    def __bool__(self) -> bool:
+        """Always True, as for executorlib's and the standard library's executors: without
+        it ``__len__`` (queued tasks) would make an idle executor falsy, and ``if exe:`` or
+        ``exe or default`` would go wrong."""
+        return True
 
     @property
-    def max_workers(self) -> int:
+    def info(self) -> dict | None:
+        """The executor's settings (``max_workers`` as it is now), or ``None`` once
+        ``shutdown()`` was called, as in executorlib."""
+        if self._shutdown:
+            return None
+        return dict(self._info, max_workers=self.max_workers)
+
+    @property
+    def max_workers(self) -> int | None:
+        """How many tasks may run at once (warm pool: its workers; one process per task:
+        the count or core budget that bounds them). It keeps its value after shutdown, as in
+        executorlib."""
         return self._engine.max_workers
 
     @max_workers.setter
     def max_workers(self, n: int) -> None:
+        """Resize: a warm pool starts or retires workers, one process per task admits more
+        or fewer at once.
+
+        Raises:
+            ValueError: ``n`` is not an int >= 1.
+            RuntimeError: the executor was shut down.
+        """
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"max_workers must be an int >= 1, got {n!r}")
+        if self._shutdown:
+            raise RuntimeError(f"cannot change max_workers of a {type(self).__name__} after shutdown()")
         self._engine.resize(n)
         self._info["max_workers"] = n
 

@@ -17,6 +17,8 @@ import weakref
 
 from hpcfutures.executors.base import BaseExecutor, _pickle_call, _succeeded
 from hpcfutures.executors.outcome import settle
+from hpcfutures.executors.single_node import _refuse_unsupported, graph_mode
+from hpcfutures.executors.slurm_job import SlurmJobExecutor
 from hpcfutures.scheduling.dependencies import find_futures, propagate, upstream_error
 from hpcfutures.scheduling.resources import DEFAULTS, KEYS, validate
 from hpcfutures.scheduling.task import Task
@@ -28,22 +30,66 @@ if TYPE_CHECKING:
 DEFAULT_CACHE = "hpcfutures_cache"
 
 
+# resource keys a job per call cannot honour: accepted only with their neutral value
+_NOT_AS_JOBS = {
+    "retries": (
+        lambda v: not v,
+        "a batch job is not run again by the executor: its dependants are bound to it by job id; "
+        "use the queue's requeue options, or SlurmClusterExecutor(block_allocation=True) / SlurmJobExecutor",
+    ),
+    "retry_on": (lambda v: v is None, "a batch job is not run again by the executor (see retries)"),
+    "slurm_cmd_args": (
+        lambda v: not v,
+        "they are srun arguments of SlurmJobExecutor; a batch job takes partition, account, qos, "
+        "memory_max or a submission_template",
+    ),
+}
+
+
 class _FileJobExecutor(BaseExecutor):
     _task_keys = frozenset(KEYS)
     _pass_unknown_keys = True
 
-    def _setup(self, queue, cache_directory, resource_dict, max_workers, max_cores, wait, disable_dependencies, refresh_rate, info_extra):
-        from hpcfutures.cluster.engine import JobEngine
-
+    def _setup(
+        self,
+        make_queue: Callable,
+        cache_directory,
+        resource_dict,
+        wait: bool,
+        disable_dependencies: bool,
+        refresh_rate,
+        info_extra: dict,
+        refused: dict,
+        graph_output: dict | None = None,
+        log_obj_size: bool = False,
+        openmpi_oversubscribe: bool = False,
+    ) -> None:
+        """``make_queue``: builds the queue adapter (not called in graph-only mode, which
+        submits nothing); ``refused``: parameter -> (value given, neutral value, reason) of
+        the parameters this executor cannot honour."""
         name = type(self).__name__
+        for parameter, (value, neutral, reason) in refused.items():
+            if value is not neutral and value != neutral:
+                raise ValueError(f"{name}({parameter}={value!r}) is not supported: {reason}")
+        if not isinstance(refresh_rate, (int, float)) or isinstance(refresh_rate, bool) or refresh_rate < 0:
+            raise ValueError(f"{name}(refresh_rate={refresh_rate!r}): needs a number of seconds >= 0")
         defaults = dict(DEFAULTS)
         defaults["cache_directory"] = os.path.abspath(os.fspath(cache_directory or DEFAULT_CACHE))
+        defaults["openmpi_oversubscribe"] = bool(openmpi_oversubscribe)
         defaults.update(validate(resource_dict, f"{name}(resource_dict=...)", self._task_keys, pass_unknown=True))
-        # wait=True: the jobs belong to this driver and end with it; wait=False: they outlive it
-        engine = JobEngine(queue, interval=max(0.05, float(refresh_rate)), guard=wait)
+        _refuse_unsupported(defaults, f"{name}(resource_dict=...)", _NOT_AS_JOBS)
+        if graph_output is not None:  # graph-only mode: nothing is submitted, no queue needed
+            from hpcfutures.graph.record import GraphRecorder
+
+            engine = GraphRecorder()
+        else:
+            from hpcfutures.cluster.engine import JobEngine
+
+            # wait=True: the jobs belong to this driver and end with it; wait=False: they outlive it
+            engine = JobEngine(make_queue(), interval=max(0.05, float(refresh_rate)), guard=wait, log_obj_size=bool(log_obj_size))
         info = {
-            "max_workers": max_workers,
-            "max_cores": max_cores,
+            "max_workers": None,
+            "max_cores": None,
             "cache_directory": defaults["cache_directory"],
             "resource_dict": dict(defaults),
             "wait": wait,
@@ -51,15 +97,52 @@ class _FileJobExecutor(BaseExecutor):
             "refresh_rate": refresh_rate,
             **info_extra,
         }
-        super().__init__(engine, defaults, max_cores, info, disable_dependencies=disable_dependencies)
-        self._wait = wait
+        super().__init__(engine, defaults, None, info, disable_dependencies=disable_dependencies, graph_output=graph_output)
+        self._wait = bool(wait)
+        self._graph_only = graph_output is not None
         self._owned: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # future -> UpstreamResult
         self._after: dict[int, list] = {}
+
+    def _check_task_resources(self, task_resources: dict) -> dict:
+        if task_resources:
+            _refuse_unsupported(task_resources, "submit()", _NOT_AS_JOBS)
+        return task_resources
+
+    @property
+    def max_workers(self) -> None:
+        """``None``: every call is its own job and the queue decides how many run at once."""
+        return None
+
+    @max_workers.setter
+    def max_workers(self, n: int) -> None:
+        raise ValueError(
+            f"{type(self).__name__}: max_workers cannot be set, the queue decides how many jobs run at once"
+        )
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """As ``Executor.shutdown``. On an executor made with ``wait=False``, interpreter
+        exit does not wait for the jobs either (whether or not this was called): they run
+        on, and their results land in their cache entries for a later run to collect."""
+        if self._graph_only:
+            wait = True  # nothing runs; the graph is written before shutdown returns
+        super().shutdown(wait=wait, cancel_futures=cancel_futures)
+
+    def _at_interpreter_exit(self) -> None:
+        if self._wait:
+            super()._at_interpreter_exit()
+            return
+        # the jobs run on without this process; but a call still held here for its arguments
+        # (futures of another executor, and every dependent call of TestClusterExecutor, whose
+        # local processes have no afterok) becomes a job only through this process
+        with self._lock:
+            while self._waiting:
+                self._released.wait()
+        self.shutdown(wait=False)
 
     @property
     def queue_queries(self) -> int:
         """How often the queue was asked about jobs (one query covers all of them)."""
-        return self._engine.queries
+        return getattr(self._engine, "queries", 0)  # graph-only mode asks nothing
 
     def _dispatch(self, task: Task) -> None:
         from hpcfutures.worker.upstream import UpstreamResult
@@ -106,13 +189,8 @@ class _FileJobExecutor(BaseExecutor):
     def __exit__(self, exc_type, exc_val, exc_tb):
         if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
             self._terminate()
-        elif self._wait:
-            self.shutdown(wait=True)
-        else:  # the jobs go on without this process: neither this block nor interpreter exit waits
-            from hpcfutures.executors.base import _live
-
-            self.shutdown(wait=False)
-            _live.discard(self)
+        else:  # wait=False: the jobs go on without this process; neither this block nor exit waits
+            self.shutdown(wait=self._wait)
         return False
 
 
@@ -132,6 +210,27 @@ def _as_upstream(obj, owned):
     return obj
 
 
+_NO_LINK = "jobs exchange calls and results through files in the cache directory, not over a network link"
+
+
+def _refused(name: str, max_workers, max_cores, hostname_localhost) -> dict:
+    """What a file-based executor cannot honour: parameter -> (value given, neutral value, reason)."""
+    warm = ", or use block_allocation=True for a fixed number of warm workers" if name == "SlurmClusterExecutor" else ""
+    count = (
+        "every call is its own job and the queue decides how many run at once; "
+        f"leave it unset (bound running jobs with the queue's own limits{warm})"
+    )
+    cores = (
+        "every call is its own job and the queue decides how many cores are busy at once; "
+        f"leave it unset and set each call's cores in resource_dict{warm}"
+    )
+    return {
+        "max_workers": (max_workers, None, count),
+        "max_cores": (max_cores, None, cores),
+        "hostname_localhost": (hostname_localhost, None, _NO_LINK),
+    }
+
+
 class SlurmClusterExecutor(_FileJobExecutor):
     """Submit every call as its own SLURM batch job (``sbatch``), from a login node or
     anywhere the SLURM client tools work. Without ``pysqa_config_directory`` a built-in job
@@ -139,15 +238,41 @@ class SlurmClusterExecutor(_FileJobExecutor):
     Unknown ``resource_dict`` keys (``partition``, ``memory_max``, ...) go to the adapter.
 
     ``block_allocation=True`` instead starts ``max_workers`` warm workers, each its own
-    SLURM job (an ``srun`` job from where the driver runs), and sends the calls to them."""
+    SLURM job (an ``srun`` job from where the driver runs), and sends the calls to them.
+
+    Args:
+        max_workers: warm workers with ``block_allocation=True`` (default 1); without it
+            refused (``ValueError``): the queue decides how many jobs run at once.
+        cache_directory: where each call's entry (input, output, job id) lives; default
+            ``hpcfutures_cache``.
+        max_cores: refused without ``block_allocation`` (as ``max_workers``).
+        resource_dict: defaults for every call (``cores`` = MPI ranks, ``threads_per_core``
+            = cores per rank, ``run_time_max`` in seconds, ``partition``, ...).
+        pysqa_config_directory: use pysqa's queue adapter configured there.
+        pmi_mode: ``srun --mpi=`` for MPI calls.
+        hostname_localhost: warm workers only; refused otherwise (jobs talk through files).
+        block_allocation: warm workers instead of one job per call.
+        init_function: warm workers only.
+        disable_dependencies: refuse futures as arguments.
+        refresh_rate: seconds between looks at the cache entries (at least 0.05).
+        plot_dependency_graph, plot_dependency_graph_filename, export_workflow_filename:
+            graph-only mode: nothing is submitted; the graph is drawn or written at shutdown.
+        log_obj_size: log (logger ``hpcfutures``, INFO) the bytes of each job's input and output.
+        wait: ``False``: neither the ``with`` block, ``shutdown(wait=False)`` nor interpreter
+            exit waits for the jobs; they run on, and a later run collects their results.
+            With ``block_allocation`` the workers need this process: the ``with`` block does not
+            wait, but interpreter exit finishes the calls already submitted.
+        openmpi_oversubscribe: ``srun --oversubscribe`` for MPI calls.
+
+    Raises:
+        ValueError: a parameter this mode cannot honour (the message says why).
+        NotImplementedError: ``block_allocation=True`` with ``pysqa_config_directory``.
+    """
 
     def __new__(cls, *args, **kwargs):
-        import inspect
-
         # bind as __init__ would, so block_allocation counts however it was passed
-        given = inspect.signature(cls.__init__).bind(None, *args, **kwargs).arguments
-        if given.get("block_allocation"):
-            return _warm_jobs(given)
+        if _bound_arguments(args, kwargs).get("block_allocation"):
+            return super().__new__(_WarmSlurmCluster)  # still a SlurmClusterExecutor; Python then runs its __init__
         return super().__new__(cls)
 
     def __init__(
@@ -157,6 +282,7 @@ class SlurmClusterExecutor(_FileJobExecutor):
         max_cores: int | None = None,
         resource_dict: dict | None = None,
         pysqa_config_directory: str | None = None,
+        pmi_mode: str | None = None,
         hostname_localhost: bool | None = None,
         block_allocation: bool = False,
         init_function: Callable | None = None,
@@ -167,24 +293,55 @@ class SlurmClusterExecutor(_FileJobExecutor):
         export_workflow_filename: str | None = None,
         log_obj_size: bool = False,
         wait: bool = True,
-        pmi_mode: str | None = None,
+        openmpi_oversubscribe: bool = False,
     ):
-        if init_function is not None and not block_allocation:
+        if init_function is not None:
             raise ValueError("init_function needs block_allocation=True: only warm workers keep its state between calls")
-        if plot_dependency_graph or plot_dependency_graph_filename or export_workflow_filename:
-            raise NotImplementedError("graph-only mode: use SingleNodeExecutor(plot_dependency_graph=True) to draw the graph")
-        from hpcfutures.cluster.queues import PysqaQueue, SlurmQueue
+        graph_output = graph_mode(plot_dependency_graph, plot_dependency_graph_filename, export_workflow_filename)
 
-        queue = PysqaQueue(pysqa_config_directory) if pysqa_config_directory else SlurmQueue(pmi_mode)
+        def make_queue():
+            from hpcfutures.cluster.queues import PysqaQueue, SlurmQueue
+
+            return PysqaQueue(pysqa_config_directory) if pysqa_config_directory else SlurmQueue(pmi_mode)
+
         self._setup(
-            queue, cache_directory, resource_dict, max_workers, max_cores, wait, disable_dependencies, refresh_rate,
-            {"pysqa_config_directory": pysqa_config_directory, "pmi_mode": pmi_mode},
+            make_queue,
+            cache_directory,
+            resource_dict,
+            wait,
+            disable_dependencies,
+            refresh_rate,
+            {"pysqa_config_directory": pysqa_config_directory, "pmi_mode": pmi_mode, "log_obj_size": log_obj_size,
+             "openmpi_oversubscribe": bool(openmpi_oversubscribe)},
+            _refused(type(self).__name__, max_workers, max_cores, hostname_localhost),
+            graph_output,
+            log_obj_size,
+            openmpi_oversubscribe,
         )  # fmt: skip
 
 
 class TestClusterExecutor(_FileJobExecutor):
     """The file-based path of ``SlurmClusterExecutor`` with local processes as "jobs": for
-    testing code that will run on a cluster, on a laptop or in CI."""
+    testing code that will run on a cluster, on a laptop or in CI. The parameters are
+    executorlib's; those that only make sense elsewhere are refused with the reason.
+
+    Args:
+        max_workers, max_cores: refused: every call is its own process, as a job would be.
+        cache_directory: where each call's entry lives; default ``hpcfutures_cache``.
+        resource_dict: defaults for every call (``cores`` > 1 runs ``mpiexec -n cores``).
+        hostname_localhost: refused (jobs talk through files).
+        block_allocation, init_function: refused: warm workers are ``SingleNodeExecutor``'s.
+        disable_dependencies: refuse futures as arguments.
+        refresh_rate: seconds between looks at the cache entries (at least 0.05).
+        plot_dependency_graph, plot_dependency_graph_filename, export_workflow_filename:
+            graph-only mode, as ``SlurmClusterExecutor``.
+        log_obj_size: log the bytes of each job's input and output.
+        wait: ``False``: exit does not wait for the jobs (here local processes, which run on).
+        openmpi_oversubscribe: ``mpiexec --oversubscribe`` for MPI calls (Open MPI).
+
+    Raises:
+        ValueError: a parameter this executor cannot honour (the message says why).
+    """
 
     __test__ = False  # not a pytest test class, whatever its name
 
@@ -194,25 +351,112 @@ class TestClusterExecutor(_FileJobExecutor):
         cache_directory: str | None = None,
         max_cores: int | None = None,
         resource_dict: dict | None = None,
+        hostname_localhost: bool | None = None,
+        block_allocation: bool = False,
+        init_function: Callable | None = None,
         disable_dependencies: bool = False,
         refresh_rate: float = 0.01,
+        plot_dependency_graph: bool = False,
+        plot_dependency_graph_filename: str | None = None,
+        export_workflow_filename: str | None = None,
+        log_obj_size: bool = False,
         wait: bool = True,
+        openmpi_oversubscribe: bool = False,
     ):
-        from hpcfutures.cluster.queues import LocalQueue
+        def make_queue():
+            from hpcfutures.cluster.queues import LocalQueue
 
+            return LocalQueue()
+
+        warm = "warm workers are SingleNodeExecutor(block_allocation=True)'s; here every call is its own process"
+        refused = _refused(type(self).__name__, max_workers, max_cores, hostname_localhost)
+        refused.update(block_allocation=(block_allocation, False, warm), init_function=(init_function, None, warm))
         self._setup(
-            LocalQueue(), cache_directory, resource_dict, max_workers, max_cores, wait, disable_dependencies, refresh_rate, {}
+            make_queue,
+            cache_directory,
+            resource_dict,
+            wait,
+            disable_dependencies,
+            refresh_rate,
+            {"log_obj_size": log_obj_size, "openmpi_oversubscribe": bool(openmpi_oversubscribe)},
+            refused,
+            graph_mode(plot_dependency_graph, plot_dependency_graph_filename, export_workflow_filename),
+            log_obj_size,
+            openmpi_oversubscribe,
         )
 
 
-def _warm_jobs(given: dict):
-    """``SlurmClusterExecutor(block_allocation=True)``: warm workers that are jobs, i.e. a
-    ``SlurmJobExecutor`` pool (each ``srun`` outside an allocation is a job of its own).
-    ``given``: the arguments as bound to ``SlurmClusterExecutor.__init__``."""
-    if given.get("pysqa_config_directory") is not None:
-        raise NotImplementedError("block_allocation=True with pysqa_config_directory: warm workers are started with srun only")
-    from hpcfutures.executors.slurm_job import SlurmJobExecutor
+class _WarmSlurmCluster(SlurmClusterExecutor):
+    """``SlurmClusterExecutor(block_allocation=True)``: warm workers that are jobs (each
+    ``srun`` outside an allocation is a job of its own), run by a ``SlurmJobExecutor`` pool
+    inside. It is a ``SlurmClusterExecutor`` to the user's code; every call is handed to
+    the pool, and ``wait`` decides whether leaving the ``with`` block waits."""
 
-    options = {k: v for k, v in given.items() if k not in ("self", "pysqa_config_directory", "wait")}
-    options["max_workers"] = options.get("max_workers") or 1
-    return SlurmJobExecutor(**options)
+    def __init__(self, *args, **kwargs):
+        given = _bound_arguments(args, kwargs)
+        if given.get("pysqa_config_directory") is not None:
+            raise NotImplementedError("block_allocation=True with pysqa_config_directory: warm workers are started with srun only")
+        options = {k: v for k, v in given.items() if k not in ("self", "pysqa_config_directory", "wait")}
+        options["max_workers"] = options.get("max_workers") or 1
+        self._wait = bool(given.get("wait", True))
+        self._inner = _ClusterWarmJobs(**options)
+
+    def __getattr__(self, name: str):
+        # anything not forwarded below (private state that tests and tools read) is the pool's
+        inner = self.__dict__.get("_inner")
+        if inner is None:
+            raise AttributeError(name)
+        return getattr(inner, name)
+
+    def submit(self, fn, /, *args, resource_dict: dict | None = None, **kwargs):
+        return self._inner.submit(fn, *args, resource_dict=resource_dict, **kwargs)
+
+    def map(self, fn, *iterables, timeout=None, chunksize: int = 1):
+        return self._inner.map(fn, *iterables, timeout=timeout, chunksize=chunksize)
+
+    def batched(self, iterable, n: int) -> list:
+        return self._inner.batched(iterable, n)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._inner.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+    def __exit__(self, exc_type, exc_val, exc_tb):
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            self._inner._terminate()
+        else:
+            self._inner.shutdown(wait=self._wait)
+        return False
+
+    def __len__(self) -> int:
+        return len(self._inner)
+
+    @property
+    def info(self) -> dict | None:
+        info = self._inner.info
+        return None if info is None else dict(info, wait=self._wait, pysqa_config_directory=None)
+
+    @property
+    def max_workers(self) -> int:
+        return self._inner.max_workers
+
+    @max_workers.setter
+    def max_workers(self, n: int) -> None:
+        self._inner.max_workers = n
+
+    @property
+    def queue_queries(self) -> int:
+        """0: warm workers never ask the queue about jobs."""
+        return 0
+
+
+def _bound_arguments(args: tuple, kwargs: dict) -> dict:
+    """The arguments as bound to ``SlurmClusterExecutor.__init__`` (positional or not)."""
+    import inspect
+
+    return inspect.signature(SlurmClusterExecutor.__init__).bind(None, *args, **kwargs).arguments
+
+
+class _ClusterWarmJobs(SlurmJobExecutor):
+    """The pool inside ``SlurmClusterExecutor(block_allocation=True)``."""
+
+    _public_name = "SlurmClusterExecutor"  # errors name the class the user built

@@ -82,8 +82,14 @@ class OneProcessPerTask:
     # -- admission ----------------------------------------------------------------
     def _admit(self) -> list[Task]:
         started = []
-        while self._queue and not self._killing and self._fits(self._queue[0]):
-            task = self._queue.popleft()
+        while self._queue and not self._killing:
+            task = self._queue[0]
+            if task.future.cancelled():  # cancelled while queued: it must not hold up the line
+                self._queue.popleft()
+                continue
+            if not self._fits(task):
+                break
+            self._queue.popleft()
             if task.start():
                 self._budget.take(task.slots)
                 task.devices = self._gpus.take(task.gpus)
@@ -148,6 +154,8 @@ class OneProcessPerTask:
             os.close(reply_r)
             return stopped_by_shutdown()
         try:
+            if self._log_obj_size:  # serial tasks use pipes, not the socket link that logs for MPI tasks
+                _log_size("sending", len(task.payload))
             try:
                 write_frame(task_w, self._key, task.payload)
             except BrokenPipeError:
@@ -171,7 +179,10 @@ class OneProcessPerTask:
             events = dict(poller.poll(None if left is None else int(left * 1000) + 1))
             if reply_r in events:
                 try:
-                    return read_frame(reply_r, self._key)
+                    reply = read_frame(reply_r, self._key)
+                    if self._log_obj_size:
+                        _log_size("received", len(reply))
+                    return reply
                 except (EOFError, OSError):
                     poller.unregister(reply_r)
                     process.wait_exit(5.0)
@@ -260,3 +271,9 @@ class OneProcessPerTask:
             process.kill_group()
         self.stop(wait=True)
 
+
+
+def _log_size(what: str, size: int) -> None:
+    import logging
+
+    logging.getLogger("hpcfutures").info("%s %d bytes", what, size)

@@ -84,6 +84,11 @@ class SingleNodeExecutor(BaseExecutor):
     _refused = _NOT_HERE  # keys this executor cannot honour, with the reason
     _assigns_gpus = True  # hand out CUDA_VISIBLE_DEVICES itself (a scheduler does it under SLURM)
 
+    @property
+    def _display_name(self) -> str:
+        """The class the user built, for error messages (a front may name another)."""
+        return getattr(self, "_public_name", None) or type(self).__name__
+
     def _make_launcher(self):
         from hpcfutures.launch.local import LocalLauncher
 
@@ -111,9 +116,15 @@ class SingleNodeExecutor(BaseExecutor):
         plot_dependency_graph_filename: str | None = None,
         export_workflow_filename: str | None = None,
         log_obj_size: bool = False,
+        wait: bool = True,
         restart_limit: int = 0,
         openmpi_oversubscribe: bool = False,
     ):
+        if not wait:
+            raise ValueError(
+                f"{self._display_name}(wait=False) is not supported: its workers are processes of this Python "
+                "session and cannot outlive it; SlurmClusterExecutor(wait=False) submits jobs that run on"
+            )
         max_workers = _check_count("max_workers", max_workers)
         max_cores = _check_count("max_cores", max_cores)
         restart_limit = _check_count("restart_limit", restart_limit, minimum=0)
@@ -123,12 +134,12 @@ class SingleNodeExecutor(BaseExecutor):
             raise ValueError("init_function needs block_allocation=True: only warm workers keep its state between calls")
         if init_function is not None and not callable(init_function):
             raise TypeError(f"init_function must be callable, got {type(init_function).__qualname__}")
-        user_defaults = validate(resource_dict, "SingleNodeExecutor(resource_dict=...)", self._task_keys)
-        _refuse_unsupported(user_defaults, f"{type(self).__name__}(resource_dict=...)", self._refused)
+        user_defaults = validate(resource_dict, f"{self._display_name}(resource_dict=...)", self._task_keys)
+        _refuse_unsupported(user_defaults, f"{self._display_name}(resource_dict=...)", self._refused)
         defaults = dict(DEFAULTS)
         defaults["openmpi_oversubscribe"] = bool(openmpi_oversubscribe)
         if cache_directory is not None:
-            defaults.update(validate({"cache_directory": cache_directory}, "SingleNodeExecutor(cache_directory=...)"))
+            defaults.update(validate({"cache_directory": cache_directory}, f"{self._display_name}(cache_directory=...)"))
         defaults.update(user_defaults)
         slots = defaults["cores"] * defaults["threads_per_core"]
         if max_cores is not None and defaults["cores"] > max_cores:
@@ -151,7 +162,7 @@ class SingleNodeExecutor(BaseExecutor):
             from hpcfutures.launch.gpus import gpus_needed, visible_gpus
 
             key = _launch_key(launcher, defaults)
-            per_worker = gpus_needed(defaults, "SingleNodeExecutor(resource_dict=...)") if self._assigns_gpus else 0
+            per_worker = gpus_needed(defaults, f"{self._display_name}(resource_dict=...)") if self._assigns_gpus else 0
             engine = WarmPool(
                 key,
                 n,
@@ -190,6 +201,7 @@ class SingleNodeExecutor(BaseExecutor):
             "disable_dependencies": disable_dependencies,
             "refresh_rate": refresh_rate,
             "log_obj_size": log_obj_size,
+            "wait": True,
             "openmpi_oversubscribe": bool(openmpi_oversubscribe),
         }
         info.update(
@@ -202,7 +214,7 @@ class SingleNodeExecutor(BaseExecutor):
         )
         self._launcher = launcher
         if not block_allocation and graph_output is None:
-            self._check_gpus(defaults, "SingleNodeExecutor(resource_dict=...)")
+            self._check_gpus(defaults, f"{self._display_name}(resource_dict=...)")
         self._checked_cores = {1, defaults["cores"]}
 
     def _check_task_resources(self, task_resources: dict) -> dict:

@@ -42,6 +42,7 @@ class SlurmJobExecutor(SingleNodeExecutor):
         cache_directory: str | None = None,
         max_cores: int | None = None,
         resource_dict: dict | None = None,
+        pmi_mode: str | None = None,
         hostname_localhost: bool | None = None,
         block_allocation: bool = False,
         init_function: Callable | None = None,
@@ -51,9 +52,9 @@ class SlurmJobExecutor(SingleNodeExecutor):
         plot_dependency_graph_filename: str | None = None,
         export_workflow_filename: str | None = None,
         log_obj_size: bool = False,
+        wait: bool = True,
         restart_limit: int = 0,
         openmpi_oversubscribe: bool = False,
-        pmi_mode: str | None = None,
     ):
         self._pmi_mode = pmi_mode
         super().__init__(
@@ -70,6 +71,7 @@ class SlurmJobExecutor(SingleNodeExecutor):
             plot_dependency_graph_filename=plot_dependency_graph_filename,
             export_workflow_filename=export_workflow_filename,
             log_obj_size=log_obj_size,
+            wait=wait,
             restart_limit=restart_limit,
             openmpi_oversubscribe=openmpi_oversubscribe,
         )

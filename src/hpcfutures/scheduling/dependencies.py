@@ -91,14 +91,17 @@ def propagate(upstream: Future, downstream: Future, name: str | None = None) -> 
     ``except ValueError`` still works — whose ``__cause__`` is the original (traceback and
     all) and whose note names the upstream call that raised it and the call that did not
     run. However long the chain, the cause is the original, not a chain of copies."""
+    from hpcfutures.scheduling.futures import claim
+
     if upstream.cancelled():
-        downstream.cancel()
-        if not downstream.cancelled() and downstream.set_running_or_notify_cancel():
+        if downstream.cancel():
+            claim(downstream)  # a plain Future's waiters are told only by this
+        elif claim(downstream):
             from concurrent.futures import CancelledError
 
             downstream.set_exception(CancelledError("an upstream future was cancelled"))
         return
-    if downstream.set_running_or_notify_cancel():
+    if claim(downstream):  # a downstream cancelled meanwhile is left as it is
         downstream.set_exception(upstream_error(upstream, name))
 
 

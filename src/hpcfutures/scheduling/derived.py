@@ -9,6 +9,7 @@ import weakref
 from concurrent.futures import CancelledError, Future
 
 from hpcfutures.scheduling.dependencies import propagate
+from hpcfutures.scheduling.futures import TaskFuture, claim
 
 # derived future -> (source future, key or index): lets the dependency graph draw an edge
 # from the call that made the source, labelled with the part taken
@@ -20,7 +21,7 @@ def _follow(source: Future, target: Future, transform) -> None:
         if fut.cancelled() or fut.exception() is not None:
             propagate(fut, target)
             return
-        if not target.set_running_or_notify_cancel():
+        if not claim(target):
             return
         try:
             target.set_result(transform(fut.result()))
@@ -32,7 +33,7 @@ def _follow(source: Future, target: Future, transform) -> None:
 
 def get_item_from_future(future: Future, key) -> Future:
     """A future for ``future.result()[key]``."""
-    target: Future = Future()
+    target: Future = TaskFuture()
     DERIVED[target] = (future, key)
     _follow(future, target, lambda value: value[key])
     return target
@@ -53,7 +54,7 @@ def split_future(future: Future, n: int) -> list:
 
     parts = []
     for i in range(n):
-        target: Future = Future()
+        target: Future = TaskFuture()
         DERIVED[target] = (future, i)
         _follow(future, target, item(i))
         parts.append(target)
@@ -68,7 +69,7 @@ def batched(futures, n: int) -> list:
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n must be an int >= 1, got {n!r}")
     sizes = [min(n, len(futures) - start) for start in range(0, len(futures), n)]
-    batches = [Future() for _ in sizes]
+    batches = [TaskFuture() for _ in sizes]
     lock = threading.Lock()
     state = {"batch": 0, "members": []}
 
@@ -81,7 +82,7 @@ def batched(futures, n: int) -> list:
                 return
             state["batch"], state["members"] = index + 1, []
         target = batches[index]
-        if not target.set_running_or_notify_cancel():
+        if not claim(target):
             return
         for member in members:
             if member.cancelled():

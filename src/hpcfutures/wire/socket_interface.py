@@ -209,7 +209,12 @@ class SocketInterface:
     def receive_payload(self, timeout: float | None = None, wake_fd: int | None = None) -> bytes | memoryview:
         """Next authentic reply, still pickled: a caller that must keep replies matched to
         requests decodes it itself, so a reply that fails to unpickle costs only that reply."""
-        return self._wait(timeout, wake_fd)
+        payload = self._wait(timeout, wake_fd)
+        if self._log_obj_size:
+            import logging
+
+            logging.getLogger("hpcfutures").info("received %d bytes", len(payload))
+        return payload
 
     def _wait(self, timeout, wake_fd, until_connected: bool = False):
         transport = self._transport
