@@ -20,7 +20,11 @@ from hpcfutures.cache.entry import EntryReader, write_entry
 from hpcfutures.cluster.queues import ENDED, file_task_command
 from hpcfutures.errors import WorkerCrashedError
 from hpcfutures.executors.outcome import settle, stopped_by_shutdown
+from hpcfutures.logs import get_logger
 from hpcfutures.scheduling.task import Task
+
+
+_log = get_logger("cluster")
 
 
 class JobEngine:
@@ -68,6 +72,7 @@ class JobEngine:
         job = header.get("job_id")
         if header.get("status") != "queued" or not job:
             return False
+        _log.info("job %s of an earlier run followed for %s()", job, task.name)
         with self._cond:
             self._adopted[job] = after
             self._query_soon = True
@@ -84,12 +89,14 @@ class JobEngine:
         job = self.queue.submit(command, name, cwd, res, after, _extra(res), path + ".log")
         header["job_id"] = job
         write_entry(path, header, task.payload, b"")
+        _log.info("job %s submitted for %s()%s", job, task.name, f" after {','.join(map(str, after))}" if after else "")
         self._track(task, job, path)
 
     def _track(self, task: Task, job: str, path: str) -> None:
         if not task.start():
             self.queue.cancel([job])
             return
+        task.worker = f"job {job}"
         with self._cond:
             self._jobs[job] = task
             self._paths[job] = path
@@ -176,6 +183,9 @@ class JobEngine:
             return  # a slow or failing squeue: ask again next interval
         self.queries += 1
         for job, state in states.items():
+            before = self._state.get(job)
+            if before != state and before is not None:
+                _log.info("job %s: %s -> %s", job, before, state)
             self._state[job] = state
             task = self._jobs.get(job)
             after = self._adopted.pop(job, None)
@@ -187,7 +197,9 @@ class JobEngine:
             if after is not None:  # an earlier run's job that ended without a result: run it now
                 self._resubmit(job, task, after)
                 continue
-            self._finish(job, task, WorkerCrashedError(f"job {job} ended in state {state} without writing a result"))
+            crashed = WorkerCrashedError(f"job {job} ended in state {state} without writing a result")
+            _log.warning("%s", crashed)
+            self._finish(job, task, crashed)
 
     def _resubmit(self, job: str, task: Task, after: list) -> None:
         path = self._paths.get(job)
