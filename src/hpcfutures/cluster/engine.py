@@ -107,6 +107,11 @@ class JobEngine:
                 self._poller.start()
             self._cond.notify_all()
 
+    def still_queued(self, task: Task) -> bool:
+        """Whether the task's job waits in the queue (for the task overview)."""
+        known = self._by_future.get(task.future)
+        return known is not None and self._state.get(known[0]) == "PENDING"
+
     def pending(self, future) -> tuple | None:
         """(job id, entry path) of a future whose job has not finished; None otherwise."""
         return self._by_future.get(future)

@@ -242,7 +242,7 @@ class BaseExecutor(Executor):
         if not isinstance(chunksize, int) or isinstance(chunksize, bool) or chunksize < 1:
             raise ValueError(f"chunksize must be an int >= 1, got {chunksize!r}")
         if progress:
-            from hpcfutures.progress import tqdm_class
+            from hpcfutures.progress_bar import tqdm_class
 
             tqdm_class()  # a missing extra is an error now, before anything is submitted
         iterables = tuple(it.result() if isinstance(it, Future) else it for it in iterables)
@@ -265,7 +265,7 @@ class BaseExecutor(Executor):
             futures = [self.submit(run_chunk, fn, chunk, True) for chunk in chunks]
             sizes = [len(chunk) for chunk in chunks]
         if progress:
-            from hpcfutures.progress import progress as show_progress
+            from hpcfutures.progress_bar import progress as show_progress
 
             show_progress(futures, desc=progress if isinstance(progress, str) else name, wait=False, sizes=sizes)
         return _results(futures, end_time, chunked=sizes is not None)
@@ -346,7 +346,7 @@ class BaseExecutor(Executor):
         """
         with self._lock:
             waiting = set(self._waiting)
-        return self._book.rows(waiting)
+        return self._book.rows(waiting, getattr(self._engine, "still_queued", None))
 
     def task_graph(self):
         """The dependency graph of this executor's tasks, each box filled by its state

@@ -70,11 +70,13 @@ class TaskBook:
             self._live.pop(task.number, None)
             self._ended.append(row)
 
-    def rows(self, waiting: set) -> list[dict]:
+    def rows(self, waiting: set, queued=None) -> list[dict]:
         """One dict per task, by number (submission order).
 
         Args:
             waiting: the tasks the executor holds for their dependencies.
+            queued: the engine's test for a started task that still waits in a queue (a
+                batch job the scheduler has not started), or None.
         """
         now_wall, now_mono = time.time(), time.monotonic()
         with self._lock:  # one snapshot: a task that ends meanwhile is in exactly one list
@@ -84,6 +86,8 @@ class TaskBook:
             # done but its callback not run yet: shown with its end state already
             ended_at = now_wall if task.future.done() else None
             row = _row(task, task in waiting, ended_at, now_wall - now_mono)
+            if row["state"] == "running" and queued is not None and queued(task):
+                row["state"] = "queued"
             row["depends_on"] = upstream
             rows.append(row)
         rows.sort(key=lambda r: r["id"])
