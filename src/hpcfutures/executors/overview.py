@@ -58,7 +58,7 @@ class TaskBook:
             if upstream:
                 mine = id(self)
                 self._upstream[number] = [
-                    mark[1] for mark in (getattr(f, _MARK, None) for f in upstream) if mark is not None and mark[0] == mine
+                    mark[1] for mark in (_mark_of(f) for f in upstream) if mark is not None and mark[0] == mine
                 ]
             self._live[number] = task
         future.add_done_callback(lambda _f: self._ended_now(task))
@@ -92,6 +92,24 @@ class TaskBook:
             rows.append(row)
         rows.sort(key=lambda r: r["id"])
         return rows
+
+
+def _mark_of(future: Future):
+    """(book id, number) of the task that makes ``future``, following futures derived by
+    ``get_item_from_future``/``split_future`` back to their source."""
+    mark = getattr(future, _MARK, None)
+    if mark is None:
+        from hpcfutures.scheduling.derived import DERIVED
+
+        for _ in range(100):  # derived from derived ...; bounded
+            source = DERIVED.get(future)
+            if source is None:
+                break
+            future = source[0]
+            mark = getattr(future, _MARK, None)
+            if mark is not None:
+                break
+    return mark
 
 
 def _row(task: Task, waiting, ended_at, mono_to_wall: float = 0.0) -> dict:
