@@ -57,8 +57,18 @@ def progress(
         ImportError: tqdm is not installed.
         ValueError: ``sizes`` does not have one entry per future.
     """
-    tqdm = tqdm_class()
     futures = list(futures)
+    all_done = attach(futures, desc, sizes, **tqdm_kwargs)
+    if wait:
+        all_done.wait()
+    return futures
+
+
+def attach(futures: list, desc: str | None = None, sizes: list[int] | None = None, **tqdm_kwargs: Any) -> threading.Event:
+    """Start a bar over ``futures`` (see ``progress``) and return an event that is set once
+    the bar is full and closed (``map`` waits for it before its last result, so nothing
+    printed after the map lands in the middle of the bar)."""
+    tqdm = tqdm_class()
     if sizes is None:
         sizes = [1] * len(futures)
     elif len(sizes) != len(futures):
@@ -81,6 +91,4 @@ def progress(
         all_done.set()
     for future, n in zip(futures, sizes):
         future.add_done_callback(lambda _f, n=n: advance(n))
-    if wait:
-        all_done.wait()
-    return futures
+    return all_done

@@ -105,6 +105,28 @@ class BaseExecutor(Executor):
 
     # -- submit -------------------------------------------------------------------
     def submit(self, fn: Callable, /, *args: Any, resource_dict: dict | None = None, **kwargs: Any) -> Future:
+        """Schedule ``fn(*args, **kwargs)`` and return its future.
+
+        Futures anywhere in ``args``/``kwargs`` (lists, tuples, dict values) make the call wait
+        for them and receive their results.
+
+        Args:
+            fn: the function; it must not have a parameter named ``resource_dict``.
+            *args: its positional arguments.
+            resource_dict: this call's resources, merged over the executor's.
+            **kwargs: its keyword arguments.
+
+        Returns:
+            A ``concurrent.futures.Future`` of the result (the list of rank results for
+            ``cores > 1``).
+
+        Raises:
+            RuntimeError: the executor was shut down.
+            ValueError: a bad ``resource_dict`` (unknown key, a key this executor cannot
+                honour, more cores than ``max_cores``), an invalid ``cache_key``.
+            TypeError: ``fn`` is not callable, a value of the wrong type, an argument that
+                cannot be pickled, a future argument with ``disable_dependencies=True``.
+        """
         if self._shutdown:
             raise RuntimeError("cannot submit to an executor after shutdown()")
         _check_function(fn)
@@ -264,11 +286,12 @@ class BaseExecutor(Executor):
             chunks = list(iter(lambda: list(itertools.islice(items, chunksize)), []))
             futures = [self.submit(run_chunk, fn, chunk, True) for chunk in chunks]
             sizes = [len(chunk) for chunk in chunks]
+        bar_closed = None
         if progress:
-            from hpcfutures.progress_bar import progress as show_progress
+            from hpcfutures.progress_bar import attach
 
-            show_progress(futures, desc=progress if isinstance(progress, str) else name, wait=False, sizes=sizes)
-        return _results(futures, end_time, chunked=sizes is not None)
+            bar_closed = attach(futures, progress if isinstance(progress, str) else name, sizes)
+        return _results(futures, end_time, chunked=sizes is not None, bar_closed=bar_closed)
 
     def batched(self, iterable, n: int) -> list:
         """Futures of the results of ``iterable`` (futures) in groups of ``n``, in
@@ -281,7 +304,13 @@ class BaseExecutor(Executor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """As ``Executor.shutdown``; ``cancel_futures=True`` goes further than the standard
         library: it also stops the tasks that are running (their processes are killed, their
-        futures raise ``CancelledError``), where ``concurrent.futures`` lets them finish."""
+        futures raise ``CancelledError``), where ``concurrent.futures`` lets them finish.
+
+        Args:
+            wait: return only when everything submitted has ended (also calls still waiting
+                for their dependencies); ``False`` returns at once.
+            cancel_futures: cancel what has not started and stop what runs.
+        """
         with self._lock:
             first = not self._shutdown
             self._shutdown = True
@@ -382,8 +411,9 @@ class BaseExecutor(Executor):
         self._info["max_workers"] = n
 
 
-def _results(futures: list, end_time: float | None, chunked: bool) -> Iterator:
-    """Yield the results in order (flattened chunks); leaving early cancels the rest."""
+def _results(futures: list, end_time: float | None, chunked: bool, bar_closed=None) -> Iterator:
+    """Yield the results in order (flattened chunks); leaving early cancels the rest.
+    ``bar_closed``: the progress bar's event, waited for before the last result."""
     futures.reverse()  # pop() from the end is O(1)
     try:
         while futures:
@@ -393,6 +423,10 @@ def _results(futures: list, end_time: float | None, chunked: bool) -> Iterator:
                 result = future.result(left)
             finally:
                 del future  # no reference to a result after it is yielded
+            if not futures and bar_closed is not None:
+                # result() returns before the future's done-callbacks ran: let the bar close
+                # first, so what the caller prints next does not land inside it
+                bar_closed.wait(None if end_time is None else max(0.0, end_time - time.monotonic()))
             if chunked:
                 yield from result
             else:

@@ -138,7 +138,38 @@ class SlurmClusterExecutor(_FileJobExecutor):
     Unknown ``resource_dict`` keys (``partition``, ``memory_max``, ...) go to the adapter.
 
     ``block_allocation=True`` instead starts ``max_workers`` warm workers, each its own
-    SLURM job (an ``srun`` job from where the driver runs), and sends the calls to them."""
+    SLURM job (an ``srun`` job from where the driver runs), and sends the calls to them.
+
+    Args:
+        max_workers: warm workers with ``block_allocation=True``; otherwise accepted for
+            executorlib compatibility (the queue decides how many jobs run at once).
+        cache_directory: where each call's entry (input, output, job id) lives; it must be on
+            a file system the compute nodes share. Default ``hpcfutures_cache``.
+        max_cores: accepted for executorlib compatibility; the queue limits the cores.
+        resource_dict: default resources of every job (``cores``, ``threads_per_core``,
+            ``gpus_per_core``, ``num_nodes``, ``run_time_max`` in seconds, ``cwd``, and for the
+            queue ``partition``, ``account``, ``qos``, ``memory_max`` in GB, ...).
+        pysqa_config_directory: submit through a pysqa ``QueueAdapter`` configured there;
+            ``None``: the built-in ``sbatch`` job script.
+        hostname_localhost: (warm workers) how they connect; ``None``: TCP.
+        block_allocation: ``True`` starts warm workers as SLURM jobs instead of a job per call.
+        init_function: (warm workers only) as for ``SingleNodeExecutor``.
+        disable_dependencies: ``True`` refuses futures as arguments (``TypeError``).
+        refresh_rate: seconds between looks at the entries (at least 0.05); the queue is
+            asked once a second for all jobs.
+        plot_dependency_graph: not available here (``NotImplementedError``).
+        plot_dependency_graph_filename: not available here (``NotImplementedError``).
+        export_workflow_filename: not available here (``NotImplementedError``).
+        log_obj_size: (warm workers) log message sizes (bytes).
+        wait: ``False``: leaving the ``with`` block does not wait for the jobs; the same
+            calls run again later with the same ``cache_directory`` pick up their results.
+        pmi_mode: ``srun --mpi=`` value for MPI calls (``pmix``, ``pmi2``, ...).
+
+    Raises:
+        NotImplementedError: graph-only mode, or warm workers through pysqa.
+        ValueError: ``init_function`` without ``block_allocation``, a bad ``resource_dict``.
+        hpcfutures.cluster.queues.QueueError: (from a future) ``sbatch`` refused the job.
+    """
 
     def __new__(cls, *args, **kwargs):
         import inspect
@@ -183,7 +214,17 @@ class SlurmClusterExecutor(_FileJobExecutor):
 
 class TestClusterExecutor(_FileJobExecutor):
     """The file-based path of ``SlurmClusterExecutor`` with local processes as "jobs": for
-    testing code that will run on a cluster, on a laptop or in CI."""
+    testing code that will run on a cluster, on a laptop or in CI.
+
+    Args:
+        max_workers: accepted for compatibility; every call starts its process at once.
+        cache_directory: where each call's entry lives (default ``hpcfutures_cache``).
+        max_cores: accepted for compatibility.
+        resource_dict: default resources of every call (``cores > 1`` runs ``mpiexec``).
+        disable_dependencies: ``True`` refuses futures as arguments (``TypeError``).
+        refresh_rate: seconds between looks at the entries (at least 0.05).
+        wait: ``False``: leaving the ``with`` block does not wait for the processes.
+    """
 
     __test__ = False  # not a pytest test class, whatever its name
 
