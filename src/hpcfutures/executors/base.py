@@ -363,8 +363,9 @@ class BaseExecutor(Executor):
 
         Keys: ``id`` (1, 2, ... in submission order), ``function``, ``state``
         (``waiting-for-dependencies``, ``queued``, ``running``, ``done``, ``failed`` or
-        ``cancelled``), ``worker`` (warm worker number, process id of a fresh process, or
-        ``"job 123"`` for a SLURM job; ``None`` before it starts), ``since`` (when it
+        ``cancelled``), ``worker`` (where it runs: ``"worker 0"`` for a warm worker,
+        ``"pid 4711"`` for a fresh process, ``"job 123"`` for a batch job; ``None`` before it
+        starts), ``since`` (when it
         entered its state, a ``datetime``), ``submitted`` (``datetime``), ``attempt`` (runs
         so far, with ``retries``), ``cores`` and ``depends_on`` (ids of the tasks of this
         executor among its arguments). Finished tasks are remembered without their results,

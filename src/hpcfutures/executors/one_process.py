@@ -228,7 +228,7 @@ class OneProcessPerTask:
                 process.terminate()
                 return False
             self._processes[task] = process
-        task.worker = process.pid
+        task.worker = f"pid {process.pid}"
         if _log.isEnabledFor(10):  # DEBUG; guarded: this runs once per task
             _log.debug("process %d started for %s() (cores=%d)", process.pid, task.name, task.cores)
         return True

@@ -12,9 +12,11 @@ nobody asks for the overview.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 import time
+import datetime
 from collections import deque
 from concurrent.futures import CancelledError, Future
 
@@ -61,14 +63,22 @@ class TaskBook:
                     mark[1] for mark in (_mark_of(f) for f in upstream) if mark is not None and mark[0] == mine
                 ]
             self._live[number] = task
-        future.add_done_callback(lambda _f: self._ended_now(task))
+        # the callback names the task by number, not by reference: no cycle future -> callback
+        # -> task -> future, so a finished task and its arguments are freed at once
+        future.add_done_callback(functools.partial(self._ended_now, number))
 
-    def _ended_now(self, task: Task) -> None:
-        row = _row(task, False, time.time())
+    def _ended_now(self, number: int, future: Future) -> None:
+        """Done-callback: keep a small record, drop the task (and with it its arguments).
+        Runs once per task in the thread that ended it, so it does no more than that."""
+        ended_at = time.time()
         with self._lock:
-            row["depends_on"] = self._upstream.pop(task.number, [])
-            self._live.pop(task.number, None)
-            self._ended.append(row)
+            task = self._live.pop(number, None)
+            if task is None:
+                return
+            self._ended.append(
+                (number, task.name, _end_state(future), task.worker, ended_at, task.submitted_at,
+                 task.attempt, task.cores, self._upstream.pop(number, None) or [])
+            )  # fmt: skip
 
     def rows(self, waiting: set, queued=None) -> list[dict]:
         """One dict per task, by number (submission order).
@@ -80,8 +90,10 @@ class TaskBook:
         """
         now_wall, now_mono = time.time(), time.monotonic()
         with self._lock:  # one snapshot: a task that ends meanwhile is in exactly one list
-            rows = [dict(row, depends_on=list(row["depends_on"])) for row in self._ended]
+            rows = [dict(zip(_FIELDS, record)) for record in self._ended]
             live = [(t, list(self._upstream.get(t.number, ()))) for t in self._live.values()]
+        for row in rows:
+            row["depends_on"] = list(row["depends_on"])
         for task, upstream in live:
             # done but its callback not run yet: shown with its end state already
             ended_at = now_wall if task.future.done() else None
@@ -91,7 +103,13 @@ class TaskBook:
             row["depends_on"] = upstream
             rows.append(row)
         rows.sort(key=lambda r: r["id"])
+        stamp = datetime.datetime.fromtimestamp  # made here, not in the done-callback
+        for row in rows:
+            row["since"], row["submitted"] = stamp(row["since"]), stamp(row["submitted"])
         return rows
+
+
+_FIELDS = ("id", "function", "state", "worker", "since", "submitted", "attempt", "cores", "depends_on")
 
 
 def _mark_of(future: Future):
@@ -113,8 +131,6 @@ def _mark_of(future: Future):
 
 
 def _row(task: Task, waiting, ended_at, mono_to_wall: float = 0.0) -> dict:
-    import datetime
-
     future = task.future
     since = task.queued_at
     if ended_at is not None:
@@ -127,23 +143,31 @@ def _row(task: Task, waiting, ended_at, mono_to_wall: float = 0.0) -> dict:
             since = task.started_at + mono_to_wall
     else:
         state = "queued"
-    stamp = datetime.datetime.fromtimestamp
     return {
         "id": task.number,
         "function": task.name,
         "state": state,
         "worker": task.worker,
-        "since": stamp(since),
-        "submitted": stamp(task.submitted_at),
+        "since": since,  # wall-clock seconds; rows() turns them into datetimes
+        "submitted": task.submitted_at,
         "attempt": task.attempt,
         "cores": task.cores,
     }
 
 
 def _end_state(future: Future) -> str:
-    if future.cancelled():
+    """How a done future ended. Reads the state the Future keeps rather than calling
+    ``cancelled()``/``exception()``, which take its lock: this runs in every task's
+    done-callback, and a done future's state no longer changes."""
+    state = getattr(future, "_state", None)
+    if state is None:  # not CPython's Future: the public, locking way
+        if future.cancelled():
+            return "cancelled"
+        exc = future.exception()
+    elif state.startswith("CANCELLED"):
         return "cancelled"
-    exc = future.exception()
+    else:
+        exc = future._exception
     if exc is None:
         return "done"
     # a running task stopped by shutdown(cancel_futures=True) ends with CancelledError

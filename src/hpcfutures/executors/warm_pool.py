@@ -221,7 +221,7 @@ class WarmPool:
                             return
                         continue
                     inflight.append(task)
-                    task.worker = worker_id
+                    task.worker = f"worker {worker_id}"
                     pending_send = [task]
                 else:
                     pending_send = []
@@ -229,7 +229,7 @@ class WarmPool:
                     ahead = self._next_task(wait=False)
                     if ahead is not None:
                         inflight.append(ahead)
-                        ahead.worker = worker_id
+                        ahead.worker = f"worker {worker_id}"
                         pending_send.append(ahead)
                 head = inflight[0]
                 try:
