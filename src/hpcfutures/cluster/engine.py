@@ -30,7 +30,11 @@ from hpcfutures.errors import UnsatisfiableRequestError, WorkerCrashedError
 from hpcfutures.launch.guardian import guardian
 from hpcfutures.launch.slurm_reasons import explain, never_starts
 from hpcfutures.executors.outcome import settle, stopped_by_shutdown
+from hpcfutures.logs import get_logger
 from hpcfutures.scheduling.task import Task
+
+
+_log = get_logger("cluster")
 
 
 class JobEngine:
@@ -80,6 +84,7 @@ class JobEngine:
         job = header.get("job_id")
         if header.get("status") != "queued" or not job:
             return False
+        _log.info("job %s of an earlier run followed for %s()", job, task.name)
         with self._cond:
             self._adopted[job] = after
             self._query_soon = True
@@ -98,6 +103,7 @@ class JobEngine:
         write_entry(path, header, task.payload, b"")
         if self.log_obj_size:
             _log_size(job, "input", len(task.payload))
+        _log.info("job %s submitted for %s()%s", job, task.name, f" after {','.join(map(str, after))}" if after else "")
         self._track(task, job, path)
 
     def _track(self, task: Task, job: str, path: str) -> None:
@@ -105,6 +111,7 @@ class JobEngine:
             self.queue.cancel([job])
             return
         self._guard(job, True)
+        task.worker = f"job {job}"
         with self._cond:
             self._jobs[job] = task
             self._paths[job] = path
@@ -121,6 +128,11 @@ class JobEngine:
             (guardian().add_job if live else guardian().remove_job)(job)
         elif kind == "process" and job.isdigit():
             (guardian().add_process if live else guardian().remove_process)(int(job))
+
+    def still_queued(self, task: Task) -> bool:
+        """Whether the task's job waits in the queue (for the task overview)."""
+        known = self._by_future.get(task.future)
+        return known is not None and self._state.get(known[0]) == "PENDING"
 
     def pending(self, future) -> tuple | None:
         """(job id, entry path) of a future whose job has not finished; None otherwise."""
@@ -201,6 +213,9 @@ class JobEngine:
         self.queries += 1
         reasons = getattr(self.queue, "pending_reasons", {})
         for job, state in states.items():
+            before = self._state.get(job)
+            if before != state and before is not None:
+                _log.info("job %s: %s -> %s", job, before, state)
             self._state[job] = state
             task = self._jobs.get(job)
             after = self._adopted.pop(job, None)
@@ -218,7 +233,9 @@ class JobEngine:
                 self._resubmit(job, task, after)
                 continue
             log = self._paths.get(job) if getattr(self.queue, "writes_log", True) else None
-            self._finish(job, task, WorkerCrashedError(_ended_without_result(job, state, log)))
+            crashed = WorkerCrashedError(_ended_without_result(job, state, log))
+            _log.warning("%s", crashed)
+            self._finish(job, task, crashed)
 
     def _resubmit(self, job: str, task: Task, after: list) -> None:
         path = self._paths.get(job)

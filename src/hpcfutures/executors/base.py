@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import sys
 import threading
+import time
 import weakref
 from concurrent.futures import Executor, Future
 
@@ -98,10 +99,35 @@ class BaseExecutor(Executor):
         self._waiting: set[Task] = set()  # held for their dependencies; shutdown waits for them
         self._released = threading.Condition(self._lock)
         self._stores: dict = {}  # cache directory -> CacheStore
+        from hpcfutures.executors.overview import TaskBook
+
+        self._book = TaskBook()  # for task_overview() and task_graph()
         _live.add(self)
 
     # -- submit -------------------------------------------------------------------
     def submit(self, fn: Callable, /, *args: Any, resource_dict: dict | None = None, **kwargs: Any) -> Future:
+        """Schedule ``fn(*args, **kwargs)`` and return its future.
+
+        Futures anywhere in ``args``/``kwargs`` (lists, tuples, dict values) make the call wait
+        for them and receive their results.
+
+        Args:
+            fn: the function; it must not have a parameter named ``resource_dict``.
+            *args: its positional arguments.
+            resource_dict: this call's resources, merged over the executor's.
+            **kwargs: its keyword arguments.
+
+        Returns:
+            A ``concurrent.futures.Future`` of the result (the list of rank results for
+            ``cores > 1``).
+
+        Raises:
+            RuntimeError: the executor was shut down.
+            ValueError: a bad ``resource_dict`` (unknown key, a key this executor cannot
+                honour, more cores than ``max_cores``), an invalid ``cache_key``.
+            TypeError: ``fn`` is not callable, a value of the wrong type, an argument that
+                cannot be pickled, a future argument with ``disable_dependencies=True``.
+        """
         if self._shutdown:
             raise RuntimeError("cannot submit to an executor after shutdown()")
         _check_function(fn)
@@ -114,6 +140,7 @@ class BaseExecutor(Executor):
         future: Future = TaskFuture()
         task = Task(future, fn, args, kwargs, resources)
         upstream = find_futures(args) + find_futures(kwargs) if (args or kwargs) else []
+        self._book.add(task, upstream)
         if upstream:
             if self._disable_dependencies:
                 raise TypeError(
@@ -177,6 +204,7 @@ class BaseExecutor(Executor):
                 self._release(task)
                 return
             try:
+                task.queued_at = time.time()
                 task.args = substitute(task.args)
                 task.kwargs = substitute(task.kwargs)
                 task.payload = _pickle_call(task)
@@ -202,27 +230,69 @@ class BaseExecutor(Executor):
             self._released.notify_all()
 
     # -- map ----------------------------------------------------------------------
-    def map(self, fn: Callable, *iterables: Iterable, timeout: float | None = None, chunksize: int = 1) -> Iterator:
-        """As ``Executor.map``; an iterable that is itself a Future is resolved first.
-        ``chunksize > 1`` sends that many items per message, as ``ProcessPoolExecutor.map``
-        does (the first failing item's exception is raised when its result is reached)."""
+    def map(
+        self,
+        fn: Callable,
+        *iterables: Iterable,
+        timeout: float | None = None,
+        chunksize: int = 1,
+        progress: bool | str = False,
+    ) -> Iterator:
+        """As ``Executor.map``: submit ``fn`` for every item now, return an iterator of the
+        results in input order.
+
+        An iterable that is itself a Future is resolved first. ``chunksize > 1`` sends that
+        many items per message, as ``ProcessPoolExecutor.map`` does (the first failing
+        item's exception is raised when its result is reached).
+
+        Args:
+            fn: the function to call on each item (pickled once for the whole map).
+            *iterables: as many iterables as ``fn`` takes arguments.
+            timeout: seconds from this call after which a result not yet there raises
+                ``TimeoutError`` (``None``: wait as long as it takes).
+            chunksize: items per message (1 or more).
+            progress: ``True`` (or a description text) draws a progress bar of the items
+                as they finish, in a terminal or Jupyter; needs
+                ``pip install "hpcfutures[progress]"`` (tqdm).
+
+        Returns:
+            An iterator over the results; leaving it early cancels what has not started.
+
+        Raises:
+            ValueError: ``chunksize`` is not an int >= 1.
+            ImportError: ``progress`` without tqdm installed (before anything is submitted).
+        """
         if not isinstance(chunksize, int) or isinstance(chunksize, bool) or chunksize < 1:
             raise ValueError(f"chunksize must be an int >= 1, got {chunksize!r}")
+        if progress:
+            from hpcfutures.progress_bar import tqdm_class
+
+            tqdm_class()  # a missing extra is an error now, before anything is submitted
         iterables = tuple(it.result() if isinstance(it, Future) else it for it in iterables)
+        name = getattr(fn, "__name__", "map")
         if self._graph_output is None and callable(fn):
             from hpcfutures.wire.prepickled import Prepickled
 
             fn = Prepickled.of(fn)  # pickled once for the whole map, not once per item
+        end_time = None if timeout is None else timeout + time.monotonic()
         if chunksize == 1:
-            return super().map(fn, *iterables, timeout=timeout)
-        import itertools
+            futures = [self.submit(fn, *args) for args in zip(*iterables)]
+            sizes = None
+        else:
+            import itertools
 
-        from hpcfutures.worker.adapters import run_chunk
+            from hpcfutures.worker.adapters import run_chunk
 
-        items = zip(*iterables)
-        chunks = iter(lambda: list(itertools.islice(items, chunksize)), [])
-        chunked = super().map(run_chunk, itertools.repeat(fn), chunks, itertools.repeat(True), timeout=timeout)
-        return itertools.chain.from_iterable(chunked)
+            items = zip(*iterables)
+            chunks = list(iter(lambda: list(itertools.islice(items, chunksize)), []))
+            futures = [self.submit(run_chunk, fn, chunk, True) for chunk in chunks]
+            sizes = [len(chunk) for chunk in chunks]
+        bar_closed = None
+        if progress:
+            from hpcfutures.progress_bar import attach
+
+            bar_closed = attach(futures, progress if isinstance(progress, str) else name, sizes)
+        return _results(futures, end_time, chunked=sizes is not None, bar_closed=bar_closed)
 
     def batched(self, iterable, n: int) -> list:
         """Futures of the results of ``iterable`` (futures) in groups of ``n``, in
@@ -235,7 +305,13 @@ class BaseExecutor(Executor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """As ``Executor.shutdown``; ``cancel_futures=True`` goes further than the standard
         library: it also stops the tasks that are running (their processes are killed, their
-        futures raise ``CancelledError``), where ``concurrent.futures`` lets them finish."""
+        futures raise ``CancelledError``), where ``concurrent.futures`` lets them finish.
+
+        Args:
+            wait: return only when everything submitted has ended (also calls still waiting
+                for their dependencies); ``False`` returns at once.
+            cancel_futures: cancel what has not started and stop what runs.
+        """
         with self._lock:
             first = not self._shutdown
             self._shutdown = True
@@ -287,6 +363,41 @@ class BaseExecutor(Executor):
         return False
 
     # -- introspection ------------------------------------------------------------
+    def task_overview(self) -> list[dict]:
+        """What this executor's tasks are doing now, one dict per task in submission order
+        (``pandas.DataFrame(exe.task_overview())`` makes it a table).
+
+        Keys: ``id`` (1, 2, ... in submission order), ``function``, ``state``
+        (``waiting-for-dependencies``, ``queued``, ``running``, ``done``, ``failed`` or
+        ``cancelled``), ``worker`` (where it runs: ``"worker 0"`` for a warm worker,
+        ``"pid 4711"`` for a fresh process, ``"job 123"`` for a batch job; ``None`` before it
+        starts), ``since`` (when it
+        entered its state, a ``datetime``), ``submitted`` (``datetime``), ``attempt`` (runs
+        so far, with ``retries``), ``cores`` and ``depends_on`` (ids of the tasks of this
+        executor among its arguments). Finished tasks are remembered without their results,
+        the last 100,000 of them.
+
+        Returns:
+            A list of dicts, a snapshot: call it again to see progress.
+        """
+        with self._lock:
+            waiting = set(self._waiting)
+        return self._book.rows(waiting, getattr(self._engine, "still_queued", None))
+
+    def task_graph(self):
+        """The dependency graph of this executor's tasks, each box filled by its state
+        (grey waiting for dependencies, yellow queued, blue running, green done, red
+        failed, violet cancelled).
+
+        Returns:
+            A ``hpcfutures.executors.overview.TaskGraph``: Jupyter shows it inline;
+            ``.save("graph.svg")`` (or ``.dot``; ``.png``/``.pdf`` with matplotlib) writes
+            it, ``.to_svg()`` gives the SVG text.
+        """
+        from hpcfutures.executors.overview import TaskGraph, graph_of
+
+        return TaskGraph(*graph_of(self.task_overview()))
+
     def __len__(self) -> int:
         """Tasks not yet started: queued, or waiting for their dependencies."""
         return self._engine.queued() + len(self._waiting)
@@ -327,6 +438,31 @@ class BaseExecutor(Executor):
             raise RuntimeError(f"cannot change max_workers of a {type(self).__name__} after shutdown()")
         self._engine.resize(n)
         self._info["max_workers"] = n
+
+
+def _results(futures: list, end_time: float | None, chunked: bool, bar_closed=None) -> Iterator:
+    """Yield the results in order (flattened chunks); leaving early cancels the rest.
+    ``bar_closed``: the progress bar's event, waited for before the last result."""
+    futures.reverse()  # pop() from the end is O(1)
+    try:
+        while futures:
+            future = futures.pop()
+            left = None if end_time is None else end_time - time.monotonic()
+            try:
+                result = future.result(left)
+            finally:
+                del future  # no reference to a result after it is yielded
+            if not futures and bar_closed is not None:
+                # result() returns before the future's done-callbacks ran: let the bar close
+                # first, so what the caller prints next does not land inside it
+                bar_closed.wait(None if end_time is None else max(0.0, end_time - time.monotonic()))
+            if chunked:
+                yield from result
+            else:
+                yield result
+    finally:
+        for future in futures:
+            future.cancel()
 
 
 def _succeeded(future: Future) -> bool:

@@ -243,8 +243,8 @@ class SlurmClusterExecutor(_FileJobExecutor):
     Args:
         max_workers: warm workers with ``block_allocation=True`` (default 1); without it
             refused (``ValueError``): the queue decides how many jobs run at once.
-        cache_directory: where each call's entry (input, output, job id) lives; default
-            ``hpcfutures_cache``.
+        cache_directory: where each call's entry (input, output, job id) lives; it must be on
+            a file system the compute nodes share. Default ``hpcfutures_cache``.
         max_cores: refused without ``block_allocation`` (as ``max_workers``).
         resource_dict: defaults for every call (``cores`` = MPI ranks, ``threads_per_core``
             = cores per rank, ``run_time_max`` in seconds, ``partition``, ...).
@@ -267,6 +267,7 @@ class SlurmClusterExecutor(_FileJobExecutor):
     Raises:
         ValueError: a parameter this mode cannot honour (the message says why).
         NotImplementedError: ``block_allocation=True`` with ``pysqa_config_directory``.
+        hpcfutures.cluster.queues.QueueError: (from a future) ``sbatch`` refused the job.
     """
 
     def __new__(cls, *args, **kwargs):

@@ -22,9 +22,13 @@ from hpcfutures.executors.outcome import cancel_unstarted, finish, settle, stopp
 from hpcfutures.launch.gpus import GpuPool, gpu_environment
 from hpcfutures.launch.local import LocalLauncher
 from hpcfutures.launch.process import WorkerProcess, deadline_after, remaining, worker_environment
+from hpcfutures.logs import get_logger
 from hpcfutures.scheduling.budget import CoreBudget
 from hpcfutures.scheduling.task import Task
 from hpcfutures.wire.frames import read_frame, write_frame
+
+
+_log = get_logger("process")
 
 
 class OneProcessPerTask:
@@ -224,7 +228,9 @@ class OneProcessPerTask:
     def _died(self, process: WorkerProcess) -> BaseException:
         if self._killing:
             return stopped_by_shutdown()
-        return process.exit_error()
+        exc = process.exit_error()
+        _log.warning("%s", exc)
+        return exc
 
     # -- bookkeeping of live processes, for kill_all -------------------------------
     def _track(self, task: Task, process: WorkerProcess) -> bool:
@@ -233,7 +239,10 @@ class OneProcessPerTask:
                 process.terminate()
                 return False
             self._processes[task] = process
-            return True
+        task.worker = f"pid {process.pid}"
+        if _log.isEnabledFor(10):  # DEBUG; guarded: this runs once per task
+            _log.debug("process %d started for %s() (cores=%d)", process.pid, task.name, task.cores)
+        return True
 
     def _untrack(self, task: Task) -> None:
         with self._lock:

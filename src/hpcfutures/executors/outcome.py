@@ -7,8 +7,11 @@ import os
 import time
 
 from hpcfutures.errors import PoolBrokenError, WorkerCrashedError, add_note, rebuild
+from hpcfutures.logs import get_logger
 from hpcfutures.scheduling.dependencies import remember_failure
 from hpcfutures.scheduling.task import Task
+
+_retry_log = get_logger("retry")
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -67,6 +70,10 @@ def finish(task: Task, reply, retry: Callable[[Task], None]) -> None:
             raw = None
     retries = task.resources.get("retries", 0)
     if retries and task.attempt <= retries and _retryable(task, reply):
+        _retry_log.warning(
+            "%s() failed on attempt %d of %d, running it again: %s",
+            task.name, task.attempt, retries + 1, reply.get("error") if isinstance(reply, dict) else reply,
+        )
         task.attempt += 1
         retry(task)
     else:

@@ -20,9 +20,12 @@ from hpcfutures.executors.outcome import cancel_unstarted, fail_unstarted, finis
 from hpcfutures.launch.gpus import check_enough, gpu_environment
 from hpcfutures.launch.local import LocalLauncher
 from hpcfutures.launch.process import worker_environment
+from hpcfutures.logs import get_logger
 from hpcfutures.scheduling.task import Task
 from hpcfutures.wire.socket_interface import SocketInterface
 
+
+_log = get_logger("pool")
 
 _SEND_AHEAD = 2  # calls a worker may hold: the running one and the next, while a backlog lasts
 
@@ -208,6 +211,8 @@ class WarmPool:
                     except BaseException as exc:  # a start that fails uses up a restart, too
                         restarts += 1
                         hopeless = isinstance(exc, UnsatisfiableRequestError)  # it would wait forever again
+                        if not self._killing:
+                            _log.warning("worker %d could not start: %s", worker_id, exc)
                         if hopeless or self._killing or self._stopping and not self._queue or restarts > self._restart_limit:
                             self._lose_worker(worker_id, exc)
                             return
@@ -215,12 +220,17 @@ class WarmPool:
                     finally:
                         with self._cond:
                             self._starting -= 1
+                    _log.info(
+                        "worker %d %s (pid %s)", worker_id, f"restarted ({restarts} of restart_limit={self._restart_limit})"
+                        if restarts else "started", link.process.pid if link.process is not None else "?",
+                    )
                 if not inflight:
                     task = self._next_task()
                     if task is None:
                         return
                     if link.process is not None and link.process.exited():  # died while idle: nothing lost
                         died = WorkerCrashedError(f"worker {worker_id} ended between tasks: {link.process.describe_exit()}")
+                        _log.warning("%s", died)
                         self._drop_link(worker_id, link)
                         link = None
                         restarts += 1
@@ -230,6 +240,7 @@ class WarmPool:
                             return
                         continue
                     inflight.append(task)
+                    task.worker = f"worker {worker_id}"
                     pending_send = [task]
                 else:
                     pending_send = []
@@ -237,6 +248,7 @@ class WarmPool:
                     ahead = self._next_task(wait=False)
                     if ahead is not None:
                         inflight.append(ahead)
+                        ahead.worker = f"worker {worker_id}"
                         pending_send.append(ahead)
                 head = inflight[0]
                 try:
@@ -249,6 +261,7 @@ class WarmPool:
                     limit = head.resources.get("run_time_max")
                     inflight.popleft()
                     stopped = TimeoutError(f"the task ran longer than run_time_max={limit} s; its worker was replaced")
+                    _log.warning("worker %d stopped: %s() ran longer than run_time_max=%s s", worker_id, head.name, limit)
                     finish(head, stopped, inflight.appendleft)
                     self._requeue_front(inflight)
                     inflight.clear()
@@ -256,6 +269,8 @@ class WarmPool:
                     link = None
                 except WorkerCrashedError as exc:
                     inflight.popleft()
+                    if not self._killing:
+                        _log.warning("worker %d died running %s(): %s", worker_id, head.name, exc)
                     attempt = head.attempt
                     finish(head, stopped_by_shutdown() if self._killing else exc, inflight.appendleft)
                     self._requeue_front(inflight)  # sent ahead, never started: run them elsewhere
@@ -307,6 +322,8 @@ class WarmPool:
 
     def _lose_worker(self, worker_id: int, exc: BaseException) -> None:
         """A worker is gone for good. If it was the last one, end every queued task."""
+        if not self._killing:
+            _log.warning("worker %d given up (restart_limit=%d): %s", worker_id, self._restart_limit, exc)
         with self._cond:
             self._threads.pop(worker_id, None)
             self._broken = exc

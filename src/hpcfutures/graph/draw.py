@@ -97,9 +97,13 @@ def layout(nodes: list[dict], edges: list[dict]) -> dict[int, tuple[float, float
     return position
 
 
-def to_svg(nodes: list[dict], edges: list[dict]) -> str:
+def to_svg(nodes: list[dict], edges: list[dict], legend: dict[str, str] | None = None) -> str:
+    """The graph as SVG text; a node's ``fill`` (a colour) overrides the default fill, and
+    ``legend`` (label -> colour) adds a key in the top left corner."""
     pos = layout(nodes, edges)
-    width = max((x + w / 2 for x, _, w in pos.values()), default=0) + 10
+    top = _BOX_H if legend else 0.0
+    pos = {k: (x, y + top, w) for k, (x, y, w) in pos.items()}
+    width = max(max((x + w / 2 for x, _, w in pos.values()), default=0) + 10, 130.0 * len(legend or ()))
     height = max((y for _, y, _ in pos.values()), default=0) + _BOX_H + 10
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
@@ -108,6 +112,11 @@ def to_svg(nodes: list[dict], edges: list[dict]) -> str:
         'orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#555"/></marker></defs>',
     ]
     half = _BOX_H / 2
+    for i, (text, colour) in enumerate((legend or {}).items()):
+        out.append(
+            f'<rect x="{10 + 130 * i}" y="6" width="12" height="12" fill="{colour}" stroke="#555"/>'
+            f'<text x="{26 + 130 * i}" y="16" font-size="10">{escape(text)}</text>'
+        )
     for edge in edges:
         x1, y1, _ = pos[edge["source"]]
         x2, y2, _ = pos[edge["target"]]
@@ -127,7 +136,7 @@ def to_svg(nodes: list[dict], edges: list[dict]) -> str:
         else:
             shape = (
                 f'<rect x="{x - w / 2:.1f}" y="{y - half:.1f}" width="{w:.1f}" height="{_BOX_H:.1f}" rx="4" '
-                'fill="#ffd" stroke="#774"/>'
+                f'fill="{node.get("fill", "#ffd")}" stroke="#774"/>'
             )
         out.append(shape)
         out.append(f'<text x="{x:.1f}" y="{y + 4:.1f}" text-anchor="middle">{escape(label(node))}</text>')
@@ -142,7 +151,8 @@ def to_dot(nodes: list[dict], edges: list[dict]) -> str:
     lines = ["digraph workflow {"]
     for node in nodes:
         shape = "ellipse" if node["type"] == "input" else "box"
-        lines.append(f"  n{node['id']} [label={quote(label(node))}, shape={shape}];")
+        fill = f', style=filled, fillcolor="{node["fill"]}"' if "fill" in node else ""
+        lines.append(f"  n{node['id']} [label={quote(label(node))}, shape={shape}{fill}];")
     for edge in edges:
         lines.append(f"  n{edge['source']} -> n{edge['target']} [label={quote(_edge_label(edge))}];")
     lines.append("}\n")
@@ -155,11 +165,11 @@ def _edge_label(edge: dict) -> str:
     return edge["targetPort"] or ""
 
 
-def write_picture(filename, nodes: list[dict], edges: list[dict]) -> None:
+def write_picture(filename, nodes: list[dict], edges: list[dict], legend: dict[str, str] | None = None) -> None:
     fmt = check_format(filename)
     path = os.fspath(filename)
     if fmt == "svg":
-        _write_text(path, to_svg(nodes, edges))
+        _write_text(path, to_svg(nodes, edges, legend))
     elif fmt in ("dot", "gv"):
         _write_text(path, to_dot(nodes, edges))
     else:
@@ -196,6 +206,6 @@ def _draw_matplotlib(path: str, fmt: str, nodes: list[dict], edges: list[dict]) 
     for node in nodes:
         x, y, w = pos[node["id"]]
         style = "round,pad=0.3" if node["type"] == "input" else "square,pad=0.3"
-        colour = "#eef" if node["type"] == "input" else "#ffd"
+        colour = "#eef" if node["type"] == "input" else node.get("fill", "#ffd")
         ax.text(x, y, label(node), ha="center", va="center", fontsize=9, bbox={"boxstyle": style, "fc": colour, "ec": "#555"})
     fig.savefig(path, format=fmt)

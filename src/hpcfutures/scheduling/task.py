@@ -12,7 +12,10 @@ class Task:
     ``attempt`` counts runs (1 for the first); a task that is retried goes back to a queue
     with its future already RUNNING, which ``start`` accounts for."""
 
-    __slots__ = ("future", "fn", "args", "kwargs", "resources", "payload", "attempt", "running", "started_at", "cache", "devices")
+    __slots__ = (
+        "future", "fn", "args", "kwargs", "resources", "payload", "attempt", "running", "started_at", "cache",
+        "devices", "worker", "number", "submitted_at", "queued_at",
+    )
 
     def __init__(self, future, fn, args: tuple, kwargs: dict, resources: dict, payload: bytes | None = None):
         self.future = future
@@ -26,6 +29,12 @@ class Task:
         self.started_at = 0.0
         self.cache = None  # (CacheStore, key) when the result is to be stored
         self.devices: list = []  # GPUs assigned while it runs (one-process-per-task mode)
+        # for the task overview: where it runs (warm worker id, process id, "job 123"), and its
+        # number in its executor's book (0 when the executor keeps none)
+        self.worker = None
+        self.number = 0
+        self.submitted_at = 0.0  # wall-clock times (time.time()) for the overview
+        self.queued_at = 0.0  # when its dependencies were met (submitted_at when it had none)
 
     def start(self) -> bool:
         """Mark the future RUNNING (once; a retry is already running). False when the
