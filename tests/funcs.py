@@ -232,3 +232,27 @@ def init_fails_once(path):
 
 def is_ready(ready=False):
     return ready
+
+
+def mpi_fail_then_others_wait(rank_to_fail, x):
+    """Raises on one rank while the others wait for it in a collective (issue 12)."""
+    from mpi4py import MPI
+
+    if MPI.COMM_WORLD.Get_rank() == rank_to_fail:
+        raise ValueError(f"rank {rank_to_fail} failed on {x}")
+    MPI.COMM_WORLD.Barrier()
+    return x
+
+
+def mpi_raise_two_arg_error(x):
+    raise TwoArgError(f"failed on {x}", "detail")
+
+
+def mpi_unpicklable_on_rank(rank):
+    """Rank ``rank`` returns a lock (cannot be pickled), then every rank meets in a barrier."""
+    import threading
+
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    return threading.Lock() if comm.Get_rank() == rank else comm.Get_rank()

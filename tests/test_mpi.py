@@ -124,7 +124,8 @@ def test_mpi_worker_imports():
     with SingleNodeExecutor(resource_dict={"cores": 2}) as exe:
         results = exe.submit(modules).result(timeout=60)
     for mods, has_mpi in results:
-        assert has_mpi and all(m.startswith(("hpcfutures.wire", "hpcfutures.worker")) for m in mods)
+        # hpcfutures.errors: the exception classes (standard library only), for MPIWorldError
+        assert has_mpi and all(m.startswith(("hpcfutures.wire", "hpcfutures.worker", "hpcfutures.errors")) for m in mods)
 
 
 @pytest.mark.parametrize("how", ["ctrl-c", "sigkill"])

@@ -44,11 +44,18 @@ class SlurmQueue:
     supports_dependencies = True
 
     def __init__(self, pmi_mode: str | None = None):
+        from hpcfutures.launch.srun import check_pmi_mode
+
+        check_pmi_mode(pmi_mode)
         self.pmi_mode = pmi_mode
 
     def submit(self, command: list[str], job_name: str, cwd: str, resources: dict, dependencies: list, extra: dict, log: str) -> str:
-        if resources.get("cores", 1) > 1:  # the ranks are one srun step of the job
-            command = ["srun", *([f"--mpi={self.pmi_mode}"] if self.pmi_mode else []), *command]
+        cores = resources.get("cores", 1)
+        if cores > 1:  # the ranks are one srun step of the job, with the PMI this MPI needs
+            from hpcfutures.launch.srun import pmi_for
+
+            pmi = pmi_for(cores, self.pmi_mode)
+            command = ["srun", *([f"--mpi={pmi}"] if pmi else []), *command]
         lines = ["#!/bin/bash", f"#SBATCH --job-name={job_name}", f"#SBATCH --chdir={cwd}", f"#SBATCH --output={log}"]
         lines.append(f"#SBATCH --ntasks={resources.get('cores', 1)}")
         lines.append(f"#SBATCH --cpus-per-task={resources.get('threads_per_core', 1)}")
@@ -196,5 +203,7 @@ class LocalQueue:
                 process.wait()
 
 
-def file_task_command(entry_path: str, mpi: bool) -> list[str]:
-    return [sys.executable, "-m", "hpcfutures.worker.file_task", entry_path, *(["--mpi"] if mpi else [])]
+def file_task_command(entry_path: str, cores: int) -> list[str]:
+    """The job's command: ``cores > 1`` runs it as one MPI world of that many ranks,
+    which the worker checks."""
+    return [sys.executable, "-m", "hpcfutures.worker.file_task", entry_path, *([f"--mpi={cores}"] if cores > 1 else [])]

@@ -15,6 +15,7 @@ import sys
 import time
 
 from hpcfutures.wire.frames import DRIVER_PID_ENV, KEY_ENV, SYS_PATH_ENV
+from hpcfutures.wire.replies import REPORT_MARK
 
 TYPE_CHECKING = False  # typing costs milliseconds at import; checkers still see the names
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ THREAD_VARIABLES = (
     "VECLIB_MAXIMUM_THREADS",
 )
 STDERR_TAIL = 8192
+_REPORT_MAX = 64 << 20  # a report line longer than this is dropped, not buffered
 
 
 def worker_environment(key: bytes, threads_per_core: int, extra: Mapping[str, str] | None = None) -> dict:
@@ -79,6 +81,8 @@ class WorkerProcess:
         self.stderr_fd = self.popen.stderr.fileno()
         os.set_blocking(self.stderr_fd, False)
         self._tail = bytearray()
+        self._carry = b""  # the start of a line that may be a rank's report
+        self.reports: list[bytes] = []  # sealed envelopes failing ranks wrote (wire.replies)
         self._stderr_open = True
 
     # -- stderr: shown to the user as it comes, its tail kept for error messages --------
@@ -92,13 +96,40 @@ class WorkerProcess:
                 chunk = b""
             if not chunk:
                 self._stderr_open = False
+                chunk, self._carry = self._carry, b""
+                self._show(chunk)
                 return
-            self._tail += chunk
-            del self._tail[:-STDERR_TAIL]
-            try:
-                sys.stderr.write(chunk.decode(errors="replace"))
-            except Exception:
-                pass
+            self._show(self._take_reports(self._carry + chunk))
+
+    def _take_reports(self, data: bytes) -> bytes:
+        """``data`` without the report lines of failing ranks, which are kept in
+        ``reports``; an incomplete line that may be one waits for the next chunk."""
+        shown = []
+        while True:
+            at = data.find(REPORT_MARK)
+            if at < 0:
+                keep = _partial_mark(data)
+                shown.append(data[: len(data) - keep])
+                self._carry = data[len(data) - keep :]
+                break
+            shown.append(data[:at])
+            end = data.find(b"\n", at)
+            if end < 0:
+                self._carry = data[at:] if len(data) - at < _REPORT_MAX else b""
+                break
+            self.reports.append(data[at + len(REPORT_MARK) : end])
+            data = data[end + 1 :]
+        return b"".join(shown)
+
+    def _show(self, chunk: bytes) -> None:
+        if not chunk:
+            return
+        self._tail += chunk
+        del self._tail[:-STDERR_TAIL]
+        try:
+            sys.stderr.write(chunk.decode(errors="replace"))
+        except Exception:
+            pass
 
     @property
     def stderr_open(self) -> bool:
@@ -174,6 +205,14 @@ class WorkerProcess:
             os.close(self.pidfd)
             self.pidfd = -1
             self.popen.stderr.close()
+
+
+def _partial_mark(data: bytes) -> int:
+    """Length of the longest end of ``data`` that starts ``REPORT_MARK``."""
+    for n in range(min(len(REPORT_MARK) - 1, len(data)), 0, -1):
+        if REPORT_MARK.startswith(data[-n:]):
+            return n
+    return 0
 
 
 def deadline_after(seconds: float | None) -> float | None:
