@@ -82,7 +82,8 @@ class WorkerProcess:
         os.set_blocking(self.stderr_fd, False)
         self._tail = bytearray()
         self._carry = b""  # the start of a line that may be a rank's report
-        self.reports: list[bytes] = []  # sealed envelopes failing ranks wrote (wire.replies)
+        self.reports: list[bytes] = []  # sealed envelopes failing ranks wrote (wire.replies), hex
+        self._pieces: dict[bytes, dict[int, bytes]] = {}  # report id -> the lines seen so far
         self._stderr_open = True
 
     # -- stderr: shown to the user as it comes, its tail kept for error messages --------
@@ -117,9 +118,22 @@ class WorkerProcess:
             if end < 0:
                 self._carry = data[at:] if len(data) - at < _REPORT_MAX else b""
                 break
-            self.reports.append(data[at + len(REPORT_MARK) : end])
+            self._add_piece(data[at + len(REPORT_MARK) : end])
             data = data[end + 1 :]
         return b"".join(shown)
+
+    def _add_piece(self, line: bytes) -> None:
+        """One line of a report (``id index count hex``); a report is complete when every
+        index arrived. A malformed line is dropped: the report then stays incomplete."""
+        fields = line.split()
+        if len(fields) != 4 or not fields[1].isdigit() or not fields[2].isdigit():
+            return
+        report, index, count, piece = fields[0], int(fields[1]), int(fields[2]), fields[3]
+        pieces = self._pieces.setdefault(report, {})
+        pieces[index] = piece
+        if len(pieces) == count:
+            del self._pieces[report]
+            self.reports.append(b"".join(pieces[i] for i in range(count) if i in pieces))
 
     def _show(self, chunk: bytes) -> None:
         if not chunk:

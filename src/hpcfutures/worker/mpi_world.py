@@ -146,20 +146,40 @@ class World:
             os._exit(1)
 
 
+_PIECE = 768  # hex characters per line: short lines pass launchers' output forwarding whole
+
+
 def _report_on_stderr(key: bytes, envelope: bytes) -> None:
-    """One line, one write: the driver reads it out of the launcher's stderr."""
-    line = REPORT_MARK + seal(key, envelope).hex().encode() + b"\n"
-    view = memoryview(line)
-    while view:
-        view = view[os.write(2, view) :]
+    """Short lines, one write each (``REPORT_MARK id index count hex``): the driver picks
+    them out of the launcher's stderr and joins them. A launcher may put its own messages
+    between forwarded pieces of a long line (srun does when a step aborts), never inside a
+    short line written at once."""
+    text = seal(key, envelope).hex().encode()
+    report = os.urandom(4).hex().encode()
+    count = max(1, -(-len(text) // _PIECE))
+    for index in range(count):
+        line = REPORT_MARK + b"%s %d %d %s\n" % (report, index, count, text[index * _PIECE : (index + 1) * _PIECE])
+        view = memoryview(line)
+        while view:
+            view = view[os.write(2, view) :]
+
+
+def launcher_rank(world: World) -> int:
+    """This process's rank as the launcher numbered it: every singleton is rank 0 of its
+    own world, but srun, Hydra and PRRTE each tell their processes apart."""
+    for name in ("SLURM_PROCID", "PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return world.rank
 
 
 def exit_after_world_error(world: World, error: MPIWorldError, link_factory=None, write=None) -> int:
-    """Report a wrong world from each world's rank 0 (every singleton is one), then exit.
-    The other ranks of a wrong-sized world just exit: their rank 0 speaks for them."""
+    """Report a wrong world from the launcher's rank 0 only (each singleton is rank 0 of its
+    own world: one report, not N racing ones), then exit. The others just exit."""
     from hpcfutures.worker.execute import encode_reply, error_reply
 
-    if world.rank == 0:
+    if world.rank == 0 and launcher_rank(world) == 0:
         envelope = aborted(encode_reply(error_reply(error)), world.rank, world.size, startup=True)
         try:
             if write is not None:
