@@ -256,3 +256,16 @@ def mpi_unpicklable_on_rank(rank):
 
     comm = MPI.COMM_WORLD
     return threading.Lock() if comm.Get_rank() == rank else comm.Get_rank()
+
+
+def mpi_break_worker_loop_on_rank(rank):
+    """Makes the worker's own loop fail on one rank after this call returns: its reply
+    encoder (in the worker's ``__main__``) raises there."""
+    from mpi4py import MPI
+
+    if MPI.COMM_WORLD.Get_rank() == rank:
+        def broken(reply):
+            raise OSError("the worker loop broke")
+
+        sys.modules["__main__"].encode = broken
+    return MPI.COMM_WORLD.Get_rank()

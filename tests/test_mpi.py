@@ -240,3 +240,15 @@ def test_replies_of_ranks_are_decoded_by_the_driver_one_by_one():
     assert isinstance(opened.reply["error"], RuntimeError) and not opened.ends_worker
     assert "MPI rank 1 of 2 could not be unpickled here" in str(opened.reply["error"])
     assert open_reply(mpi_parts([good, good])).reply == {"result": [1, 1]}
+
+
+@pytest.mark.parametrize("block", [False, True], ids=["fresh", "warm"])
+def test_a_failure_of_the_worker_loop_on_one_rank_ends_the_task(block):
+    options = {"block_allocation": True, "max_workers": 1, "resource_dict": {"cores": 2}} if block else {}
+    resources = None if block else {"cores": 2}
+    with SingleNodeExecutor(**options) as exe:
+        bad = exe.submit(funcs.mpi_break_worker_loop_on_rank, 1, resource_dict=resources)
+        after = exe.submit(funcs.mpi_ranks, 5, resource_dict=resources)
+        with pytest.raises(RuntimeError, match="loop failed on rank 1: OSError: the worker loop broke"):
+            bad.result(timeout=60)
+        assert after.result(timeout=60) == [(5, 2, 0), (5, 2, 1)]

@@ -43,6 +43,7 @@ _EXPORTS = {
     "PoolExecutor": "hpcfutures.compat.executors",
     "SocketInterface": "hpcfutures.wire.socket_interface",
     "WorkerCrashedError": "hpcfutures.errors",
+    "MPIWorldError": "hpcfutures.errors",
     "get_cache_data": "hpcfutures.cache.store",
     "get_future_from_cache": "hpcfutures.cache.store",
     "get_item_from_future": "hpcfutures.scheduling.derived",

@@ -54,15 +54,29 @@ def srun_command(resources: dict, pmi_mode: str | None = None) -> list[str]:
 
 
 def check_pmi_mode(pmi_mode: str | None) -> None:
-    """Refuse a ``pmi_mode`` srun does not know, with the accepted values."""
+    """Refuse a ``pmi_mode`` srun does not know.
+
+    Args:
+        pmi_mode: ``srun --mpi`` plugin name, or ``None`` (chosen per step).
+
+    Raises:
+        ValueError: naming the accepted values.
+    """
     if pmi_mode is not None and pmi_mode not in PMI_MODES:
         raise ValueError(f"pmi_mode={pmi_mode!r}: srun --mpi takes one of {PMI_MODES}")
 
 
 def pmi_for(cores: int, pmi_mode: str | None) -> str | None:
-    """The ``--mpi`` plugin for a step of ``cores`` ranks: the user's ``pmi_mode``, or for an
-    MPI step the one this environment's MPI needs (``default_pmi_mode``); serial steps keep
-    the site's default."""
+    """The ``--mpi`` plugin for one step.
+
+    Args:
+        cores: MPI ranks of the step.
+        pmi_mode: the user's choice; ``None`` lets an MPI step get the plugin this
+            environment's MPI needs (``default_pmi_mode``), and a serial step the site's default.
+
+    Returns:
+        The plugin name, or ``None`` for no ``--mpi`` flag.
+    """
     if pmi_mode is not None or cores <= 1:
         return pmi_mode
     return default_pmi_mode()

@@ -26,13 +26,29 @@ REPORT_MARK = b"HPCF-RANK-REPORT "
 
 
 def mpi_parts(parts: list) -> bytes:
-    """The envelope of a call every rank finished: their replies, still pickled."""
+    """The envelope of a call every rank finished.
+
+    Args:
+        parts: each rank's pickled reply, in rank order.
+
+    Returns:
+        The pickled envelope (bytes and a list only: it always unpickles).
+    """
     return dumps({"mpi_parts": [bytes(p) for p in parts]})
 
 
 def aborted(part: bytes, rank: int, size: int, startup: bool = False) -> bytes:
-    """The envelope a failing rank sends before it aborts the job (``startup``: the worker
-    never became usable, e.g. its MPI world has the wrong size)."""
+    """The envelope a failing rank sends before it aborts the job.
+
+    Args:
+        part: the rank's pickled error reply.
+        rank: the rank that failed.
+        size: the size of its ``MPI_COMM_WORLD``.
+        startup: the worker never became usable (e.g. its MPI world has the wrong size).
+
+    Returns:
+        The pickled envelope.
+    """
     return dumps({"aborted": {"rank": rank, "size": size, "startup": startup}, "part": bytes(part)})
 
 
@@ -57,8 +73,15 @@ class Opened:
 
 
 def open_reply(payload) -> Opened:
-    """Decode a worker's reply; never raises. A part that cannot be unpickled here becomes a
-    ``RuntimeError`` that says so, and fails only the call it belongs to."""
+    """Decode a worker's reply: a plain one, or either MPI envelope.
+
+    Args:
+        payload: the authenticated bytes the worker sent.
+
+    Returns:
+        An ``Opened``. Never raises: a reply (or one rank's part) that cannot be unpickled
+        here becomes a ``RuntimeError`` that says so, and fails only the call it belongs to.
+    """
     try:
         reply = loads(payload)
     except Exception as exc:
@@ -78,8 +101,15 @@ def open_reply(payload) -> Opened:
 
 
 def combine(parts: list) -> dict:
-    """One reply from the ranks' replies: the error of the lowest failing rank, or the list
-    of their results ordered by rank."""
+    """One reply from the ranks' replies.
+
+    Args:
+        parts: each rank's pickled reply, in rank order.
+
+    Returns:
+        The error reply of the lowest failing rank (its traceback names the rank), or
+        ``{"result": [...]}`` with the ranks' results in rank order.
+    """
     size = len(parts)
     replies = [_open_part(p, rank, size) for rank, p in enumerate(parts)]
     for rank, reply in enumerate(replies):

@@ -46,7 +46,8 @@ def run_entry(path: str, world=None) -> int:
     if world is not None:
         everyone, parts = world.end_of_call(output, failed)
         if not everyone:  # others wait for this rank in a collective: store its error, end the job
-            world.report_and_abort(output, write=lambda envelope: write(output, True))
+            note = f"on MPI rank {world.rank} of {world.size} (it aborted the MPI job, since other ranks did not reach the end of the call):\n"
+            world.report_and_abort(output, write=lambda envelope: write(_with_note(output, note), True))
         if world.rank != 0:
             return 0
         combined = combine(parts)  # the entry holds one plain reply, as readers expect
@@ -69,6 +70,16 @@ def main(argv: list) -> int:
     if wrong is not None:  # each singleton's rank 0 writes the same error into the entry
         return exit_after_world_error(world, wrong, write=lambda envelope: _write_error(argv[1], wrong))
     return run_entry(argv[1], world)
+
+
+def _with_note(output: bytes, note: str) -> bytes:
+    """An error reply with ``note`` before its traceback (``encode`` made sure it loads)."""
+    try:
+        reply = loads(output)
+        reply["traceback"] = note + (reply.get("traceback") or "")
+        return encode(reply)[0]
+    except Exception:
+        return output
 
 
 def _write_error(path: str, exc: BaseException) -> None:

@@ -37,8 +37,15 @@ _EXIT_CODE = 17  # what a worker that could not form its world exits with
 
 
 def requested_ranks(argv: list) -> int | None:
-    """The world size asked for on the command line: ``--mpi=N``; 0 for a bare ``--mpi``
-    (no check, for callers that did not say); ``None`` for a serial worker."""
+    """The world size asked for on the command line.
+
+    Args:
+        argv: the worker's arguments after the first.
+
+    Returns:
+        N for ``--mpi=N``; 0 for a bare ``--mpi`` (no check, for callers that do not say);
+        ``None`` for a serial worker.
+    """
     for arg in argv:
         if arg == "--mpi":
             return 0
@@ -49,17 +56,28 @@ def requested_ranks(argv: list) -> int | None:
 
 def library_version(mpi) -> str:
     try:
-        return mpi.Get_library_version().strip().splitlines()[0].strip()
+        return mpi.Get_library_version().replace("\x00", "").strip().splitlines()[0].strip()
     except Exception:
         return "unknown MPI"
 
 
 def world_error(expected: int, size: int, mpi) -> MPIWorldError:
-    """The error for a world of the wrong size, with the likely cause and the remedy."""
+    """The error for a world of the wrong size.
+
+    Args:
+        expected: ranks the task asked for.
+        size: ranks this process's ``MPI_COMM_WORLD`` has.
+        mpi: the ``mpi4py.MPI`` module (for the library's name).
+
+    Returns:
+        An ``MPIWorldError`` naming the library, the launcher's PMI and the remedy.
+    """
     library = library_version(mpi)
     family = "Open MPI" if "open mpi" in library.lower() else "MPICH" if "mpich" in library.lower() else None
-    srun_type = os.environ.get("SLURM_MPI_TYPE")
-    launcher = f"srun --mpi={srun_type}" if srun_type else "the launcher"
+    if "SLURM_STEP_ID" in os.environ:  # srun sets SLURM_MPI_TYPE for every plugin but none
+        launcher = f"srun --mpi={os.environ.get('SLURM_MPI_TYPE', 'none')}"
+    else:
+        launcher = "the launcher"
     remedy = {"Open MPI": "pmi_mode='pmix' (srun --mpi=pmix)", "MPICH": "pmi_mode='pmi2' (srun --mpi=pmi2)"}.get(
         family, "pmi_mode='pmix' for Open MPI or 'pmi2' for MPICH"
     )
@@ -83,7 +101,14 @@ class World:
         self._ctl = None
 
     def check(self, expected: int) -> MPIWorldError | None:
-        """The error when the world is not of the size asked for (``expected`` 0: no check)."""
+        """Compare the world with the ranks asked for; collective when it passes.
+
+        Args:
+            expected: ranks asked for (0: no check).
+
+        Returns:
+            ``None`` when the world is right, otherwise the ``MPIWorldError`` to report.
+        """
         if expected and self.size != expected:
             from mpi4py import MPI
 
