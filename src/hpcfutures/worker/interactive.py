@@ -35,8 +35,6 @@ from hpcfutures.worker.execute import (
     flush_std_streams,
     run_init,
 )
-from hpcfutures.worker.mpi_world import World, exit_after_world_error, requested_ranks
-from hpcfutures.wire.replies import mpi_parts
 
 
 class _UnixLink:
@@ -122,6 +120,8 @@ def serve_mpi(link, world) -> None:
     """Rank 0 receives each message and broadcasts it; every rank runs it; the ranks meet
     at the end (``World.end_of_call``) and rank 0 forwards their replies unopened. A rank
     that fails while others cannot reach the end reports and aborts the job."""
+    from hpcfutures.wire.replies import mpi_parts
+
     rank = world.rank
     comm = world.comm
     store: dict = {}
@@ -143,16 +143,19 @@ def serve_mpi(link, world) -> None:
 
 def main(argv: list) -> int:
     address = argv[1]
-    ranks = requested_ranks(argv[2:])
     key = take_key_from_env()
     exit_with_driver()
     adopt_driver_path()
-    if ranks is None:
+    if not any(arg.startswith("--mpi") for arg in argv[2:]):  # serial: nothing of MPI is loaded
         link = connect(address, key)
         serve_serial(link)
         link.close()
         return 0
     from mpi4py import MPI
+
+    from hpcfutures.worker.mpi_world import World, exit_after_world_error, requested_ranks
+
+    ranks = requested_ranks(argv[2:])
 
     world = World(MPI.COMM_WORLD, key)
     wrong = world.check(ranks)
