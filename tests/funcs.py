@@ -269,3 +269,13 @@ def mpi_break_worker_loop_on_rank(rank):
 
         sys.modules["__main__"].encode = broken
     return MPI.COMM_WORLD.Get_rank()
+
+
+def mpi_die_then_others_wait(rank_to_die):
+    """One rank's process ends (no exception, no MPI_Finalize) while the others wait for it."""
+    from mpi4py import MPI
+
+    if MPI.COMM_WORLD.Get_rank() == rank_to_die:
+        os._exit(3)
+    MPI.COMM_WORLD.Barrier()
+    return MPI.COMM_WORLD.Get_rank()

@@ -222,7 +222,7 @@ def test_built_in_job_script(tmp_path, monkeypatch):
     text = written.read_text()
     for line in ("--ntasks=2", "--cpus-per-task=3", "--time=2", "--exclusive", "--dependency=afterok:7:8", "--partition=gpu", "--output=/w/a.log"):
         assert line in text
-    assert "srun --mpi=pmix python -m x" in text
+    assert "srun --mpi=pmix --kill-on-bad-exit=1 python -m x" in text
     assert "--partition=\n" not in text and "frobnicate" not in text
 
 

@@ -129,6 +129,8 @@ def test_a_failing_rank_ends_an_srun_step(tmp_path):
                     exe.submit(funcs.mpi_raise_two_arg_error, 3, resource_dict=res),
                     exe.submit(funcs.mpi_ranks, 4, resource_dict=res),
                 ]
+                if not block:  # a rank whose process ends: srun ends the step (MPICH's ranks would wait)
+                    calls.append(exe.submit(funcs.mpi_die_then_others_wait, 1, resource_dict=res))
                 for f in calls:
                     try:
                         outcomes.append(["answer", f.result(timeout=60)])
@@ -138,6 +140,7 @@ def test_a_failing_rank_ends_an_srun_step(tmp_path):
         """,
         ntasks=2,
     )
+    assert report.pop(4)[0] == "WorkerCrashedError"
     for offset in (0, 4):  # fresh, then warm
         rank0, rank1, two_args, after = report[offset : offset + 4]
         assert rank0 == ["ValueError", "rank 0 failed on 1"]
@@ -222,7 +225,7 @@ def test_resource_dict_maps_onto_srun_flags(monkeypatch, tmp_path):
     assert command[0] == str(fake)
     assert command[1:] == [
         "-n", "4", "--cpus-per-task=2", "--gpus-per-task=1", "-N2", "--exact", "--time=2",
-        "-D/scratch/run", "--mpi=pmix", "--oversubscribe", "--mem=4G",
+        "-D/scratch/run", "--mpi=pmix", "--kill-on-bad-exit=1", "--oversubscribe", "--mem=4G",
     ]  # fmt: skip
     plain = srun_command({"cores": 1})
     assert plain[1:] == ["-n", "1", "--cpus-per-task=1"]  # always given: srun no longer inherits it

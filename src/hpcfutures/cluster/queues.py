@@ -55,7 +55,7 @@ class SlurmQueue:
             from hpcfutures.launch.srun import pmi_for
 
             pmi = pmi_for(cores, self.pmi_mode)
-            command = ["srun", *([f"--mpi={pmi}"] if pmi else []), *command]
+            command = ["srun", *([f"--mpi={pmi}"] if pmi else []), "--kill-on-bad-exit=1", *command]
         lines = ["#!/bin/bash", f"#SBATCH --job-name={job_name}", f"#SBATCH --chdir={cwd}", f"#SBATCH --output={log}"]
         lines.append(f"#SBATCH --ntasks={resources.get('cores', 1)}")
         lines.append(f"#SBATCH --cpus-per-task={resources.get('threads_per_core', 1)}")

@@ -47,6 +47,8 @@ def srun_command(resources: dict, pmi_mode: str | None = None) -> list[str]:
         command.append(f"-D{os.fspath(resources['cwd'])}")
     if pmi_mode is not None:
         command.append(f"--mpi={pmi_mode}")
+    if cores > 1:  # a rank that dies ends the step: the others would wait for it in a collective
+        command.append("--kill-on-bad-exit=1")
     if resources.get("openmpi_oversubscribe"):
         command.append("--oversubscribe")
     command += list(resources.get("slurm_cmd_args") or ())

@@ -67,9 +67,13 @@ def main(argv: list) -> int:
 
     world = World(MPI.COMM_WORLD, b"")
     wrong = world.check(ranks)
-    if wrong is not None:  # each singleton's rank 0 writes the same error into the entry
+    if wrong is not None:  # the launcher's rank 0 writes the error into the entry
         return exit_after_world_error(world, wrong, write=lambda envelope: _write_error(argv[1], wrong))
-    return run_entry(argv[1], world)
+    try:
+        return run_entry(argv[1], world)
+    except BaseException as exc:  # this rank's own path failed (an unreadable entry, ...): end the job, say why
+        problem = RuntimeError(f"the MPI job's worker failed on rank {world.rank}: {type(exc).__name__}: {exc}")
+        world.report_and_abort(b"", write=lambda envelope: _write_error(argv[1], problem))
 
 
 def _with_note(output: bytes, note: str) -> bytes:

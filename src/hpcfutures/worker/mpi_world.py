@@ -201,20 +201,27 @@ def launcher_rank(world: World) -> int:
 
 def exit_after_world_error(world: World, error: MPIWorldError, link_factory=None, write=None) -> int:
     """Report a wrong world from the launcher's rank 0 only (each singleton is rank 0 of its
-    own world: one report, not N racing ones), then exit. The others just exit."""
+    own world: one report, not N racing ones), then exit with an error. The others exit
+    quietly (0): a failing exit would let ``srun --kill-on-bad-exit`` stop the reporter
+    before it has spoken.
+
+    Returns:
+        The exit code for this process.
+    """
     from hpcfutures.worker.execute import encode_reply, error_reply
 
-    if world.rank == 0 and launcher_rank(world) == 0:
-        envelope = aborted(encode_reply(error_reply(error)), world.rank, world.size, startup=True)
-        try:
-            if write is not None:
-                write(envelope)
-            elif link_factory is not None:
-                link = link_factory()
-                link.send(envelope)
-                link.close()
-            else:
-                _report_on_stderr(world.key, envelope)
-        except BaseException:
+    if world.rank != 0 or launcher_rank(world) != 0:
+        return 0
+    envelope = aborted(encode_reply(error_reply(error)), world.rank, world.size, startup=True)
+    try:
+        if write is not None:
+            write(envelope)
+        elif link_factory is not None:
+            link = link_factory()
+            link.send(envelope)
+            link.close()
+        else:
             _report_on_stderr(world.key, envelope)
+    except BaseException:
+        _report_on_stderr(world.key, envelope)
     return _EXIT_CODE
