@@ -166,8 +166,6 @@ def main(argv: list) -> int:
         link = connect(address, key) if world.rank == 0 else None
         serve_mpi(link, world)
     except BaseException as exc:  # the worker's own loop failed on this rank: end the job, say why
-        from hpcfutures.worker.execute import error_reply
-
         problem = RuntimeError(f"the MPI worker's loop failed on rank {world.rank}: {type(exc).__name__}: {exc}")
         world.report_and_abort(encode_reply(error_reply(problem)), link)
     if link is not None:
