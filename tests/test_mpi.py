@@ -252,3 +252,21 @@ def test_a_failure_of_the_worker_loop_on_one_rank_ends_the_task(block):
         with pytest.raises(RuntimeError, match="loop failed on rank 1: OSError: the worker loop broke"):
             bad.result(timeout=60)
         assert after.result(timeout=60) == [(5, 2, 0), (5, 2, 1)]
+
+
+def test_default_pmi_mode_follows_the_mpi_library_of_mpi4py(monkeypatch):
+    from mpi4py import MPI
+
+    expected = "pmix" if "Open MPI" in MPI.Get_library_version() else "pmi2"
+    mpi_launch.default_pmi_mode.cache_clear()
+    assert mpi_launch.default_pmi_mode() == expected  # from mpiexec --version
+    # without an mpiexec (srun-only sites): asked of mpi4py in a subprocess
+    def no_mpiexec():
+        raise FileNotFoundError("no mpiexec")
+
+    monkeypatch.setattr(mpi_launch, "find_mpiexec", no_mpiexec)
+    mpi_launch.default_pmi_mode.cache_clear()
+    try:
+        assert mpi_launch.default_pmi_mode() == expected
+    finally:
+        mpi_launch.default_pmi_mode.cache_clear()
