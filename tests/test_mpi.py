@@ -270,3 +270,14 @@ def test_default_pmi_mode_follows_the_mpi_library_of_mpi4py(monkeypatch):
         assert mpi_launch.default_pmi_mode() == expected
     finally:
         mpi_launch.default_pmi_mode.cache_clear()
+
+
+@pytest.mark.parametrize("block", [False, True], ids=["fresh", "warm"])
+def test_a_failing_rank_0_reports_over_a_tcp_link_too(block):
+    # zmq sends from a background thread: the report must be delivered before the abort
+    options = {"block_allocation": True, "max_workers": 1, "resource_dict": {"cores": 2}} if block else {}
+    resources = None if block else {"cores": 2}
+    with SingleNodeExecutor(hostname_localhost=False, **options) as exe:
+        with pytest.raises(ValueError, match="rank 0 failed on 1"):
+            exe.submit(funcs.mpi_fail_then_others_wait, 0, 1, resource_dict=resources).result(timeout=60)
+        assert exe.submit(funcs.mpi_ranks, 2, resource_dict=resources).result(timeout=60) == [(2, 2, 0), (2, 2, 1)]

@@ -150,6 +150,7 @@ class World:
                 write(envelope)
             elif link is not None:
                 link.send(envelope)
+                link.close()  # zmq sends from a background thread: let it deliver before the abort
             else:
                 _report_on_stderr(self.key, envelope)
         except BaseException:
