@@ -4,6 +4,8 @@ Death is an event here, not a timer: each process gets a pidfd (Linux >= 5.3), w
 becomes readable the moment the process ends, and the driver waits on it together with
 the reply channel. Each worker runs in its own session, so a terminal's Ctrl-C reaches the
 driver only (which then stops the workers) and ``killpg`` reaches ``mpiexec`` and its ranks.
+The worker's stderr is shown as it comes; the lines in which a failing MPI rank reports its
+error before it aborts the job (``wire.replies``) are taken out of it and kept in ``reports``.
 """
 
 from __future__ import annotations
