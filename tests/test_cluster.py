@@ -44,9 +44,44 @@ def test_chain_is_queued_at_once_with_afterok(tmp_path):
 
 
 @pytest.mark.slurm
+@pytest.mark.mpi
 def test_mpi_task_as_a_batch_job(tmp_path):
-    with SlurmClusterExecutor(cache_directory=str(tmp_path), pmi_mode="pmix") as exe:
+    # no pmi_mode: the job's srun gets --mpi for this environment's MPI (run under both)
+    with SlurmClusterExecutor(cache_directory=str(tmp_path)) as exe:
         assert exe.submit(funcs.where_and_size, 7, resource_dict={"cores": 2}).result(timeout=120) == [(7, 2, 0), (7, 2, 1)]
+
+
+@pytest.mark.slurm
+@pytest.mark.mpi
+def test_a_batch_job_whose_ranks_are_not_one_world_gives_no_answer(tmp_path):
+    from hpcfutures.errors import MPIWorldError
+
+    with SlurmClusterExecutor(cache_directory=str(tmp_path), pmi_mode="none") as exe:
+        with pytest.raises(MPIWorldError, match="asked for 2 MPI ranks, but this rank's MPI_COMM_WORLD has 1") as info:
+            exe.submit(funcs.where_and_size, 7, resource_dict={"cores": 2}).result(timeout=120)
+        assert "srun --mpi=none" in str(info.value) and "pmi_mode=" in str(info.value)
+    # not stored as the function's outcome: with the right PMI the same call runs
+    with SlurmClusterExecutor(cache_directory=str(tmp_path)) as exe:
+        assert exe.submit(funcs.where_and_size, 7, resource_dict={"cores": 2}).result(timeout=120) == [(7, 2, 0), (7, 2, 1)]
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("where", [pytest.param("slurm", marks=pytest.mark.slurm), "local"])
+def test_a_failing_rank_ends_a_batch_job(tmp_path, where):
+    make = SlurmClusterExecutor if where == "slurm" else TestClusterExecutor
+    with make(cache_directory=str(tmp_path)) as exe:
+        rank0 = exe.submit(funcs.mpi_fail_then_others_wait, 0, 1, resource_dict={"cores": 2})
+        rank1 = exe.submit(funcs.mpi_fail_then_others_wait, 1, 2, resource_dict={"cores": 2})
+        two_args = exe.submit(funcs.mpi_raise_two_arg_error, 3, resource_dict={"cores": 2})
+        unpicklable = exe.submit(funcs.mpi_unpicklable_on_rank, 1, resource_dict={"cores": 2})
+        with pytest.raises(ValueError, match="rank 0 failed on 1"):
+            rank0.result(timeout=120)
+        with pytest.raises(ValueError, match="rank 1 failed on 2"):
+            rank1.result(timeout=120)
+        with pytest.raises(RuntimeError, match="TwoArgError: failed on 3"):
+            two_args.result(timeout=120)
+        with pytest.raises(TypeError, match="could not be pickled"):
+            unpicklable.result(timeout=120)
 
 
 @pytest.mark.slurm
@@ -187,7 +222,7 @@ def test_built_in_job_script(tmp_path, monkeypatch):
     text = written.read_text()
     for line in ("--ntasks=2", "--cpus-per-task=3", "--time=2", "--exclusive", "--dependency=afterok:7:8", "--partition=gpu", "--output=/w/a.log"):
         assert line in text
-    assert "srun --mpi=pmix python -m x" in text
+    assert "srun --mpi=pmix --kill-on-bad-exit=1 python -m x" in text
     assert "--partition=\n" not in text and "frobnicate" not in text
 
 

@@ -124,7 +124,8 @@ def test_mpi_worker_imports():
     with SingleNodeExecutor(resource_dict={"cores": 2}) as exe:
         results = exe.submit(modules).result(timeout=60)
     for mods, has_mpi in results:
-        assert has_mpi and all(m.startswith(("hpcfutures.wire", "hpcfutures.worker")) for m in mods)
+        # hpcfutures.errors: the exception classes (standard library only), for MPIWorldError
+        assert has_mpi and all(m.startswith(("hpcfutures.wire", "hpcfutures.worker", "hpcfutures.errors")) for m in mods)
 
 
 @pytest.mark.parametrize("how", ["ctrl-c", "sigkill"])
@@ -156,3 +157,127 @@ def test_no_rank_outlives_its_driver(tmp_path, how):
         assert wait_until(lambda: not any(pid_alive(p) for p in pids), 20), "an MPI rank outlived its driver"
     finally:
         proc.kill()
+
+
+# -- issue 12: no answer unless one world of the requested size took part ---------------
+
+def _singleton_launcher(tmp_path):
+    """An ``mpiexec`` that starts N separate singletons, as ``srun`` without a PMI the MPI
+    library understands does (``SLURM_PROCID`` numbers them, as srun would)."""
+    fake = tmp_path / "mpiexec"
+    fake.write_text(
+        "#!/bin/sh\nn=$2; shift 2\ni=0\n"
+        'while [ $i -lt $n ]; do SLURM_PROCID=$i "$@" & i=$((i+1)); done\nwait\n'
+    )
+    fake.chmod(0o755)
+    return str(fake)
+
+
+@pytest.mark.parametrize("block", [False, True], ids=["fresh", "warm"])
+def test_ranks_that_are_not_one_world_give_no_answer(tmp_path, monkeypatch, block):
+    from hpcfutures.errors import MPIWorldError, PoolBrokenError
+
+    monkeypatch.setattr(mpi_launch, "find_mpiexec", lambda: _singleton_launcher(tmp_path))
+    options = {"block_allocation": True, "max_workers": 1, "resource_dict": {"cores": 2}} if block else {}
+    with SingleNodeExecutor(**options) as exe:
+        fut = exe.submit(funcs.mpi_ranks, 7, resource_dict=None if block else {"cores": 2})
+        expected = PoolBrokenError if block else MPIWorldError  # warm: the worker could not start
+        with pytest.raises(expected, match="asked for 2 MPI ranks, but this rank's MPI_COMM_WORLD has 1") as info:
+            fut.result(timeout=60)
+        assert "pmi_mode=" in str(info.value) and "PMI" in str(info.value)
+
+
+@pytest.mark.parametrize("block", [False, True], ids=["fresh", "warm"])
+@pytest.mark.parametrize("failing", [0, 1], ids=["rank0", "rank1"])
+def test_a_rank_that_fails_while_the_others_wait_ends_the_task(block, failing):
+    options = {"block_allocation": True, "max_workers": 1, "resource_dict": {"cores": 2}} if block else {"max_cores": 2}
+    resources = None if block else {"cores": 2}
+    with SingleNodeExecutor(**options) as exe:
+        bad = exe.submit(funcs.mpi_fail_then_others_wait, failing, 1, resource_dict=resources)
+        behind = [exe.submit(funcs.mpi_ranks, i, resource_dict=resources) for i in range(3)]  # sent ahead, in warm mode
+        with pytest.raises(ValueError, match=f"rank {failing} failed on 1") as info:
+            bad.result(timeout=60)
+        assert f"on MPI rank {failing} of 2" in info.value.__cause__.text
+        # the cores are free again and (warm) the worker was replaced: the calls behind it run
+        assert [f.result(timeout=60) for f in behind] == [[(i, 2, 0), (i, 2, 1)] for i in range(3)]
+        if block:
+            assert exe.submit(funcs.mpi_ranks, 9).result(timeout=60) == [(9, 2, 0), (9, 2, 1)]
+
+
+@pytest.mark.parametrize("block", [False, True], ids=["fresh", "warm"])
+def test_an_exception_that_cannot_be_unpickled_is_named(block):
+    options = {"block_allocation": True, "max_workers": 1, "resource_dict": {"cores": 2}} if block else {}
+    resources = None if block else {"cores": 2}
+    with SingleNodeExecutor(**options) as exe:
+        bad = exe.submit(funcs.mpi_raise_two_arg_error, 1, resource_dict=resources)
+        after = exe.submit(funcs.mpi_ranks, 2, resource_dict=resources)
+        with pytest.raises(RuntimeError, match="TwoArgError: failed on 1.*could not be unpickled") as info:
+            bad.result(timeout=60)
+        assert "raise TwoArgError" in info.value.__cause__.text  # the worker's traceback
+        assert after.result(timeout=60) == [(2, 2, 0), (2, 2, 1)]
+
+
+@pytest.mark.parametrize("block", [False, True], ids=["fresh", "warm"])
+def test_a_result_one_rank_cannot_pickle_fails_only_its_future(block):
+    options = {"block_allocation": True, "max_workers": 1, "resource_dict": {"cores": 2}} if block else {}
+    resources = None if block else {"cores": 2}
+    with SingleNodeExecutor(**options) as exe:
+        bad = exe.submit(funcs.mpi_unpicklable_on_rank, 1, resource_dict=resources)
+        after = exe.submit(funcs.mpi_ranks, 3, resource_dict=resources)
+        with pytest.raises(TypeError, match="result of type lock could not be pickled") as info:
+            bad.result(timeout=60)
+        assert "on MPI rank 1 of 2" in info.value.__cause__.text
+        assert after.result(timeout=60) == [(3, 2, 0), (3, 2, 1)]
+
+
+def test_replies_of_ranks_are_decoded_by_the_driver_one_by_one():
+    from hpcfutures.wire.frames import dumps
+    from hpcfutures.wire.replies import mpi_parts, open_reply
+
+    good = dumps({"result": 1})
+    broken = b"\x80\x05not a pickle"
+    opened = open_reply(mpi_parts([good, broken]))
+    assert isinstance(opened.reply["error"], RuntimeError) and not opened.ends_worker
+    assert "MPI rank 1 of 2 could not be unpickled here" in str(opened.reply["error"])
+    assert open_reply(mpi_parts([good, good])).reply == {"result": [1, 1]}
+
+
+@pytest.mark.parametrize("block", [False, True], ids=["fresh", "warm"])
+def test_a_failure_of_the_worker_loop_on_one_rank_ends_the_task(block):
+    options = {"block_allocation": True, "max_workers": 1, "resource_dict": {"cores": 2}} if block else {}
+    resources = None if block else {"cores": 2}
+    with SingleNodeExecutor(**options) as exe:
+        bad = exe.submit(funcs.mpi_break_worker_loop_on_rank, 1, resource_dict=resources)
+        after = exe.submit(funcs.mpi_ranks, 5, resource_dict=resources)
+        with pytest.raises(RuntimeError, match="loop failed on rank 1: OSError: the worker loop broke"):
+            bad.result(timeout=60)
+        assert after.result(timeout=60) == [(5, 2, 0), (5, 2, 1)]
+
+
+def test_default_pmi_mode_follows_the_mpi_library_of_mpi4py(monkeypatch):
+    from mpi4py import MPI
+
+    expected = "pmix" if "Open MPI" in MPI.Get_library_version() else "pmi2"
+    mpi_launch.default_pmi_mode.cache_clear()
+    assert mpi_launch.default_pmi_mode() == expected  # from mpiexec --version
+    # without an mpiexec (srun-only sites): asked of mpi4py in a subprocess
+    def no_mpiexec():
+        raise FileNotFoundError("no mpiexec")
+
+    monkeypatch.setattr(mpi_launch, "find_mpiexec", no_mpiexec)
+    mpi_launch.default_pmi_mode.cache_clear()
+    try:
+        assert mpi_launch.default_pmi_mode() == expected
+    finally:
+        mpi_launch.default_pmi_mode.cache_clear()
+
+
+@pytest.mark.parametrize("block", [False, True], ids=["fresh", "warm"])
+def test_a_failing_rank_0_reports_over_a_tcp_link_too(block):
+    # zmq sends from a background thread: the report must be delivered before the abort
+    options = {"block_allocation": True, "max_workers": 1, "resource_dict": {"cores": 2}} if block else {}
+    resources = None if block else {"cores": 2}
+    with SingleNodeExecutor(hostname_localhost=False, **options) as exe:
+        with pytest.raises(ValueError, match="rank 0 failed on 1"):
+            exe.submit(funcs.mpi_fail_then_others_wait, 0, 1, resource_dict=resources).result(timeout=60)
+        assert exe.submit(funcs.mpi_ranks, 2, resource_dict=resources).result(timeout=60) == [(2, 2, 0), (2, 2, 1)]

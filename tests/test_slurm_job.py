@@ -64,18 +64,89 @@ def test_serial_task_is_an_srun_step_with_its_resources(tmp_path):
 
 
 @pytest.mark.slurm
-def test_mpi_task_under_srun_pmix(tmp_path):
+@pytest.mark.mpi
+def test_mpi_task_under_srun_with_zero_configuration(tmp_path):
+    # no pmi_mode: srun --mpi is chosen from this environment's MPI (pmix for Open MPI,
+    # pmi2 for MPICH); the suite runs this under both
     report = _in_allocation(
         tmp_path,
         """
-        with SlurmJobExecutor(pmi_mode="pmix") as exe:
+        with SlurmJobExecutor() as exe:
             result = exe.submit(ranks, 3, resource_dict={"cores": 2}).result(timeout=60)
             env, _ = exe.submit(seen, "SLURM_NTASKS", resource_dict={"cores": 2}).result(timeout=60)
-        print(json.dumps({"ranks": result, "ntasks": env}))
+        with SlurmJobExecutor(block_allocation=True, max_workers=1, resource_dict={"cores": 2}) as exe:
+            warm = exe.submit(ranks, 4).result(timeout=60)
+        print(json.dumps({"ranks": result, "ntasks": env, "warm": warm}))
         """,
     )
     assert report["ranks"] == [[3, 2, 0], [3, 2, 1]]
     assert report["ntasks"][0]["SLURM_NTASKS"] == "2"
+    assert report["warm"] == [[4, 2, 0], [4, 2, 1]]
+
+
+@pytest.mark.slurm
+@pytest.mark.mpi
+def test_srun_without_a_pmi_the_mpi_understands_gives_no_answer(tmp_path):
+    # pmi_mode="none": srun starts two singletons; each would answer (7, 1, 0) alone
+    report = _in_allocation(
+        tmp_path,
+        """
+        outcomes = []
+        for block in (False, True):
+            options = {"block_allocation": True, "max_workers": 1, "resource_dict": {"cores": 2}} if block else {}
+            with SlurmJobExecutor(pmi_mode="none", **options) as exe:
+                try:
+                    value = exe.submit(ranks, 7, resource_dict=None if block else {"cores": 2}).result(timeout=60)
+                    outcomes.append(["answer", value])
+                except Exception as exc:
+                    outcomes.append([type(exc).__name__, str(exc)])
+        print(json.dumps(outcomes))
+        """,
+        ntasks=2,
+    )
+    (fresh, fresh_text), (warm, warm_text) = report
+    assert fresh == "MPIWorldError" and warm == "PoolBrokenError"
+    for text in (fresh_text, warm_text):
+        assert "asked for 2 MPI ranks, but this rank's MPI_COMM_WORLD has 1" in text
+        assert "srun --mpi=none" in text and "pmi_mode=" in text
+
+
+@pytest.mark.slurm
+@pytest.mark.mpi
+def test_a_failing_rank_ends_an_srun_step(tmp_path):
+    report = _in_allocation(
+        tmp_path,
+        """
+        import funcs
+        outcomes = []
+        for block in (False, True):
+            options = {"block_allocation": True, "max_workers": 1, "resource_dict": {"cores": 2}} if block else {}
+            res = None if block else {"cores": 2}
+            with SlurmJobExecutor(**options) as exe:
+                calls = [
+                    exe.submit(funcs.mpi_fail_then_others_wait, 0, 1, resource_dict=res),
+                    exe.submit(funcs.mpi_fail_then_others_wait, 1, 2, resource_dict=res),
+                    exe.submit(funcs.mpi_raise_two_arg_error, 3, resource_dict=res),
+                    exe.submit(funcs.mpi_ranks, 4, resource_dict=res),
+                ]
+                if not block:  # a rank whose process ends: srun ends the step (MPICH's ranks would wait)
+                    calls.append(exe.submit(funcs.mpi_die_then_others_wait, 1, resource_dict=res))
+                for f in calls:
+                    try:
+                        outcomes.append(["answer", f.result(timeout=60)])
+                    except Exception as exc:
+                        outcomes.append([type(exc).__name__, str(exc)])
+        print(json.dumps(outcomes))
+        """,
+        ntasks=2,
+    )
+    assert report.pop(4)[0] == "WorkerCrashedError"
+    for offset in (0, 4):  # fresh, then warm
+        rank0, rank1, two_args, after = report[offset : offset + 4]
+        assert rank0 == ["ValueError", "rank 0 failed on 1"]
+        assert rank1 == ["ValueError", "rank 1 failed on 2"]  # from a rank without a link, through srun's stderr
+        assert two_args[0] == "RuntimeError" and "TwoArgError: failed on 3" in two_args[1]
+        assert after == ["answer", [[4, 2, 0], [4, 2, 1]]]
 
 
 @pytest.mark.slurm
@@ -154,12 +225,13 @@ def test_resource_dict_maps_onto_srun_flags(monkeypatch, tmp_path):
     assert command[0] == str(fake)
     assert command[1:] == [
         "-n", "4", "--cpus-per-task=2", "--gpus-per-task=1", "-N2", "--exact", "--time=2",
-        "-D/scratch/run", "--mpi=pmix", "--oversubscribe", "--mem=4G",
+        "-D/scratch/run", "--mpi=pmix", "--kill-on-bad-exit=1", "--oversubscribe", "--mem=4G",
     ]  # fmt: skip
     plain = srun_command({"cores": 1})
     assert plain[1:] == ["-n", "1", "--cpus-per-task=1"]  # always given: srun no longer inherits it
-    worker = SrunLauncher().worker_command("tcp://host:1", {"cores": 2})
-    assert worker[-3:] == ["hpcfutures.worker.interactive", "tcp://host:1", "--mpi"]
+    worker = SrunLauncher("pmi2").worker_command("tcp://host:1", {"cores": 2})
+    assert worker[-3:] == ["hpcfutures.worker.interactive", "tcp://host:1", "--mpi=2"]  # the world size it checks
+    assert "--mpi=pmi2" in worker
 
 
 def test_missing_srun_is_an_error_at_construction(monkeypatch, tmp_path):

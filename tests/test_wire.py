@@ -2,6 +2,7 @@
 
 import os
 import pickle
+import sys
 
 import pytest
 
@@ -72,3 +73,24 @@ def test_take_key_removes_it_from_environment(monkeypatch):
     monkeypatch.setenv(frames.KEY_ENV, key.hex())
     assert frames.take_key_from_env() == key
     assert frames.KEY_ENV not in os.environ
+
+
+def test_rank_reports_are_taken_out_of_a_launchers_stderr(capfd):
+    """A failing rank's report arrives as short lines among other output (a launcher may
+    put its own lines between them); the driver joins them and shows only the rest."""
+    from hpcfutures.launch.process import WorkerProcess
+
+    script = (
+        "import os, sys\n"
+        "os.write(2, b'before\\nHPCF-RANK-REPORT r1 0 2 abcd\\n')\n"
+        "os.write(2, b'srun: a line of its own\\nHPCF-RANK-')\n"
+        "os.write(2, b'REPORT r1 1 2 ef01\\nafter\\n')\n"
+    )
+    process = WorkerProcess([sys.executable, "-c", script], dict(os.environ))
+    assert process.wait_exit(30)
+    process.pump_stderr()
+    process.close()
+    assert process.reports == [b"abcdef01"]
+    shown = capfd.readouterr().err
+    assert "before" in shown and "srun: a line of its own" in shown and "after" in shown
+    assert "HPCF-RANK-REPORT" not in shown and "REPORT" not in process.stderr_tail

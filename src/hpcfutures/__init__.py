@@ -48,6 +48,7 @@ _EXPORTS = {
     "CacheEntryError": "hpcfutures.cache.entry",
     "QueueError": "hpcfutures.cluster.queues",
     "AuthenticationError": "hpcfutures.wire.frames",
+    "MPIWorldError": "hpcfutures.errors",
     "get_cache_data": "hpcfutures.cache.store",
     "get_future_from_cache": "hpcfutures.cache.store",
     "get_item_from_future": "hpcfutures.scheduling.derived",

@@ -17,6 +17,13 @@ class PoolBrokenError(WorkerCrashedError, BrokenExecutor):
     library, loky or mpi4py catches it too."""
 
 
+class MPIWorldError(WorkerCrashedError):
+    """The ranks of an MPI task or worker did not form one ``MPI_COMM_WORLD`` of the size
+    asked for — typically ``srun`` without a PMI the MPI library understands, which starts
+    singletons. Raised instead of returning the answer of ranks that worked alone; the
+    message names the MPI library, the launcher's PMI and the ``pmi_mode`` to use."""
+
+
 class RemoteTraceback(Exception):
     """Chained as ``__cause__`` of an exception raised in a worker: its text is the
     traceback as the worker saw it, as ``concurrent.futures.process`` does."""

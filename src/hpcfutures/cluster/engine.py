@@ -97,7 +97,7 @@ class JobEngine:
         write_entry(path, header, task.payload, b"")
         cwd = os.fspath(res["cwd"]) if res.get("cwd") is not None else os.path.dirname(path)
         name = "hpcf-" + os.path.basename(key)[:40]
-        command = file_task_command(path, res.get("cores", 1) > 1)
+        command = file_task_command(path, res.get("cores", 1))
         job = self.queue.submit(command, name, cwd, res, after, _extra(res), path + ".log")
         header["job_id"] = job
         write_entry(path, header, task.payload, b"")

@@ -45,13 +45,20 @@ class SlurmQueue:
     guard_kind = "job"  # a driver's death cancels its jobs by id (launch.guardian)
 
     def __init__(self, pmi_mode: str | None = None):
+        from hpcfutures.launch.srun import check_pmi_mode
+
+        check_pmi_mode(pmi_mode)
         self.pmi_mode = pmi_mode
         # pending reason of each job asked about in the last ``states`` query
         self.pending_reasons: dict[str, str] = {}
 
     def submit(self, command: list[str], job_name: str, cwd: str, resources: dict, dependencies: list, extra: dict, log: str) -> str:
-        if resources.get("cores", 1) > 1:  # the ranks are one srun step of the job
-            command = ["srun", *([f"--mpi={self.pmi_mode}"] if self.pmi_mode else []), *command]
+        cores = resources.get("cores", 1)
+        if cores > 1:  # the ranks are one srun step of the job, with the PMI this MPI needs
+            from hpcfutures.launch.srun import pmi_for
+
+            pmi = pmi_for(cores, self.pmi_mode)
+            command = ["srun", *([f"--mpi={pmi}"] if pmi else []), "--kill-on-bad-exit=1", *command]
             if resources.get("openmpi_oversubscribe"):  # openmpi_oversubscribe honoured by srun's own option
                 command.insert(1, "--oversubscribe")
         lines = ["#!/bin/bash", f"#SBATCH --job-name={job_name}", f"#SBATCH --chdir={cwd}", f"#SBATCH --output={log}"]
@@ -219,5 +226,7 @@ class LocalQueue:
                 process.wait()
 
 
-def file_task_command(entry_path: str, mpi: bool) -> list[str]:
-    return [sys.executable, "-m", "hpcfutures.worker.file_task", entry_path, *(["--mpi"] if mpi else [])]
+def file_task_command(entry_path: str, cores: int) -> list[str]:
+    """The job's command: ``cores > 1`` runs it as one MPI world of that many ranks,
+    which the worker checks."""
+    return [sys.executable, "-m", "hpcfutures.worker.file_task", entry_path, *([f"--mpi={cores}"] if cores > 1 else [])]

@@ -10,6 +10,7 @@ from hpcfutures.errors import PoolBrokenError, WorkerCrashedError, add_note, reb
 from hpcfutures.logs import get_logger
 from hpcfutures.scheduling.dependencies import remember_failure
 from hpcfutures.scheduling.task import Task
+from hpcfutures.wire.replies import open_reply
 
 _retry_log = get_logger("retry")
 
@@ -57,17 +58,15 @@ def _store(task: Task, reply, raw: bytes | None) -> None:
     store.save(key, task, reply, raw, time.monotonic() - task.started_at if task.started_at else None)
 
 
-def finish(task: Task, reply, retry: Callable[[Task], None]) -> None:
+def finish(task: Task, reply, retry: Callable[[Task], None], raw: bytes | None = None) -> None:
     """``settle``, unless the task may run again: then ``retry(task)`` requeues it.
 
     A task is retried (up to its ``retries`` count) when its worker died or it ran out of
     time — failures of the machine, not of the function — and when the function raised one
     of the exception classes in ``retry_on``."""
-    raw = None
     if isinstance(reply, (bytes, memoryview)):  # a worker's reply, still pickled
-        raw, reply = reply, decode_reply(reply)
-        if isinstance(reply, BaseException):
-            raw = None
+        opened = open_reply(reply)
+        raw, reply = (reply if opened.plain else None), opened.reply
     retries = task.resources.get("retries", 0)
     if retries and task.attempt <= retries and _retryable(task, reply):
         _retry_log.warning(
@@ -120,17 +119,6 @@ def cancel_unstarted(task: Task) -> None:
         settle(task, stopped_by_shutdown())
     elif task.future.cancel():
         task.start()
-
-
-def decode_reply(payload: bytes):
-    """The reply, or an exception standing in for one that cannot be rebuilt here (an
-    exception class whose ``__init__`` needs more arguments than it pickled, say)."""
-    from hpcfutures.wire.frames import loads
-
-    try:
-        return loads(payload)
-    except Exception as exc:
-        return RuntimeError(f"the worker's reply could not be unpickled here: {type(exc).__name__}: {exc}")
 
 
 def stopped_by_shutdown() -> BaseException:

@@ -22,6 +22,7 @@ from hpcfutures.launch.local import LocalLauncher
 from hpcfutures.launch.process import worker_environment
 from hpcfutures.logs import get_logger
 from hpcfutures.scheduling.task import Task
+from hpcfutures.wire.replies import open_reply
 from hpcfutures.wire.socket_interface import SocketInterface
 
 
@@ -168,9 +169,16 @@ class WarmPool:
             self._wait_connected(link)
             if self._init_function is not None:
                 link.send_dict({"init": self._init_function, "worker_id": worker_id})
-                reply = link.receive_dict()
+                opened = open_reply(link.receive_payload())
+                reply = opened.reply
+                if isinstance(reply, BaseException):
+                    raise reply
+                if opened.startup:  # the worker never became one (e.g. a wrong MPI world)
+                    raise rebuild(reply)
                 if "error" in reply:
                     raise RuntimeError(f"init_function failed in worker {worker_id}") from rebuild(reply)
+                if opened.ends_worker:
+                    raise WorkerCrashedError(f"worker {worker_id} aborted while it ran init_function")
             return link
         except BaseException:
             self._drop_link(worker_id, link)
@@ -254,9 +262,29 @@ class WarmPool:
                 try:
                     for task in pending_send:
                         link.send_payload(task.payload)
-                    reply = link.receive_payload(timeout=head.resources.get("run_time_max"))
+                    payload = link.receive_payload(timeout=head.resources.get("run_time_max"))
                     inflight.popleft()
-                    finish(head, reply, self._requeue_one)
+                    opened = open_reply(payload)
+                    if opened.startup:  # the worker could not start: a failed start, its call waits
+                        inflight.appendleft(head)
+                        self._requeue_front(inflight)
+                        inflight.clear()
+                        self._drop_link(worker_id, link)
+                        link = None
+                        restarts += 1
+                        if restarts > self._restart_limit:
+                            self._lose_worker(worker_id, rebuild(opened.reply) if isinstance(opened.reply, dict) else opened.reply)
+                            return
+                        continue
+                    finish(head, opened.reply, self._requeue_one, raw=payload if opened.plain else None)
+                    if opened.ends_worker:
+                        # one rank failed while the others could not finish: the worker aborted
+                        # itself. Not a crash: replace it without using up restart_limit, and
+                        # run what was sent ahead elsewhere
+                        self._requeue_front(inflight)
+                        inflight.clear()
+                        self._drop_link(worker_id, link)
+                        link = None
                 except TimeoutError:
                     limit = head.resources.get("run_time_max")
                     inflight.popleft()

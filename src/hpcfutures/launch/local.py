@@ -23,7 +23,7 @@ def one_shot_command(task_fd: int, reply_fd: int) -> list[str]:
 
 def interactive_command(address: str, cores: int, oversubscribe: bool) -> list[str]:
     if cores > 1:
-        return mpiexec_command(cores, oversubscribe) + python_command(INTERACTIVE, address, "--mpi")
+        return mpiexec_command(cores, oversubscribe) + python_command(INTERACTIVE, address, f"--mpi={cores}")
     return python_command(INTERACTIVE, address)
 
 

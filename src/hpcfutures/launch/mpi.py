@@ -61,3 +61,49 @@ def mpiexec_command(cores: int, oversubscribe: bool) -> list[str]:
     if oversubscribe and mpi_family(mpiexec) == "openmpi":
         command.append("--oversubscribe")
     return command
+
+
+_PMI_OF_FAMILY = {"openmpi": "pmix", "mpich": "pmi2"}
+
+
+@functools.lru_cache(maxsize=None)
+def mpi4py_family() -> str:
+    """'openmpi', 'mpich' or 'unknown': the MPI library mpi4py loads, asked of a short
+    subprocess (``MPI_Get_library_version`` works before ``MPI_Init``), so the driver never
+    loads MPI itself."""
+    probe = (
+        "import mpi4py; mpi4py.rc.initialize = mpi4py.rc.finalize = False\n"
+        "from mpi4py import MPI; print(MPI.Get_library_version())"
+    )
+    try:
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    text = out.stdout.lower()
+    if "open mpi" in text:
+        return "openmpi"
+    if "mpich" in text or "intel(r) mpi" in text:
+        return "mpich"
+    return "unknown"
+
+
+@functools.lru_cache(maxsize=None)
+def default_pmi_mode() -> str | None:
+    """The ``srun --mpi`` plugin this environment's MPI needs: ``pmix`` for Open MPI,
+    ``pmi2`` for MPICH (and Intel MPI); ``None`` when the MPI cannot be told.
+
+    The family comes from ``mpiexec --version`` (milliseconds; the PyPI wheels put
+    ``mpiexec`` beside the interpreter), and from mpi4py's library in a subprocess when no
+    ``mpiexec`` is found or it says nothing known. Without the right plugin srun starts N
+    singletons instead of one world of N, which the workers detect and report.
+
+    Returns:
+        ``"pmix"``, ``"pmi2"`` or ``None``.
+    """
+    try:
+        family = mpi_family(find_mpiexec())
+    except FileNotFoundError:
+        family = "unknown"
+    if family == "unknown":
+        family = mpi4py_family()
+    return _PMI_OF_FAMILY.get(family)

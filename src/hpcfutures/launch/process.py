@@ -4,6 +4,8 @@ Death is an event here, not a timer: each process gets a pidfd (Linux >= 5.3), w
 becomes readable the moment the process ends, and the driver waits on it together with
 the reply channel. Each worker runs in its own session, so a terminal's Ctrl-C reaches the
 driver only (which then stops the workers) and ``killpg`` reaches ``mpiexec`` and its ranks.
+The worker's stderr is shown as it comes; the lines in which a failing MPI rank reports its
+error before it aborts the job (``wire.replies``) are taken out of it and kept in ``reports``.
 
 A launcher (``srun``, ``mpiexec``: anything but the interpreter itself) is registered with
 the driver's guardian (``launch.guardian``), which stops it if the driver dies before the
@@ -24,6 +26,7 @@ import time
 from hpcfutures.errors import UnsatisfiableRequestError, WorkerCrashedError
 from hpcfutures.launch.guardian import guardian
 from hpcfutures.wire.frames import DRIVER_PID_ENV, KEY_ENV, SYS_PATH_ENV
+from hpcfutures.wire.replies import REPORT_MARK
 
 TYPE_CHECKING = False  # typing costs milliseconds at import; checkers still see the names
 if TYPE_CHECKING:
@@ -40,6 +43,7 @@ STDERR_TAIL = 8192
 # what srun (outside an allocation) prints when its job has to wait, and when it starts
 _SRUN_QUEUED = re.compile(rb"srun: job (\d+) queued and waiting for resources")
 _SRUN_ALLOCATED = re.compile(rb"srun: job (\d+) has been allocated resources")
+_REPORT_MAX = 64 << 20  # a report line longer than this is dropped, not buffered
 
 
 def worker_environment(key: bytes, threads_per_core: int, extra: Mapping[str, str] | None = None) -> dict:
@@ -114,6 +118,9 @@ class WorkerProcess:
         self.stderr_fd = self.popen.stderr.fileno()
         os.set_blocking(self.stderr_fd, False)
         self._tail = bytearray()
+        self._carry = b""  # the start of a line that may be a rank's report
+        self.reports: list[bytes] = []  # sealed envelopes failing ranks wrote (wire.replies), hex
+        self._pieces: dict[bytes, dict[int, bytes]] = {}  # report id -> the lines seen so far
         self._stderr_open = True
 
     # -- stderr: shown to the user as it comes, its tail kept for error messages --------
@@ -127,15 +134,55 @@ class WorkerProcess:
                 chunk = b""
             if not chunk:
                 self._stderr_open = False
+                chunk, self._carry = self._carry, b""
+                self._show(chunk)
                 return
-            self._tail += chunk
-            del self._tail[:-STDERR_TAIL]
-            if self._srun:
-                self._watch_srun(chunk)
-            try:
-                sys.stderr.write(chunk.decode(errors="replace"))
-            except Exception:
-                pass
+            self._show(self._take_reports(self._carry + chunk))
+
+    def _take_reports(self, data: bytes) -> bytes:
+        """``data`` without the report lines of failing ranks, which are kept in
+        ``reports``; an incomplete line that may be one waits for the next chunk."""
+        shown = []
+        while True:
+            at = data.find(REPORT_MARK)
+            if at < 0:
+                keep = _partial_mark(data)
+                shown.append(data[: len(data) - keep])
+                self._carry = data[len(data) - keep :]
+                break
+            shown.append(data[:at])
+            end = data.find(b"\n", at)
+            if end < 0:
+                self._carry = data[at:] if len(data) - at < _REPORT_MAX else b""
+                break
+            self._add_piece(data[at + len(REPORT_MARK) : end])
+            data = data[end + 1 :]
+        return b"".join(shown)
+
+    def _add_piece(self, line: bytes) -> None:
+        """One line of a report (``id index count hex``); a report is complete when every
+        index arrived. A malformed line is dropped: the report then stays incomplete."""
+        fields = line.split()
+        if len(fields) != 4 or not fields[1].isdigit() or not fields[2].isdigit():
+            return
+        report, index, count, piece = fields[0], int(fields[1]), int(fields[2]), fields[3]
+        pieces = self._pieces.setdefault(report, {})
+        pieces[index] = piece
+        if len(pieces) == count:
+            del self._pieces[report]
+            self.reports.append(b"".join(pieces[i] for i in range(count) if i in pieces))
+
+    def _show(self, chunk: bytes) -> None:
+        if not chunk:
+            return
+        self._tail += chunk
+        del self._tail[:-STDERR_TAIL]
+        if self._srun:
+            self._watch_srun(chunk)
+        try:
+            sys.stderr.write(chunk.decode(errors="replace"))
+        except Exception:
+            pass
 
     # -- srun's own messages: its job queued, or started -------------------------------
     def _watch_srun(self, chunk: bytes) -> None:
@@ -266,6 +313,14 @@ class WorkerProcess:
             os.close(self.pidfd)
             self.pidfd = -1
             self.popen.stderr.close()
+
+
+def _partial_mark(data: bytes) -> int:
+    """Length of the longest end of ``data`` that starts ``REPORT_MARK``."""
+    for n in range(min(len(REPORT_MARK) - 1, len(data)), 0, -1):
+        if REPORT_MARK.startswith(data[-n:]):
+            return n
+    return 0
 
 
 def deadline_after(seconds: float | None) -> float | None:

@@ -16,7 +16,7 @@ import subprocess
 import threading
 
 from hpcfutures.launch.local import INTERACTIVE, ONE_SHOT
-from hpcfutures.launch.mpi import require_mpi4py
+from hpcfutures.launch.mpi import default_pmi_mode, require_mpi4py
 from hpcfutures.launch.process import python_command
 
 PMI_MODES = ("pmix", "pmi1", "pmi2", "none", "cray_shasta")
@@ -49,6 +49,8 @@ def srun_command(resources: dict, pmi_mode: str | None = None) -> list[str]:
         command.append(f"-D{os.fspath(resources['cwd'])}")
     if pmi_mode is not None:
         command.append(f"--mpi={pmi_mode}")
+    if cores > 1:  # a rank that dies ends the step: the others would wait for it in a collective
+        command.append("--kill-on-bad-exit=1")
     if resources.get("openmpi_oversubscribe"):
         command.append("--oversubscribe")
     command += list(resources.get("slurm_cmd_args") or ())
@@ -94,6 +96,35 @@ def test_request(flags: list[str]) -> None:
         )
 
 
+def check_pmi_mode(pmi_mode: str | None) -> None:
+    """Refuse a ``pmi_mode`` srun does not know.
+
+    Args:
+        pmi_mode: ``srun --mpi`` plugin name, or ``None`` (chosen per step).
+
+    Raises:
+        ValueError: naming the accepted values.
+    """
+    if pmi_mode is not None and pmi_mode not in PMI_MODES:
+        raise ValueError(f"pmi_mode={pmi_mode!r}: srun --mpi takes one of {PMI_MODES}")
+
+
+def pmi_for(cores: int, pmi_mode: str | None) -> str | None:
+    """The ``--mpi`` plugin for one step.
+
+    Args:
+        cores: MPI ranks of the step.
+        pmi_mode: the user's choice; ``None`` lets an MPI step get the plugin this
+            environment's MPI needs (``default_pmi_mode``), and a serial step the site's default.
+
+    Returns:
+        The plugin name, or ``None`` for no ``--mpi`` flag.
+    """
+    if pmi_mode is not None or cores <= 1:
+        return pmi_mode
+    return default_pmi_mode()
+
+
 class SrunLauncher:
     """Workers as srun steps (or, outside an allocation, as srun jobs of their own).
 
@@ -107,8 +138,7 @@ class SrunLauncher:
     name = "srun"
 
     def __init__(self, pmi_mode: str | None = None):
-        if pmi_mode is not None and pmi_mode not in PMI_MODES:
-            raise ValueError(f"pmi_mode={pmi_mode!r}: srun --mpi takes one of {PMI_MODES}")
+        check_pmi_mode(pmi_mode)
         self.pmi_mode = pmi_mode
 
     def check(self, resources: dict) -> None:
@@ -117,18 +147,20 @@ class SrunLauncher:
         find_srun()
         if resources.get("cores", 1) > 1:
             require_mpi4py()
-        test_request(srun_command(resources, self.pmi_mode))
+            pmi_for(resources["cores"], self.pmi_mode)  # learnt now (cached), not in a worker thread
+        test_request(srun_command(resources, pmi_for(resources.get("cores", 1), self.pmi_mode)))
 
     def one_shot(self, task_r: int, reply_w: int, resources: dict) -> dict:
         """A serial one-shot worker through srun: srun carries its stdin and stdout, which
         become the task and reply pipes (the worker moves the function's own prints to
         stderr). No socket, no zmq: the step costs little more than srun itself."""
-        argv = srun_command(resources, self.pmi_mode) + python_command(ONE_SHOT, "stdio")
+        argv = srun_command(resources, pmi_for(resources.get("cores", 1), self.pmi_mode)) + python_command(ONE_SHOT, "stdio")
         return {"argv": argv, "stdin": task_r, "stdout": reply_w}
 
     def worker_command(self, address: str, resources: dict) -> list[str]:
-        mpi = ("--mpi",) if resources.get("cores", 1) > 1 else ()
-        return srun_command(resources, self.pmi_mode) + python_command(INTERACTIVE, address, *mpi)
+        cores = resources.get("cores", 1)
+        mpi = (f"--mpi={cores}",) if cores > 1 else ()
+        return srun_command(resources, pmi_for(cores, self.pmi_mode)) + python_command(INTERACTIVE, address, *mpi)
 
 
 def allocation_cores() -> int | None:

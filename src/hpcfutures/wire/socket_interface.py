@@ -24,7 +24,8 @@ import tempfile
 from hpcfutures.errors import WorkerCrashedError
 from hpcfutures.launch.process import WorkerProcess, deadline_after, remaining, worker_environment
 from hpcfutures.wire import frames
-from hpcfutures.wire.frames import AuthenticationError, dumps_by_value, loads, new_key, seal, unseal
+from hpcfutures.wire.frames import AuthenticationError, dumps_by_value, new_key, seal, unseal
+from hpcfutures.wire.replies import open_reply
 
 POLLIN = select.POLLIN
 
@@ -198,13 +199,20 @@ class SocketInterface:
         try:
             transport.send(self.key, payload, self.process.pidfd if self.process else None)
         except (BrokenPipeError, ConnectionError):
+            if transport.connected() and _readable(transport.pollable()):
+                return  # it sent something and left (an MPI worker that could not start): read that
             raise self._crashed()
 
     def receive_dict(self, timeout: float | None = None, wake_fd: int | None = None):
         """Next authentic reply, unpickled. Raises ``WorkerCrashedError`` if the worker ends
         first, ``TimeoutError`` after ``timeout`` seconds, ``InterruptedError`` if ``wake_fd``
-        becomes readable (someone wants this wait to stop)."""
-        return loads(self.receive_payload(timeout, wake_fd))
+        becomes readable (someone wants this wait to stop). The replies of an MPI worker's
+        ranks arrive combined (``wire.replies.open_reply``); a reply that cannot be
+        unpickled here raises the ``RuntimeError`` that says so."""
+        reply = open_reply(self.receive_payload(timeout, wake_fd)).reply
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
 
     def receive_payload(self, timeout: float | None = None, wake_fd: int | None = None) -> bytes | memoryview:
         """Next authentic reply, still pickled: a caller that must keep replies matched to
@@ -251,7 +259,7 @@ class SocketInterface:
                 except AuthenticationError:
                     continue
                 except (EOFError, ConnectionError, OSError):
-                    raise self._crashed()
+                    return self._ended()
             if process is not None:
                 if watched_stderr and process.stderr_fd in events:
                     process.pump_stderr()
@@ -261,11 +269,27 @@ class SocketInterface:
                 if process.pidfd in events:
                     if _readable(target):  # something sent just before it ended: read it first
                         continue
-                    raise self._crashed()
+                    return self._ended()
             if wake_fd is not None and wake_fd in events:
                 raise InterruptedError("wait interrupted")
             if deadline is not None and remaining(deadline) == 0:
                 raise TimeoutError(f"no reply within {timeout} s")
+
+    def _ended(self):
+        """The worker is gone without a reply on the link: the report a failing MPI rank
+        left on stderr before it aborted the job is the reply, if there is an authentic one
+        (``wire.replies``); otherwise raise ``WorkerCrashedError``."""
+        process = self.process
+        if process is not None:
+            process.wait_exit(5.0)
+            process.pump_stderr()
+            while process.reports:
+                line = process.reports.pop(0)
+                try:
+                    return unseal(self.key, bytes.fromhex(line.decode("ascii")))
+                except (ValueError, AuthenticationError, UnicodeDecodeError):
+                    continue  # not ours, or damaged: ignored, never unpickled
+        raise self._crashed()
 
     def _crashed(self) -> BaseException:
         if self.process is None:

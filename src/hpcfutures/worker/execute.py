@@ -70,20 +70,47 @@ def error_reply(exc: BaseException) -> dict:
 
 
 def encode_reply(reply: dict) -> bytes:
-    """Pickle a reply; when the value cannot be pickled, only this call fails, with a
-    message that says what could not be sent."""
+    """``encode`` without the flag."""
+    return encode(reply)[0]
+
+
+def encode(reply: dict) -> tuple[bytes, bool]:
+    """Pickle a reply; return the bytes and whether they carry an error. When the value
+    cannot be pickled, when the value cannot be pickled, only this call fails, with a
+    message that says what could not be sent. An exception is also unpickled here once:
+    one whose class cannot be rebuilt from its pickle (an ``__init__`` that needs more
+    arguments than ``args`` holds) is replaced by a ``RuntimeError`` naming its class and
+    message, so the driver never receives bytes it cannot open."""
     try:
-        return dumps(reply)
+        data = dumps(reply)
     except BaseException as exc:
         if "result" in reply:
             problem = TypeError(
                 f"the result of type {type(reply['result']).__qualname__} could not be pickled "
                 f"to send it back: {type(exc).__name__}: {exc}"
             )
-            return dumps({"error": problem, "traceback": ""})
-        original = reply["error"]
-        stand_in = RuntimeError(f"{type(original).__qualname__}: {original} (the exception itself could not be pickled)")
-        return dumps({"error": stand_in, "traceback": reply.get("traceback", "")})
+            return dumps({"error": problem, "traceback": ""}), True
+        return dumps({"error": _stand_in(reply["error"], "pickled", exc), "traceback": reply.get("traceback", "")}), True
+    if "error" not in reply:
+        return data, False
+    try:
+        loads(data)
+    except BaseException as exc:
+        return dumps({"error": _stand_in(reply["error"], "unpickled", exc), "traceback": reply.get("traceback", "")}), True
+    return data, True
+
+
+def _stand_in(original: BaseException, what: str, why: BaseException) -> RuntimeError:
+    cls = type(original)
+    name = cls.__qualname__ if cls.__module__ in ("builtins", "__main__") else f"{cls.__module__}.{cls.__qualname__}"
+    try:
+        text = str(original)
+    except Exception:
+        text = "<str() failed>"
+    return RuntimeError(
+        f"{name}: {text} (the exception raised in the worker could not be {what}: {type(why).__name__}: {why}; "
+        "its traceback follows as the cause)"
+    )
 
 
 def run_init(init_function, worker_id: int) -> dict:

@@ -1,11 +1,13 @@
 """A warm worker: connects to the driver and runs calls until told to stop.
 
-Usage: ``python -m hpcfutures.worker.interactive ADDRESS [--mpi]``; ADDRESS is
+Usage: ``python -m hpcfutures.worker.interactive ADDRESS [--mpi=N]``; ADDRESS is
 ``unix:PATH`` on the driver's machine (stdlib socket, no zmq import) or ``tcp://HOST:PORT``
 across nodes (zmq).
-With ``--mpi`` it runs under ``mpiexec``/``srun``: rank 0 talks to the driver, broadcasts
-each call to every rank, every rank runs the function, and rank 0 sends back the list of
-the ranks' results ordered by rank (or the error of the lowest failing rank).
+With ``--mpi=N`` it runs under ``mpiexec``/``srun`` as one world of N ranks (checked at
+start, see ``mpi_world``): rank 0 talks to the driver, broadcasts each call to every rank,
+every rank runs the function, and rank 0 forwards the ranks' pickled replies, which the
+driver combines into the list of results ordered by rank (or the error of the lowest
+failing rank). A rank that fails while the others cannot finish aborts the job.
 
 Messages from the driver: ``{"fn", "args", "kwargs"}`` (a call), ``{"init": fn,
 "worker_id": n}`` (run ``init_function`` once; its dict feeds later calls), and
@@ -16,8 +18,6 @@ import sys
 
 from hpcfutures.wire.frames import (
     AuthenticationError,
-    dumps,
-    loads,
     read_frame,
     seal,
     take_key_from_env,
@@ -28,6 +28,7 @@ from hpcfutures.worker.execute import (
     adopt_driver_path,
     call,
     decode_message,
+    encode,
     encode_reply,
     error_reply,
     exit_with_driver,
@@ -115,8 +116,14 @@ def serve_serial(link) -> None:
         link.send(reply)
 
 
-def serve_mpi(link, comm) -> None:
-    rank = comm.Get_rank()
+def serve_mpi(link, world) -> None:
+    """Rank 0 receives each message and broadcasts it; every rank runs it; the ranks meet
+    at the end (``World.end_of_call``) and rank 0 forwards their replies unopened. A rank
+    that fails while others cannot reach the end reports and aborts the job."""
+    from hpcfutures.wire.replies import mpi_parts
+
+    rank = world.rank
+    comm = world.comm
     store: dict = {}
     while True:
         payload = bytes(link.receive()) if rank == 0 else None  # bcast pickles it: bytes, not a view
@@ -124,38 +131,43 @@ def serve_mpi(link, comm) -> None:
         message, problem = decode_message(payload)
         if message is not None and message.get("shutdown"):
             return
-        parts = comm.gather(encode_reply(problem or _handle(message, store)), root=0)
+        reply = problem or _handle(message, store)
+        part, failed = encode(reply)
         flush_std_streams()
+        everyone, parts = world.end_of_call(part, failed)
+        if not everyone:
+            world.report_and_abort(part, link)
         if rank == 0:
-            link.send(_combine(parts, is_call=message is not None and "init" not in message))
-
-
-def _combine(parts: list, is_call: bool) -> bytes:
-    replies = [loads(p) for p in parts]
-    for rank, reply in enumerate(replies):
-        if "error" in reply:
-            reply["traceback"] = f"on MPI rank {rank} of {len(replies)}:\n" + reply.get("traceback", "")
-            return dumps(reply)
-    if not is_call:
-        return parts[0]
-    return encode_reply({"result": [r["result"] for r in replies]})
+            link.send(mpi_parts(parts))
 
 
 def main(argv: list) -> int:
     address = argv[1]
-    use_mpi = "--mpi" in argv[2:]
     key = take_key_from_env()
     exit_with_driver()
     adopt_driver_path()
-    if use_mpi:
-        from mpi4py import MPI
-
-        comm = MPI.COMM_WORLD
-        link = connect(address, key) if comm.Get_rank() == 0 else None
-        serve_mpi(link, comm)
-    else:
+    if not any(arg.startswith("--mpi") for arg in argv[2:]):  # serial: nothing of MPI is loaded
         link = connect(address, key)
         serve_serial(link)
+        link.close()
+        return 0
+    from mpi4py import MPI
+
+    from hpcfutures.worker.mpi_world import World, exit_after_world_error, requested_ranks
+
+    ranks = requested_ranks(argv[2:])
+
+    world = World(MPI.COMM_WORLD, key)
+    wrong = world.check(ranks)
+    if wrong is not None:
+        return exit_after_world_error(world, wrong, link_factory=lambda: connect(address, key))
+    link = None
+    try:
+        link = connect(address, key) if world.rank == 0 else None
+        serve_mpi(link, world)
+    except BaseException as exc:  # the worker's own loop failed on this rank: end the job, say why
+        problem = RuntimeError(f"the MPI worker's loop failed on rank {world.rank}: {type(exc).__name__}: {exc}")
+        world.report_and_abort(encode_reply(error_reply(problem)), link)
     if link is not None:
         link.close()
     return 0
