@@ -236,7 +236,16 @@ def test_every_exception_is_importable_and_pool_broken_is_a_broken_executor():
     import hpcfutures
     import hpcfutures.api
 
-    names = ["WorkerCrashedError", "PoolBrokenError", "QueueError", "CacheEntryError", "RemoteTraceback", "AuthenticationError"]
+    names = [
+        "WorkerCrashedError",
+        "PoolBrokenError",
+        "UnsatisfiableRequestError",
+        "MPIWorldError",
+        "QueueError",
+        "CacheEntryError",
+        "RemoteTraceback",
+        "AuthenticationError",
+    ]
     for name in names:
         assert getattr(hpcfutures, name) is getattr(hpcfutures.api, name), name
         assert name in hpcfutures.__all__ and name in hpcfutures.api.__all__

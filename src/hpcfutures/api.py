@@ -2,7 +2,7 @@
 
 from hpcfutures.cache.entry import CacheEntryError
 from hpcfutures.cluster.queues import QueueError
-from hpcfutures.errors import PoolBrokenError, RemoteTraceback, UnsatisfiableRequestError, WorkerCrashedError
+from hpcfutures.errors import MPIWorldError, PoolBrokenError, RemoteTraceback, UnsatisfiableRequestError, WorkerCrashedError
 from hpcfutures.launch.process import WorkerProcess, python_command, worker_environment
 from hpcfutures.wire.frames import AuthenticationError, dumps_by_value, loads, new_key, seal, unseal
 from hpcfutures.wire.socket_interface import SocketInterface
@@ -59,6 +59,7 @@ __all__ = [
     "WorkerCrashedError",
     "UnsatisfiableRequestError",
     "PoolBrokenError",
+    "MPIWorldError",
     "CacheEntryError",
     "QueueError",
     "AuthenticationError",
