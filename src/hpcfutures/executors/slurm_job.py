@@ -58,7 +58,8 @@ class SlurmJobExecutor(SingleNodeExecutor):
         log_obj_size: log the size of each message sent to and from workers (bytes).
         restart_limit: how often a warm worker that died is restarted before it is given up.
         openmpi_oversubscribe: let Open MPI place more ranks than cores.
-        pmi_mode: ``srun --mpi=`` value (``pmix``, ``pmi2``, ...); ``None``: srun's default.
+        pmi_mode: ``srun --mpi=`` value (``pmix``, ``pmi2``, ...); ``None``: MPI steps get
+            ``pmix`` for Open MPI and ``pmi2`` for MPICH, serial steps srun's default.
 
     Raises:
         ValueError: a count below 1, an unknown ``resource_dict`` key, a key this executor
