@@ -14,7 +14,11 @@ rm -rf docs/_build
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 # the kernel's own notice about its (loopback-only) TCP transport is not a documentation problem
 start=$SECONDS
-"$PY" -m sphinx -W --keep-going -q -b html docs docs/_build/html 2>&1 | grep -v -e "Kernel is running over TCP" -e "Executing notebook with kernel" -e "^[[:space:]]*$" || true
+# sphinx's status, not grep's (grep fails when it has nothing to print); under pipefail a
+# `|| true` here would reset PIPESTATUS and let a failed build pass
+set +e
+"$PY" -m sphinx -W --keep-going -q -b html docs docs/_build/html 2>&1 | grep -v -e "Kernel is running over TCP" -e "Executing notebook with kernel" -e "^[[:space:]]*$"
 status=${PIPESTATUS[0]}
+set -e
 [ "$status" -eq 0 ] || { echo "[docs] build failed" >&2; exit "$status"; }
 echo "[docs] built docs/_build/html in $((SECONDS - start)) s" >&2
