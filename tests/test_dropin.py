@@ -263,8 +263,11 @@ def _cancel_and_wait(future: Future) -> None:
 
 
 @pytest.mark.parametrize("block_allocation", [False, True])
-def test_a_cancelled_queued_future_is_done_for_wait_and_as_completed(tmp_path, block_allocation):
+def test_a_cancelled_queued_future_is_done_for_wait_and_as_completed(tmp_path, block_allocation, caplog):
     release = str(tmp_path / "release")
+    # concurrent.futures logs CRITICAL "Future ... in unexpected state" when an already
+    # notified future is claimed again; logging's last resort would print it on stderr
+    caplog.set_level(logging.DEBUG, logger="concurrent.futures")
     with SingleNodeExecutor(max_workers=1, block_allocation=block_allocation) as exe:
         running = exe.submit(funcs_dropin.wait_for_file, release)
         sent_ahead = exe.submit(funcs_dropin.double, 1)  # warm: may already sit in the busy worker
@@ -278,6 +281,25 @@ def test_a_cancelled_queued_future_is_done_for_wait_and_as_completed(tmp_path, b
         assert running.result(timeout=60) == "released"
         assert sent_ahead.cancelled() or sent_ahead.result(timeout=60) == 2
     assert queued.cancelled() and held.cancelled()
+    assert [r.getMessage() for r in caplog.records if r.name == "concurrent.futures"] == []
+
+
+def test_shutdown_cancelling_queued_futures_logs_nothing_from_concurrent_futures(tmp_path, caplog):
+    caplog.set_level(logging.DEBUG, logger="concurrent.futures")
+    release = str(tmp_path / "release")
+    exe = SingleNodeExecutor(max_workers=1)
+    running = exe.submit(funcs_dropin.wait_for_file, release)
+    dropped = exe.submit(funcs_dropin.double, 1)
+    queued = exe.submit(funcs_dropin.double, 2)
+    try:
+        assert dropped.cancel()
+        assert wait_until(lambda: running.running(), timeout=60)
+    finally:
+        exe.shutdown(cancel_futures=True)  # cancels `queued`, stops `running`
+        open(release, "w").close()
+    assert dropped.cancelled() and queued.cancelled()
+    assert isinstance(running.exception(timeout=60), cf.CancelledError)
+    assert [r.getMessage() for r in caplog.records if r.name == "concurrent.futures"] == []
 
 
 def test_a_cancelled_big_task_does_not_hold_up_the_smaller_ones_behind_it(tmp_path):

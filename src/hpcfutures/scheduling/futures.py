@@ -13,6 +13,7 @@ other way a future ends (``set_result``, ``set_exception``) notifies waiters its
 from __future__ import annotations
 
 from concurrent.futures import Future
+from concurrent.futures._base import CANCELLED, PENDING
 
 
 class TaskFuture(Future):
@@ -38,7 +39,12 @@ def claim(future: Future) -> bool:
         True when the caller now owns the outcome; False when the future was cancelled
         (its waiters are told, if they were not yet), already running elsewhere, or done.
     """
-    try:
+    # Asked under the future's own (re-entrant) lock: set_running_or_notify_cancel() on a
+    # future that is running, finished or already notified logs a CRITICAL "unexpected
+    # state" record through the concurrent.futures logger (shown on stderr by logging's
+    # last-resort handler) before it raises, and a cancelled future reaches this twice:
+    # once from cancel(), once when its task leaves the queue.
+    with future._condition:
+        if future._state not in (PENDING, CANCELLED):
+            return False
         return future.set_running_or_notify_cancel()
-    except RuntimeError:  # running, finished, or cancelled and already notified
-        return False

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from hpcfutures.scheduling.futures import claim
+
 
 class Task:
     """One call: its future, the call itself, its merged resources and, once known, the
@@ -40,9 +42,9 @@ class Task:
         """Mark the future RUNNING (once; a retry is already running). False when the
         user cancelled it while it was queued: then it must not run."""
         if not self.running:
-            try:
-                self.running = self.future.set_running_or_notify_cancel()
-            except RuntimeError:  # already told its waiters it was cancelled, or finished
+            # claim(): False, quietly, when it was cancelled (waiters told) or already finished
+            self.running = claim(self.future)
+            if not self.running:
                 return False
             self.started_at = time.monotonic()
         return self.running
