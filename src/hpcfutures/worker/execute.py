@@ -76,7 +76,7 @@ def encode_reply(reply: dict) -> bytes:
 
 def encode(reply: dict) -> tuple[bytes, bool]:
     """Pickle a reply; return the bytes and whether they carry an error. When the value
-    cannot be pickled, when the value cannot be pickled, only this call fails, with a
+    cannot be pickled, only this call fails, with a
     message that says what could not be sent. An exception is also unpickled here once:
     one whose class cannot be rebuilt from its pickle (an ``__init__`` that needs more
     arguments than ``args`` holds) is replaced by a ``RuntimeError`` naming its class and
