@@ -1,5 +1,5 @@
 """hpcfutures: ``concurrent.futures`` executors for serial, threaded and MPI-parallel
-Python functions, from a laptop to a SLURM or Flux cluster, by changing one class name.
+Python functions, from a laptop to a SLURM cluster, by changing one class name.
 
 How a call flows (each box is a subpackage; imports point down only)::
 
@@ -8,19 +8,26 @@ How a call flows (each box is a subpackage; imports point down only)::
       v                                                   (fronts over the same executors)
     executors/     facade: validate input, merge resource defaults, pickle the call,
       |            hold calls whose arguments are futures (done-callbacks, no polling),
-      |            answer from cache/ when the result is stored
+      |            answer from cache/ when the result is stored; outcome: futures settled
       v
-    scheduling/    pure state: Task, resource keys, core budget, dependency helpers
+    scheduling/    pure state: Task, TaskFuture (cancel() wakes waiters at once), resource
+      |            keys, core budget, dependency helpers
       |            (graph/ replaces the engine in graph-only mode: record, draw, export)
       v  engine: one fresh process per task | a warm pool of workers | cluster/: one batch job per call
     launch/        how a worker process comes to exist: python, mpiexec or srun (a launcher
-      |            object); its env (key, thread counts, GPUs); its death seen at once (pidfd)
+      |            object; outside an allocation srun --test-only first); its env (key, thread
+      |            counts, GPUs); its death seen at once (pidfd); ranks' reports taken out of its
+      |            stderr. pending: queued srun jobs watched, one squeue per interval, hopeless
+      |            ones (slurm_reasons) cancelled. guardian: one process per driver that ends its
+      |            launchers and jobs when the driver dies, SIGKILL included
       v
     wire/          HMAC-authenticated frames; pipes for one-shot serial workers (also through
-      |            srun's stdin/stdout), Unix sockets locally, zmq over tcp across nodes
+      |            srun's stdin/stdout), Unix sockets locally, zmq over tcp across nodes;
+      |            replies: MPI ranks' replies travel unopened, decoded in the driver
       v
     worker/        lean entry points run in the worker processes: one_shot, interactive,
-                   file_task (queued jobs; reads and writes cache entries)
+                   file_task (queued jobs; reads and writes cache entries); mpi_world: one
+                   world of the size asked for, an end for every call (MPI_Abort when needed)
 
 Public names are imported lazily, so ``import hpcfutures`` costs almost nothing.
 """
