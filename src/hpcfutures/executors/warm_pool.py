@@ -254,6 +254,9 @@ class WarmPool:
                     inflight.clear()
                     self._drop_link(worker_id, link)
                     link = None
+                # nothing of a finished call may stay alive while this thread waits for the
+                # next one: a large reply's buffer would otherwise outlive its future
+                reply = head = task = pending_send = None
         finally:
             for task in inflight:
                 settle(task, stopped_by_shutdown())

@@ -38,6 +38,12 @@ class Task:
             self.started_at = time.monotonic()
         return self.running
 
+    def release(self) -> None:
+        """Drop the call (its arguments and their pickle) once the future has its outcome:
+        a finished task may stay referenced a while (a worker thread's last task), and a
+        large argument must not stay alive with it."""
+        self.args, self.kwargs, self.payload = (), {}, None
+
     @property
     def cores(self) -> int:
         return self.resources.get("cores", 1)
