@@ -232,3 +232,25 @@ def init_fails_once(path):
 
 def is_ready(ready=False):
     return ready
+
+
+def start_child(how="popen", seconds=120):
+    """Start a process that would outlive the task, and return its pid: ``popen``
+    (``subprocess.Popen``), ``fork``, ``own_group`` (a process group of its own) or
+    ``own_session`` (a session of its own: the documented way to start a daemon that stays)."""
+    import subprocess
+
+    if how == "fork":
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(seconds)
+            os._exit(0)
+        return pid
+    extra = {"own_group": {"preexec_fn": os.setpgrp}, "own_session": {"start_new_session": True}}.get(how, {})
+    argv = [sys.executable, "-c", f"import time; time.sleep({seconds})"]
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **extra).pid
+
+
+def mpi_start_child(i, seconds=120):
+    """Every MPI rank starts a child; returns the children's pids (rank 0 gets the list)."""
+    return start_child("popen", seconds)

@@ -406,3 +406,85 @@ def test_a_big_round_trip_leaves_the_driver_near_its_baseline(block):
         print(f"driver RSS {grown / 2**20:+.0f} MiB after a {size >> 20} MiB round trip was dropped")
         assert grown < size // 4, f"the driver still holds {grown >> 20} MiB after the result was dropped"
         assert exe.submit(funcs.add, 2, 3).result(timeout=30) == 5
+
+
+# -- processes a task starts do not outlive it ---------------------------------------
+
+CHILDREN = ["popen", "fork", "own_group"]
+
+
+@pytest.mark.parametrize("how", CHILDREN)
+def test_a_fresh_task_s_children_end_with_the_task(how):
+    with SingleNodeExecutor(max_workers=1) as exe:
+        child = exe.submit(funcs.start_child, how).result(timeout=30)
+        # ended before the reply was sent: gone (at most a zombie being reaped) by now
+        assert wait_until(lambda: not pid_alive(child), 10), f"the task's {how} child {child} outlived the task"
+        assert exe.submit(funcs.add, 1, 2).result(timeout=30) == 3
+
+
+@pytest.mark.parametrize("how", CHILDREN)
+def test_a_warm_task_s_children_end_with_the_executor(how):
+    exe = SingleNodeExecutor(max_workers=1, block_allocation=True)
+    try:
+        child = exe.submit(funcs.start_child, how).result(timeout=30)
+        assert pid_alive(child)  # warm: they may serve later tasks until the worker ends
+        assert exe.submit(funcs.add, 1, 2).result(timeout=30) == 3
+    finally:
+        exe.shutdown(wait=True)
+    assert wait_until(lambda: not pid_alive(child), 10), f"the task's {how} child {child} outlived shutdown()"
+
+
+@pytest.mark.parametrize("block", MODES)
+def test_children_of_a_crashed_or_timed_out_worker_end_too(block):
+    with SingleNodeExecutor(max_workers=1, block_allocation=block, restart_limit=1) as exe:
+        child = exe.submit(funcs.start_child, "own_group").result(timeout=30) if block else None
+        with pytest.raises(TimeoutError):
+            exe.submit(funcs.sleep_then, 60, resource_dict={"run_time_max": 1}).result(timeout=30)
+        if child is not None:  # the warm worker was replaced: its session ended
+            assert wait_until(lambda: not pid_alive(child), 10)
+        assert exe.submit(funcs.add, 1, 2).result(timeout=30) == 3
+
+
+@pytest.mark.parametrize("block", MODES)
+def test_a_child_in_a_session_of_its_own_is_left_alone(block):
+    """The documented opt-out: a daemon started on purpose in its own session stays."""
+    with SingleNodeExecutor(max_workers=1, block_allocation=block) as exe:
+        child = exe.submit(funcs.start_child, "own_session", 60).result(timeout=30)
+    try:
+        assert pid_alive(child)
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("block", MODES)
+def test_children_of_mpi_ranks_end_with_the_task_or_executor(block):
+    exe = SingleNodeExecutor(max_workers=2, block_allocation=block, resource_dict={"cores": 2})
+    try:
+        children = exe.submit(funcs.mpi_start_child, 0).result(timeout=60)
+        assert len(children) == 2
+        assert exe.submit(funcs.mpi_ranks, 1).result(timeout=60) is not None  # still serving
+    finally:
+        exe.shutdown(wait=True)
+    for child in children:
+        assert wait_until(lambda: not pid_alive(child), 10), f"a rank's child {child} outlived shutdown()"
+
+
+def test_a_killed_driver_takes_its_tasks_children_too(tmp_path):
+    pidfile = str(tmp_path / "pid")
+    proc = _run_script(
+        f"""
+        import funcs
+        from hpcfutures import SingleNodeExecutor
+        exe = SingleNodeExecutor(max_workers=1, block_allocation=True)
+        child = exe.submit(funcs.start_child, "own_group").result()
+        open({pidfile!r} + ".tmp", "w").write(str(child))
+        import os; os.rename({pidfile!r} + ".tmp", {pidfile!r})
+        import time; time.sleep(120)
+        """,
+        tmp_path,
+    )
+    child = _read_pid(pidfile)
+    proc.kill()
+    proc.wait(timeout=10)
+    assert wait_until(lambda: not pid_alive(child), 10), "a task's child outlived a SIGKILLed driver"

@@ -3,7 +3,11 @@
 Death is an event here, not a timer: each process gets a pidfd (Linux >= 5.3), which
 becomes readable the moment the process ends, and the driver waits on it together with
 the reply channel. Each worker runs in its own session, so a terminal's Ctrl-C reaches the
-driver only (which then stops the workers) and ``killpg`` reaches ``mpiexec`` and its ranks.
+driver only (which then stops the workers), and everything left in that session when the
+worker ends — processes its tasks started, ``mpiexec``'s ranks (Open MPI puts each rank in
+a process group of its own, but in the session) — is killed before the worker is reaped.
+Reaping last matters: until then the worker's pid, which names the session, cannot be
+given to another process.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import sys
 import time
 
 from hpcfutures.wire.frames import DRIVER_PID_ENV, KEY_ENV, SYS_PATH_ENV
+from hpcfutures.worker.execute import end_session
 
 TYPE_CHECKING = False  # typing costs milliseconds at import; checkers still see the names
 if TYPE_CHECKING:
@@ -109,11 +114,21 @@ class WorkerProcess:
         return self._tail.decode(errors="replace").strip()
 
     # -- end of life ------------------------------------------------------------------
+    def _poll(self):
+        """``Popen.poll``, but what the process left in its session dies before it is reaped."""
+        if self.popen.returncode is None and self.pidfd >= 0 and _ended(self.pidfd):
+            end_session(self.pid)
+        return self.popen.poll()
+
     def exited(self) -> bool:
-        return self.popen.poll() is not None
+        return self._poll() is not None
 
     def describe_exit(self) -> str:
-        code = self.popen.wait()
+        if self.popen.returncode is None and self.pidfd >= 0:
+            _ended(self.pidfd, None)
+        code = self._poll()
+        if code is None:
+            code = self.popen.wait()
         self.pump_stderr()
         if code < 0:
             try:
@@ -131,7 +146,7 @@ class WorkerProcess:
     def wait_exit(self, timeout: float) -> bool:
         import select
 
-        if self.popen.poll() is not None:
+        if self._poll() is not None:
             return True
         if self.pidfd < 0:
             try:
@@ -140,12 +155,12 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 return False
         ready, _, _ = select.select([self.pidfd], [], [], timeout)
-        return bool(ready) and self.popen.poll() is not None
+        return bool(ready) and self._poll() is not None
 
     def terminate(self, grace: float = 1.0) -> None:
         """SIGTERM to the whole process group, SIGKILL after ``grace`` seconds."""
         for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-            if self.popen.poll() is not None:
+            if self._poll() is not None:
                 break
             try:
                 os.killpg(self.pid, sig)
@@ -153,27 +168,35 @@ class WorkerProcess:
                 pass
             if self.wait_exit(wait):
                 break
-        # ranks or children that outlived their leader share its process group
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        # ranks or children that outlived their leader are still in its session
+        if self.popen.returncode is None:
+            end_session(self.pid)
 
     def kill_group(self) -> None:
-        """SIGKILL to the process and everything in its group (``mpiexec`` and its ranks);
-        safe from any thread: it only sends a signal, the owner still reaps and closes."""
+        """SIGKILL to the process and everything in its session (``mpiexec`` and its ranks,
+        what its tasks started); safe from any thread: it only sends signals, the owner still
+        reaps and closes (and until then the pid cannot name another session)."""
         try:
             os.killpg(self.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        if self.popen.returncode is None:
+            end_session(self.pid)
 
     def close(self) -> None:
         if self.pidfd >= 0:
-            if self.popen.poll() is not None:
+            if self._poll() is not None:
                 self.pump_stderr()
             os.close(self.pidfd)
             self.pidfd = -1
             self.popen.stderr.close()
+
+
+def _ended(pidfd: int, timeout: float | None = 0) -> bool:
+    """Whether the process behind ``pidfd`` has ended (without reaping it)."""
+    import select
+
+    return bool(select.select([pidfd], [], [], timeout)[0])
 
 
 def deadline_after(seconds: float | None) -> float | None:

@@ -272,13 +272,13 @@ class SocketInterface:
         if process is not None:
             # a worker that never connected has had no task: nothing to finish, stop it now
             told = False
-            if wait and process.popen.poll() is None and self._transport is not None and self._transport.accept_if_waiting():
+            if wait and not process.exited() and self._transport is not None and self._transport.accept_if_waiting():
                 try:
                     self._transport.send(self.key, dumps_by_value({"shutdown": True}), process.pidfd, timeout=grace)
                     told = True
                 except Exception:
                     pass
-            if not (told and process.wait_exit(grace)) and process.popen.poll() is None:
+            if not (told and process.wait_exit(grace)) and not process.exited():
                 process.terminate()
             process.close()
             self.process = None

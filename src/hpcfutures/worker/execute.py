@@ -123,9 +123,62 @@ def exit_with_driver() -> None:
         import select
 
         select.select([fd], [], [])
+        end_own_session()  # the driver is gone: so must be what our tasks started
         os._exit(70)
 
     threading.Thread(target=watch, name="hpcfutures-driver-watch", daemon=True).start()
+
+
+def session_members(sid: int) -> list[int]:
+    """Pids of the live processes in session ``sid`` (from ``/proc``; empty where there is none)."""
+    found = []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return found
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # ended meanwhile
+        # fields after the command: state ppid pgrp session ...
+        if len(fields) > 3 and fields[0] not in (b"Z", b"X") and int(fields[3]) == sid:
+            found.append(int(name))
+    return found
+
+
+def end_session(sid: int, spare: int = 0) -> int:
+    """SIGKILL every process of session ``sid`` except ``spare``: what a task started (forked
+    children, ``subprocess.Popen``, also those in a process group of their own) must not
+    outlive it. A process started in a session of its own (``os.setsid()``,
+    ``start_new_session=True``) is out of reach on purpose: that is how a task starts a daemon
+    that stays. Returns how many processes were signalled."""
+    import signal
+
+    killed = 0
+    for pid in session_members(sid):
+        if pid == spare:
+            continue
+        try:
+            os.kill(pid, signal.SIGKILL)
+            killed += 1
+        except OSError:
+            pass
+    return killed
+
+
+def end_own_session() -> None:
+    """A worker that leads its session (a serial worker; an MPICH rank) ends what its tasks
+    left running there before it exits."""
+    me = os.getpid()
+    try:
+        if os.getsid(0) == me:
+            end_session(me, spare=me)
+    except OSError:
+        pass
 
 
 def flush_std_streams() -> None:

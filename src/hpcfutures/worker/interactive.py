@@ -29,6 +29,7 @@ from hpcfutures.worker.execute import (
     call,
     decode_message,
     encode_reply,
+    end_own_session,
     error_reply,
     exit_with_driver,
     flush_std_streams,
@@ -147,17 +148,22 @@ def main(argv: list) -> int:
     key = take_key_from_env()
     exit_with_driver()
     adopt_driver_path()
-    if use_mpi:
-        from mpi4py import MPI
+    try:
+        if use_mpi:
+            from mpi4py import MPI
 
-        comm = MPI.COMM_WORLD
-        link = connect(address, key) if comm.Get_rank() == 0 else None
-        serve_mpi(link, comm)
-    else:
-        link = connect(address, key)
-        serve_serial(link)
-    if link is not None:
-        link.close()
+            comm = MPI.COMM_WORLD
+            link = connect(address, key) if comm.Get_rank() == 0 else None
+            serve_mpi(link, comm)
+        else:
+            link = connect(address, key)
+            serve_serial(link)
+        if link is not None:
+            link.close()
+    finally:
+        # told to stop, or the driver's end of the link is gone: the executor is done with
+        # this worker, and with what its tasks started
+        end_own_session()
     return 0
 
 

@@ -10,7 +10,15 @@ import os
 import sys
 
 from hpcfutures.wire.frames import read_frame, take_key_from_env, write_frame
-from hpcfutures.worker.execute import adopt_driver_path, call, decode_message, encode_reply, exit_with_driver, flush_std_streams
+from hpcfutures.worker.execute import (
+    adopt_driver_path,
+    call,
+    decode_message,
+    encode_reply,
+    end_own_session,
+    exit_with_driver,
+    flush_std_streams,
+)
 
 
 def main(argv: list) -> int:
@@ -23,9 +31,12 @@ def main(argv: list) -> int:
     key = take_key_from_env()
     exit_with_driver()
     adopt_driver_path()
-    message, problem = decode_message(read_frame(task_fd, key))
-    os.close(task_fd)
-    reply = encode_reply(problem or call(message, {}))
+    try:
+        message, problem = decode_message(read_frame(task_fd, key))
+        os.close(task_fd)
+        reply = encode_reply(problem or call(message, {}))
+    finally:
+        end_own_session()  # the task is over, and so is everything it started (before the reply: none outlives it)
     flush_std_streams()
     write_frame(reply_fd, key, reply)
     os.close(reply_fd)
