@@ -305,6 +305,7 @@ def test_tcp_transport_roundtrip_and_forged_frames(tmp_path):
     assert link.address == f"tcp://127.0.0.1:{port}"
     link.bootup(python_command("hpcfutures.worker.interactive", link.address), worker_environment(link.key, 1))
     try:
+        assert link.send_and_receive_dict({"fn": funcs.add, "args": (1, 1), "kwargs": {}}) == 2  # connected
         link._transport.send(b"wrong key" * 4, cloudpickle.dumps({"fn": Bomb()}), link.process.pidfd)
         assert link.send_and_receive_dict({"fn": funcs.add, "args": (2, 3), "kwargs": {}}) == 5
         assert not target.exists()
@@ -313,6 +314,84 @@ def test_tcp_transport_roundtrip_and_forged_frames(tmp_path):
             link.receive_dict(timeout=20)
     finally:
         link.shutdown()
+
+
+@pytest.mark.timeout(60)
+def test_tcp_peers_without_the_key_get_nothing_and_the_worker_is_served(tmp_path):
+    """Local processes that connect to the driver's TCP port before the worker does — one
+    that only listens, one that answers the challenge wrongly, one that replays a frame —
+    read nothing of the call, and the task completes anyway (before the fix the first to
+    connect received the pickled call and the task hung)."""
+    import socket
+
+    import zmq
+
+    link = SocketInterface(hostname_localhost=False)
+    address = link.bind()
+    host, port = address[len("tcp://") :].rsplit(":", 1)
+    assert host not in ("*", "0.0.0.0")
+    ctx = zmq.Context()
+    raw = socket.create_connection((host, int(port)), timeout=10)  # speaks no zmq at all
+    listener = ctx.socket(zmq.DEALER)  # zmq, but never says hello: waits to be sent something
+    liar = ctx.socket(zmq.DEALER)  # says hello, answers the challenge without the key
+    for sock in (listener, liar):
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(address)
+    import threading
+
+    got_nonce = []
+
+    def lie():  # answers the challenge (sent while the driver waits for its worker) wrongly
+        if liar.poll(20000):
+            got_nonce.append(liar.recv())
+            liar.send(b"\0" * 32)
+
+    liar_thread = threading.Thread(target=lie)
+    try:
+        liar.send(b"hpcfutures-hello")
+        liar_thread.start()
+        secret = "the-secret-argument-0123456789"
+        link.bootup(python_command("hpcfutures.worker.interactive", address), worker_environment(link.key, 1))
+        link.send_dict({"fn": funcs.identity, "args": (secret,), "kwargs": {}})
+        assert link.receive_dict(timeout=30) == {"result": secret}
+        link.send_dict({"fn": funcs.add, "args": (2, 3), "kwargs": {}})
+        assert link.receive_dict(timeout=30) == {"result": 5}
+        liar_thread.join(30)
+        # what each hostile peer got: a random challenge at most, never a part of the call
+        assert [len(n) for n in got_nonce] == [32]
+        assert not listener.poll(200) and not liar.poll(200)
+        raw.settimeout(0.5)
+        got = b""
+        try:
+            while True:
+                chunk = raw.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+        except socket.timeout:
+            pass
+        assert secret.encode() not in got and b"identity" not in got
+    finally:
+        raw.close()
+        listener.close()
+        liar.close()
+        ctx.term()
+        link.shutdown()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("block", MODES)
+def test_executor_over_tcp_runs_tasks(block):
+    with SingleNodeExecutor(max_workers=1, block_allocation=block, hostname_localhost=False) as exe:
+        assert exe.submit(funcs.add, 1, 2).result(timeout=60) == 3
+        assert exe.submit(funcs.identity, b"y" * (3 << 20)).result(timeout=60) == b"y" * (3 << 20)
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(120)
+def test_mpi_executor_over_tcp_runs_tasks():
+    with SingleNodeExecutor(max_workers=2, hostname_localhost=False, resource_dict={"cores": 2}) as exe:
+        assert exe.submit(funcs.mpi_ranks, 1).result(timeout=60) is not None
 
 
 def test_shutdown_of_a_tcp_link_whose_worker_never_connects():

@@ -53,6 +53,28 @@ def seal(key: bytes, payload: bytes) -> bytes:
     return hmac.new(key, payload, sha256).digest() + payload
 
 
+def mac_of(key: bytes, payload) -> bytes:
+    return hmac.new(key, payload, sha256).digest()
+
+
+def mac_matches(key: bytes, mac: bytes, payload) -> bool:
+    return hmac.compare_digest(mac, hmac.new(key, payload, sha256).digest())
+
+
+HELLO = b"hpcfutures-hello"
+"""A worker's first message on a TCP link; the driver answers it with a random nonce."""
+
+
+def challenge_answer(key: bytes, nonce: bytes) -> bytes:
+    """What proves a peer holds the key: the MAC of the driver's fresh nonce (never the key
+    itself, and never the same answer twice)."""
+    return hmac.new(key, b"hpcfutures-worker:" + nonce, sha256).digest()
+
+
+def answer_is_right(key: bytes, nonce: bytes, answer: bytes) -> bool:
+    return hmac.compare_digest(answer, challenge_answer(key, nonce))
+
+
 def unseal(key: bytes, frame: bytes) -> bytes:
     """Return the payload of an authentic frame; raise for anything else."""
     if len(frame) < MAC_SIZE:

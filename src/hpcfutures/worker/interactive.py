@@ -15,13 +15,15 @@ Messages from the driver: ``{"fn", "args", "kwargs"}`` (a call), ``{"init": fn,
 import sys
 
 from hpcfutures.wire.frames import (
+    HELLO,
     AuthenticationError,
+    challenge_answer,
     dumps,
     loads,
+    mac_matches,
+    mac_of,
     read_frame,
-    seal,
     take_key_from_env,
-    unseal,
     write_frame,
 )
 from hpcfutures.worker.execute import (
@@ -63,26 +65,32 @@ class _UnixLink:
 
 
 class _ZmqLink:
-    """Rank 0's end of a zmq PAIR socket over TCP (workers on other nodes)."""
+    """Rank 0's end of a zmq link over TCP (workers on other nodes): a DEALER that first
+    proves it holds the key (HMAC of the driver's nonce); frames are (MAC, payload) parts."""
 
     def __init__(self, address: str, key: bytes):
         import zmq
 
         self._key = key
         self._context = zmq.Context()
-        self._socket = self._context.socket(zmq.PAIR)
+        self._socket = self._context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 2000)
         self._socket.connect(address)
+        self._socket.send(HELLO)
+        nonce = self._socket.recv()
+        self._socket.send(challenge_answer(key, nonce))
 
     def receive(self) -> bytes:
         while True:
-            try:
-                return unseal(self._key, self._socket.recv(copy=True))
-            except AuthenticationError:
-                continue  # dropped unread
+            parts = self._socket.recv_multipart(copy=False)
+            if len(parts) == 2:
+                payload = parts[1].buffer
+                if mac_matches(self._key, parts[0].bytes, payload):
+                    return payload
+            # anything else: dropped unread
 
     def send(self, payload: bytes) -> None:
-        self._socket.send(seal(self._key, payload), copy=False)
+        self._socket.send_multipart([mac_of(self._key, payload), payload], copy=False)
 
     def close(self) -> None:
         self._socket.close()
