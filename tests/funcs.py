@@ -254,3 +254,11 @@ def start_child(how="popen", seconds=120):
 def mpi_start_child(i, seconds=120):
     """Every MPI rank starts a child; returns the children's pids (rank 0 gets the list)."""
     return start_child("popen", seconds)
+
+
+def wait_for_file(path, timeout):
+    """Block until ``path`` exists (a gate the test opens), at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return os.path.exists(path)

@@ -164,6 +164,8 @@ class WorkerProcess:
                 break
             try:
                 os.killpg(self.pid, sig)
+                if sig == signal.SIGTERM:  # a stopped (SIGSTOP) process gets it only once it runs
+                    os.killpg(self.pid, signal.SIGCONT)
             except (ProcessLookupError, PermissionError):
                 pass
             if self.wait_exit(wait):
