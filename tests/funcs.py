@@ -262,3 +262,13 @@ def wait_for_file(path, timeout):
     while not os.path.exists(path) and time.monotonic() < deadline:
         time.sleep(0.05)
     return os.path.exists(path)
+
+
+def start_environment_has(text):
+    """Whether ``text`` is in the environment this process started with (/proc/self/environ,
+    which removing a variable later does not change) or in its command line."""
+    with open("/proc/self/environ", "rb") as f:
+        environ = f.read()
+    with open("/proc/self/cmdline", "rb") as f:
+        cmdline = f.read()
+    return text.encode() in environ or text.encode() in cmdline

@@ -233,11 +233,22 @@ def test_warm_worker_imports_nothing_of_the_driver_side():
 def test_key_travels_in_environment_only_and_is_removed(block):
     with SingleNodeExecutor(max_workers=1, block_allocation=block) as exe:
         assert exe.submit(funcs.env, "HPCFUTURES_KEY").result(timeout=30) is None
+        assert exe.submit(funcs.env, "HPCFUTURES_KEY_FD").result(timeout=30) is None
         key_hex = exe._engine._key.hex()
         pid = exe.submit(funcs.my_pid).result(timeout=30)
         if block:
             cmdline = open(f"/proc/{pid}/cmdline", "rb").read().decode()
             assert key_hex not in cmdline and "hpcfutures.worker.interactive" in cmdline
+
+
+@pytest.mark.parametrize("block", MODES)
+def test_key_of_a_serial_worker_is_not_in_its_proc_environ(block):
+    """A worker the driver starts itself gets the key through a pipe: nothing in
+    /proc/PID/environ (which keeps the start-up environment even after os.environ.pop)."""
+    with SingleNodeExecutor(max_workers=1, block_allocation=block) as exe:
+        key_hex = exe._engine._key.hex()
+        assert exe.submit(funcs.start_environment_has, "HPCFUTURES_KEY").result(timeout=30) is True  # the probe works
+        assert exe.submit(funcs.start_environment_has, key_hex).result(timeout=30) is False
 
 
 def test_forged_frames_are_dropped_unread(tmp_path):

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from hpcfutures.wire.frames import DRIVER_PID_ENV, KEY_ENV, SYS_PATH_ENV
+from hpcfutures.wire.frames import DRIVER_PID_ENV, KEY_ENV, KEY_FD_ENV, SYS_PATH_ENV
 from hpcfutures.worker.execute import end_session
 
 TYPE_CHECKING = False  # typing costs milliseconds at import; checkers still see the names
@@ -66,10 +66,22 @@ class WorkerProcess:
         stdout: int | None = None,
     ):
         self.argv = list(argv)
+        env = dict(env)
+        key_fd = -1
+        if env.get(KEY_ENV) and self.argv and self.argv[0] == sys.executable:
+            # a Python worker we start ourselves reads the key from a pipe, so it never shows
+            # in its /proc/PID/environ; through mpiexec or srun only the environment travels
+            key_fd, key_w = os.pipe()
+            try:
+                os.write(key_w, env.pop(KEY_ENV).encode())  # 64 bytes: a pipe takes them at once
+            finally:
+                os.close(key_w)
+            env[KEY_FD_ENV] = str(key_fd)
+            pass_fds = (*pass_fds, key_fd)
         try:
             self.popen = subprocess.Popen(
                 self.argv,
-                env=dict(env),
+                env=env,
                 cwd=cwd,
                 pass_fds=tuple(pass_fds),
                 stdin=subprocess.DEVNULL if stdin is None else stdin,
@@ -79,6 +91,9 @@ class WorkerProcess:
             )
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"cannot start worker: {exc.filename!r} not found ({' '.join(self.argv)})") from exc
+        finally:
+            if key_fd >= 0:
+                os.close(key_fd)
         self.pid = self.popen.pid
         self.pidfd = os.pidfd_open(self.pid)
         self.stderr_fd = self.popen.stderr.fileno()

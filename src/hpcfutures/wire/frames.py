@@ -18,8 +18,14 @@ import struct
 from hashlib import sha256
 
 KEY_ENV = "HPCFUTURES_KEY"
-"""Environment variable carrying the hex key to a worker: never the command line,
-where every user of the machine can read it in ``ps``."""
+"""Environment variable carrying the hex key to a worker started through a launcher
+(``mpiexec``, ``srun``): never the command line, where every user of the machine can read
+it in ``ps``. The environment is readable by the same user (``/proc/PID/environ``) for
+the life of the process, so workers the driver starts itself get the key through a pipe
+instead (``KEY_FD_ENV``)."""
+
+KEY_FD_ENV = "HPCFUTURES_KEY_FD"
+"""Number of an inherited pipe holding the hex key: read once, closed, gone."""
 
 DRIVER_PID_ENV = "HPCFUTURES_DRIVER_PID"
 """Pid of the driver; a worker on the same machine exits when that process ends."""
@@ -41,8 +47,24 @@ def new_key() -> bytes:
 
 
 def take_key_from_env() -> bytes:
-    """Read the key and remove it, so that subprocesses the user's function starts
-    do not inherit it."""
+    """Read the key — from the inherited pipe where there is one, else from the
+    environment — and remove it, so that subprocesses the user's function starts do not
+    inherit it. (Removing a variable does not erase it from ``/proc/PID/environ``, which
+    shows the environment the process started with; the pipe leaves nothing there.)"""
+    fd_text = os.environ.pop(KEY_FD_ENV, None)
+    if fd_text:
+        fd = int(fd_text)
+        try:
+            chunks = []
+            while True:
+                chunk = os.read(fd, 256)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+        os.environ.pop(KEY_ENV, None)
+        return bytes.fromhex(b"".join(chunks).decode())
     value = os.environ.pop(KEY_ENV, None)
     if not value:
         raise RuntimeError(f"{KEY_ENV} is not set: this worker was not started by hpcfutures")
