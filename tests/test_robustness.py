@@ -251,6 +251,18 @@ def test_key_of_a_serial_worker_is_not_in_its_proc_environ(block):
         assert exe.submit(funcs.start_environment_has, key_hex).result(timeout=30) is False
 
 
+@pytest.mark.mpi
+@pytest.mark.parametrize("block", MODES)
+def test_key_of_mpi_ranks_is_not_in_their_proc_environ(block):
+    """mpiexec passes the environment, not descriptors: rank 0 reads the key from a 0600
+    file it deletes; the other ranks never need it."""
+    with SingleNodeExecutor(max_workers=2, block_allocation=block, resource_dict={"cores": 2}) as exe:
+        key_hex = exe._engine._key.hex()
+        assert exe.submit(funcs.start_environment_has, "HPCFUTURES_KEY").result(timeout=60) == [True, True]
+        assert exe.submit(funcs.start_environment_has, key_hex).result(timeout=60) == [False, False]
+        assert exe.submit(funcs.env, "HPCFUTURES_KEY_FILE").result(timeout=60) == [None, None]
+
+
 def test_forged_frames_are_dropped_unread(tmp_path):
     target = tmp_path / "pwned"
 

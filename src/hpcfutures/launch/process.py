@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from hpcfutures.wire.frames import DRIVER_PID_ENV, KEY_ENV, KEY_FD_ENV, SYS_PATH_ENV
+from hpcfutures.wire.frames import DRIVER_PID_ENV, KEY_ENV, KEY_FD_ENV, KEY_FILE_ENV, SYS_PATH_ENV
 from hpcfutures.worker.execute import end_session
 
 TYPE_CHECKING = False  # typing costs milliseconds at import; checkers still see the names
@@ -68,9 +68,11 @@ class WorkerProcess:
         self.argv = list(argv)
         env = dict(env)
         key_fd = -1
-        if env.get(KEY_ENV) and self.argv and self.argv[0] == sys.executable:
+        self._key_dir: str | None = None
+        launcher = os.path.basename(self.argv[0]) if self.argv else ""
+        if env.get(KEY_ENV) and self.argv[0] == sys.executable:
             # a Python worker we start ourselves reads the key from a pipe, so it never shows
-            # in its /proc/PID/environ; through mpiexec or srun only the environment travels
+            # in its /proc/PID/environ
             key_fd, key_w = os.pipe()
             try:
                 os.write(key_w, env.pop(KEY_ENV).encode())  # 64 bytes: a pipe takes them at once
@@ -78,6 +80,19 @@ class WorkerProcess:
                 os.close(key_w)
             env[KEY_FD_ENV] = str(key_fd)
             pass_fds = (*pass_fds, key_fd)
+        elif env.get(KEY_ENV) and launcher in ("mpiexec", "mpirun"):
+            # a local mpiexec passes on the environment, not descriptors: a 0600 file in a
+            # fresh 0700 directory, deleted by rank 0 as it reads it (srun: see README)
+            import tempfile
+
+            self._key_dir = tempfile.mkdtemp(prefix="hpcf-key-")
+            path = os.path.join(self._key_dir, "key")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, env.pop(KEY_ENV).encode())
+            finally:
+                os.close(fd)
+            env[KEY_FILE_ENV] = path
         try:
             self.popen = subprocess.Popen(
                 self.argv,
@@ -89,8 +104,14 @@ class WorkerProcess:
                 stderr=subprocess.PIPE,
                 start_new_session=True,
             )
-        except FileNotFoundError as exc:
-            raise FileNotFoundError(f"cannot start worker: {exc.filename!r} not found ({' '.join(self.argv)})") from exc
+        except BaseException as exc:
+            if self._key_dir is not None:
+                import shutil
+
+                shutil.rmtree(self._key_dir, ignore_errors=True)
+            if isinstance(exc, FileNotFoundError):
+                raise FileNotFoundError(f"cannot start worker: {exc.filename!r} not found ({' '.join(self.argv)})") from exc
+            raise
         finally:
             if key_fd >= 0:
                 os.close(key_fd)
@@ -201,6 +222,11 @@ class WorkerProcess:
             end_session(self.pid)
 
     def close(self) -> None:
+        if self._key_dir is not None:  # rank 0 deleted the key already, unless it never started
+            import shutil
+
+            shutil.rmtree(self._key_dir, ignore_errors=True)
+            self._key_dir = None
         if self.pidfd >= 0:
             if self._poll() is not None:
                 self.pump_stderr()

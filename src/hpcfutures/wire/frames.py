@@ -27,6 +27,10 @@ instead (``KEY_FD_ENV``)."""
 KEY_FD_ENV = "HPCFUTURES_KEY_FD"
 """Number of an inherited pipe holding the hex key: read once, closed, gone."""
 
+KEY_FILE_ENV = "HPCFUTURES_KEY_FILE"
+"""Path of a 0600 file holding the hex key, for MPI ranks started by a local ``mpiexec``
+(which passes on the environment, not descriptors): rank 0 reads it and deletes it."""
+
 DRIVER_PID_ENV = "HPCFUTURES_DRIVER_PID"
 """Pid of the driver; a worker on the same machine exits when that process ends."""
 
@@ -51,6 +55,19 @@ def take_key_from_env() -> bytes:
     environment — and remove it, so that subprocesses the user's function starts do not
     inherit it. (Removing a variable does not erase it from ``/proc/PID/environ``, which
     shows the environment the process started with; the pipe leaves nothing there.)"""
+    key_file = os.environ.pop(KEY_FILE_ENV, None)
+    if key_file:
+        try:
+            with open(key_file, "rb") as f:
+                text = f.read()
+        finally:
+            try:
+                os.unlink(key_file)
+                os.rmdir(os.path.dirname(key_file))  # the driver made that directory for this file alone
+            except OSError:
+                pass
+        os.environ.pop(KEY_ENV, None)
+        return bytes.fromhex(text.decode())
     fd_text = os.environ.pop(KEY_FD_ENV, None)
     if fd_text:
         fd = int(fd_text)
@@ -69,6 +86,13 @@ def take_key_from_env() -> bytes:
     if not value:
         raise RuntimeError(f"{KEY_ENV} is not set: this worker was not started by hpcfutures")
     return bytes.fromhex(value)
+
+
+def drop_key_from_env() -> None:
+    """For a process that does not talk to the driver (MPI ranks other than 0): forget
+    where the key is, so the user's subprocesses do not inherit it."""
+    for name in (KEY_ENV, KEY_FD_ENV, KEY_FILE_ENV):
+        os.environ.pop(name, None)
 
 
 def seal(key: bytes, payload: bytes) -> bytes:

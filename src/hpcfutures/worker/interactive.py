@@ -18,6 +18,7 @@ from hpcfutures.wire.frames import (
     HELLO,
     AuthenticationError,
     challenge_answer,
+    drop_key_from_env,
     dumps,
     loads,
     mac_matches,
@@ -153,7 +154,7 @@ def _combine(parts: list, is_call: bool) -> bytes:
 def main(argv: list) -> int:
     address = argv[1]
     use_mpi = "--mpi" in argv[2:]
-    key = take_key_from_env()
+    key = None if use_mpi else take_key_from_env()
     exit_with_driver()
     adopt_driver_path()
     try:
@@ -161,7 +162,11 @@ def main(argv: list) -> int:
             from mpi4py import MPI
 
             comm = MPI.COMM_WORLD
-            link = connect(address, key) if comm.Get_rank() == 0 else None
+            if comm.Get_rank() == 0:  # only rank 0 talks to the driver, so only it reads the key
+                link = connect(address, take_key_from_env())
+            else:
+                drop_key_from_env()
+                link = None
             serve_mpi(link, comm)
         else:
             link = connect(address, key)
