@@ -15,7 +15,6 @@ from hpcfutures.worker.execute import (
     call,
     decode_message,
     encode_reply,
-    end_own_session,
     exit_with_driver,
     flush_std_streams,
 )
@@ -31,12 +30,11 @@ def main(argv: list) -> int:
     key = take_key_from_env()
     exit_with_driver()
     adopt_driver_path()
-    try:
-        message, problem = decode_message(read_frame(task_fd, key))
-        os.close(task_fd)
-        reply = encode_reply(problem or call(message, {}))
-    finally:
-        end_own_session()  # the task is over, and so is everything it started (before the reply: none outlives it)
+    # what the task starts is ended by the driver, before it reaps this process and before
+    # the future gets its result (and by exit_with_driver's watch if the driver dies)
+    message, problem = decode_message(read_frame(task_fd, key))
+    os.close(task_fd)
+    reply = encode_reply(problem or call(message, {}))
     flush_std_streams()
     write_frame(reply_fd, key, reply)
     os.close(reply_fd)
