@@ -223,6 +223,7 @@ class WarmPool:
                 try:
                     for task in pending_send:
                         link.send_payload(task.payload)
+                    head.sent()  # only the head: tasks sent ahead may have to go to another worker
                     reply = link.receive_payload(timeout=head.resources.get("run_time_max"))
                     inflight.popleft()
                     finish(head, reply, self._requeue_one)

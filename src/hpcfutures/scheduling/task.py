@@ -38,6 +38,13 @@ class Task:
             self.started_at = time.monotonic()
         return self.running
 
+    def sent(self) -> None:
+        """The worker has the call and runs it now: its pickle is dropped unless it may have
+        to be sent again (retries) or stored (cache), so that a large argument's pickle and
+        the reply's buffer are never alive at once."""
+        if not self.resources.get("retries") and self.cache is None:
+            self.payload = None
+
     def release(self) -> None:
         """Drop the call (its arguments and their pickle) once the future has its outcome:
         a finished task may stay referenced a while (a worker thread's last task), and a
