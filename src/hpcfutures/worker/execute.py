@@ -13,6 +13,7 @@ import sys
 from hpcfutures.wire.frames import DRIVER_PID_ENV, SYS_PATH_ENV, dumps, loads
 
 WORKER_ID_NAME = "executorlib_worker_id"
+_listdir = os.listdir  # bound now: a user (or a test) patching os.listdir must not change how sessions end
 
 
 def adopt_driver_path() -> None:
@@ -133,7 +134,7 @@ def session_members(sid: int) -> list[int]:
     """Pids of the live processes in session ``sid`` (from ``/proc``; empty where there is none)."""
     found = []
     try:
-        names = os.listdir("/proc")
+        names = _listdir("/proc")
     except OSError:
         return found
     for name in names:
