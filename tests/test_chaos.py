@@ -162,6 +162,33 @@ def test_killing_one_mpi_rank_fails_its_task_and_the_pool_serves_on(tmp_path):
     watcher.assert_all_gone()
 
 
+@pytest.mark.mpi
+def test_a_killed_mpiexec_leaves_no_session_files(tmp_path):
+    """Open MPI keeps session files in <tmp>/ompi.<mpiexec pid>; left by a killed mpiexec,
+    they make a later mpiexec that gets the same pid fail to start."""
+    import tempfile
+
+    from hpcfutures.launch.mpi import find_mpiexec, mpi_family
+
+    if mpi_family(find_mpiexec()) != "openmpi":
+        pytest.skip("Open MPI's session directory")
+    exe = SingleNodeExecutor(max_workers=1, block_allocation=True, restart_limit=2, resource_dict={"cores": 2})
+    try:
+        fut = exe.submit(funcs.rank_pid_files_then_sleep, str(tmp_path), 60)
+        assert wait_until(lambda: len(os.listdir(tmp_path)) == 2, 30)
+        launcher = [p for p, c in descendants().items() if os.path.basename(c.split(" ")[0]) in ("mpiexec", "mpirun", "prterun")]
+        assert len(launcher) == 1, descendants()
+        session = os.path.join(tempfile.gettempdir(), f"ompi.{launcher[0]}")
+        assert os.path.isdir(session)
+        os.kill(launcher[0], signal.SIGKILL)
+        with pytest.raises(WorkerCrashedError):
+            fut.result(timeout=60)
+        assert not os.path.exists(session), "a killed mpiexec's session files were left"
+        assert exe.submit(funcs.mpi_ranks, 1).result(timeout=60) == [(1, 2, 0), (1, 2, 1)]
+    finally:
+        exe.shutdown(wait=True)
+
+
 # -- SIGSTOP with run_time_max ----------------------------------------------------------
 @pytest.mark.parametrize("block", MODES)
 def test_a_stopped_worker_is_ended_by_run_time_max(tmp_path, block):

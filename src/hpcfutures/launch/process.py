@@ -13,9 +13,11 @@ given to another process.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 from hpcfutures.wire.frames import DRIVER_PID_ENV, KEY_ENV, KEY_FD_ENV, KEY_FILE_ENV, SYS_PATH_ENV
@@ -83,8 +85,6 @@ class WorkerProcess:
         elif env.get(KEY_ENV) and launcher in ("mpiexec", "mpirun"):
             # a local mpiexec passes on the environment, not descriptors: a 0600 file in a
             # fresh 0700 directory, deleted by rank 0 as it reads it (srun: see README)
-            import tempfile
-
             self._key_dir = tempfile.mkdtemp(prefix="hpcf-key-")
             path = os.path.join(self._key_dir, "key")
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -106,8 +106,6 @@ class WorkerProcess:
             )
         except BaseException as exc:
             if self._key_dir is not None:
-                import shutil
-
                 shutil.rmtree(self._key_dir, ignore_errors=True)
             if isinstance(exc, FileNotFoundError):
                 raise FileNotFoundError(f"cannot start worker: {exc.filename!r} not found ({' '.join(self.argv)})") from exc
@@ -116,6 +114,10 @@ class WorkerProcess:
             if key_fd >= 0:
                 os.close(key_fd)
         self.pid = self.popen.pid
+        # Open MPI's mpiexec keeps its session files in <tmp>/ompi.<its pid>; killed, it
+        # leaves them, and a later mpiexec that gets the same pid fails to start ("The PMIx
+        # server's listener thread failed to start"): removed before the pid is reaped
+        self._mpi_tmp = os.path.join(tempfile.gettempdir(), f"ompi.{self.pid}") if launcher in ("mpiexec", "mpirun") else None
         self.pidfd = os.pidfd_open(self.pid)
         self.stderr_fd = self.popen.stderr.fileno()
         os.set_blocking(self.stderr_fd, False)
@@ -154,6 +156,8 @@ class WorkerProcess:
         """``Popen.poll``, but what the process left in its session dies before it is reaped."""
         if self.popen.returncode is None and self.pidfd >= 0 and _ended(self.pidfd):
             end_session(self.pid)
+            if self._mpi_tmp is not None:  # our pid still names it: no one else's
+                shutil.rmtree(self._mpi_tmp, ignore_errors=True)
         return self.popen.poll()
 
     def exited(self) -> bool:
@@ -223,8 +227,6 @@ class WorkerProcess:
 
     def close(self) -> None:
         if self._key_dir is not None:  # rank 0 deleted the key already, unless it never started
-            import shutil
-
             shutil.rmtree(self._key_dir, ignore_errors=True)
             self._key_dir = None
         if self.pidfd >= 0:
