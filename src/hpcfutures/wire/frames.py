@@ -100,10 +100,12 @@ def seal(key: bytes, payload: bytes) -> bytes:
 
 
 def mac_of(key: bytes, payload) -> bytes:
+    """HMAC-SHA256 of ``payload`` (bytes or a buffer) under ``key``: 32 bytes."""
     return hmac.new(key, payload, sha256).digest()
 
 
 def mac_matches(key: bytes, mac: bytes, payload) -> bool:
+    """Whether ``mac`` authenticates ``payload`` under ``key`` (constant-time comparison)."""
     return hmac.compare_digest(mac, hmac.new(key, payload, sha256).digest())
 
 
@@ -118,6 +120,7 @@ def challenge_answer(key: bytes, nonce: bytes) -> bytes:
 
 
 def answer_is_right(key: bytes, nonce: bytes, answer: bytes) -> bool:
+    """Whether ``answer`` is ``challenge_answer(key, nonce)`` (constant-time comparison)."""
     return hmac.compare_digest(answer, challenge_answer(key, nonce))
 
 

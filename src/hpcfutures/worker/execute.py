@@ -131,7 +131,13 @@ def exit_with_driver() -> None:
 
 
 def session_members(sid: int) -> list[int]:
-    """Pids of the live processes in session ``sid`` (from ``/proc``; empty where there is none)."""
+    """Pids of the live processes in a session, read from ``/proc``.
+
+    Args:
+        sid: the session id (the pid of the session's leader).
+
+    Returns:
+        The pids, zombies excluded; empty where there is no ``/proc`` or no such session."""
     found = []
     try:
         names = _listdir("/proc")
@@ -156,7 +162,15 @@ def end_session(sid: int, spare: int = 0) -> int:
     children, ``subprocess.Popen``, also those in a process group of their own) must not
     outlive it. A process started in a session of its own (``os.setsid()``,
     ``start_new_session=True``) is out of reach on purpose: that is how a task starts a daemon
-    that stays. Returns how many processes were signalled."""
+    that stays.
+
+    Args:
+        sid: the session id; call this while its leader is alive or not yet reaped, so that
+            the number cannot name a newer session.
+        spare: a pid not to signal (the caller itself), 0 for none.
+
+    Returns:
+        How many processes were signalled. Never raises for processes that are gone."""
     import signal
 
     killed = 0
