@@ -85,6 +85,8 @@ def _tcp_interface() -> tuple[str, str]:
     this host's name resolves to, when it resolves to one that is not loopback and can be
     bound; otherwise every interface, and the name (the best we can tell)."""
     name = _socket.getfqdn()
+    if name == "localhost" or name.startswith("localhost."):  # /etc/hosts maps the host name to 127.0.0.1
+        name = _socket.gethostname()
     try:
         infos = _socket.getaddrinfo(name, None, _socket.AF_INET, _socket.SOCK_STREAM)
     except OSError:
