@@ -39,7 +39,8 @@ STDERR_TAIL = 8192
 
 def worker_environment(key: bytes, threads_per_core: int, extra: Mapping[str, str] | None = None) -> dict:
     """The environment of a worker: the driver's, the secret key (never on the command
-    line), and the thread count for every common threading runtime."""
+    line; ``WorkerProcess`` moves it to a pipe or a 0600 file where the launcher allows),
+    and the thread count for every common threading runtime."""
     env = dict(os.environ)
     env[KEY_ENV] = key.hex()
     env[DRIVER_PID_ENV] = f"{os.getpid()}@{os.uname().nodename}"  # a pid means nothing on another node

@@ -1,7 +1,8 @@
 """``SocketInterface``: the driver's end of the link to one worker process.
 
 Two transports, one framing (``frames``: HMAC-SHA256 over each pickled message, checked
-before anything is unpickled; the key reaches the worker through its environment):
+before anything is unpickled; the key reaches the worker as ``WorkerProcess`` passes it: an
+inherited pipe, a 0600 file for a local ``mpiexec``, the environment through ``srun``):
 
 - on one machine, a Unix-domain stream socket inside a fresh 0700 directory: only this
   user can even connect, and a round trip costs ~40 us, a quarter of zmq's (whose I/O
