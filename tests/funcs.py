@@ -290,3 +290,43 @@ def mpi_die_then_others_wait(rank_to_die):
         os._exit(3)
     MPI.COMM_WORLD.Barrier()
     return MPI.COMM_WORLD.Get_rank()
+
+
+def start_child(how="popen", seconds=120):
+    """Start a process that would outlive the task, and return its pid: ``popen``
+    (``subprocess.Popen``), ``fork``, ``own_group`` (a process group of its own) or
+    ``own_session`` (a session of its own: the documented way to start a daemon that stays)."""
+    import subprocess
+
+    if how == "fork":
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(seconds)
+            os._exit(0)
+        return pid
+    extra = {"own_group": {"preexec_fn": os.setpgrp}, "own_session": {"start_new_session": True}}.get(how, {})
+    argv = [sys.executable, "-c", f"import time; time.sleep({seconds})"]
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **extra).pid
+
+
+def mpi_start_child(i, seconds=120):
+    """Every MPI rank starts a child; returns the children's pids (rank 0 gets the list)."""
+    return start_child("popen", seconds)
+
+
+def wait_for_gate(path, timeout):
+    """Block until ``path`` exists (a gate the test opens), at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return os.path.exists(path)
+
+
+def start_environment_has(text):
+    """Whether ``text`` is in the environment this process started with (/proc/self/environ,
+    which removing a variable later does not change) or in its command line."""
+    with open("/proc/self/environ", "rb") as f:
+        environ = f.read()
+    with open("/proc/self/cmdline", "rb") as f:
+        cmdline = f.read()
+    return text.encode() in environ or text.encode() in cmdline

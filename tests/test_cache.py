@@ -127,12 +127,69 @@ def test_entry_of_an_unknown_format_version_is_reported(tmp_path):
         exe.submit(funcs.add, 1, 1, resource_dict={"cache_key": "v"}).result(timeout=30)
     path = os.path.join(cache, "v.hpcfcache")
     data = open(path, "rb").read()
-    open(path, "wb").write(data.replace(b"HPCFCACHE 1\n", b"HPCFCACHE 9\n", 1))
+    assert data.startswith(b"HPCFCACHE 2 ")
+    open(path, "wb").write(data.replace(b"HPCFCACHE 2 ", b"HPCFCACHE 9 ", 1))
     with pytest.raises(CacheEntryError, match="format version 9"):
         get_future_from_cache(cache, "v")
     with SingleNodeExecutor(max_workers=1, cache_directory=cache) as exe:
         with pytest.warns(UserWarning, match="version 9"):
             assert exe.submit(funcs.add, 1, 1, resource_dict={"cache_key": "v"}).result(timeout=30) == 2
+
+
+def _flip_bit(path, at: int, bit: int = 0) -> None:
+    data = bytearray(open(path, "rb").read())
+    data[at] ^= 1 << bit
+    open(path, "wb").write(bytes(data))
+
+
+@pytest.mark.parametrize("part", ["output", "input", "header"])
+def test_a_flipped_bit_is_reported_and_the_task_runs_again(tmp_path, part):
+    """A bit flip that still unpickles must never be served: each part has a checksum."""
+    calls, cache = str(tmp_path / "calls"), str(tmp_path / "cache")
+    text = "abc" * 100
+    with SingleNodeExecutor(max_workers=1, cache_directory=cache) as exe:
+        assert exe.submit(funcs.count_call, calls, text, resource_dict={"cache_key": "k"}).result(timeout=30) == text * 2
+    path = os.path.join(cache, "k.hpcfcache")
+    data = open(path, "rb").read()
+    if part == "output":  # inside the stored result: "abc" becomes "abb", still a valid pickle
+        _flip_bit(path, data.rindex(b"abc") + 2, 0)
+    elif part == "input":  # inside the stored argument
+        _flip_bit(path, data.index(b"abc") + 2, 0)
+    else:  # a digit of the stored run time in the JSON header
+        _flip_bit(path, data.index(b'"runtime": ') + len(b'"runtime": ') + 2, 0)
+    if part != "input":
+        with pytest.raises(CacheEntryError, match="checksum"):
+            get_future_from_cache(cache, "k")
+    record = get_cache_data(cache)[0]
+    assert record["status"] == "unreadable" and "checksum" in str(record["error"])
+    with SingleNodeExecutor(max_workers=1, cache_directory=cache) as exe:
+        if part == "input":  # a hit reads only the header and the output: the input is checked when it is read
+            assert exe.submit(funcs.count_call, calls, text, resource_dict={"cache_key": "k"}).result(timeout=30) == text * 2
+        else:
+            with pytest.warns(UserWarning, match="checksum"):
+                fut = exe.submit(funcs.count_call, calls, text, resource_dict={"cache_key": "k"})
+            assert fut.result(timeout=30) == text * 2
+    assert funcs.runs(calls) == (1 if part == "input" else 2)
+    assert get_future_from_cache(cache, "k").result() == text * 2
+
+
+def test_an_entry_of_format_version_1_is_never_served(tmp_path):
+    """Entries written before checksums existed are refused, and the task runs again."""
+    import json
+    import pickle
+    import struct
+
+    calls, cache = str(tmp_path / "calls"), str(tmp_path / "cache")
+    os.makedirs(cache)
+    wrong = pickle.dumps({"result": -1})  # what a version 1 entry holds, unchecked
+    head = json.dumps({"status": "ok", "version": 1, "input_size": 0, "output_size": len(wrong)}).encode()
+    pack = struct.Struct("<Q").pack
+    entry = b"HPCFCACHE 1\n" + pack(len(head)) + head + pack(0) + pack(len(wrong)) + wrong
+    open(os.path.join(cache, "k.hpcfcache"), "wb").write(entry)
+    with SingleNodeExecutor(max_workers=1, cache_directory=cache) as exe:
+        with pytest.warns(UserWarning, match="version 1"):
+            assert exe.submit(funcs.count_call, calls, 5, resource_dict={"cache_key": "k"}).result(timeout=30) == 10
+    assert funcs.runs(calls) == 1
 
 
 _HAMMER = """

@@ -233,11 +233,34 @@ def test_warm_worker_imports_nothing_of_the_driver_side():
 def test_key_travels_in_environment_only_and_is_removed(block):
     with SingleNodeExecutor(max_workers=1, block_allocation=block) as exe:
         assert exe.submit(funcs.env, "HPCFUTURES_KEY").result(timeout=30) is None
+        assert exe.submit(funcs.env, "HPCFUTURES_KEY_FD").result(timeout=30) is None
         key_hex = exe._engine._key.hex()
         pid = exe.submit(funcs.my_pid).result(timeout=30)
         if block:
             cmdline = open(f"/proc/{pid}/cmdline", "rb").read().decode()
             assert key_hex not in cmdline and "hpcfutures.worker.interactive" in cmdline
+
+
+@pytest.mark.parametrize("block", MODES)
+def test_key_of_a_serial_worker_is_not_in_its_proc_environ(block):
+    """A worker the driver starts itself gets the key through a pipe: nothing in
+    /proc/PID/environ (which keeps the start-up environment even after os.environ.pop)."""
+    with SingleNodeExecutor(max_workers=1, block_allocation=block) as exe:
+        key_hex = exe._engine._key.hex()
+        assert exe.submit(funcs.start_environment_has, "HPCFUTURES_KEY").result(timeout=30) is True  # the probe works
+        assert exe.submit(funcs.start_environment_has, key_hex).result(timeout=30) is False
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("block", MODES)
+def test_key_of_mpi_ranks_is_not_in_their_proc_environ(block):
+    """mpiexec passes the environment, not descriptors: rank 0 reads the key from a 0600
+    file it deletes; the other ranks never need it."""
+    with SingleNodeExecutor(max_workers=2, block_allocation=block, resource_dict={"cores": 2}) as exe:
+        key_hex = exe._engine._key.hex()
+        assert exe.submit(funcs.start_environment_has, "HPCFUTURES_KEY").result(timeout=60) == [True, True]
+        assert exe.submit(funcs.start_environment_has, key_hex).result(timeout=60) == [False, False]
+        assert exe.submit(funcs.env, "HPCFUTURES_KEY_FILE").result(timeout=60) == [None, None]
 
 
 def test_forged_frames_are_dropped_unread(tmp_path):
@@ -305,6 +328,7 @@ def test_tcp_transport_roundtrip_and_forged_frames(tmp_path):
     assert link.address == f"tcp://127.0.0.1:{port}"
     link.bootup(python_command("hpcfutures.worker.interactive", link.address), worker_environment(link.key, 1))
     try:
+        assert link.send_and_receive_dict({"fn": funcs.add, "args": (1, 1), "kwargs": {}}) == 2  # connected
         link._transport.send(b"wrong key" * 4, cloudpickle.dumps({"fn": Bomb()}), link.process.pidfd)
         assert link.send_and_receive_dict({"fn": funcs.add, "args": (2, 3), "kwargs": {}}) == 5
         assert not target.exists()
@@ -313,6 +337,84 @@ def test_tcp_transport_roundtrip_and_forged_frames(tmp_path):
             link.receive_dict(timeout=20)
     finally:
         link.shutdown()
+
+
+@pytest.mark.timeout(60)
+def test_tcp_peers_without_the_key_get_nothing_and_the_worker_is_served(tmp_path):
+    """Local processes that connect to the driver's TCP port before the worker does — one
+    that only listens, one that answers the challenge wrongly, one that replays a frame —
+    read nothing of the call, and the task completes anyway (before the fix the first to
+    connect received the pickled call and the task hung)."""
+    import socket
+
+    import zmq
+
+    link = SocketInterface(hostname_localhost=False)
+    address = link.bind()
+    host, port = address[len("tcp://") :].rsplit(":", 1)
+    assert host not in ("*", "0.0.0.0")
+    ctx = zmq.Context()
+    raw = socket.create_connection((host, int(port)), timeout=10)  # speaks no zmq at all
+    listener = ctx.socket(zmq.DEALER)  # zmq, but never says hello: waits to be sent something
+    liar = ctx.socket(zmq.DEALER)  # says hello, answers the challenge without the key
+    for sock in (listener, liar):
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(address)
+    import threading
+
+    got_nonce = []
+
+    def lie():  # answers the challenge (sent while the driver waits for its worker) wrongly
+        if liar.poll(20000):
+            got_nonce.append(liar.recv())
+            liar.send(b"\0" * 32)
+
+    liar_thread = threading.Thread(target=lie)
+    try:
+        liar.send(b"hpcfutures-hello")
+        liar_thread.start()
+        secret = "the-secret-argument-0123456789"
+        link.bootup(python_command("hpcfutures.worker.interactive", address), worker_environment(link.key, 1))
+        link.send_dict({"fn": funcs.identity, "args": (secret,), "kwargs": {}})
+        assert link.receive_dict(timeout=30) == {"result": secret}
+        link.send_dict({"fn": funcs.add, "args": (2, 3), "kwargs": {}})
+        assert link.receive_dict(timeout=30) == {"result": 5}
+        liar_thread.join(30)
+        # what each hostile peer got: a random challenge at most, never a part of the call
+        assert [len(n) for n in got_nonce] == [32]
+        assert not listener.poll(200) and not liar.poll(200)
+        raw.settimeout(0.5)
+        got = b""
+        try:
+            while True:
+                chunk = raw.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+        except socket.timeout:
+            pass
+        assert secret.encode() not in got and b"identity" not in got
+    finally:
+        raw.close()
+        listener.close()
+        liar.close()
+        ctx.term()
+        link.shutdown()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("block", MODES)
+def test_executor_over_tcp_runs_tasks(block):
+    with SingleNodeExecutor(max_workers=1, block_allocation=block, hostname_localhost=False) as exe:
+        assert exe.submit(funcs.add, 1, 2).result(timeout=60) == 3
+        assert exe.submit(funcs.identity, b"y" * (3 << 20)).result(timeout=60) == b"y" * (3 << 20)
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(120)
+def test_mpi_executor_over_tcp_runs_tasks():
+    with SingleNodeExecutor(max_workers=2, hostname_localhost=False, resource_dict={"cores": 2}) as exe:
+        assert exe.submit(funcs.mpi_ranks, 1).result(timeout=60) is not None
 
 
 def test_shutdown_of_a_tcp_link_whose_worker_never_connects():
@@ -372,3 +474,146 @@ def test_a_failed_worker_start_without_restarts_fails_the_tasks(tmp_path):
     with SingleNodeExecutor(max_workers=1, block_allocation=True, init_function=funcs.init_fails_once(counter)) as exe:
         with pytest.raises(RuntimeError, match="init_function failed"):
             exe.submit(funcs.is_ready).result(timeout=60)
+
+
+# -- memory: nothing of a finished call stays alive in the driver ------------------
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def _reset_peak() -> bool:
+    """Reset VmHWM (the peak RSS) to the current RSS; False where the kernel does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("block", MODES)
+def test_a_big_round_trip_leaves_the_driver_near_its_baseline(block):
+    """A 200 MB argument and result: once the caller drops the result and the future, the
+    driver gives the memory back (before the fix a warm pool kept the argument, its pickle
+    and the reply's buffer alive in the worker's thread: +3 copies)."""
+    import gc
+
+    size = 200 << 20
+    with SingleNodeExecutor(max_workers=1, block_allocation=block) as exe:
+        assert exe.submit(funcs.add, 1, 1).result(timeout=30) == 2  # worker and threads exist
+        gc.collect()
+        base = _rss_bytes()
+        data = b"x" * size
+        with_data = _rss_bytes()
+        peak_known = _reset_peak()
+        fut = exe.submit(funcs.identity, data)
+        result = fut.result(timeout=90)
+        if peak_known:
+            peak = _peak_bytes() - with_data
+            print(f"peak {peak / size:.1f} x the data above the driver holding the argument")
+            # the result itself, and one more copy at a time (the call's pickle while it is
+            # sent, then the reply's buffer while it is unpickled): 2x, not 3x
+            assert peak < 2.5 * size, f"peak {peak >> 20} MiB for {size >> 20} MiB of data"
+        assert result == data
+        del fut, data, result
+        gc.collect()
+        grown = _rss_bytes() - base
+        print(f"driver RSS {grown / 2**20:+.0f} MiB after a {size >> 20} MiB round trip was dropped")
+        assert grown < size // 4, f"the driver still holds {grown >> 20} MiB after the result was dropped"
+        assert exe.submit(funcs.add, 2, 3).result(timeout=30) == 5
+
+
+# -- processes a task starts do not outlive it ---------------------------------------
+
+CHILDREN = ["popen", "fork", "own_group"]
+
+
+@pytest.mark.parametrize("how", CHILDREN)
+def test_a_fresh_task_s_children_end_with_the_task(how):
+    with SingleNodeExecutor(max_workers=1) as exe:
+        child = exe.submit(funcs.start_child, how).result(timeout=30)
+        # ended before the reply was sent: gone (at most a zombie being reaped) by now
+        assert wait_until(lambda: not pid_alive(child), 10), f"the task's {how} child {child} outlived the task"
+        assert exe.submit(funcs.add, 1, 2).result(timeout=30) == 3
+
+
+@pytest.mark.parametrize("how", CHILDREN)
+def test_a_warm_task_s_children_end_with_the_executor(how):
+    exe = SingleNodeExecutor(max_workers=1, block_allocation=True)
+    try:
+        child = exe.submit(funcs.start_child, how).result(timeout=30)
+        assert pid_alive(child)  # warm: they may serve later tasks until the worker ends
+        assert exe.submit(funcs.add, 1, 2).result(timeout=30) == 3
+    finally:
+        exe.shutdown(wait=True)
+    assert wait_until(lambda: not pid_alive(child), 10), f"the task's {how} child {child} outlived shutdown()"
+
+
+@pytest.mark.parametrize("block", MODES)
+def test_children_of_a_crashed_or_timed_out_worker_end_too(block):
+    with SingleNodeExecutor(max_workers=1, block_allocation=block, restart_limit=1) as exe:
+        child = exe.submit(funcs.start_child, "own_group").result(timeout=30) if block else None
+        with pytest.raises(TimeoutError):
+            exe.submit(funcs.sleep_then, 60, resource_dict={"run_time_max": 1}).result(timeout=30)
+        if child is not None:  # the warm worker was replaced: its session ended
+            assert wait_until(lambda: not pid_alive(child), 10)
+        assert exe.submit(funcs.add, 1, 2).result(timeout=30) == 3
+
+
+@pytest.mark.parametrize("block", MODES)
+def test_a_child_in_a_session_of_its_own_is_left_alone(block):
+    """The documented opt-out: a daemon started on purpose in its own session stays."""
+    with SingleNodeExecutor(max_workers=1, block_allocation=block) as exe:
+        child = exe.submit(funcs.start_child, "own_session", 60).result(timeout=30)
+    try:
+        assert pid_alive(child)
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("block", MODES)
+def test_children_of_mpi_ranks_end_with_the_task_or_executor(block):
+    exe = SingleNodeExecutor(max_workers=2, block_allocation=block, resource_dict={"cores": 2})
+    try:
+        children = exe.submit(funcs.mpi_start_child, 0).result(timeout=60)
+        assert len(children) == 2
+        assert exe.submit(funcs.mpi_ranks, 1).result(timeout=60) is not None  # still serving
+    finally:
+        exe.shutdown(wait=True)
+    for child in children:
+        assert wait_until(lambda: not pid_alive(child), 10), f"a rank's child {child} outlived shutdown()"
+
+
+def test_a_killed_driver_takes_its_tasks_children_too(tmp_path):
+    pidfile = str(tmp_path / "pid")
+    proc = _run_script(
+        f"""
+        import funcs
+        from hpcfutures import SingleNodeExecutor
+        exe = SingleNodeExecutor(max_workers=1, block_allocation=True)
+        child = exe.submit(funcs.start_child, "own_group").result()
+        open({pidfile!r} + ".tmp", "w").write(str(child))
+        import os; os.rename({pidfile!r} + ".tmp", {pidfile!r})
+        import time; time.sleep(120)
+        """,
+        tmp_path,
+    )
+    child = _read_pid(pidfile)
+    proc.kill()
+    proc.wait(timeout=10)
+    assert wait_until(lambda: not pid_alive(child), 10), "a task's child outlived a SIGKILLed driver"

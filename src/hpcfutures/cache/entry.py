@@ -1,26 +1,31 @@
 """One cache entry on disk — the format, and nothing else.
 
-    HPCFCACHE <version>\\n
-    <8-byte length><header: JSON — status, function, runtime, resources, times, sizes>
+    HPCFCACHE <version> <SHA-256 of the header, hex>\\n
+    <8-byte length><header: JSON — status, function, runtime, resources, times, sizes,
+                    and the SHA-256 of the input and of the output>
     <8-byte length><input: the pickled call {"fn", "args", "kwargs"}>
     <8-byte length><output: the pickled reply {"result": ...} or {"error": ..., "traceback": ...}>
 
 The header comes first so listing a cache reads a few hundred bytes per entry; the output
 is last and is unpickled straight from the file, so a hit never holds a second copy of a
-large result. An entry is written under a temporary name in its own directory and renamed
+large result. Every part is checked against its checksum before it is used (the output by
+a streaming pass over the file before it is unpickled): a flipped bit anywhere makes the
+entry "damaged" — reported, and the task runs again — never a wrong value. Version 1
+entries (no checksums) are refused the same way. An entry is written under a temporary name in its own directory and renamed
 into place (atomic on POSIX): a reader sees the old entry or the new one, never half of
 one, and of two writers of one key the last rename wins with a whole entry.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
 import struct
 import time
 
-VERSION = 1
+VERSION = 2  # 2: checksums of header, input and output
 MAGIC = b"HPCFCACHE"
 SUFFIX = ".hpcfcache"
 TEMP_MARK = ".tmp-"  # temporary names: ".<name>.tmp-<pid>-<random>"; never read as entries
@@ -35,9 +40,18 @@ class CacheEntryError(ValueError):
 def write_entry(path: str, header: dict, input_bytes, output_bytes) -> int:
     """Write atomically; return the entry's size in bytes."""
     directory, name = os.path.split(path)
-    header = dict(header, version=VERSION, written=time.time(), input_size=len(input_bytes), output_size=len(output_bytes))
+    header = dict(
+        header,
+        version=VERSION,
+        written=time.time(),
+        input_size=len(input_bytes),
+        output_size=len(output_bytes),
+        input_sha256=_digest(input_bytes),
+        output_sha256=_digest(output_bytes),
+    )
     head = json.dumps(header, default=repr).encode()
-    parts = [b"%s %d\n" % (MAGIC, VERSION), _LENGTH.pack(len(head)), head, _LENGTH.pack(len(input_bytes)), input_bytes]
+    first = b"%s %d %s\n" % (MAGIC, VERSION, _digest(head).encode())
+    parts = [first, _LENGTH.pack(len(head)), head, _LENGTH.pack(len(input_bytes)), input_bytes]
     parts += [_LENGTH.pack(len(output_bytes)), output_bytes]
     size = sum(len(p) for p in parts)
     if size < _SMALL:  # one write call; large parts are written where they lie, uncopied
@@ -87,9 +101,9 @@ class EntryReader:
         self._file.close()
 
     def _read_header(self) -> dict:
-        first = self._file.readline(64)
+        first = self._file.readline(128)
         parts = first.split()
-        if len(parts) != 2 or parts[0] != MAGIC or not parts[1].isdigit():
+        if len(parts) < 2 or parts[0] != MAGIC or not parts[1].isdigit():
             raise CacheEntryError(f"{self.path} is not a hpcfutures cache entry (damaged, or another program's file)")
         version = int(parts[1])
         if version != VERSION:
@@ -98,6 +112,8 @@ class EntryReader:
                 f"{VERSION}. Use the hpcfutures that wrote it, or delete the entry (hpcfutures cache delete)."
             )
         head = self._part()
+        if len(parts) != 3 or parts[2].decode("ascii", "replace") != _digest(head):
+            raise CacheEntryError(f"{self.path}: damaged (the header does not match its checksum)")
         try:
             header = json.loads(head)
         except ValueError as exc:
@@ -121,18 +137,39 @@ class EntryReader:
 
     def input_bytes(self) -> bytes:
         self._file.seek(self._input_at)
-        return self._part()
+        data = self._part()
+        if _digest(data) != self.header.get("input_sha256"):
+            raise CacheEntryError(f"{self.path}: damaged (the stored input does not match its checksum)")
+        return data
 
     def input(self) -> dict:
         return _unpickle(self.path, self.input_bytes(), "input")
 
     def output(self) -> dict:
-        """The stored reply, unpickled from the file as it is read."""
-        self._file.seek(self._input_at + 8 + self.header["input_size"] + 8)
+        """The stored reply, unpickled from the file as it is read — after a first pass
+        over the same bytes has checked them against their checksum (reading twice costs
+        far less than holding a second copy of a large result)."""
+        start = self._input_at + 8 + self.header["input_size"] + 8
+        self._file.seek(start)
+        hasher = hashlib.sha256()
+        left = self.header.get("output_size", 0)
+        while left:
+            chunk = self._file.read(min(left, _SMALL))
+            if not chunk:
+                raise CacheEntryError(f"{self.path}: damaged (truncated)")
+            hasher.update(chunk)
+            left -= len(chunk)
+        if hasher.hexdigest() != self.header.get("output_sha256"):
+            raise CacheEntryError(f"{self.path}: damaged (the stored output does not match its checksum)")
+        self._file.seek(start)
         try:
             return pickle.load(self._file)
         except Exception as exc:
             raise CacheEntryError(f"{self.path}: the stored output cannot be unpickled: {type(exc).__name__}: {exc}") from exc
+
+
+def _digest(data) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _unpickle(path: str, data: bytes, what: str):

@@ -189,9 +189,9 @@ def read_entry(cache_directory, path: str, load: bool = True) -> dict[str, Any]:
             call = reader.input()
             record.update(function=call.get("fn"), input_args=call.get("args"), input_kwargs=call.get("kwargs"))
             reply = reader.output()
-    except (CacheEntryError, OSError) as exc:
+    except (CacheEntryError, OSError) as exc:  # a header may read fine above a damaged body
         _log.warning("cache entry unreadable: %s", exc)
-        record["error"] = exc
+        record.update(status="unreadable", error=exc)
         return record
     if "result" in reply:
         record["output"] = reply["result"]

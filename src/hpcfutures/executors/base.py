@@ -149,7 +149,7 @@ class BaseExecutor(Executor):
                 )
             self._with_upstream(task, upstream)
         else:
-            task.payload = _pickle_call(task)
+            task.payload = task.pickle()
             self._dispatch(task)
         return future
 
@@ -158,7 +158,7 @@ class BaseExecutor(Executor):
         if all(_succeeded(f) for f in upstream):  # nothing to wait for
             task.args = substitute(task.args)
             task.kwargs = substitute(task.kwargs)
-            task.payload = _pickle_call(task)
+            task.payload = task.pickle()
             self._dispatch(task)
         else:
             self._hold(task, upstream)
@@ -207,7 +207,7 @@ class BaseExecutor(Executor):
                 task.queued_at = time.time()
                 task.args = substitute(task.args)
                 task.kwargs = substitute(task.kwargs)
-                task.payload = _pickle_call(task)
+                task.payload = task.pickle()
                 self._dispatch(task)
             except BaseException as exc:
                 fail_unstarted(task, exc)
@@ -469,12 +469,3 @@ def _succeeded(future: Future) -> bool:
     return future.done() and not future.cancelled() and future.exception() is None
 
 
-def _pickle_call(task: Task) -> bytes:
-    from hpcfutures.wire.frames import dumps_by_value  # loaded by the executor already: a dict lookup
-
-    try:
-        return dumps_by_value({"fn": task.fn, "args": task.args, "kwargs": task.kwargs})
-    except Exception as exc:
-        raise TypeError(
-            f"the call {task.name}(...) cannot be pickled to send it to a worker: {type(exc).__name__}: {exc}"
-        ) from exc

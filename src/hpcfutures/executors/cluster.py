@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import weakref
 
-from hpcfutures.executors.base import BaseExecutor, _pickle_call, _succeeded
+from hpcfutures.executors.base import BaseExecutor, _succeeded
 from hpcfutures.executors.outcome import settle
 from hpcfutures.executors.single_node import _refuse_unsupported, graph_mode
 from hpcfutures.executors.slurm_job import SlurmJobExecutor
@@ -172,7 +172,7 @@ class _FileJobExecutor(BaseExecutor):
                 after.append(pending[0])
         task.args = _as_upstream(task.args, self._owned)
         task.kwargs = _as_upstream(task.kwargs, self._owned)
-        task.payload = _pickle_call(task)
+        task.payload = task.pickle()
 
         def upstream_done(up):
             if up.cancelled() or up.exception() is not None:

@@ -166,6 +166,7 @@ class OneProcessPerTask:
                 pass  # it died before reading: the wait below reports how
             finally:
                 os.close(task_w)
+            task.sent()
             return self._wait_pipe(process, reply_r, deadline_after(timeout), timeout)
         finally:
             os.close(reply_r)
@@ -215,6 +216,7 @@ class OneProcessPerTask:
                 return stopped_by_shutdown()
             try:
                 link.send_payload(task.payload)
+                task.sent()
                 return link.receive_payload(timeout=timeout)
             except (WorkerCrashedError, UnsatisfiableRequestError):
                 return self._died(process)

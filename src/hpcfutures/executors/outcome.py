@@ -22,6 +22,13 @@ if TYPE_CHECKING:
 def settle(task: Task, reply, raw: bytes | None = None) -> None:
     """Complete ``task.future`` from a reply dict or an exception instance (``raw``: the
     reply's pickle as the worker sent it, stored as is when the task is cached)."""
+    try:
+        _settle(task, reply, raw)
+    finally:
+        task.release()  # the call and its pickle are not needed any more: free them now
+
+
+def _settle(task: Task, reply, raw) -> None:
     future = task.future
     if future.done():
         return

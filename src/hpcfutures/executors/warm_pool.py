@@ -262,10 +262,13 @@ class WarmPool:
                 try:
                     for task in pending_send:
                         link.send_payload(task.payload)
+                    head.sent()  # only the head: tasks sent ahead may have to go to another worker
                     payload = link.receive_payload(timeout=head.resources.get("run_time_max"))
                     inflight.popleft()
                     opened = open_reply(payload)
                     if opened.startup:  # the worker could not start: a failed start, its call waits
+                        if head.payload is None:  # dropped once sent (Task.sent); needed again
+                            head.payload = head.pickle()
                         inflight.appendleft(head)
                         self._requeue_front(inflight)
                         inflight.clear()
@@ -316,6 +319,9 @@ class WarmPool:
                     inflight.clear()
                     self._drop_link(worker_id, link)
                     link = None
+                # nothing of a finished call may stay alive while this thread waits for the
+                # next one: a large reply's buffer would otherwise outlive its future
+                payload = opened = head = task = pending_send = None
         finally:
             for task in inflight:
                 settle(task, stopped_by_shutdown())

@@ -3,9 +3,13 @@
 Death is an event here, not a timer: each process gets a pidfd (Linux >= 5.3), which
 becomes readable the moment the process ends, and the driver waits on it together with
 the reply channel. Each worker runs in its own session, so a terminal's Ctrl-C reaches the
-driver only (which then stops the workers) and ``killpg`` reaches ``mpiexec`` and its ranks.
-The worker's stderr is shown as it comes; the lines in which a failing MPI rank reports its
-error before it aborts the job (``wire.replies``) are taken out of it and kept in ``reports``.
+driver only (which then stops the workers), and everything left in that session when the
+worker ends — processes its tasks started, ``mpiexec``'s ranks (Open MPI puts each rank in
+a process group of its own, but in the session) — is killed before the worker is reaped.
+Reaping last matters: until then the worker's pid, which names the session, cannot be
+given to another process. The worker's stderr is shown as it comes; the lines in which a
+failing MPI rank reports its error before it aborts the job (``wire.replies``) are taken
+out of it and kept in ``reports``.
 
 A launcher (``srun``, ``mpiexec``: anything but the interpreter itself) is registered with
 the driver's guardian (``launch.guardian``), which stops it if the driver dies before the
@@ -18,15 +22,18 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 from hpcfutures.errors import UnsatisfiableRequestError, WorkerCrashedError
 from hpcfutures.launch.guardian import guardian
-from hpcfutures.wire.frames import DRIVER_PID_ENV, KEY_ENV, SYS_PATH_ENV
+from hpcfutures.wire.frames import DRIVER_PID_ENV, KEY_ENV, KEY_FD_ENV, KEY_FILE_ENV, SYS_PATH_ENV
 from hpcfutures.wire.replies import REPORT_MARK
+from hpcfutures.worker.execute import end_session
 
 TYPE_CHECKING = False  # typing costs milliseconds at import; checkers still see the names
 if TYPE_CHECKING:
@@ -48,7 +55,8 @@ _REPORT_MAX = 64 << 20  # a report line longer than this is dropped, not buffere
 
 def worker_environment(key: bytes, threads_per_core: int, extra: Mapping[str, str] | None = None) -> dict:
     """The environment of a worker: the driver's, the secret key (never on the command
-    line), and the thread count for every common threading runtime."""
+    line; ``WorkerProcess`` moves it to a pipe or a 0600 file where the launcher allows),
+    and the thread count for every common threading runtime."""
     env = dict(os.environ)
     env[KEY_ENV] = key.hex()
     env[DRIVER_PID_ENV] = f"{os.getpid()}@{os.uname().nodename}"  # a pid means nothing on another node
@@ -97,10 +105,35 @@ class WorkerProcess:
         self.refusal: str | None = None  # the pending reason of a job that will never start
         self._srun = os.path.basename(self.argv[0]) == "srun" if self.argv else False
         self._line = bytearray()
+        env = dict(env)
+        key_fd = -1
+        self._key_dir: str | None = None
+        launcher = os.path.basename(self.argv[0]) if self.argv else ""
+        if env.get(KEY_ENV) and self.argv[0] == sys.executable:
+            # a Python worker we start ourselves reads the key from a pipe, so it never shows
+            # in its /proc/PID/environ
+            key_fd, key_w = os.pipe()
+            try:
+                os.write(key_w, env.pop(KEY_ENV).encode())  # 64 bytes: a pipe takes them at once
+            finally:
+                os.close(key_w)
+            env[KEY_FD_ENV] = str(key_fd)
+            pass_fds = (*pass_fds, key_fd)
+        elif env.get(KEY_ENV) and launcher in ("mpiexec", "mpirun"):
+            # a local mpiexec passes on the environment, not descriptors: a 0600 file in a
+            # fresh 0700 directory, deleted by rank 0 as it reads it (srun: see README)
+            self._key_dir = tempfile.mkdtemp(prefix="hpcf-key-")
+            path = os.path.join(self._key_dir, "key")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, env.pop(KEY_ENV).encode())
+            finally:
+                os.close(fd)
+            env[KEY_FILE_ENV] = path
         try:
             self.popen = subprocess.Popen(
                 self.argv,
-                env=dict(env),
+                env=env,
                 cwd=cwd,
                 pass_fds=tuple(pass_fds),
                 stdin=subprocess.DEVNULL if stdin is None else stdin,
@@ -108,12 +141,23 @@ class WorkerProcess:
                 stderr=subprocess.PIPE,
                 start_new_session=True,
             )
-        except FileNotFoundError as exc:
-            raise FileNotFoundError(f"cannot start worker: {exc.filename!r} not found ({' '.join(self.argv)})") from exc
+        except BaseException as exc:
+            if self._key_dir is not None:
+                shutil.rmtree(self._key_dir, ignore_errors=True)
+            if isinstance(exc, FileNotFoundError):
+                raise FileNotFoundError(f"cannot start worker: {exc.filename!r} not found ({' '.join(self.argv)})") from exc
+            raise
+        finally:
+            if key_fd >= 0:
+                os.close(key_fd)
         self.pid = self.popen.pid
         self._guarded = (self.argv[0] != sys.executable) if guard is None else guard
         if self._guarded:
             guardian().add_process(self.pid)
+        # Open MPI's mpiexec keeps its session files in <tmp>/ompi.<its pid>; killed, it
+        # leaves them, and a later mpiexec that gets the same pid fails to start ("The PMIx
+        # server's listener thread failed to start"): removed before the pid is reaped
+        self._mpi_tmp = os.path.join(tempfile.gettempdir(), f"ompi.{self.pid}") if launcher in ("mpiexec", "mpirun") else None
         self.pidfd = os.pidfd_open(self.pid)
         self.stderr_fd = self.popen.stderr.fileno()
         os.set_blocking(self.stderr_fd, False)
@@ -244,11 +288,23 @@ class WorkerProcess:
         return self._tail.decode(errors="replace").strip()
 
     # -- end of life ------------------------------------------------------------------
+    def _poll(self):
+        """``Popen.poll``, but what the process left in its session dies before it is reaped."""
+        if self.popen.returncode is None and self.pidfd >= 0 and _ended(self.pidfd):
+            end_session(self.pid)
+            if self._mpi_tmp is not None:  # our pid still names it: no one else's
+                shutil.rmtree(self._mpi_tmp, ignore_errors=True)
+        return self.popen.poll()
+
     def exited(self) -> bool:
-        return self.popen.poll() is not None
+        return self._poll() is not None
 
     def describe_exit(self) -> str:
-        code = self.popen.wait()
+        if self.popen.returncode is None and self.pidfd >= 0:
+            _ended(self.pidfd, None)
+        code = self._poll()
+        if code is None:
+            code = self.popen.wait()
         self.pump_stderr()
         if code < 0:
             try:
@@ -266,7 +322,7 @@ class WorkerProcess:
     def wait_exit(self, timeout: float) -> bool:
         import select
 
-        if self.popen.poll() is not None:
+        if self._poll() is not None:
             return True
         if self.pidfd < 0:
             try:
@@ -275,40 +331,47 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 return False
         ready, _, _ = select.select([self.pidfd], [], [], timeout)
-        return bool(ready) and self.popen.poll() is not None
+        return bool(ready) and self._poll() is not None
 
     def terminate(self, grace: float = 1.0) -> None:
         """SIGTERM to the whole process group, SIGKILL after ``grace`` seconds."""
         for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-            if self.popen.poll() is not None:
+            if self._poll() is not None:
                 break
             try:
                 os.killpg(self.pid, sig)
+                if sig == signal.SIGTERM:  # a stopped (SIGSTOP) process gets it only once it runs
+                    os.killpg(self.pid, signal.SIGCONT)
             except (ProcessLookupError, PermissionError):
                 pass
             if self.wait_exit(wait):
                 break
-        # ranks or children that outlived their leader share its process group
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        # ranks or children that outlived their leader are still in its session
+        if self.popen.returncode is None:
+            end_session(self.pid)
 
     def kill_group(self, sig: int = signal.SIGKILL) -> None:
-        """``sig`` to the process and everything in its group (``mpiexec`` and its ranks);
-        safe from any thread: it only sends a signal, the owner still reaps and closes."""
+        """``sig`` to the process and its group; with SIGKILL, also everything in its session
+        (``mpiexec`` and its ranks, what its tasks started). Safe from any thread: it only
+        sends signals, the owner still reaps and closes (and until then the pid cannot name
+        another session). SIGTERM leaves the session alone: srun must get to revoke its job."""
         try:
             os.killpg(self.pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
+        if sig == signal.SIGKILL and self.popen.returncode is None:
+            end_session(self.pid)
 
     def close(self) -> None:
         self._forget_job()
         if self._guarded:
             self._guarded = False
             guardian().remove_process(self.pid)
+        if self._key_dir is not None:  # rank 0 deleted the key already, unless it never started
+            shutil.rmtree(self._key_dir, ignore_errors=True)
+            self._key_dir = None
         if self.pidfd >= 0:
-            if self.popen.poll() is not None:
+            if self._poll() is not None:
                 self.pump_stderr()
             os.close(self.pidfd)
             self.pidfd = -1
@@ -321,6 +384,13 @@ def _partial_mark(data: bytes) -> int:
         if REPORT_MARK.startswith(data[-n:]):
             return n
     return 0
+
+
+def _ended(pidfd: int, timeout: float | None = 0) -> bool:
+    """Whether the process behind ``pidfd`` has ended (without reaping it)."""
+    import select
+
+    return bool(select.select([pidfd], [], [], timeout)[0])
 
 
 def deadline_after(seconds: float | None) -> float | None:

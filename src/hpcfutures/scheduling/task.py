@@ -49,6 +49,35 @@ class Task:
             self.started_at = time.monotonic()
         return self.running
 
+    def pickle(self) -> bytes:
+        """The call pickled for a worker (functions of ``__main__`` and of unimportable
+        modules by value).
+
+        Raises:
+            TypeError: the function or an argument cannot be pickled (names the call).
+        """
+        from hpcfutures.wire.frames import dumps_by_value  # loaded by the executor already
+
+        try:
+            return dumps_by_value({"fn": self.fn, "args": self.args, "kwargs": self.kwargs})
+        except Exception as exc:
+            raise TypeError(
+                f"the call {self.name}(...) cannot be pickled to send it to a worker: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def sent(self) -> None:
+        """The worker has the call and runs it now: its pickle is dropped unless it may have
+        to be sent again (retries) or stored (cache), so that a large argument's pickle and
+        the reply's buffer are never alive at once."""
+        if not self.resources.get("retries") and self.cache is None:
+            self.payload = None
+
+    def release(self) -> None:
+        """Drop the call (its arguments and their pickle) once the future has its outcome:
+        a finished task may stay referenced a while (a worker thread's last task), and a
+        large argument must not stay alive with it."""
+        self.args, self.kwargs, self.payload = (), {}, None
+
     @property
     def cores(self) -> int:
         return self.resources.get("cores", 1)

@@ -18,8 +18,18 @@ import struct
 from hashlib import sha256
 
 KEY_ENV = "HPCFUTURES_KEY"
-"""Environment variable carrying the hex key to a worker: never the command line,
-where every user of the machine can read it in ``ps``."""
+"""Environment variable carrying the hex key to a worker started through a launcher
+(``mpiexec``, ``srun``): never the command line, where every user of the machine can read
+it in ``ps``. The environment is readable by the same user (``/proc/PID/environ``) for
+the life of the process, so workers the driver starts itself get the key through a pipe
+instead (``KEY_FD_ENV``)."""
+
+KEY_FD_ENV = "HPCFUTURES_KEY_FD"
+"""Number of an inherited pipe holding the hex key: read once, closed, gone."""
+
+KEY_FILE_ENV = "HPCFUTURES_KEY_FILE"
+"""Path of a 0600 file holding the hex key, for MPI ranks started by a local ``mpiexec``
+(which passes on the environment, not descriptors): rank 0 reads it and deletes it."""
 
 DRIVER_PID_ENV = "HPCFUTURES_DRIVER_PID"
 """Pid of the driver; a worker on the same machine exits when that process ends."""
@@ -41,16 +51,77 @@ def new_key() -> bytes:
 
 
 def take_key_from_env() -> bytes:
-    """Read the key and remove it, so that subprocesses the user's function starts
-    do not inherit it."""
+    """Read the key — from the inherited pipe where there is one, else from the
+    environment — and remove it, so that subprocesses the user's function starts do not
+    inherit it. (Removing a variable does not erase it from ``/proc/PID/environ``, which
+    shows the environment the process started with; the pipe leaves nothing there.)"""
+    key_file = os.environ.pop(KEY_FILE_ENV, None)
+    if key_file:
+        try:
+            with open(key_file, "rb") as f:
+                text = f.read()
+        finally:
+            try:
+                os.unlink(key_file)
+                os.rmdir(os.path.dirname(key_file))  # the driver made that directory for this file alone
+            except OSError:
+                pass
+        os.environ.pop(KEY_ENV, None)
+        return bytes.fromhex(text.decode())
+    fd_text = os.environ.pop(KEY_FD_ENV, None)
+    if fd_text:
+        fd = int(fd_text)
+        try:
+            chunks = []
+            while True:
+                chunk = os.read(fd, 256)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+        os.environ.pop(KEY_ENV, None)
+        return bytes.fromhex(b"".join(chunks).decode())
     value = os.environ.pop(KEY_ENV, None)
     if not value:
         raise RuntimeError(f"{KEY_ENV} is not set: this worker was not started by hpcfutures")
     return bytes.fromhex(value)
 
 
+def drop_key_from_env() -> None:
+    """For a process that does not talk to the driver (MPI ranks other than 0): forget
+    where the key is, so the user's subprocesses do not inherit it."""
+    for name in (KEY_ENV, KEY_FD_ENV, KEY_FILE_ENV):
+        os.environ.pop(name, None)
+
+
 def seal(key: bytes, payload: bytes) -> bytes:
     return hmac.new(key, payload, sha256).digest() + payload
+
+
+def mac_of(key: bytes, payload) -> bytes:
+    """HMAC-SHA256 of ``payload`` (bytes or a buffer) under ``key``: 32 bytes."""
+    return hmac.new(key, payload, sha256).digest()
+
+
+def mac_matches(key: bytes, mac: bytes, payload) -> bool:
+    """Whether ``mac`` authenticates ``payload`` under ``key`` (constant-time comparison)."""
+    return hmac.compare_digest(mac, hmac.new(key, payload, sha256).digest())
+
+
+HELLO = b"hpcfutures-hello"
+"""A worker's first message on a TCP link; the driver answers it with a random nonce."""
+
+
+def challenge_answer(key: bytes, nonce: bytes) -> bytes:
+    """What proves a peer holds the key: the MAC of the driver's fresh nonce (never the key
+    itself, and never the same answer twice)."""
+    return hmac.new(key, b"hpcfutures-worker:" + nonce, sha256).digest()
+
+
+def answer_is_right(key: bytes, nonce: bytes, answer: bytes) -> bool:
+    """Whether ``answer`` is ``challenge_answer(key, nonce)`` (constant-time comparison)."""
+    return hmac.compare_digest(answer, challenge_answer(key, nonce))
 
 
 def unseal(key: bytes, frame: bytes) -> bytes:

@@ -1,12 +1,15 @@
 """``SocketInterface``: the driver's end of the link to one worker process.
 
 Two transports, one framing (``frames``: HMAC-SHA256 over each pickled message, checked
-before anything is unpickled; the key reaches the worker through its environment):
+before anything is unpickled; the key reaches the worker as ``WorkerProcess`` passes it: an
+inherited pipe, a 0600 file for a local ``mpiexec``, the environment through ``srun``):
 
 - on one machine, a Unix-domain stream socket inside a fresh 0700 directory: only this
   user can even connect, and a round trip costs ~40 us, a quarter of zmq's (whose I/O
   threads add a hop on each side), so warm calls beat ``ProcessPoolExecutor``;
-- across nodes (``hostname_localhost=False``), a zmq PAIR socket over TCP.
+- across nodes (``hostname_localhost=False``), zmq over TCP, bound to the address this
+  host's name resolves to where that is a real interface; a connecting peer is sent
+  nothing before it has answered a challenge with the key (see ``_ZmqTransport``).
 
 Every wait watches the worker's pidfd beside the socket: if the process ends before it
 connects or replies, ``WorkerCrashedError`` (exit code or signal, and the tail of the
@@ -24,7 +27,7 @@ import tempfile
 from hpcfutures.errors import WorkerCrashedError
 from hpcfutures.launch.process import WorkerProcess, deadline_after, remaining, worker_environment
 from hpcfutures.wire import frames
-from hpcfutures.wire.frames import AuthenticationError, dumps_by_value, new_key, seal, unseal
+from hpcfutures.wire.frames import AuthenticationError, dumps_by_value, new_key, unseal
 from hpcfutures.wire.replies import open_reply
 
 POLLIN = select.POLLIN
@@ -79,18 +82,54 @@ class _UnixTransport:
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
-class _ZmqTransport:
-    """zmq PAIR over TCP, for workers on other nodes."""
+def _tcp_interface() -> tuple[str, str]:
+    """(where to bind, what to tell the workers) for workers on other nodes: the address
+    this host's name resolves to, when it resolves to one that is not loopback and can be
+    bound; otherwise every interface, and the name (the best we can tell)."""
+    name = _socket.getfqdn()
+    if name == "localhost" or name.startswith("localhost."):  # /etc/hosts maps the host name to 127.0.0.1
+        name = _socket.gethostname()
+    try:
+        infos = _socket.getaddrinfo(name, None, _socket.AF_INET, _socket.SOCK_STREAM)
+    except OSError:
+        infos = []
+    for address in sorted({info[4][0] for info in infos}):
+        if address.startswith("127."):
+            continue
+        try:
+            probe = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
+            try:
+                probe.bind((address, 0))
+            finally:
+                probe.close()
+        except OSError:
+            continue  # not an address of this host (NAT, a stale DNS record)
+        return address, address
+    return "*", name
 
-    def __init__(self, local: bool):
+
+class _ZmqTransport:
+    """zmq over TCP, for workers on other nodes: a ROUTER socket, so that whoever connects
+    first cannot take the place of the worker. Every peer must first answer a challenge
+    (a fresh random nonce; the answer is its HMAC under the executor's key): only then is
+    anything sent to it. Peers that fail are ignored, and the driver keeps waiting for its
+    worker. Frames travel as two zmq parts (MAC, payload), so a large payload is not copied."""
+
+    _MAX_PENDING = 64  # unanswered challenges kept; a flood of peers cannot grow this
+
+    def __init__(self, local: bool, key: bytes):
         import zmq
 
         self._zmq = zmq
-        self._socket = zmq.Context.instance().socket(zmq.PAIR)
+        self._key = key
+        self._socket = zmq.Context.instance().socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.LINGER, 0)
-        host = "127.0.0.1" if local else "*"
-        self.port = self._socket.bind_to_random_port(f"tcp://{host}")
-        self.address = f"tcp://{'127.0.0.1' if local else _socket.getfqdn()}:{self.port}"
+        self._socket.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a peer that left raises
+        bind, advertised = ("127.0.0.1", "127.0.0.1") if local else _tcp_interface()
+        self.port = self._socket.bind_to_random_port(f"tcp://{bind}")
+        self.address = f"tcp://{advertised}:{self.port}"
+        self._peer: bytes | None = None  # zmq identity of the authenticated worker
+        self._challenges: dict[bytes, bytes] = {}
 
     def poller(self):
         return self._zmq.Poller()
@@ -99,36 +138,61 @@ class _ZmqTransport:
         return self._socket
 
     def connected(self) -> bool:
-        return True  # zmq connects in the background; sends wait for POLLOUT instead
+        return self._peer is not None
 
     def accept(self) -> None:
-        pass
+        """Take every waiting handshake message; never blocks."""
+        zmq = self._zmq
+        while self._peer is None:
+            try:
+                parts = self._socket.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._handshake(parts[0], parts[1:])
+
+    def _handshake(self, peer: bytes, parts: list) -> None:
+        nonce = self._challenges.pop(peer, None)
+        if nonce is None:
+            if parts == [frames.HELLO] and len(self._challenges) < self._MAX_PENDING:
+                nonce = os.urandom(32)
+                try:
+                    self._socket.send_multipart([peer, nonce], flags=self._zmq.NOBLOCK)
+                    self._challenges[peer] = nonce
+                except self._zmq.ZMQError:
+                    pass  # gone already
+            return  # anything else from an unknown peer: dropped unread
+        if len(parts) == 1 and frames.answer_is_right(self._key, nonce, parts[0]):
+            self._peer = peer
+            self._challenges.clear()
+        # a wrong answer: that peer is never answered again (its next hello has no challenge
+        # pending, but a new identity per connection means it may try anew: each try costs it
+        # a connection and us one HMAC)
 
     def accept_if_waiting(self) -> bool:
-        return True
+        self.accept()
+        return self.connected()
 
     def send(self, key: bytes, payload: bytes, pidfd: int | None = None, timeout: float | None = None) -> None:
-        # a PAIR socket blocks a send until its peer connects: wait on the pidfd too
-        zmq = self._zmq
-        frame = seal(key, payload)
-        while True:
-            try:
-                self._socket.send(frame, flags=zmq.NOBLOCK, copy=False)
-                return
-            except zmq.Again:
-                pass
-            poller = zmq.Poller()
-            poller.register(self._socket, zmq.POLLOUT)
-            if pidfd is not None:
-                poller.register(pidfd, zmq.POLLIN)
-            events = dict(poller.poll(None if timeout is None else int(timeout * 1000)))
-            if not events:
-                raise TimeoutError("the worker did not connect")
-            if pidfd is not None and pidfd in events and self._socket not in events:
-                raise BrokenPipeError("the worker ended before it connected")
+        if self._peer is None:
+            raise BrokenPipeError("no worker has authenticated on this link")
+        mac = frames.mac_of(key, payload)
+        try:
+            self._socket.send_multipart([self._peer, mac, payload], copy=False)
+        except self._zmq.ZMQError as exc:  # EHOSTUNREACH: the worker's connection is gone
+            raise BrokenPipeError(f"the worker's connection is gone: {exc}") from None
 
     def recv(self, key: bytes) -> bytes:
-        return unseal(key, self._socket.recv(copy=True))
+        zmq = self._zmq
+        try:
+            parts = self._socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            raise AuthenticationError("nothing to read") from None
+        if parts[0].bytes != self._peer or len(parts) != 3:
+            raise AuthenticationError("a frame from a peer that is not our worker: dropped unread")
+        mac, payload = parts[1].bytes, parts[2].buffer
+        if not frames.mac_matches(key, mac, payload):
+            raise AuthenticationError("frame failed HMAC authentication")
+        return payload
 
     def close(self) -> None:
         self._socket.close(linger=0)
@@ -159,13 +223,13 @@ class SocketInterface:
     def bind(self) -> str:
         """Bind and return the address a worker connects to (``unix:PATH`` on one
         machine, ``tcp://HOST:PORT`` across nodes)."""
-        self._transport = _UnixTransport() if self._local else _ZmqTransport(local=False)
+        self._transport = _UnixTransport() if self._local else _ZmqTransport(local=False, key=self.key)
         self.address = self._transport.address
         return self.address
 
     def bind_to_random_port(self) -> int:
         """TCP through zmq (loopback unless ``hostname_localhost=False``); returns the port."""
-        self._transport = _ZmqTransport(local=self._local)
+        self._transport = _ZmqTransport(local=self._local, key=self.key)
         self.address = self._transport.address
         return self._transport.port
 
@@ -248,6 +312,8 @@ class SocketInterface:
                     return None
                 if not transport.connected():
                     transport.accept()
+                    if not transport.connected():  # a peer that has not (yet) proved it is ours
+                        continue
                     if until_connected:
                         return None
                     poller.unregister(target)
@@ -314,13 +380,13 @@ class SocketInterface:
         if process is not None:
             # a worker that never connected has had no task: nothing to finish, stop it now
             told = False
-            if wait and process.popen.poll() is None and self._transport is not None and self._transport.accept_if_waiting():
+            if wait and not process.exited() and self._transport is not None and self._transport.accept_if_waiting():
                 try:
                     self._transport.send(self.key, dumps_by_value({"shutdown": True}), process.pidfd, timeout=grace)
                     told = True
                 except Exception:
                     pass
-            if not (told and process.wait_exit(grace)) and process.popen.poll() is None:
+            if not (told and process.wait_exit(grace)) and not process.exited():
                 process.terminate()
             process.close()
             self.process = None

@@ -13,6 +13,7 @@ import sys
 from hpcfutures.wire.frames import DRIVER_PID_ENV, SYS_PATH_ENV, dumps, loads
 
 WORKER_ID_NAME = "executorlib_worker_id"
+_listdir = os.listdir  # bound now: a user (or a test) patching os.listdir must not change how sessions end
 
 
 def adopt_driver_path() -> None:
@@ -150,9 +151,80 @@ def exit_with_driver() -> None:
         import select
 
         select.select([fd], [], [])
+        end_own_session()  # the driver is gone: so must be what our tasks started
         os._exit(70)
 
     threading.Thread(target=watch, name="hpcfutures-driver-watch", daemon=True).start()
+
+
+def session_members(sid: int) -> list[int]:
+    """Pids of the live processes in a session, read from ``/proc``.
+
+    Args:
+        sid: the session id (the pid of the session's leader).
+
+    Returns:
+        The pids, zombies excluded; empty where there is no ``/proc`` or no such session."""
+    found = []
+    try:
+        names = _listdir("/proc")
+    except OSError:
+        return found
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:  # os.open/os.read: a third cheaper than file objects, and this runs once per ended worker
+            fd = os.open(f"/proc/{name}/stat", os.O_RDONLY)
+            try:
+                data = os.read(fd, 512)
+            finally:
+                os.close(fd)
+            fields = data.rsplit(b")", 1)[1].split(None, 5)
+        except (OSError, IndexError):
+            continue  # ended meanwhile
+        # fields after the command: state ppid pgrp session ...
+        if len(fields) > 3 and fields[0] not in (b"Z", b"X") and int(fields[3]) == sid:
+            found.append(int(name))
+    return found
+
+
+def end_session(sid: int, spare: int = 0) -> int:
+    """SIGKILL every process of session ``sid`` except ``spare``: what a task started (forked
+    children, ``subprocess.Popen``, also those in a process group of their own) must not
+    outlive it. A process started in a session of its own (``os.setsid()``,
+    ``start_new_session=True``) is out of reach on purpose: that is how a task starts a daemon
+    that stays.
+
+    Args:
+        sid: the session id; call this while its leader is alive or not yet reaped, so that
+            the number cannot name a newer session.
+        spare: a pid not to signal (the caller itself), 0 for none.
+
+    Returns:
+        How many processes were signalled. Never raises for processes that are gone."""
+    import signal
+
+    killed = 0
+    for pid in session_members(sid):
+        if pid == spare:
+            continue
+        try:
+            os.kill(pid, signal.SIGKILL)
+            killed += 1
+        except OSError:
+            pass
+    return killed
+
+
+def end_own_session() -> None:
+    """A worker that leads its session (a serial worker; an MPICH rank) ends what its tasks
+    left running there before it exits."""
+    me = os.getpid()
+    try:
+        if os.getsid(0) == me:
+            end_session(me, spare=me)
+    except OSError:
+        pass
 
 
 def flush_std_streams() -> None:

@@ -17,11 +17,14 @@ Messages from the driver: ``{"fn", "args", "kwargs"}`` (a call), ``{"init": fn,
 import sys
 
 from hpcfutures.wire.frames import (
+    HELLO,
     AuthenticationError,
+    challenge_answer,
+    drop_key_from_env,
+    mac_matches,
+    mac_of,
     read_frame,
-    seal,
     take_key_from_env,
-    unseal,
     write_frame,
 )
 from hpcfutures.worker.execute import (
@@ -30,6 +33,7 @@ from hpcfutures.worker.execute import (
     decode_message,
     encode,
     encode_reply,
+    end_own_session,
     error_reply,
     exit_with_driver,
     flush_std_streams,
@@ -63,26 +67,32 @@ class _UnixLink:
 
 
 class _ZmqLink:
-    """Rank 0's end of a zmq PAIR socket over TCP (workers on other nodes)."""
+    """Rank 0's end of a zmq link over TCP (workers on other nodes): a DEALER that first
+    proves it holds the key (HMAC of the driver's nonce); frames are (MAC, payload) parts."""
 
     def __init__(self, address: str, key: bytes):
         import zmq
 
         self._key = key
         self._context = zmq.Context()
-        self._socket = self._context.socket(zmq.PAIR)
+        self._socket = self._context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 2000)
         self._socket.connect(address)
+        self._socket.send(HELLO)
+        nonce = self._socket.recv()
+        self._socket.send(challenge_answer(key, nonce))
 
     def receive(self) -> bytes:
         while True:
-            try:
-                return unseal(self._key, self._socket.recv(copy=True))
-            except AuthenticationError:
-                continue  # dropped unread
+            parts = self._socket.recv_multipart(copy=False)
+            if len(parts) == 2:
+                payload = parts[1].buffer
+                if mac_matches(self._key, parts[0].bytes, payload):
+                    return payload
+            # anything else: dropped unread
 
     def send(self, payload: bytes) -> None:
-        self._socket.send(seal(self._key, payload), copy=False)
+        self._socket.send_multipart([mac_of(self._key, payload), payload], copy=False)
 
     def close(self) -> None:
         self._socket.close()
@@ -143,27 +153,41 @@ def serve_mpi(link, world) -> None:
 
 def main(argv: list) -> int:
     address = argv[1]
-    key = take_key_from_env()
     exit_with_driver()
     adopt_driver_path()
-    if not any(arg.startswith("--mpi") for arg in argv[2:]):  # serial: nothing of MPI is loaded
-        link = connect(address, key)
-        serve_serial(link)
-        link.close()
-        return 0
+    try:
+        if not any(arg.startswith("--mpi") for arg in argv[2:]):  # serial: nothing of MPI is loaded
+            link = connect(address, take_key_from_env())
+            serve_serial(link)
+            link.close()
+            return 0
+        return _main_mpi(address, argv)
+    finally:
+        # told to stop, or the driver's end of the link is gone: the executor is done with
+        # this worker, and with what its tasks started
+        end_own_session()
+
+
+def _main_mpi(address: str, argv: list) -> int:
     from mpi4py import MPI
 
-    from hpcfutures.worker.mpi_world import World, exit_after_world_error, requested_ranks
+    from hpcfutures.worker.mpi_world import World, exit_after_world_error, launcher_rank, requested_ranks
 
-    ranks = requested_ranks(argv[2:])
-
-    world = World(MPI.COMM_WORLD, key)
-    wrong = world.check(ranks)
-    if wrong is not None:
-        return exit_after_world_error(world, wrong, link_factory=lambda: connect(address, key))
+    world = World(MPI.COMM_WORLD, b"")
+    wrong = world.check(requested_ranks(argv[2:]))
+    if wrong is not None:  # only the launcher's rank 0 reports, so only it reads the key
+        if world.rank == 0 and launcher_rank(world) == 0:
+            world.key = take_key_from_env()
+        drop_key_from_env()
+        return exit_after_world_error(world, wrong, link_factory=lambda: connect(address, world.key))
+    # Only rank 0 reads the key (under mpiexec it is a file that this read deletes); the
+    # others get it from rank 0, in memory, to seal the error report of a failing rank.
+    key = take_key_from_env() if world.rank == 0 else None
+    drop_key_from_env()
+    world.share_key(key)
     link = None
     try:
-        link = connect(address, key) if world.rank == 0 else None
+        link = connect(address, world.key) if world.rank == 0 else None
         serve_mpi(link, world)
     except BaseException as exc:  # the worker's own loop failed on this rank: end the job, say why
         problem = RuntimeError(f"the MPI worker's loop failed on rank {world.rank}: {type(exc).__name__}: {exc}")

@@ -116,6 +116,10 @@ class World:
         self._ctl = self.comm.Dup()
         return None
 
+    def share_key(self, key: bytes | None) -> None:
+        """Give every rank rank 0's ``key`` (collective; after a passing ``check``)."""
+        self.key = self._ctl.bcast(key, root=0)
+
     def end_of_call(self, part: bytes, failed: bool) -> tuple[bool, list | None]:
         """Meet the other ranks after a call. Returns ``(True, parts)`` once every rank
         arrived (``parts``: every rank's reply at rank 0, ``None`` elsewhere), or

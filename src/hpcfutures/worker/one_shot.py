@@ -10,7 +10,14 @@ import os
 import sys
 
 from hpcfutures.wire.frames import read_frame, take_key_from_env, write_frame
-from hpcfutures.worker.execute import adopt_driver_path, call, decode_message, encode_reply, exit_with_driver, flush_std_streams
+from hpcfutures.worker.execute import (
+    adopt_driver_path,
+    call,
+    decode_message,
+    encode_reply,
+    exit_with_driver,
+    flush_std_streams,
+)
 
 
 def main(argv: list) -> int:
@@ -23,6 +30,8 @@ def main(argv: list) -> int:
     key = take_key_from_env()
     exit_with_driver()
     adopt_driver_path()
+    # what the task starts is ended by the driver, before it reaps this process and before
+    # the future gets its result (and by exit_with_driver's watch if the driver dies)
     message, problem = decode_message(read_frame(task_fd, key))
     os.close(task_fd)
     reply = encode_reply(problem or call(message, {}))
