@@ -121,7 +121,7 @@ class WorkerProcess:
             pass_fds = (*pass_fds, key_fd)
         elif env.get(KEY_ENV) and launcher in ("mpiexec", "mpirun"):
             # a local mpiexec passes on the environment, not descriptors: a 0600 file in a
-            # fresh 0700 directory, deleted by rank 0 as it reads it (srun: see README)
+            # fresh 0700 directory, deleted by rank 0 as it reads it (srun: see docs/security.md)
             self._key_dir = tempfile.mkdtemp(prefix="hpcf-key-")
             path = os.path.join(self._key_dir, "key")
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
