@@ -80,7 +80,10 @@ class Watcher:
         self.seen: set[int] = set()
 
     def look(self) -> None:
-        self.seen.update(set(descendants()) - self.before)
+        # the guardian (launch/guardian.py) lives as long as the driver, by design: not a
+        # process of the executor
+        now = {pid for pid, cmd in descendants().items() if "hpcfutures/launch/guardian.py" not in cmd}
+        self.seen.update(now - self.before)
 
     def assert_all_gone(self, timeout: float = 15.0) -> None:
         alive = lambda: [p for p in self.seen if pid_alive(p)]  # noqa: E731

@@ -294,9 +294,10 @@ class SocketInterface:
         deadline = deadline_after(timeout)
         poller = transport.poller()
         target = transport.pollable()
-        # zmq connects in the background: its peer is there once the socket takes a send
-        background = until_connected and isinstance(transport, _ZmqTransport)
-        poller.register(target, transport._zmq.POLLOUT if background else POLLIN)
+        # a worker has connected once it proved it holds the key (both transports: the Unix
+        # socket accepts, the zmq ROUTER answers the challenge); never "the socket is writable",
+        # which a ROUTER always is
+        poller.register(target, POLLIN)
         watched_stderr = process is not None and process.stderr_open
         if process is not None:
             poller.register(process.pidfd, POLLIN)
@@ -308,8 +309,6 @@ class SocketInterface:
             left = remaining(deadline)
             events = dict(poller.poll(None if left is None else int(left * 1000) + 1))
             if target in events:
-                if background:
-                    return None
                 if not transport.connected():
                     transport.accept()
                     if not transport.connected():  # a peer that has not (yet) proved it is ours
@@ -360,7 +359,15 @@ class SocketInterface:
     def _crashed(self) -> BaseException:
         if self.process is None:
             return WorkerCrashedError("the worker closed the connection")
-        self.process.wait_exit(5.0)
+        if not self.process.wait_exit(5.0):
+            # the link broke but the process lives on (a launcher whose worker is gone): it
+            # cannot serve this link any more, and describing its end must not wait for ever
+            self.process.kill_group()
+            self.process.wait_exit(5.0)
+            return WorkerCrashedError(
+                f"the connection to the worker was lost while its process still ran; the process was killed "
+                f"({self.process.request()})"
+            )
         return self.process.exit_error()  # WorkerCrashedError, or why the scheduler refused it
 
     def send_and_receive_dict(self, message: dict):
