@@ -1,6 +1,7 @@
 """Every future ends (DESIGN.md promise 1), and no process outlives its driver."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -74,6 +75,57 @@ def test_run_time_max_replaces_warm_worker():
         with pytest.raises(TimeoutError, match="run_time_max"):
             exe.submit(funcs.sleep_then, 30, resource_dict={"run_time_max": 0.5}).result(timeout=20)
         assert exe.submit(funcs.add, 1, 2).result(timeout=30) == 3
+
+
+# durations no timer can hold: NaN passed the "<= 0" check and timed an instant call out
+# (a warm worker was replaced for it); infinity and 1e300 overflowed in the future
+NOT_RENDERABLE = [float("nan"), float("inf"), 1e300]
+
+
+@pytest.mark.parametrize("block", MODES)
+@pytest.mark.parametrize("value", NOT_RENDERABLE)
+def test_run_time_max_no_timer_holds_is_refused_at_submit_and_construction(block, value):
+    with pytest.raises(ValueError, match=rf"SingleNodeExecutor\(resource_dict=\.\.\.\): resource_dict\['run_time_max'\] must be a finite number.*got {re.escape(repr(value))}"):
+        SingleNodeExecutor(max_workers=1, block_allocation=block, resource_dict={"run_time_max": value})
+    with SingleNodeExecutor(max_workers=1, block_allocation=block) as exe:
+        before = exe.submit(os.getpid).result(timeout=30)
+        with pytest.raises(ValueError, match=r"submit\(\): resource_dict\['run_time_max'\] must be a finite number of seconds > 0 and <= 3153600000"):
+            exe.submit(os.getpid, resource_dict={"run_time_max": value})
+        after = exe.submit(os.getpid).result(timeout=30)
+        if block:
+            assert after == before  # the warm worker was left alone
+
+
+@pytest.mark.parametrize("block", MODES)
+def test_the_longest_run_time_max_is_honoured_as_a_limit_that_is_not_reached(block):
+    from hpcfutures.scheduling.resources import LONGEST_WAIT
+
+    with SingleNodeExecutor(max_workers=1, block_allocation=block) as exe:
+        assert exe.submit(funcs.add, 1, 2, resource_dict={"run_time_max": LONGEST_WAIT}).result(timeout=30) == 3
+
+
+@pytest.mark.parametrize("value", NOT_RENDERABLE + [-1])
+def test_refresh_rate_no_timer_holds_is_refused(value):
+    with pytest.raises(ValueError, match=r"SingleNodeExecutor\(refresh_rate=\.\.\.\) must be a finite number of seconds >= 0"):
+        SingleNodeExecutor(refresh_rate=value)
+
+
+@pytest.mark.parametrize("block", MODES)
+@pytest.mark.parametrize("value", NOT_RENDERABLE + [-float("inf")])
+def test_map_timeout_no_timer_holds_is_refused_before_anything_is_submitted(block, value):
+    consumed = []
+
+    def items():
+        consumed.append(True)
+        yield 1
+
+    with SingleNodeExecutor(max_workers=1, block_allocation=block) as exe:
+        with pytest.raises(ValueError, match=r"map\(timeout=\.\.\.\) must be a finite number of seconds.*None: no limit"):
+            exe.map(funcs.add, items(), timeout=value)
+        assert consumed == []
+        with pytest.raises(TypeError, match="timeout"):
+            exe.map(funcs.add, [1], timeout="10")
+        assert list(exe.map(funcs.add, [1, 2], timeout=60)) == [1, 2]
 
 
 def test_shutdown_wait_true_finishes_everything():

@@ -7,7 +7,7 @@ import pytest
 
 from hpcfutures.scheduling.budget import CoreBudget
 from hpcfutures.scheduling.dependencies import find_futures, propagate, substitute, when_all_done
-from hpcfutures.scheduling.resources import merge, validate
+from hpcfutures.scheduling.resources import LONGEST_WAIT, check_seconds, merge, validate
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -34,6 +34,79 @@ def test_validate_accepts_known_keys_and_copies():
 def test_validate_rejects(bad, exc, text):
     with pytest.raises(exc, match=text):
         validate(bad, "submit()")
+
+
+# numbers no backend can render: NaN passes a "< 0" check, infinity and 1e300 overflow the
+# timers (select, zmq, threading) and srun's --time; an int too large for a float must not
+# slip through a float conversion either
+NOT_RENDERABLE = [float("nan"), float("inf"), -float("inf"), 1e300, 10**400]
+
+
+@pytest.mark.parametrize("value", NOT_RENDERABLE + [0, -1, LONGEST_WAIT + 1])
+def test_run_time_max_must_be_finite_and_in_range(value):
+    with pytest.raises(ValueError, match=r"resource_dict\['run_time_max'\] must be a finite number of seconds > 0 and <= 3153600000.*got"):
+        validate({"run_time_max": value}, "submit()")
+
+
+@pytest.mark.parametrize("value", NOT_RENDERABLE + [-1, 65537])
+def test_gpus_per_core_must_be_finite_and_in_range(value):
+    with pytest.raises(ValueError, match=r"resource_dict\['gpus_per_core'\] must be a finite number >= 0 and <= 65536"):
+        validate({"gpus_per_core": value}, "submit()")
+
+
+def test_edges_of_the_number_ranges_are_accepted():
+    ok = {"run_time_max": LONGEST_WAIT, "gpus_per_core": 0}
+    assert validate(ok, "here") == ok
+    assert validate({"run_time_max": 1e-3, "gpus_per_core": 65536}, "here")["run_time_max"] == 1e-3
+
+
+@pytest.mark.parametrize("value", NOT_RENDERABLE + [0, -2])
+def test_memory_max_for_the_queue_must_be_finite_gb(value):
+    with pytest.warns(UserWarning, match="memory_max"):
+        with pytest.raises(ValueError, match=r"resource_dict\['memory_max'\] must be a finite number of GB > 0"):
+            validate({"memory_max": value}, "submit()", pass_unknown=True)
+
+
+def test_queue_keys_are_type_checked_and_others_passed_on():
+    with pytest.warns(UserWarning):
+        with pytest.raises(TypeError, match=r"resource_dict\['partition'\] must be a str, got \['a'\]"):
+            validate({"partition": ["a"]}, "submit()", pass_unknown=True)
+    with pytest.warns(UserWarning):
+        out = validate({"memory_max": 1.5, "partition": "short", "custom": object}, "submit()", pass_unknown=True)
+    assert out["memory_max"] == 1.5 and out["custom"] is object
+
+
+def test_cwd_that_can_never_be_a_directory_is_refused(tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    with pytest.raises(ValueError, match=r"resource_dict\['cwd'\]=.*file'.* exists and is not a directory"):
+        validate({"cwd": str(a_file)}, "submit()")
+    with pytest.raises(ValueError, match=r"resource_dict\['cwd'\]=.*cannot be created: .*file' is not a directory"):
+        validate({"cwd": a_file / "below" / "it"}, "submit()")
+    with pytest.raises(ValueError, match=r"resource_dict\['cwd'\] is empty"):
+        validate({"cwd": ""}, "submit()")
+    missing = tmp_path / "not" / "made" / "yet"
+    assert validate({"cwd": missing}, "submit()") == {"cwd": missing}  # created when the call starts
+    assert not missing.exists()  # checking creates nothing
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e300, -1])
+def test_check_seconds_refuses_what_no_timer_holds(value):
+    with pytest.raises(ValueError, match=r"refresh_rate must be a finite number of seconds >= 0.*got"):
+        check_seconds(value, "refresh_rate")
+
+
+def test_check_seconds_types_and_none():
+    with pytest.raises(TypeError, match="timeout must be a number of seconds or None"):
+        check_seconds("1", "timeout", none_ok=True)
+    with pytest.raises(TypeError):
+        check_seconds(True, "refresh_rate")
+    with pytest.raises(TypeError):
+        check_seconds(None, "refresh_rate")
+    assert check_seconds(None, "timeout", none_ok=True) is None
+    assert check_seconds(-5, "timeout", lowest=None, none_ok=True) == -5  # already over, as in concurrent.futures
+    with pytest.raises(ValueError, match="None: no limit"):
+        check_seconds(float("-inf"), "timeout", lowest=None, none_ok=True)
 
 
 def test_merge_task_wins():

@@ -87,6 +87,20 @@ def test_cwd_is_created_and_used(tmp_path, block):
         assert fut.result(timeout=30) == str(target)
 
 
+@pytest.mark.parametrize("block", MODES)
+def test_cwd_that_is_a_file_is_refused_where_it_is_given(tmp_path, block):
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    for cwd in (a_file, a_file / "sub"):
+        with pytest.raises(ValueError, match=r"SingleNodeExecutor\(resource_dict=\.\.\.\): resource_dict\['cwd'\]=.*not a directory"):
+            SingleNodeExecutor(max_workers=1, block_allocation=block, resource_dict={"cwd": str(cwd)})
+    if not block:  # a warm pool's cwd is the executor's
+        with SingleNodeExecutor(max_workers=1) as exe:
+            with pytest.raises(ValueError, match=r"submit\(\): resource_dict\['cwd'\]=.*exists and is not a directory"):
+                exe.submit(funcs.cwd, resource_dict={"cwd": str(a_file)})
+            assert exe.submit(funcs.cwd, resource_dict={"cwd": tmp_path / "made"}).result(timeout=30) == str(tmp_path / "made")
+
+
 def test_error_log_file(tmp_path):
     log = tmp_path / "errors.log"
     with SingleNodeExecutor(max_workers=1) as exe:

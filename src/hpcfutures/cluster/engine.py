@@ -32,6 +32,7 @@ from hpcfutures.launch.slurm_reasons import explain, never_starts
 from hpcfutures.executors.outcome import settle, stopped_by_shutdown
 from hpcfutures.logs import get_logger
 from hpcfutures.scheduling.task import Task
+from hpcfutures.worker.directory import make_working_directory
 
 
 _log = get_logger("cluster")
@@ -94,8 +95,14 @@ class JobEngine:
     def _submit(self, task: Task, key: str, path: str, after: list) -> None:
         res = task.resources
         header = {"cache_key": key, "status": "queued", "function": task.name, "resource_dict": _plain(res)}
+        if res.get("cwd") is not None:
+            # made here, where submit() checked it (the driver and its jobs share file systems,
+            # as they share the cache directory); the job enters it itself (header "cwd"), since
+            # SLURM runs a job whose --chdir fails in /tmp instead
+            cwd = header["cwd"] = make_working_directory(res["cwd"])
+        else:
+            cwd = os.path.dirname(path)
         write_entry(path, header, task.payload, b"")
-        cwd = os.fspath(res["cwd"]) if res.get("cwd") is not None else os.path.dirname(path)
         name = "hpcf-" + os.path.basename(key)[:40]
         command = file_task_command(path, res.get("cores", 1))
         job = self.queue.submit(command, name, cwd, res, after, _extra(res), path + ".log")

@@ -12,6 +12,7 @@ about many jobs in one query; ``cancel`` ends jobs.
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 import subprocess
@@ -23,7 +24,15 @@ import warnings
 ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED", "GONE"}
 
 # resource keys a job script understands; others are passed to the adapter with a warning
-_BUILTIN_EXTRA = {"partition": "--partition={}", "account": "--account={}", "qos": "--qos={}", "memory_max": "--mem={}G"}
+_BUILTIN_EXTRA = {"partition": "--partition={}", "account": "--account={}", "qos": "--qos={}", "memory_max": "--mem={}"}
+
+
+def memory_text(gigabytes) -> str:
+    """``memory_max`` (GB) as ``sbatch --mem`` takes it: whole GB as ``4G``, anything else
+    in whole MB, rounded up (``--mem`` refuses ``1.5G``)."""
+    if gigabytes == int(gigabytes):
+        return f"{int(gigabytes)}G"
+    return f"{math.ceil(gigabytes * 1024)}M"
 
 
 class QueueError(RuntimeError):
@@ -65,20 +74,22 @@ class SlurmQueue:
         lines.append(f"#SBATCH --ntasks={resources.get('cores', 1)}")
         lines.append(f"#SBATCH --cpus-per-task={resources.get('threads_per_core', 1)}")
         if resources.get("gpus_per_core"):
-            lines.append(f"#SBATCH --gpus-per-task={resources['gpus_per_core']:g}")
+            lines.append(f"#SBATCH --gpus-per-task={int(resources['gpus_per_core'])}")  # whole GPUs (fractions refused)
         if resources.get("num_nodes"):
             lines.append(f"#SBATCH --nodes={resources['num_nodes']}")
         if resources.get("exclusive"):
             lines.append("#SBATCH --exclusive")
         if resources.get("run_time_max"):
-            lines.append(f"#SBATCH --time={max(1, -(-int(resources['run_time_max']) // 60))}")
+            lines.append(f"#SBATCH --time={max(1, math.ceil(resources['run_time_max'] / 60))}")
         if resources.get("priority") is not None:
             lines.append(f"#SBATCH --nice={max(0, -int(resources['priority']))}")
         if dependencies:
             lines.append(f"#SBATCH --dependency=afterok:{':'.join(dependencies)}")
             lines.append("#SBATCH --kill-on-invalid-dep=yes")
         for key, value in extra.items():
-            if key in _BUILTIN_EXTRA:
+            if key == "memory_max":
+                lines.append(f"#SBATCH --mem={memory_text(value)}")
+            elif key in _BUILTIN_EXTRA:
                 lines.append("#SBATCH " + _BUILTIN_EXTRA[key].format(value))
             else:
                 warnings.warn(f"resource_dict[{key!r}] is not a job-script option the built-in SLURM adapter knows; ignored", stacklevel=4)
@@ -192,7 +203,6 @@ class LocalQueue:
             from hpcfutures.launch.mpi import mpiexec_command
 
             command = mpiexec_command(resources["cores"], resources.get("openmpi_oversubscribe", False)) + command
-        os.makedirs(cwd, exist_ok=True)
         with open(log, "ab") as out:
             process = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         with self._lock:

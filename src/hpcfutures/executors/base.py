@@ -18,7 +18,7 @@ from concurrent.futures import Executor, Future
 from hpcfutures.executors.outcome import cancel_unstarted, fail_unstarted, settle
 from hpcfutures.scheduling.dependencies import find_futures, propagate, substitute, when_all_done
 from hpcfutures.scheduling.futures import TaskFuture
-from hpcfutures.scheduling.resources import merge, validate
+from hpcfutures.scheduling.resources import check_seconds, merge, validate
 from hpcfutures.scheduling.task import Task
 
 TYPE_CHECKING = False  # typing costs milliseconds at import; checkers still see the names
@@ -259,11 +259,16 @@ class BaseExecutor(Executor):
             An iterator over the results; leaving it early cancels what has not started.
 
         Raises:
-            ValueError: ``chunksize`` is not an int >= 1.
+            ValueError: ``chunksize`` is not an int >= 1; ``timeout`` is NaN, infinite or
+                longer than 100 years (before anything is submitted).
+            TypeError: ``timeout`` is not a number or None.
             ImportError: ``progress`` without tqdm installed (before anything is submitted).
         """
         if not isinstance(chunksize, int) or isinstance(chunksize, bool) or chunksize < 1:
             raise ValueError(f"chunksize must be an int >= 1, got {chunksize!r}")
+        # a negative timeout is already over, as in concurrent.futures; NaN or infinity would
+        # fail only when the first result is awaited, after every call was submitted
+        check_seconds(timeout, "map(timeout=...)", lowest=None, none_ok=True)
         if progress:
             from hpcfutures.progress_bar import tqdm_class
 

@@ -20,7 +20,7 @@ from hpcfutures.executors.outcome import settle
 from hpcfutures.executors.single_node import _refuse_unsupported, graph_mode
 from hpcfutures.executors.slurm_job import SlurmJobExecutor
 from hpcfutures.scheduling.dependencies import find_futures, propagate, upstream_error
-from hpcfutures.scheduling.resources import DEFAULTS, KEYS, validate
+from hpcfutures.scheduling.resources import DEFAULTS, KEYS, check_seconds, validate
 from hpcfutures.scheduling.task import Task
 
 TYPE_CHECKING = False
@@ -38,6 +38,7 @@ _NOT_AS_JOBS = {
         "use the queue's requeue options, or SlurmClusterExecutor(block_allocation=True) / SlurmJobExecutor",
     ),
     "retry_on": (lambda v: v is None, "a batch job is not run again by the executor (see retries)"),
+    "gpus_per_core": (lambda v: v == int(v), "a job's --gpus-per-task counts whole GPUs per rank"),
     "slurm_cmd_args": (
         lambda v: not v,
         "they are srun arguments of SlurmJobExecutor; a batch job takes partition, account, qos, "
@@ -71,8 +72,7 @@ class _FileJobExecutor(BaseExecutor):
         for parameter, (value, neutral, reason) in refused.items():
             if value is not neutral and value != neutral:
                 raise ValueError(f"{name}({parameter}={value!r}) is not supported: {reason}")
-        if not isinstance(refresh_rate, (int, float)) or isinstance(refresh_rate, bool) or refresh_rate < 0:
-            raise ValueError(f"{name}(refresh_rate={refresh_rate!r}): needs a number of seconds >= 0")
+        check_seconds(refresh_rate, f"{name}(refresh_rate=...)")
         defaults = dict(DEFAULTS)
         defaults["cache_directory"] = os.path.abspath(os.fspath(cache_directory or DEFAULT_CACHE))
         defaults["openmpi_oversubscribe"] = bool(openmpi_oversubscribe)

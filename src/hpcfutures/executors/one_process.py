@@ -21,7 +21,7 @@ from hpcfutures.errors import UnsatisfiableRequestError, WorkerCrashedError
 from hpcfutures.executors.outcome import cancel_unstarted, finish, settle, stopped_by_shutdown
 from hpcfutures.launch.gpus import GpuPool, gpu_environment
 from hpcfutures.launch.local import LocalLauncher
-from hpcfutures.launch.process import WorkerProcess, deadline_after, remaining, worker_environment
+from hpcfutures.launch.process import WorkerProcess, deadline_after, poll_ms, remaining, worker_environment
 from hpcfutures.logs import get_logger
 from hpcfutures.scheduling.budget import CoreBudget
 from hpcfutures.scheduling.task import Task
@@ -137,8 +137,9 @@ class OneProcessPerTask:
         res = task.resources
         cwd = res.get("cwd")
         if cwd is not None:
-            cwd = os.fspath(cwd)
-            os.makedirs(cwd, exist_ok=True)
+            from hpcfutures.worker.directory import make_working_directory
+
+            cwd = make_working_directory(cwd)  # an error names cwd
         env = worker_environment(self._key, res.get("threads_per_core", 1), gpu_environment(task.devices, task.gpus))
         timeout = res.get("run_time_max")
         if task.cores > 1:
@@ -180,8 +181,7 @@ class OneProcessPerTask:
         for fd in (reply_r, process.pidfd, process.stderr_fd):
             poller.register(fd, select.POLLIN)
         while True:
-            left = remaining(deadline)
-            events = dict(poller.poll(None if left is None else int(left * 1000) + 1))
+            events = dict(poller.poll(poll_ms(deadline)))
             if reply_r in events:
                 try:
                     reply = read_frame(reply_r, self._key)

@@ -6,7 +6,7 @@ import numbers
 import os
 
 from hpcfutures.executors.base import BaseExecutor
-from hpcfutures.scheduling.resources import DEFAULTS, KEYS, validate
+from hpcfutures.scheduling.resources import DEFAULTS, KEYS, check_seconds, validate
 
 TYPE_CHECKING = False  # typing costs milliseconds at import; checkers still see the names
 if TYPE_CHECKING:
@@ -159,8 +159,7 @@ class SingleNodeExecutor(BaseExecutor):
         max_workers = _check_count("max_workers", max_workers)
         max_cores = _check_count("max_cores", max_cores)
         restart_limit = _check_count("restart_limit", restart_limit, minimum=0)
-        if not isinstance(refresh_rate, numbers.Real) or refresh_rate < 0:
-            raise ValueError(f"refresh_rate must be a number >= 0, got {refresh_rate!r}")
+        check_seconds(refresh_rate, f"{self._display_name}(refresh_rate=...)")
         if init_function is not None and not block_allocation:
             raise ValueError("init_function needs block_allocation=True: only warm workers keep its state between calls")
         if init_function is not None and not callable(init_function):

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 _NOT_UNDER_SRUN = {
     "priority": (lambda v: v is None, "priorities are for the queued-job executors (SlurmClusterExecutor)"),
     "submission_template": (lambda v: v is None, "submission templates are for SlurmClusterExecutor"),
+    "gpus_per_core": (lambda v: v == int(v), "srun --gpus-per-task counts whole GPUs per rank"),
 }
 
 

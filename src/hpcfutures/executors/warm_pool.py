@@ -149,8 +149,9 @@ class WarmPool:
         res = self._resources
         cwd = res.get("cwd")
         if cwd is not None:
-            cwd = os.fspath(cwd)
-            os.makedirs(cwd, exist_ok=True)
+            from hpcfutures.worker.directory import make_working_directory
+
+            cwd = make_working_directory(cwd)  # an error names cwd
         link = SocketInterface(key=self._key, hostname_localhost=self._hostname_localhost, log_obj_size=self._log_obj_size)
         try:
             address = link.bind()

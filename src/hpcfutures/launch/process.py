@@ -399,3 +399,15 @@ def deadline_after(seconds: float | None) -> float | None:
 
 def remaining(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+# poll() takes a C int of milliseconds (about 24.8 days): a longer wait is polled in slices
+# of this length by the caller's loop, which looks at its deadline after every poll
+_LONGEST_POLL_MS = 2**31 - 1
+
+
+def poll_ms(deadline: float | None) -> int | None:
+    """Milliseconds to poll for until ``deadline`` (rounded up; ``None``: no deadline),
+    at most what ``poll()`` accepts."""
+    left = remaining(deadline)
+    return None if left is None else min(int(left * 1000) + 1, _LONGEST_POLL_MS)

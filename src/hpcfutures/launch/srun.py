@@ -38,7 +38,7 @@ def srun_command(resources: dict, pmi_mode: str | None = None) -> list[str]:
     command = [find_srun(), "-n", str(cores), f"--cpus-per-task={resources.get('threads_per_core', 1)}"]
     gpus = resources.get("gpus_per_core", 0) or 0
     if gpus:
-        command.append(f"--gpus-per-task={gpus:g}")
+        command.append(f"--gpus-per-task={int(gpus)}")  # whole GPUs (the executor refuses fractions)
     if resources.get("num_nodes"):
         command.append(f"-N{resources['num_nodes']}")
     if resources.get("exclusive"):
@@ -46,7 +46,8 @@ def srun_command(resources: dict, pmi_mode: str | None = None) -> list[str]:
     if resources.get("run_time_max"):
         command.append(f"--time={max(1, math.ceil(resources['run_time_max'] / 60))}")
     if resources.get("cwd") is not None:
-        command.append(f"-D{os.fspath(resources['cwd'])}")
+        # absolute: srun itself starts in cwd, where a relative -D would be taken again
+        command.append(f"-D{os.path.abspath(os.fspath(resources['cwd']))}")
     if pmi_mode is not None:
         command.append(f"--mpi={pmi_mode}")
     if cores > 1:  # a rank that dies ends the step: the others would wait for it in a collective

@@ -18,18 +18,27 @@ _INT = (numbers.Integral,)
 _NUM = (numbers.Real,)
 _PATH = (str, os.PathLike)
 
+# The longest wait any duration may ask for, in seconds (100 years): every timer a duration
+# reaches must hold it — threading's and select's (about 292 years, in ns of a C int64), zmq's
+# poll (ms in a C long) and SLURM's --time (minutes in 32 bits). Longer means "no limit": None.
+LONGEST_WAIT = 100 * 365 * 24 * 3600
+# GPUs per rank: far above any node, far below what srun's and sbatch's counters hold
+MOST_GPUS = 65536
+# GB of memory (memory_max): 2**30 GB = 1 EiB, rendered in MB for sbatch's 64-bit counter
+MOST_MEMORY_GB = 2**30
+
 # key -> (accepted types, may be None, description of the accepted values)
 KEYS: dict[str, tuple[tuple, bool, str]] = {
     "cores": (_INT, False, "an int >= 1 (MPI ranks)"),
     "threads_per_core": (_INT, False, "an int >= 1"),
-    "gpus_per_core": (_NUM, False, "a number >= 0"),
-    "cwd": (_PATH, True, "a path"),
+    "gpus_per_core": (_NUM, False, f"a finite number >= 0 and <= {MOST_GPUS} (GPUs per rank)"),
+    "cwd": (_PATH, True, "a path to a directory (created if missing)"),
     "cache_key": ((str,), True, "a str"),
     "cache_directory": (_PATH, True, "a path"),
     "num_nodes": (_INT, True, "an int >= 1"),
     "exclusive": ((bool,), False, "a bool"),
     "error_log_file": (_PATH, True, "a path"),
-    "run_time_max": (_NUM, True, "a number of seconds > 0"),
+    "run_time_max": (_NUM, True, f"a finite number of seconds > 0 and <= {LONGEST_WAIT} (100 years); None: no limit"),
     "priority": (_INT, True, "an int"),
     "slurm_cmd_args": ((list, tuple), True, "a list of str"),
     "submission_template": ((str,), True, "a str"),
@@ -47,6 +56,30 @@ DEFAULTS: dict[str, Any] = {
 }
 
 _POSITIVE = {"cores", "threads_per_core", "num_nodes"}
+
+# number-valued keys: key -> (lowest, whether the lowest itself is accepted, highest)
+_RANGES = {
+    "gpus_per_core": (0, True, MOST_GPUS),
+    "run_time_max": (0, False, LONGEST_WAIT),
+    "retries": (0, True, None),
+}
+
+# keys the queued-job executors hand to their queue adapter (with a warning, as they are not
+# hpcfutures' own), checked all the same: a value the job script cannot render is refused now
+QUEUE_KEYS: dict[str, tuple[tuple, str]] = {
+    "partition": ((str,), "a str"),
+    "account": ((str,), "a str"),
+    "qos": ((str,), "a str"),
+    "memory_max": (_NUM, f"a finite number of GB > 0 and <= {MOST_MEMORY_GB}"),
+}
+_QUEUE_RANGES = {"memory_max": (0, False, MOST_MEMORY_GB)}
+
+
+def _in_range(value, lowest, lowest_ok: bool, highest) -> bool:
+    # comparisons rather than math.isfinite: NaN fails every one of them, infinity fails the
+    # upper bound, and an int too large for a float still compares exactly
+    above = value >= lowest if lowest_ok else value > lowest
+    return bool(above and (highest is None or value <= highest))
 
 
 def validate(resource_dict: dict | None, where: str, allowed: Iterable[str] | None = None, pass_unknown: bool = False) -> dict:
@@ -66,6 +99,8 @@ def validate(resource_dict: dict | None, where: str, allowed: Iterable[str] | No
             stacklevel=3,
         )
         known = validate({k: v for k, v in resource_dict.items() if k not in unknown}, where, allowed)
+        for key in unknown:
+            _check_queue_key(key, resource_dict[key], where)
         return {**known, **{k: resource_dict[k] for k in unknown}}
     if unknown:
         raise ValueError(f"{where}: unknown resource_dict key(s) {unknown}; accepted keys: {sorted(allowed)}")
@@ -78,10 +113,10 @@ def validate(resource_dict: dict | None, where: str, allowed: Iterable[str] | No
             raise TypeError(f"{where}: resource_dict[{key!r}] must be {text}, got {value!r}")
         if key in _POSITIVE and value < 1:
             raise ValueError(f"{where}: resource_dict[{key!r}] must be {text}, got {value!r}")
-        if key in ("gpus_per_core", "retries") and value < 0:
+        if key in _RANGES and not _in_range(value, *_RANGES[key]):
             raise ValueError(f"{where}: resource_dict[{key!r}] must be {text}, got {value!r}")
-        if key == "run_time_max" and value <= 0:
-            raise ValueError(f"{where}: resource_dict[{key!r}] must be {text}, got {value!r}")
+        if key == "cwd":
+            check_cwd(value, where)
         if key == "cache_key":
             from hpcfutures.cache.store import check_key
 
@@ -91,6 +126,87 @@ def validate(resource_dict: dict | None, where: str, allowed: Iterable[str] | No
         if key == "slurm_cmd_args" and not all(isinstance(a, str) for a in value):
             raise TypeError(f"{where}: resource_dict['slurm_cmd_args'] must be {text}, got {value!r}")
     return dict(resource_dict)
+
+
+def _check_queue_key(key: str, value, where: str) -> None:
+    rule = QUEUE_KEYS.get(key)
+    if rule is None or value is None:
+        return
+    types, text = rule
+    if not isinstance(value, types) or isinstance(value, bool):
+        raise TypeError(f"{where}: resource_dict[{key!r}] must be {text}, got {value!r}")
+    if key in _QUEUE_RANGES and not _in_range(value, *_QUEUE_RANGES[key]):
+        raise ValueError(f"{where}: resource_dict[{key!r}] must be {text}, got {value!r}")
+
+
+def check_cwd(value, where: str) -> None:
+    """Refuse a ``cwd`` that can never become the working directory: empty, a file, below a
+    file, or below a directory this process may not create it in. Nothing is created here;
+    a missing directory is made when the call is started.
+
+    Args:
+        value: the ``cwd`` given (str or path-like).
+        where: where it was given, for the message (``"submit()"``, ...).
+
+    Raises:
+        ValueError: the path names what is wrong and what is accepted.
+    """
+    path = os.fsdecode(os.fspath(value))
+    if not path:
+        raise ValueError(f"{where}: resource_dict['cwd'] is empty; give a directory (None: the default)")
+    absolute = os.path.abspath(path)
+    if os.path.isdir(absolute):
+        if not os.access(absolute, os.X_OK):
+            raise ValueError(f"{where}: resource_dict['cwd']={value!r} is a directory this user may not enter")
+        return
+    if os.path.lexists(absolute):
+        raise ValueError(
+            f"{where}: resource_dict['cwd']={value!r} exists and is not a directory; "
+            "cwd must be a directory or a path where one can be created"
+        )
+    existing = os.path.dirname(absolute)  # the nearest existing ancestor decides whether it can be made
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(
+            f"{where}: resource_dict['cwd']={value!r} cannot be created: {existing!r} is not a directory"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"{where}: resource_dict['cwd']={value!r} cannot be created: no permission to create "
+            f"directories in {existing!r}"
+        )
+
+
+def check_seconds(value, name: str, lowest: float | None = 0, none_ok: bool = False):
+    """Check a duration parameter (``refresh_rate``, ``timeout``): a real number (not a
+    bool), not NaN, within ``lowest`` and ``LONGEST_WAIT`` seconds.
+
+    Args:
+        value: the value given.
+        name: the parameter's name, for the message.
+        lowest: the smallest value accepted (None: any finite negative too).
+        none_ok: whether ``None`` (no limit) is accepted.
+
+    Returns:
+        ``value`` unchanged.
+
+    Raises:
+        TypeError: not a number.
+        ValueError: NaN, infinite, below ``lowest`` or above ``LONGEST_WAIT``.
+    """
+    if value is None and none_ok:
+        return None
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number of seconds{' or None' if none_ok else ''}, got {value!r}")
+    low = -LONGEST_WAIT if lowest is None else lowest
+    if not _in_range(value, low, True, LONGEST_WAIT):
+        floor = "" if lowest is None else f" >= {lowest}"
+        raise ValueError(
+            f"{name} must be a finite number of seconds{floor} and <= {LONGEST_WAIT} (100 years)"
+            f"{'; None: no limit' if none_ok else ''}, got {value!r}"
+        )
+    return value
 
 
 def _exception_classes(value) -> bool:

@@ -25,7 +25,7 @@ import socket as _socket
 import tempfile
 
 from hpcfutures.errors import WorkerCrashedError
-from hpcfutures.launch.process import WorkerProcess, deadline_after, remaining, worker_environment
+from hpcfutures.launch.process import WorkerProcess, deadline_after, poll_ms, remaining, worker_environment
 from hpcfutures.wire import frames
 from hpcfutures.wire.frames import AuthenticationError, dumps_by_value, new_key, unseal
 from hpcfutures.wire.replies import open_reply
@@ -306,8 +306,7 @@ class SocketInterface:
         if wake_fd is not None:
             poller.register(wake_fd, POLLIN)
         while True:
-            left = remaining(deadline)
-            events = dict(poller.poll(None if left is None else int(left * 1000) + 1))
+            events = dict(poller.poll(poll_ms(deadline)))
             if target in events:
                 if not transport.connected():
                     transport.accept()

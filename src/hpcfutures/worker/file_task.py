@@ -19,6 +19,7 @@ import time
 from hpcfutures.cache.entry import EntryReader, write_entry
 from hpcfutures.wire.frames import loads
 from hpcfutures.wire.replies import combine
+from hpcfutures.worker.directory import enter_working_directory
 from hpcfutures.worker.execute import adopt_driver_path, call, encode, error_reply, flush_std_streams
 from hpcfutures.worker.mpi_world import requested_ranks
 from hpcfutures.worker.upstream import resolve
@@ -30,6 +31,8 @@ def run_entry(path: str, world=None) -> int:
         header = dict(reader.header)
         input_bytes = reader.input_bytes()
     try:
+        if header.get("cwd"):  # the call runs there or fails saying why, never elsewhere
+            enter_working_directory(header["cwd"])
         message = loads(input_bytes)
         message["args"] = resolve(message.get("args", ()))
         message["kwargs"] = resolve(message.get("kwargs", {}))
