@@ -330,3 +330,8 @@ def start_environment_has(text):
     with open("/proc/self/cmdline", "rb") as f:
         cmdline = f.read()
     return text.encode() in environ or text.encode() in cmdline
+
+
+def cwd_after(_upstream):
+    """The working directory, once an upstream result is there."""
+    return os.getcwd()

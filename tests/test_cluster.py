@@ -2,6 +2,7 @@
 TestClusterExecutor (local processes) everywhere."""
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -187,6 +188,55 @@ def test_test_cluster_executor_reports_a_killed_job(tmp_path):
             exe.submit(funcs.kill_self).result(timeout=60)
 
 
+# -- cwd: the call runs there, or fails naming cwd; never in another directory ---------
+def _check_cwd_is_honoured(exe, tmp_path):
+    missing = tmp_path / "not" / "made" / "yet"
+    assert exe.submit(funcs.cwd, resource_dict={"cwd": str(missing)}).result(timeout=120) == str(missing)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    for cwd in (a_file, a_file / "below"):
+        with pytest.raises(ValueError, match=r"submit\(\): resource_dict\['cwd'\]=.*a-file.*not a directory"):
+            exe.submit(funcs.cwd, resource_dict={"cwd": str(cwd)})
+
+
+def test_test_cluster_executor_honours_cwd(tmp_path):
+    with pytest.raises(ValueError, match=r"TestClusterExecutor\(resource_dict=\.\.\.\): resource_dict\['cwd'\]=.*not a directory"):
+        TestClusterExecutor(cache_directory=str(tmp_path / "cache"), resource_dict={"cwd": "/etc/passwd"})
+    with TestClusterExecutor(cache_directory=str(tmp_path / "cache")) as exe:
+        _check_cwd_is_honoured(exe, tmp_path)
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(240)
+def test_slurm_cluster_executor_honours_cwd(tmp_path):
+    with pytest.raises(ValueError, match=r"SlurmClusterExecutor\(resource_dict=\.\.\.\): resource_dict\['cwd'\]=.*not a directory"):
+        SlurmClusterExecutor(cache_directory=str(tmp_path / "cache"), resource_dict={"cwd": "/etc/passwd"})
+    with SlurmClusterExecutor(cache_directory=str(tmp_path / "cache")) as exe:
+        _check_cwd_is_honoured(exe, tmp_path)
+        # the directory is gone when the job starts (its upstream removed it): sbatch's --chdir
+        # fails and SLURM starts the job in /tmp; the job's worker makes and enters it itself
+        work = tmp_path / "work"
+        removed = exe.submit(shutil.rmtree, str(work), resource_dict={"cwd": str(tmp_path)})
+        assert exe.submit(funcs.cwd_after, removed, resource_dict={"cwd": str(work)}).result(timeout=120) == str(work)
+
+
+def test_a_job_whose_cwd_cannot_be_entered_fails_naming_it(tmp_path):
+    """The job's own check (the driver's may be passed by, e.g. a file put there later)."""
+    from hpcfutures.cache.entry import EntryReader, write_entry
+    from hpcfutures.wire.frames import dumps_by_value
+
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    entry = str(tmp_path / "entry")
+    write_entry(entry, {"status": "queued", "cwd": str(blocker / "sub")}, dumps_by_value({"fn": os.getcwd}), b"")
+    subprocess.run([sys.executable, "-m", "hpcfutures.worker.file_task", entry], check=True, timeout=60, cwd=tmp_path)
+    with EntryReader(entry) as reader:
+        assert reader.header["status"] == "error"
+        error = reader.output()["error"]
+    assert isinstance(error, NotADirectoryError)
+    assert "resource_dict['cwd']" in str(error) and "blocker" in str(error)
+
+
 @pytest.mark.slurm
 def test_through_a_pysqa_queue_adapter(tmp_path):
     pytest.importorskip("pysqa")
@@ -224,6 +274,36 @@ def test_built_in_job_script(tmp_path, monkeypatch):
         assert line in text
     assert "srun --mpi=pmix --kill-on-bad-exit=1 python -m x" in text
     assert "--partition=\n" not in text and "frobnicate" not in text
+
+
+@pytest.mark.parametrize("memory, line", [(4, "--mem=4G"), (2.0, "--mem=2G"), (1.5, "--mem=1536M"), (0.001, "--mem=2M")])
+def test_memory_max_is_rendered_as_sbatch_takes_it(tmp_path, monkeypatch, memory, line):
+    from hpcfutures.cluster.queues import SlurmQueue
+
+    written = _fake_sbatch(tmp_path, monkeypatch)
+    SlurmQueue().submit(["python", "x.py"], "hpcf-m", "/w", {"gpus_per_core": 2.0}, [], {"memory_max": memory}, "/w/m.log")
+    text = written.read_text()
+    assert f"#SBATCH {line}\n" in text and "#SBATCH --gpus-per-task=2\n" in text  # never "1.5G" or "2.0"
+
+
+@pytest.mark.parametrize("cls", [SlurmClusterExecutor, TestClusterExecutor])
+def test_numbers_no_job_script_renders_are_refused(tmp_path, cls):
+    cache = str(tmp_path)
+    for value in (float("nan"), float("inf"), 1e300):
+        with pytest.raises(ValueError, match=r"resource_dict\['run_time_max'\] must be a finite number of seconds"):
+            cls(cache_directory=cache, resource_dict={"run_time_max": value})
+        with pytest.raises(ValueError, match=r"refresh_rate=\.\.\.\) must be a finite number of seconds >= 0"):
+            cls(cache_directory=cache, refresh_rate=value)
+        with pytest.warns(UserWarning, match="memory_max"):
+            with pytest.raises(ValueError, match=r"resource_dict\['memory_max'\] must be a finite number of GB"):
+                cls(cache_directory=cache, resource_dict={"memory_max": value})
+    with pytest.raises(ValueError, match=r"resource_dict\['gpus_per_core'\]=0.5 is not supported: .*whole GPUs per rank"):
+        cls(cache_directory=cache, resource_dict={"gpus_per_core": 0.5})
+    with cls(cache_directory=cache) as exe:
+        with pytest.raises(ValueError, match=r"submit\(\): resource_dict\['run_time_max'\] must be a finite number"):
+            exe.submit(funcs.add, 1, resource_dict={"run_time_max": float("nan")})
+        with pytest.raises(ValueError, match=r"submit\(\): resource_dict\['gpus_per_core'\]=1.5 is not supported"):
+            exe.submit(funcs.add, 1, resource_dict={"gpus_per_core": 1.5})
 
 
 def test_submission_template_is_rendered(tmp_path, monkeypatch):

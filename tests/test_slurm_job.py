@@ -203,6 +203,30 @@ def test_a_step_srun_refuses_fails_its_future_with_srun_s_message(tmp_path):
     assert "no-such-srun-flag" in report
 
 
+@pytest.mark.slurm
+@pytest.mark.timeout(180)
+def test_numbers_srun_cannot_take_are_refused_and_cwd_is_honoured(tmp_path, monkeypatch):
+    """From outside an allocation, as the breaker's reproducer: NaN used to fail the future
+    late ("cannot convert float NaN to integer"), 0.5 GPUs reached srun as --gpus-per-task=0.5,
+    and a relative cwd was taken twice (srun starts in cwd, then -D cwd again)."""
+    import funcs
+    from hpcfutures import SlurmJobExecutor
+
+    for value in (float("nan"), float("inf"), 1e300):
+        with pytest.raises(ValueError, match=r"SlurmJobExecutor\(resource_dict=\.\.\.\): resource_dict\['run_time_max'\] must be a finite"):
+            SlurmJobExecutor(resource_dict={"run_time_max": value})
+    with pytest.raises(ValueError, match=r"resource_dict\['gpus_per_core'\]=0.5 is not supported: srun --gpus-per-task counts whole GPUs"):
+        SlurmJobExecutor(resource_dict={"gpus_per_core": 0.5, "cores": 2})
+    monkeypatch.chdir(tmp_path)
+    with SlurmJobExecutor(max_workers=1) as exe:
+        for value in (float("nan"), float("inf"), 1e300):
+            with pytest.raises(ValueError, match=r"submit\(\): resource_dict\['run_time_max'\] must be a finite number of seconds > 0"):
+                exe.submit(funcs.cwd, resource_dict={"run_time_max": value})
+        with pytest.raises(ValueError, match=r"submit\(\): resource_dict\['cwd'\]=.*exists and is not a directory"):
+            exe.submit(funcs.cwd, resource_dict={"cwd": "/etc/passwd"})
+        assert exe.submit(funcs.cwd, resource_dict={"cwd": "relative", "run_time_max": 600}).result(timeout=120) == str(tmp_path / "relative")
+
+
 def test_resource_dict_maps_onto_srun_flags(monkeypatch, tmp_path):
     fake = tmp_path / "srun"
     fake.write_text("#!/bin/sh\n")
