@@ -95,7 +95,8 @@ class SingleNodeExecutor(BaseExecutor):
         init_function: (warm workers only) runs once per worker and returns a dict whose
             entries calls receive by parameter name.
         disable_dependencies: ``True`` refuses futures as arguments (``TypeError``).
-        refresh_rate: accepted for executorlib compatibility; nothing polls (seconds).
+        refresh_rate: accepted for executorlib compatibility; nothing polls (seconds >= 0,
+            finite: NaN and infinity are refused).
         plot_dependency_graph: ``True`` records the calls instead of running them and draws
             their graph at shutdown (inline in Jupyter).
         plot_dependency_graph_filename: graph-only mode, writing the picture to this file
@@ -106,7 +107,9 @@ class SingleNodeExecutor(BaseExecutor):
         openmpi_oversubscribe: let Open MPI place more ranks than cores.
     Raises:
         ValueError: a count below 1, an unknown ``resource_dict`` key, a key this executor
-            cannot honour (with the reason), a warm pool larger than the core budget.
+            cannot honour (with the reason), a value outside its range (``run_time_max`` NaN
+            or infinite, a ``cwd`` that is a file, ...), a ``refresh_rate`` that is negative,
+            NaN or infinite, a warm pool larger than the core budget.
         TypeError: a ``resource_dict`` value of the wrong type, an ``init_function`` that is
             not callable.
     """

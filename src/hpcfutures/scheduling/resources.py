@@ -83,8 +83,23 @@ def _in_range(value, lowest, lowest_ok: bool, highest) -> bool:
 
 
 def validate(resource_dict: dict | None, where: str, allowed: Iterable[str] | None = None, pass_unknown: bool = False) -> dict:
-    """Check keys and value types; return a copy. ``pass_unknown``: keys this table does
-    not know (``partition``, ``memory_max``, ...) are kept for a queue adapter, with a warning."""
+    """Check keys, value types and ranges; return a copy.
+
+    Args:
+        resource_dict: the dict given (None: empty).
+        where: where it was given, for the messages (``"submit()"``, ...).
+        allowed: the keys this executor takes (default: every key of ``KEYS``).
+        pass_unknown: keys this table does not know (``partition``, ``memory_max``, ...) are
+            kept for a queue adapter, with a warning; those of ``QUEUE_KEYS`` are checked.
+
+    Returns:
+        A copy of ``resource_dict``.
+
+    Raises:
+        TypeError: not a dict, or a value of the wrong type.
+        ValueError: an unknown key, or a value outside its range (NaN and infinity included;
+            the message names key, value and range), a ``cwd`` that cannot be a directory.
+    """
     if resource_dict is None:
         return {}
     if not isinstance(resource_dict, dict):
