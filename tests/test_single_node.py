@@ -101,6 +101,30 @@ def test_cwd_that_is_a_file_is_refused_where_it_is_given(tmp_path, block):
             assert exe.submit(funcs.cwd, resource_dict={"cwd": tmp_path / "made"}).result(timeout=30) == str(tmp_path / "made")
 
 
+def test_a_worker_enters_its_cwd_itself_or_fails_naming_it(tmp_path, monkeypatch):
+    """What a worker does with the cwd the driver names (HPCFUTURES_CWD): a launcher such as
+    srun may have started it elsewhere (srun -D falls back to /tmp)."""
+    from hpcfutures.worker.directory import CWD_ENV, enter_from_environment
+
+    monkeypatch.chdir(tmp_path)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    monkeypatch.setenv(CWD_ENV, str(blocker / "sub"))
+    error = enter_from_environment()
+    assert isinstance(error, NotADirectoryError) and "resource_dict['cwd']" in str(error) and "blocker" in str(error)
+    assert CWD_ENV not in os.environ and os.getcwd() == str(tmp_path)  # consumed; not moved
+    monkeypatch.setenv(CWD_ENV, str(tmp_path / "made" / "here"))
+    assert enter_from_environment() is None and os.getcwd() == str(tmp_path / "made" / "here")
+
+
+@pytest.mark.parametrize("block", MODES)
+def test_the_cwd_variable_does_not_reach_the_function(tmp_path, block):
+    target = tmp_path / "w"
+    with SingleNodeExecutor(max_workers=1, block_allocation=block, resource_dict={"cwd": str(target)}) as exe:
+        assert exe.submit(funcs.env, "HPCFUTURES_CWD").result(timeout=30) is None
+        assert exe.submit(funcs.cwd).result(timeout=30) == str(target)
+
+
 def test_error_log_file(tmp_path):
     log = tmp_path / "errors.log"
     with SingleNodeExecutor(max_workers=1) as exe:

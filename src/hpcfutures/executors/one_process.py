@@ -26,6 +26,7 @@ from hpcfutures.logs import get_logger
 from hpcfutures.scheduling.budget import CoreBudget
 from hpcfutures.scheduling.task import Task
 from hpcfutures.wire.frames import read_frame, write_frame
+from hpcfutures.worker.directory import CWD_ENV, make_working_directory
 
 
 _log = get_logger("process")
@@ -137,10 +138,10 @@ class OneProcessPerTask:
         res = task.resources
         cwd = res.get("cwd")
         if cwd is not None:
-            from hpcfutures.worker.directory import make_working_directory
-
             cwd = make_working_directory(cwd)  # an error names cwd
         env = worker_environment(self._key, res.get("threads_per_core", 1), gpu_environment(task.devices, task.gpus))
+        if cwd is not None:
+            env[CWD_ENV] = cwd  # the worker enters it itself: srun -D falls back to /tmp
         timeout = res.get("run_time_max")
         if task.cores > 1:
             return self._execute_linked(task, env, cwd, timeout)

@@ -24,6 +24,7 @@ from hpcfutures.logs import get_logger
 from hpcfutures.scheduling.task import Task
 from hpcfutures.wire.replies import open_reply
 from hpcfutures.wire.socket_interface import SocketInterface
+from hpcfutures.worker.directory import CWD_ENV, make_working_directory
 
 
 _log = get_logger("pool")
@@ -149,8 +150,6 @@ class WarmPool:
         res = self._resources
         cwd = res.get("cwd")
         if cwd is not None:
-            from hpcfutures.worker.directory import make_working_directory
-
             cwd = make_working_directory(cwd)  # an error names cwd
         link = SocketInterface(key=self._key, hostname_localhost=self._hostname_localhost, log_obj_size=self._log_obj_size)
         try:
@@ -159,6 +158,8 @@ class WarmPool:
             g = self._gpus_per_worker
             devices = self._gpus[worker_id * g : (worker_id + 1) * g]
             env = worker_environment(self._key, res.get("threads_per_core", 1), gpu_environment(devices, g))
+            if cwd is not None:
+                env[CWD_ENV] = cwd  # the worker enters it itself: srun -D falls back to /tmp
             link.bootup(command, env, cwd)
             with self._cond:
                 self._links[worker_id] = link

@@ -1,14 +1,19 @@
 """The ``cwd`` resource: a call's working directory, created if missing.
 
-Used by the driver before it starts a process or submits a job there, and by the batch
-job's worker (``file_task``), which enters the directory itself: SLURM runs a job whose
-``--chdir`` fails in ``/tmp`` instead, and the call must never run anywhere else.
+Used by the driver before it starts a process or submits a job there, and by the workers,
+which enter the directory themselves (the batch job's from its entry, the others from
+``HPCFUTURES_CWD``): SLURM runs a job or step whose ``--chdir`` fails in ``/tmp`` instead,
+and the call must never run anywhere else.
 Standard library only, like every worker module.
 """
 
 from __future__ import annotations
 
 import os
+
+# the driver names a worker's cwd here as well: a launcher may start the worker elsewhere
+# (srun -D on a node that cannot enter the directory starts it in /tmp)
+CWD_ENV = "HPCFUTURES_CWD"
 
 
 def make_working_directory(cwd) -> str:
@@ -52,3 +57,20 @@ def enter_working_directory(cwd) -> str:
     except OSError as exc:
         raise type(exc)(exc.errno, f"resource_dict['cwd']={path!r} cannot be entered: {exc.strerror}") from None
     return path
+
+
+def enter_from_environment() -> OSError | None:
+    """Enter the directory the driver named in ``HPCFUTURES_CWD`` (removed from the
+    environment, so that processes the task starts do not inherit it), if any.
+
+    Returns:
+        None, or the error every call of this worker must fail with (it names ``cwd``).
+    """
+    cwd = os.environ.pop(CWD_ENV, None)
+    if not cwd:
+        return None
+    try:
+        enter_working_directory(cwd)
+    except OSError as exc:
+        return exc
+    return None

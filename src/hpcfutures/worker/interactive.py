@@ -27,6 +27,7 @@ from hpcfutures.wire.frames import (
     take_key_from_env,
     write_frame,
 )
+from hpcfutures.worker.directory import enter_from_environment
 from hpcfutures.worker.execute import (
     adopt_driver_path,
     call,
@@ -105,7 +106,12 @@ def connect(address: str, key: bytes):
     return _ZmqLink(address, key)
 
 
+_wrong_cwd: list = []  # the error entering the worker's cwd gave, if any: every call fails with it
+
+
 def _handle(message: dict, store: dict) -> dict:
+    if _wrong_cwd:
+        return error_reply(_wrong_cwd[0])
     if "init" in message:
         try:
             store.update(run_init(message["init"], message.get("worker_id", 0)))
@@ -155,6 +161,9 @@ def main(argv: list) -> int:
     address = argv[1]
     exit_with_driver()
     adopt_driver_path()
+    wrong_cwd = enter_from_environment()
+    if wrong_cwd is not None:
+        _wrong_cwd.append(wrong_cwd)
     try:
         if not any(arg.startswith("--mpi") for arg in argv[2:]):  # serial: nothing of MPI is loaded
             link = connect(address, take_key_from_env())

@@ -10,11 +10,13 @@ import os
 import sys
 
 from hpcfutures.wire.frames import read_frame, take_key_from_env, write_frame
+from hpcfutures.worker.directory import enter_from_environment
 from hpcfutures.worker.execute import (
     adopt_driver_path,
     call,
     decode_message,
     encode_reply,
+    error_reply,
     exit_with_driver,
     flush_std_streams,
 )
@@ -32,8 +34,11 @@ def main(argv: list) -> int:
     adopt_driver_path()
     # what the task starts is ended by the driver, before it reaps this process and before
     # the future gets its result (and by exit_with_driver's watch if the driver dies)
+    wrong_cwd = enter_from_environment()  # the call runs in its cwd or fails naming it
     message, problem = decode_message(read_frame(task_fd, key))
     os.close(task_fd)
+    if wrong_cwd is not None:
+        problem = error_reply(wrong_cwd)
     reply = encode_reply(problem or call(message, {}))
     flush_std_streams()
     write_frame(reply_fd, key, reply)
