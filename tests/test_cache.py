@@ -342,6 +342,10 @@ def test_command_line_tool(tmp_path):
     assert deleted.returncode == 0 and "1 files deleted" in deleted.stdout
     assert [d["cache_key"] for d in get_cache_data(cache)] == ["good/one"]
     assert "0 files" in _cli("delete", cache, "--older-than", "1d").stdout
+    for age in ("nan", "nand", "inf", "-1s"):  # NaN passed every "older than" test: everything went
+        refused = _cli("delete", cache, f"--older-than={age}")
+        assert refused.returncode == 2 and "not an age" in refused.stderr
+    assert len(get_cache_data(cache)) == 1
     assert "1 files would be deleted" in _cli("delete", cache, "--older-than", "0s", "--dry-run").stdout
     assert "1 files deleted" in _cli("delete", cache, "--key", "good/one").stdout
     assert get_cache_data(cache) == []

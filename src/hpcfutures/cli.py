@@ -11,6 +11,7 @@ left by writes that never finished (a killed process), if they are older than an
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -50,11 +51,13 @@ def main(argv: list[str] | None = None) -> int:
 def _age(text: str) -> float:
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     try:
-        if text and text[-1] in units:
-            return float(text[:-1]) * units[text[-1]]
-        return float(text)
+        seconds = float(text[:-1]) * units[text[-1]] if text and text[-1] in units else float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an age: {text!r} (examples: 90, 30m, 12h, 7d)") from None
+    # NaN compares false with every age, so "--older-than nan" would select every entry
+    if not math.isfinite(seconds) or seconds < 0:
+        raise argparse.ArgumentTypeError(f"not an age: {text!r}; a finite number of seconds >= 0 (examples: 90, 30m, 12h, 7d)")
+    return seconds
 
 
 def _records(directory: str):
