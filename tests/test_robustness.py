@@ -263,6 +263,7 @@ def test_one_shot_worker_imports_nothing_of_the_driver_side():
         "hpcfutures.wire",
         "hpcfutures.wire.frames",
         "hpcfutures.worker",
+        "hpcfutures.worker.directory",  # cwd: stdlib only
         "hpcfutures.worker.execute",
     ]  # the entry module itself runs as __main__
     assert has_zmq is False
@@ -276,6 +277,7 @@ def test_warm_worker_imports_nothing_of_the_driver_side():
         "hpcfutures.wire",
         "hpcfutures.wire.frames",
         "hpcfutures.worker",
+        "hpcfutures.worker.directory",
         "hpcfutures.worker.execute",
     }
     assert has_zmq is False  # zmq only for workers on other nodes
