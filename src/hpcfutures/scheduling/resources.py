@@ -20,7 +20,8 @@ _PATH = (str, os.PathLike)
 
 # The longest wait any duration may ask for, in seconds (100 years): every timer a duration
 # reaches must hold it — threading's and select's (about 292 years, in ns of a C int64), zmq's
-# poll (ms in a C long) and SLURM's --time (minutes in 32 bits). Longer means "no limit": None.
+# poll (ms in a C long) and SLURM's --time (minutes in 32 bits); poll()'s C int of ms (24.8
+# days) is waited in slices (launch.process.poll_ms). Longer means "no limit": None.
 LONGEST_WAIT = 100 * 365 * 24 * 3600
 # GPUs per rank: far above any node, far below what srun's and sbatch's counters hold
 MOST_GPUS = 65536
