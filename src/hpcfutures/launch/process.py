@@ -271,13 +271,23 @@ class WorkerProcess:
         return " ".join(head or self.argv)
 
     def exit_error(self) -> BaseException:
-        """The exception for a future whose process ended without a reply."""
+        """The exception for a future whose process ended without a reply:
+        ``UnsatisfiableRequestError`` when SLURM refused the request (a pending reason of the
+        *never* class, or srun's own refusal on its stderr: a step larger than the
+        allocation, GPUs the cluster does not have, ...), otherwise ``WorkerCrashedError``."""
         if self.refusal is not None:
             from hpcfutures.launch.slurm_reasons import explain
 
             self.wait_exit(5.0)
             return UnsatisfiableRequestError(explain(self.refusal, self.request()))
-        return WorkerCrashedError(self.describe_exit())
+        text = self.describe_exit()
+        if self._srun:
+            from hpcfutures.launch.slurm_reasons import explain_refusal, srun_refusal
+
+            refused = srun_refusal(self.stderr_tail)
+            if refused is not None:
+                return UnsatisfiableRequestError(explain_refusal(refused, self.request()))
+        return WorkerCrashedError(text)
 
     @property
     def stderr_open(self) -> bool:
