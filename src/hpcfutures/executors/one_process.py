@@ -181,9 +181,10 @@ class OneProcessPerTask:
         finally:
             os.close(task_r)
             os.close(reply_w)
-        if not self._track(task, process):
+        if not self._track(task, process):  # (it was terminated there)
             os.close(task_w)
             os.close(reply_r)
+            process.close()  # a job it queued meanwhile is cancelled, the guardian released
             return stopped_by_shutdown()
         try:
             if self._log_obj_size:  # serial tasks use pipes, not the socket link that logs for MPI tasks
