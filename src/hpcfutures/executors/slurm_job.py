@@ -65,6 +65,9 @@ class SlurmJobExecutor(SingleNodeExecutor):
         ValueError: a count below 1, an unknown ``resource_dict`` key, a key this executor
             cannot honour (with the reason), a warm pool larger than the core budget.
         FileNotFoundError: no ``srun`` on ``PATH``.
+        UnsatisfiableRequestError: (construction and ``submit()``) SLURM can never start the
+            request: ``srun --test-only`` refuses it outside an allocation, or inside one it
+            needs more CPUs or nodes than the allocation holds.
         TypeError: a ``resource_dict`` value of the wrong type, an ``init_function`` that is
             not callable.
     """
