@@ -23,12 +23,7 @@ _NOT_HERE: dict[str, tuple[Callable, str]] = {
 }
 
 # keys a warm worker is built with: in block allocation they belong to the executor
-# (num_nodes, exclusive and slurm_cmd_args shape a warm worker's srun step: a task cannot
-# change them either)
-_WORKER_KEYS = (
-    "cores", "threads_per_core", "gpus_per_core", "cwd", "openmpi_oversubscribe", "num_nodes", "exclusive",
-    "slurm_cmd_args",
-)
+_WORKER_KEYS = ("cores", "threads_per_core", "gpus_per_core", "cwd", "openmpi_oversubscribe")
 
 
 def machine_cores() -> int:
@@ -146,6 +141,7 @@ class SingleNodeExecutor(BaseExecutor):
     _task_keys = frozenset(KEYS)
     _refused = _NOT_HERE  # keys this executor cannot honour, with the reason
     _assigns_gpus = True  # hand out CUDA_VISIBLE_DEVICES itself (a scheduler does it under SLURM)
+    _worker_keys = _WORKER_KEYS  # what a task of a warm pool cannot change
 
     @property
     def _display_name(self) -> str:
@@ -286,7 +282,9 @@ class SingleNodeExecutor(BaseExecutor):
             return task_resources
         _refuse_unsupported(task_resources, "submit()", self._refused)
         if self._block_allocation:
-            changed = [k for k in _WORKER_KEYS if k in task_resources and not _same(task_resources[k], self._defaults.get(k))]
+            changed = [
+                k for k in self._worker_keys if k in task_resources and not _same(task_resources[k], self._defaults.get(k))
+            ]
             if changed:
                 raise ValueError(
                     f"submit(): with block_allocation=True the workers are started once with the executor's "

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from hpcfutures.executors.single_node import SingleNodeExecutor
+from hpcfutures.executors.single_node import _WORKER_KEYS, SingleNodeExecutor
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -74,6 +74,9 @@ class SlurmJobExecutor(SingleNodeExecutor):
 
     _refused = _NOT_UNDER_SRUN
     _assigns_gpus = False  # srun --gpus-per-task binds devices itself
+    # a warm worker is one srun step: its node count, exclusivity and extra srun flags are
+    # fixed when it starts, so a task cannot change them either
+    _worker_keys = (*_WORKER_KEYS, "num_nodes", "exclusive", "slurm_cmd_args")
 
     def __init__(
         self,
