@@ -405,9 +405,13 @@ class WorkerProcess:
             pass
         with self._fd_lock:
             if self._escalation is None and self.pidfd >= 0:
-                self._escalation = threading.Timer(SRUN_GRACE, self._kill_if_alive)
-                self._escalation.daemon = True
-                self._escalation.start()
+                timer = threading.Timer(SRUN_GRACE, self._kill_if_alive)
+                timer.daemon = True
+                try:
+                    timer.start()
+                    self._escalation = timer
+                except RuntimeError:  # no thread to spare: SIGTERM alone must do (srun heeds it)
+                    pass
 
     def _kill_if_alive(self) -> None:
         with self._fd_lock:  # through the pidfd: never another process, even once this one is reaped
