@@ -206,6 +206,112 @@ def test_cluster_task_asking_ten_nodes_fails_and_others_run(tmp_path):
         _cancel_leftovers(workdir=cache)
 
 
+def _cluster_has_gpus() -> bool:
+    out = subprocess.run(["sinfo", "-h", "-o", "%G"], capture_output=True, text=True, timeout=30).stdout
+    return any("gpu" in line for line in out.splitlines())
+
+
+@pytest.mark.chaos
+@pytest.mark.slurm
+@pytest.mark.timeout(90)
+def test_gpu_request_on_a_cluster_without_gpus_is_refused_at_submit(tmp_path):
+    """A fresh-process call asking for a GPU (srun --gpus-per-task) on a SLURM without GPUs:
+    refused at submit() with srun's own words, where it used to wait in the engine's queue
+    for a GPU the engine does not hand out (srun does), so its future never ended and
+    shutdown() blocked for ever."""
+    from hpcfutures import SlurmJobExecutor
+
+    if _cluster_has_gpus():
+        pytest.skip("this SLURM has GPUs: the request would be granted")
+    exe = SlurmJobExecutor(max_workers=1)
+    try:
+        with pytest.raises(UnsatisfiableRequestError, match=r"Invalid generic resource \(gres\)") as info:
+            exe.submit(abs, -1, resource_dict={"gpus_per_core": 1})
+        assert "--gpus-per-task=1" in str(info.value)
+        assert exe.submit(abs, -2).result(timeout=60) == 2  # the executor goes on
+    finally:
+        exe.shutdown(wait=True)  # the test's timeout catches a hang
+
+
+@pytest.mark.chaos
+@pytest.mark.slurm
+@pytest.mark.timeout(90)
+def test_gpu_warm_pool_refusal_carries_srun_s_reason():
+    """srun --test-only answers "Invalid generic resource (gres) specification" and then
+    "allocation failure: No error": the refusal quotes the first, not only the last line."""
+    from hpcfutures import SlurmJobExecutor
+
+    if _cluster_has_gpus():
+        pytest.skip("this SLURM has GPUs: the request would be granted")
+    with pytest.raises(UnsatisfiableRequestError, match="gres") as info:
+        SlurmJobExecutor(max_workers=1, block_allocation=True, resource_dict={"gpus_per_core": 1})
+    assert "No error" not in str(info.value)
+
+
+def test_srun_refusal_lines():
+    from hpcfutures.launch.slurm_reasons import srun_refusal
+
+    gres = "srun: error: Invalid generic resource (gres) specification\nallocation failure: No error\n"
+    assert srun_refusal(gres, verdict=True) == "srun: error: Invalid generic resource (gres) specification"
+    assert srun_refusal("allocation failure: Requested node configuration is not available", verdict=True) == (
+        "allocation failure: Requested node configuration is not available"
+    )
+    step = "hello\nsrun: error: Unable to create step for job 12: More processors requested than permitted\n"
+    assert "More processors requested than permitted" in srun_refusal(step)
+    # a task that failed, or a step that waits for room, is no refusal
+    assert srun_refusal("srun: error: vm: task 0: Exited with exit code 1\n") is None
+    assert srun_refusal("srun: Job step creation temporarily disabled, retrying\n") is None
+    assert srun_refusal("srun: Warning: can't run 1 processes on 10 nodes, setting nnodes to 1\n", verdict=True) is None
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("block_allocation", [False, True], ids=["fresh", "warm"])
+def test_num_nodes_above_cores_is_refused(tmp_path, block_allocation):
+    """SLURM cannot spread one rank over ten nodes: srun and sbatch lower -N with a warning
+    nobody sees, and the call ran on one node. Refused before anything is queued."""
+    from hpcfutures import SlurmClusterExecutor, SlurmJobExecutor
+
+    name = f"hpcf-nodes-{os.getpid()}-{tmp_path.name}"
+    try:
+        if block_allocation:
+            with pytest.raises(ValueError, match="num_nodes=10 with cores=1"):
+                SlurmJobExecutor(max_workers=1, block_allocation=True, resource_dict={"num_nodes": 10, "slurm_cmd_args": [f"--job-name={name}"]})
+            with pytest.raises(ValueError, match="num_nodes=2 with cores=1"):
+                SlurmClusterExecutor(cache_directory=str(tmp_path / "cache"), resource_dict={"num_nodes": 2})
+        else:
+            with SlurmJobExecutor(max_workers=1, resource_dict={"slurm_cmd_args": [f"--job-name={name}"]}) as exe:
+                with pytest.raises(ValueError, match="num_nodes=10 with cores=1"):
+                    exe.submit(abs, -1, resource_dict={"num_nodes": 10})
+                with pytest.raises(ValueError, match="num_nodes=3 with cores=2"):
+                    exe.submit(abs, -1, resource_dict={"num_nodes": 3, "cores": 2})
+            with SlurmClusterExecutor(cache_directory=str(tmp_path / "cache")) as exe:
+                with pytest.raises(ValueError, match="num_nodes=10 with cores=1"):
+                    exe.submit(abs, -1, resource_dict={"num_nodes": 10})
+        assert not _jobs(name)
+    finally:
+        _cancel_leftovers(name)
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(90)
+def test_warm_task_cannot_change_its_worker_s_srun_flags(tmp_path):
+    """num_nodes, exclusive and slurm_cmd_args shape a warm worker's srun step: a task's own
+    value cannot be honoured, so it is refused (the same value as the executor's is fine)."""
+    from hpcfutures import SlurmJobExecutor
+
+    name = f"hpcf-warmflags-{os.getpid()}-{tmp_path.name}"
+    args = [f"--job-name={name}"]
+    try:
+        with SlurmJobExecutor(max_workers=1, block_allocation=True, resource_dict={"slurm_cmd_args": args}) as exe:
+            for change in ({"num_nodes": 1}, {"exclusive": True}, {"slurm_cmd_args": ["--mem=1G"]}):
+                with pytest.raises(ValueError, match="cannot change"):
+                    exe.submit(abs, -1, resource_dict=change)
+            assert exe.submit(abs, -3, resource_dict={"slurm_cmd_args": list(args), "exclusive": False}).result(timeout=60) == 3
+    finally:
+        _cancel_leftovers(name)
+
+
 # -- a driver killed while its launches wait ---------------------------------------------------
 DRIVER = """
 import sys, time
@@ -253,6 +359,78 @@ def test_sigkilled_driver_leaves_no_pending_srun(tmp_path, block_allocation):
     )
     script = DRIVER.format(executor="SlurmJobExecutor", arguments=arguments, per_call="")
     _kill_driver_and_check(tmp_path, script, token, name=token)
+
+
+STOPPED_DRIVER = """
+import sys, time
+from hpcfutures import SlurmJobExecutor
+exe = SlurmJobExecutor(max_workers=2, block_allocation={block_allocation}, resource_dict={{
+    "slurm_cmd_args": ["--begin=now+600", "--job-name={token}", "--comment={token}"]}})
+futures = [exe.submit(sum, [1, i]) for i in range(3)]
+print("submitted", flush=True)
+if sys.stdin.readline().strip() == "shutdown":
+    exe.shutdown(wait=False, cancel_futures=True)
+    sys.exit(0)  # a normal exit right after: the shutdown runs on in the background
+time.sleep(600)
+"""
+
+
+@pytest.mark.chaos
+@pytest.mark.slurm
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("how", ["ctrl-c", "shutdown-cancel-then-exit"])
+@pytest.mark.parametrize("block_allocation", [False, True], ids=["fresh", "warm"])
+def test_a_stopped_driver_leaves_no_queued_job(tmp_path, block_allocation, how):
+    """A driver stopped by Ctrl-C (SIGINT), or by shutdown(wait=False, cancel_futures=True)
+    and a normal exit, while its srun jobs wait in the queue: the sruns used to be SIGKILLed
+    and their jobs forgotten, so the jobs stayed PENDING and ran later with no driver."""
+    token = f"hpcf-stopped-{os.getpid()}-{int(block_allocation)}-{time.time_ns()}"
+    path = tmp_path / "driver.py"
+    path.write_text(STOPPED_DRIVER.format(block_allocation=block_allocation, token=token))
+    driver = subprocess.Popen(
+        [sys.executable, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+    try:
+        assert driver.stdout.readline().strip() == "submitted"
+        assert wait_until(lambda: len(_jobs(token)) >= 2, timeout=30), _jobs(token)
+        if how == "ctrl-c":
+            os.kill(driver.pid, signal.SIGINT)
+        else:
+            driver.stdin.write("shutdown\n")
+            driver.stdin.flush()
+        driver.wait(timeout=30)  # the driver ends: it does not wait for the queued jobs
+        left = lambda: _processes_with(token) or _jobs(token)  # noqa: E731
+        assert wait_until(lambda: not left(), timeout=10), f"left behind 10 s after the driver ended: {left()}"
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+        for pid in _processes_with(token):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        _cancel_leftovers(token)
+
+
+@pytest.mark.chaos
+@pytest.mark.slurm
+@pytest.mark.timeout(90)
+def test_shutdown_cancel_futures_cancels_queued_srun_jobs(tmp_path):
+    """In the driver itself: once shutdown(cancel_futures=True) returns, the jobs its srun
+    steps waited for are out of the queue (not only their srun processes)."""
+    from hpcfutures import SlurmJobExecutor
+
+    name = f"hpcf-cancelled-{os.getpid()}-{tmp_path.name}"
+    try:
+        exe = SlurmJobExecutor(max_workers=2, resource_dict={"slurm_cmd_args": ["--begin=now+600", f"--job-name={name}"]})
+        futures = [exe.submit(sum, [1, i]) for i in range(2)]
+        assert wait_until(lambda: len(_jobs(name)) == 2, timeout=30), _jobs(name)
+        exe.shutdown(wait=True, cancel_futures=True)
+        assert all(f.cancelled() or isinstance(f.exception(timeout=0), Exception) for f in futures)
+        assert not _jobs(name) and not _processes_with(name)
+    finally:
+        _cancel_leftovers(name)
 
 
 @pytest.mark.chaos

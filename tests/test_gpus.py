@@ -57,3 +57,37 @@ def test_no_gpus_visible(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     with pytest.raises(ValueError, match="only 0 are visible"):
         SingleNodeExecutor(max_workers=1, resource_dict={"gpus_per_core": 1})
+
+
+@pytest.mark.timeout(60)
+def test_engine_never_waits_for_devices_that_do_not_exist():
+    """The fresh-process engine: a task needing more GPUs than the pool holds is refused
+    with the reason instead of waiting at the head of the queue for ever (submit() checks
+    this first; the engine must not hang if a request gets past it), and the tasks behind
+    it run. An engine given no pool (srun binds GPUs under SLURM) does not count GPUs."""
+    from concurrent.futures import Future
+
+    from hpcfutures.executors.one_process import OneProcessPerTask
+    from hpcfutures.scheduling.task import Task
+    from hpcfutures.wire.frames import new_key
+
+    def task(fn, *args, gpus):
+        t = Task(Future(), fn, args, {}, {"cores": 1, "gpus_per_core": gpus})
+        t.payload = t.pickle()
+        return t
+
+    engine = OneProcessPerTask(new_key(), max_cores=None, max_running=2)
+    engine.provide_gpus(["0"])
+    big, small = task(abs, -1, gpus=2), task(abs, -2, gpus=1)
+    engine.enqueue(big)
+    engine.enqueue(small)
+    with pytest.raises(ValueError, match="2 GPU"):
+        big.future.result(timeout=30)
+    assert small.future.result(timeout=30) == 2
+    engine.stop(wait=True)
+
+    uncounted = OneProcessPerTask(new_key(), max_cores=None, max_running=1)
+    one = task(funcs.visible_devices, gpus=1)
+    uncounted.enqueue(one)
+    assert one.future.result(timeout=30) == funcs.visible_devices()  # the driver's setting, untouched
+    uncounted.stop(wait=True)

@@ -227,6 +227,71 @@ def test_numbers_srun_cannot_take_are_refused_and_cwd_is_honoured(tmp_path, monk
         assert exe.submit(funcs.cwd, resource_dict={"cwd": "relative", "run_time_max": 600}).result(timeout=120) == str(tmp_path / "relative")
 
 
+@pytest.mark.timeout(150)
+def test_requests_the_allocation_cannot_hold_are_unsatisfiable(tmp_path):
+    """Inside `salloc -n 2`: a step of 3 cores is refused at submit() (the allocation's size
+    is known); one that gets past that check (its -n set through slurm_cmd_args) fails at
+    once with srun's "More processors requested than permitted" as UnsatisfiableRequestError,
+    not WorkerCrashedError; a GPU on a SLURM without GPUs fails promptly with srun's gres
+    line (the fresh engine used to wait for a GPU it does not hand out: the future never
+    ended, shutdown blocked); the executor goes on serving, and shuts down."""
+    report = _in_allocation(
+        tmp_path,
+        """
+        import time
+        from hpcfutures import UnsatisfiableRequestError, PoolBrokenError
+        out = {}
+        def outcome(call):
+            start = time.monotonic()
+            try:
+                call()
+                return ["no error", 0]
+            except Exception as exc:
+                cause = exc.__cause__
+                return [type(exc).__name__, str(exc), type(cause).__name__ if cause else None, time.monotonic() - start]
+        with SlurmJobExecutor(max_workers=2) as exe:
+            out["cores3"] = outcome(lambda: exe.submit(sum, [1], resource_dict={"cores": 3}))
+            out["n3"] = outcome(lambda: exe.submit(sum, [1], resource_dict={"slurm_cmd_args": ["-n", "3"]}).result(timeout=60))
+            out["gpu"] = outcome(lambda: exe.submit(sum, [1], resource_dict={"gpus_per_core": 1}).result(timeout=60))
+            out["after"] = exe.submit(sum, [1, 2]).result(timeout=60)
+        with SlurmJobExecutor(max_workers=1, block_allocation=True, resource_dict={"gpus_per_core": 1}) as exe:
+            out["warm_gpu"] = outcome(lambda: exe.submit(sum, [1]).result(timeout=60))
+        out["gres_in_sinfo"] = __import__("subprocess").run(["sinfo", "-h", "-o", "%G"], capture_output=True, text=True).stdout
+        print(json.dumps(out))
+        """,
+        ntasks=2,
+        timeout=140,
+    )
+    kind, text = report["cores3"][:2]
+    assert kind == "UnsatisfiableRequestError" and "cores=3" in text and "holds 2" in text, report["cores3"]
+    kind, text = report["n3"][:2]
+    assert kind == "UnsatisfiableRequestError" and "More processors requested than permitted" in text, report["n3"]
+    assert report["after"] == 3
+    if "gpu" not in report["gres_in_sinfo"]:
+        kind, text = report["gpu"][:2]
+        assert kind == "UnsatisfiableRequestError" and "Invalid generic resource" in text, report["gpu"]
+        kind, text, cause = report["warm_gpu"][:3]
+        assert kind == "PoolBrokenError" and cause == "UnsatisfiableRequestError" and "gres" in text, report["warm_gpu"]
+
+
+def test_step_larger_than_the_allocation_is_refused_without_slurm(monkeypatch):
+    from hpcfutures.errors import UnsatisfiableRequestError
+    from hpcfutures.launch.srun import allocation_cpus, check_in_allocation
+
+    for name in ("SLURM_NTASKS", "SLURM_CPUS_PER_TASK", "SLURM_NNODES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    monkeypatch.setenv("SLURM_JOB_CPUS_PER_NODE", "4(x2),2")
+    monkeypatch.setenv("SLURM_JOB_NUM_NODES", "3")
+    assert allocation_cpus() == 10
+    check_in_allocation({"cores": 5, "threads_per_core": 2, "num_nodes": 3})  # fits exactly
+    with pytest.raises(UnsatisfiableRequestError, match="11 CPUs.*holds 10"):
+        check_in_allocation({"cores": 11})
+    with pytest.raises(UnsatisfiableRequestError, match="num_nodes=4.*spans 3"):
+        check_in_allocation({"cores": 4, "num_nodes": 4})
+    check_in_allocation({"cores": 11, "slurm_cmd_args": ["--overcommit"]})  # steps may share CPUs then
+
+
 def test_resource_dict_maps_onto_srun_flags(monkeypatch, tmp_path):
     fake = tmp_path / "srun"
     fake.write_text("#!/bin/sh\n")

@@ -15,12 +15,14 @@ How a call flows (each box is a subpackage; imports point down only)::
       |            (graph/ replaces the engine in graph-only mode: record, draw, export)
       v  engine: one fresh process per task | a warm pool of workers | cluster/: one batch job per call
     launch/        how a worker process comes to exist: python, mpiexec or srun (a launcher
-      |            object; outside an allocation srun --test-only first); the key (pipe, 0600
-      |            file, or srun's environment), thread counts, GPUs; its death seen at once
-      |            (pidfd), and what it left in its session killed; ranks' reports taken out of
-      |            its stderr. pending: queued srun jobs watched, one squeue per interval, hopeless
-      |            ones (slurm_reasons) cancelled. guardian: one process per driver that ends its
-      |            launchers and jobs when the driver dies, SIGKILL included
+      |            object; srun --test-only outside an allocation, its size inside; srun's
+      |            own refusals read from its stderr; a stopped srun's queued job scancelled);
+      |            the key (pipe, 0600 file, or srun's environment), thread counts, GPUs; its
+      |            death seen at once (pidfd), and what it left in its session killed; ranks'
+      |            reports taken out of its stderr. pending: queued srun jobs watched, one
+      |            squeue per interval, hopeless ones (slurm_reasons) cancelled. guardian: one
+      |            process per driver that ends its launchers and jobs when the driver dies,
+      |            SIGKILL included
       v
     wire/          HMAC-authenticated frames; pipes for one-shot serial workers (also through
       |            srun's stdin/stdout), Unix sockets locally, zmq over tcp across nodes

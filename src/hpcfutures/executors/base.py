@@ -124,9 +124,10 @@ class BaseExecutor(Executor):
         Raises:
             RuntimeError: the executor was shut down.
             ValueError: a bad ``resource_dict`` (unknown key, a key this executor cannot
-                honour, more cores than ``max_cores``, a number outside its range such as a
-                NaN or infinite ``run_time_max``, a ``cwd`` that cannot be a directory), an
-                invalid ``cache_key``.
+                honour, more cores than ``max_cores``, ``num_nodes`` above ``cores``, a number
+                outside its range such as a NaN or infinite ``run_time_max``, a ``cwd`` that
+                cannot be a directory), an invalid ``cache_key``.
+            UnsatisfiableRequestError: (SLURM executors) a request SLURM can never start.
             TypeError: ``fn`` is not callable, a value of the wrong type, an argument that
                 cannot be pickled, a future argument with ``disable_dependencies=True``.
         """

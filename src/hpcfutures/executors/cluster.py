@@ -20,7 +20,7 @@ from hpcfutures.executors.outcome import settle
 from hpcfutures.executors.single_node import _refuse_unsupported, graph_mode
 from hpcfutures.executors.slurm_job import SlurmJobExecutor
 from hpcfutures.scheduling.dependencies import find_futures, propagate, upstream_error
-from hpcfutures.scheduling.resources import DEFAULTS, KEYS, check_seconds, validate
+from hpcfutures.scheduling.resources import DEFAULTS, KEYS, check_combination, check_seconds, validate
 from hpcfutures.scheduling.task import Task
 
 TYPE_CHECKING = False
@@ -78,6 +78,7 @@ class _FileJobExecutor(BaseExecutor):
         defaults["openmpi_oversubscribe"] = bool(openmpi_oversubscribe)
         defaults.update(validate(resource_dict, f"{name}(resource_dict=...)", self._task_keys, pass_unknown=True))
         _refuse_unsupported(defaults, f"{name}(resource_dict=...)", _NOT_AS_JOBS)
+        check_combination(defaults, f"{name}(resource_dict=...)")
         if graph_output is not None:  # graph-only mode: nothing is submitted, no queue needed
             from hpcfutures.graph.record import GraphRecorder
 

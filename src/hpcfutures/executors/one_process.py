@@ -50,7 +50,9 @@ class OneProcessPerTask:
         self._drained = threading.Condition(self._lock)
         self._queue: deque[Task] = deque()
         self._budget = CoreBudget(max_cores, max_running)
-        self._gpus = GpuPool([])  # filled by provide_gpus when a task first needs GPUs
+        # None: GPUs are not this engine's to count (srun binds them, SLURM keeps the books);
+        # a pool once provide_gpus gives the devices this machine shows
+        self._gpus: GpuPool | None = None
         self._processes: dict[Task, WorkerProcess] = {}
         self._threads: set[threading.Thread] = set()
         self._killing = False
@@ -97,26 +99,52 @@ class OneProcessPerTask:
             self._queue.popleft()
             if task.start():
                 self._budget.take(task.slots)
-                task.devices = self._gpus.take(task.gpus)
+                task.devices = self._gpus.take(task.gpus) if self._gpus is not None else []
                 started.append(task)
         self._starting += len(started)
         return started
 
     def _fits(self, task: Task) -> bool:
-        return self._budget.fits(task.slots) and self._gpus.fits(task.gpus)
+        if not self._budget.fits(task.slots):
+            return False
+        # a task that needs more devices than exist is admitted at once and refused by
+        # _execute: waiting for them would hold up the line for ever
+        return self._gpus is None or self._gpus.fits(task.gpus) or task.gpus > self._gpus.total
 
     def _start(self, tasks: list[Task]) -> None:
-        for task in tasks:
+        tasks = list(tasks)
+        admitted = len(tasks)
+        while tasks:
+            task = tasks.pop(0)
             thread = threading.Thread(target=self._run, args=(task,), name=f"hpcfutures-task-{task.name}", daemon=True)
             with self._lock:
                 self._threads.add(thread)
-            thread.start()
+            try:
+                thread.start()
+            except BaseException as exc:  # no thread for it (RuntimeError: can't start new thread)
+                # the task ends here, with the reason, and gives its slots to the next one
+                settle(task, RuntimeError(f"could not start a thread to run {task.name}(): {exc}"))
+                more = self._done(task, task.devices, thread)
+                admitted += len(more)
+                tasks += more
         # _admit took these tasks off the queue; until their threads are registered above,
         # stop() must not think everything is drained
-        if tasks:
+        if admitted:
             with self._lock:
-                self._starting -= len(tasks)
+                self._starting -= admitted
                 self._drained.notify_all()
+
+    def _done(self, task: Task, devices: list, thread: threading.Thread) -> list[Task]:
+        """A task's run is over: give back what it held; the tasks that fit now (admitted,
+        for the caller to start)."""
+        with self._lock:
+            self._budget.give(task.slots)
+            if self._gpus is not None:
+                self._gpus.give(devices)
+            self._threads.discard(thread)
+            started = self._admit()
+            self._drained.notify_all()
+        return started
 
     def _run(self, task: Task) -> None:
         devices = task.devices  # this run's; a retry may be admitted with others before we end
@@ -125,21 +153,21 @@ class OneProcessPerTask:
         except BaseException as exc:  # nothing may leave a future pending
             settle(task, exc)
         finally:
-            with self._lock:
-                self._budget.give(task.slots)
-                self._gpus.give(devices)
-                self._threads.discard(threading.current_thread())
-                started = self._admit()
-                self._drained.notify_all()
-            self._start(started)
+            self._start(self._done(task, devices, threading.current_thread()))
 
     # -- running one task ---------------------------------------------------------
     def _execute(self, task: Task):
         res = task.resources
+        counted = self._gpus is not None  # else the launcher binds the task's GPUs itself
+        if counted and len(task.devices) < task.gpus:
+            raise ValueError(
+                f"{task.name}(): cores x gpus_per_core = {task.gpus} GPU(s) asked for, but only "
+                f"{self._gpus.total} are visible here; ask for fewer"
+            )
         cwd = res.get("cwd")
         if cwd is not None:
             cwd = make_working_directory(cwd)  # an error names cwd
-        env = worker_environment(self._key, res.get("threads_per_core", 1), gpu_environment(task.devices, task.gpus))
+        env = worker_environment(self._key, res.get("threads_per_core", 1), gpu_environment(task.devices, task.gpus if counted else 0))
         if cwd is not None:
             env[CWD_ENV] = cwd  # the worker enters it itself: srun -D falls back to /tmp
         timeout = res.get("run_time_max")
@@ -155,9 +183,10 @@ class OneProcessPerTask:
         finally:
             os.close(task_r)
             os.close(reply_w)
-        if not self._track(task, process):
+        if not self._track(task, process):  # (it was terminated there)
             os.close(task_w)
             os.close(reply_r)
+            process.close()  # a job it queued meanwhile is cancelled, the guardian released
             return stopped_by_shutdown()
         try:
             if self._log_obj_size:  # serial tasks use pipes, not the socket link that logs for MPI tasks

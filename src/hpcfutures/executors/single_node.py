@@ -6,7 +6,7 @@ import numbers
 import os
 
 from hpcfutures.executors.base import BaseExecutor
-from hpcfutures.scheduling.resources import DEFAULTS, KEYS, check_seconds, validate
+from hpcfutures.scheduling.resources import DEFAULTS, KEYS, check_combination, check_seconds, validate
 
 TYPE_CHECKING = False  # typing costs milliseconds at import; checkers still see the names
 if TYPE_CHECKING:
@@ -39,6 +39,33 @@ def _check_count(name: str, value, minimum: int = 1):
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum} or None, got {value!r}")
     return int(value)
+
+
+# the keys that shape a launch (the mpiexec or srun command line); every new combination is
+# checked once at submit(), so a task that differs from the defaults only in, say, its
+# gpus_per_core is checked too (srun --test-only), not only one with a new core count
+_SHAPE_KEYS = (
+    "cores", "threads_per_core", "gpus_per_core", "num_nodes", "exclusive", "run_time_max", "cwd",
+    "slurm_cmd_args", "openmpi_oversubscribe",
+)
+
+
+def _launch_shape(resources: dict) -> tuple:
+    """A hashable summary of what ``launcher.check`` looks at."""
+    shape = []
+    for key in _SHAPE_KEYS:
+        value = resources.get(key)
+        if isinstance(value, list):
+            value = tuple(value)
+        elif isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        shape.append(value)
+    return tuple(shape)
+
+
+def _same(value, default) -> bool:
+    """A task's value equals the executor's (None, False and an empty list all mean unset)."""
+    return value == default or (not value and not default)
 
 
 def _launch_key(launcher, resources: dict) -> bytes:
@@ -117,6 +144,7 @@ class SingleNodeExecutor(BaseExecutor):
     _task_keys = frozenset(KEYS)
     _refused = _NOT_HERE  # keys this executor cannot honour, with the reason
     _assigns_gpus = True  # hand out CUDA_VISIBLE_DEVICES itself (a scheduler does it under SLURM)
+    _worker_keys = _WORKER_KEYS  # what a task of a warm pool cannot change
 
     @property
     def _display_name(self) -> str:
@@ -174,6 +202,7 @@ class SingleNodeExecutor(BaseExecutor):
         if cache_directory is not None:
             defaults.update(validate({"cache_directory": cache_directory}, f"{self._display_name}(cache_directory=...)"))
         defaults.update(user_defaults)
+        check_combination(defaults, f"{self._display_name}(resource_dict=...)")
         slots = defaults["cores"] * defaults["threads_per_core"]
         if max_cores is not None and defaults["cores"] > max_cores:
             raise ValueError(f"resource_dict cores={defaults['cores']} exceeds max_cores={max_cores}")
@@ -248,14 +277,16 @@ class SingleNodeExecutor(BaseExecutor):
         self._launcher = launcher
         if not block_allocation and graph_output is None:
             self._check_gpus(defaults, f"{self._display_name}(resource_dict=...)")
-        self._checked_cores = {1, defaults["cores"]}
+        self._checked = {_launch_shape(defaults)}  # launch shapes checked so far (launcher.check)
 
     def _check_task_resources(self, task_resources: dict) -> dict:
         if not task_resources:
             return task_resources
         _refuse_unsupported(task_resources, "submit()", self._refused)
         if self._block_allocation:
-            changed = [k for k in _WORKER_KEYS if k in task_resources and task_resources[k] != self._defaults.get(k)]
+            changed = [
+                k for k in self._worker_keys if k in task_resources and not _same(task_resources[k], self._defaults.get(k))
+            ]
             if changed:
                 raise ValueError(
                     f"submit(): with block_allocation=True the workers are started once with the executor's "
@@ -267,9 +298,15 @@ class SingleNodeExecutor(BaseExecutor):
             self._check_gpus({**self._defaults, **task_resources}, "submit()")
         if self._max_cores is not None and cores > self._max_cores:
             raise ValueError(f"submit(): resource_dict cores={cores} exceeds max_cores={self._max_cores}")
-        if cores not in self._checked_cores and self._graph_output is None:
-            self._launcher.check({**self._defaults, **task_resources})
-            self._checked_cores.add(cores)
+        if self._graph_output is None:
+            merged = {**self._defaults, **task_resources}
+            check_combination(merged, "submit()")  # before asking SLURM about it
+            shape = _launch_shape(merged)
+            if shape not in self._checked:
+                self._launcher.check(merged)
+                if len(self._checked) >= 4096:  # a run of ever-new shapes must not grow it without end
+                    self._checked.clear()
+                self._checked.add(shape)
         return task_resources
 
     def _check_gpus(self, resources: dict, where: str) -> None:

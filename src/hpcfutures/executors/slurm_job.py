@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from hpcfutures.executors.single_node import SingleNodeExecutor
+from hpcfutures.executors.single_node import _WORKER_KEYS, SingleNodeExecutor
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -66,12 +66,18 @@ class SlurmJobExecutor(SingleNodeExecutor):
         ValueError: a count below 1, an unknown ``resource_dict`` key, a key this executor
             cannot honour (with the reason), a warm pool larger than the core budget.
         FileNotFoundError: no ``srun`` on ``PATH``.
+        UnsatisfiableRequestError: (construction and ``submit()``) SLURM can never start the
+            request: ``srun --test-only`` refuses it outside an allocation, or inside one it
+            needs more CPUs or nodes than the allocation holds.
         TypeError: a ``resource_dict`` value of the wrong type, an ``init_function`` that is
             not callable.
     """
 
     _refused = _NOT_UNDER_SRUN
     _assigns_gpus = False  # srun --gpus-per-task binds devices itself
+    # a warm worker is one srun step: its node count, exclusivity and extra srun flags are
+    # fixed when it starts, so a task cannot change them either
+    _worker_keys = (*_WORKER_KEYS, "num_nodes", "exclusive", "slurm_cmd_args")
 
     def __init__(
         self,

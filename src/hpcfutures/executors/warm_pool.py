@@ -94,7 +94,11 @@ class WarmPool:
                         target=self._serve, args=(worker_id,), name=f"hpcfutures-worker-{worker_id}", daemon=True
                     )
                     self._threads[worker_id] = thread
-                    thread.start()
+                    try:
+                        thread.start()
+                    except BaseException:  # no thread: no worker either, and nothing to join at stop
+                        del self._threads[worker_id]
+                        raise
             elif n < alive:
                 self._retire += alive - n
                 self._cond.notify_all()

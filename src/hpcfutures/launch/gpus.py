@@ -54,6 +54,7 @@ class GpuPool:
 
     def __init__(self, devices: list[str]):
         self.free = list(devices)
+        self.total = len(self.free)  # a task needing more than this can never be served
 
     def fits(self, n: int) -> bool:
         return n <= len(self.free)

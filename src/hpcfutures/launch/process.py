@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 from hpcfutures.errors import UnsatisfiableRequestError, WorkerCrashedError
@@ -51,6 +52,7 @@ STDERR_TAIL = 8192
 _SRUN_QUEUED = re.compile(rb"srun: job (\d+) queued and waiting for resources")
 _SRUN_ALLOCATED = re.compile(rb"srun: job (\d+) has been allocated resources")
 _REPORT_MAX = 64 << 20  # a report line longer than this is dropped, not buffered
+SRUN_GRACE = 3.0  # seconds an srun asked to stop (SIGTERM) gets before SIGKILL
 
 
 def worker_environment(key: bytes, threads_per_core: int, extra: Mapping[str, str] | None = None) -> dict:
@@ -103,6 +105,9 @@ class WorkerProcess:
         self.argv = list(argv)
         self.job: str | None = None  # a SLURM job srun said it waits for
         self.refusal: str | None = None  # the pending reason of a job that will never start
+        self._cancelled_job: str | None = None  # the job we scancelled (once is enough)
+        self._fd_lock = threading.Lock()  # pidfd closed vs. a late SIGKILL sent through it
+        self._escalation: threading.Timer | None = None
         self._srun = os.path.basename(self.argv[0]) == "srun" if self.argv else False
         self._line = bytearray()
         env = dict(env)
@@ -257,9 +262,20 @@ class WorkerProcess:
         """Called by the pending-job watch: cancel the job; srun then ends, and whoever
         waits on this process learns why from ``exit_error``."""
         self.refusal = reason
-        subprocess.run(["scancel", job], capture_output=True, timeout=60)
+        self._cancel_job(job)
         if self.pidfd >= 0 and self.popen.returncode is None:  # not reaped: the pid is still srun's
             self.kill_group(signal.SIGTERM)  # srun revokes its request on SIGTERM too
+
+    def _cancel_job(self, job: str | None) -> None:
+        """``scancel`` the job srun said it waits for: an srun that is killed (SIGKILL) or
+        abandoned leaves its queued job behind, to start later with no driver."""
+        if job is None or self._cancelled_job == job:
+            return
+        self._cancelled_job = job
+        try:
+            subprocess.run(["scancel", job], capture_output=True, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            pass  # the guardian still holds the job and cancels it when the driver ends
 
     def request(self) -> str:
         """The launcher part of the command line (what was asked of the scheduler)."""
@@ -271,13 +287,23 @@ class WorkerProcess:
         return " ".join(head or self.argv)
 
     def exit_error(self) -> BaseException:
-        """The exception for a future whose process ended without a reply."""
+        """The exception for a future whose process ended without a reply:
+        ``UnsatisfiableRequestError`` when SLURM refused the request (a pending reason of the
+        *never* class, or srun's own refusal on its stderr: a step larger than the
+        allocation, GPUs the cluster does not have, ...), otherwise ``WorkerCrashedError``."""
         if self.refusal is not None:
             from hpcfutures.launch.slurm_reasons import explain
 
             self.wait_exit(5.0)
             return UnsatisfiableRequestError(explain(self.refusal, self.request()))
-        return WorkerCrashedError(self.describe_exit())
+        text = self.describe_exit()
+        if self._srun:
+            from hpcfutures.launch.slurm_reasons import explain_refusal, srun_refusal
+
+            refused = srun_refusal(self.stderr_tail)
+            if refused is not None:
+                return UnsatisfiableRequestError(explain_refusal(refused, self.request()))
+        return WorkerCrashedError(text)
 
     @property
     def stderr_open(self) -> bool:
@@ -354,7 +380,16 @@ class WorkerProcess:
         """``sig`` to the process and its group; with SIGKILL, also everything in its session
         (``mpiexec`` and its ranks, what its tasks started). Safe from any thread: it only
         sends signals, the owner still reaps and closes (and until then the pid cannot name
-        another session). SIGTERM leaves the session alone: srun must get to revoke its job."""
+        another session). SIGTERM leaves the session alone: srun must get to revoke its job.
+
+        An ``srun`` is never SIGKILLed first: killed, it leaves its queued job in the queue
+        (and a job it submitted a moment ago, whose number it has not printed yet, would be
+        lost to us). It gets SIGTERM — it revokes a pending request, or stops its tasks —
+        after its known queued job is cancelled, and SIGKILL only if it is still alive
+        ``SRUN_GRACE`` seconds later."""
+        if self._srun and sig == signal.SIGKILL:
+            self._stop_srun()
+            return
         try:
             os.killpg(self.pid, sig)
         except (ProcessLookupError, PermissionError):
@@ -362,7 +397,38 @@ class WorkerProcess:
         if sig == signal.SIGKILL and self.popen.returncode is None:
             end_session(self.pid)
 
+    def _stop_srun(self) -> None:
+        self._cancel_job(self.job)
+        try:
+            os.killpg(self.pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+        with self._fd_lock:
+            if self._escalation is None and self.pidfd >= 0:
+                timer = threading.Timer(SRUN_GRACE, self._kill_if_alive)
+                timer.daemon = True
+                try:
+                    timer.start()
+                    self._escalation = timer
+                except RuntimeError:  # no thread to spare: SIGTERM alone must do (srun heeds it)
+                    pass
+
+    def _kill_if_alive(self) -> None:
+        with self._fd_lock:  # through the pidfd: never another process, even once this one is reaped
+            if self.pidfd >= 0 and not _ended(self.pidfd):
+                try:
+                    signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+                except OSError:
+                    pass
+
     def close(self) -> None:
+        """Release the process (after it ended, or to abandon it). A "job N queued" line srun
+        wrote before it ended is read first: a job still queued is cancelled, never left to
+        start later with nobody waiting for it."""
+        if self.pidfd >= 0:
+            self.pump_stderr()
+        if self.job is not None:
+            self._cancel_job(self.job)
         self._forget_job()
         if self._guarded:
             self._guarded = False
@@ -373,8 +439,11 @@ class WorkerProcess:
         if self.pidfd >= 0:
             if self._poll() is not None:
                 self.pump_stderr()
-            os.close(self.pidfd)
-            self.pidfd = -1
+            with self._fd_lock:
+                if self._escalation is not None:
+                    self._escalation.cancel()
+                os.close(self.pidfd)
+                self.pidfd = -1
             self.popen.stderr.close()
 
 

@@ -62,3 +62,60 @@ def explain(reason: str, request: str) -> str:
         f"constraints that are not available); request: {request}. The job was cancelled; "
         "ask for fewer nodes, cores, memory or time, or another partition (sinfo, scontrol show partition)"
     )
+
+
+# What srun prints when SLURM refuses a request outright (no job or step is made): these
+# are verdicts on the request itself, so the same request would be refused again. A step
+# that merely cannot fit *now* makes srun wait ("Job step creation temporarily disabled,
+# retrying"), which is not listed.
+_SRUN_REFUSALS = (
+    "More processors requested than permitted",
+    "Requested node configuration is not available",
+    "Invalid generic resource",
+    "Invalid Trackable RESource",
+    "Memory required by task is not available",
+    "Invalid feature specification",
+    "Invalid partition name specified",
+    "Invalid account or account/partition combination specified",
+    "Invalid qos specification",
+    "Node count specification invalid",
+    "Requested time limit is invalid",
+    "Job violates accounting/QOS policy",
+)
+
+
+def srun_refusal(text: str, verdict: bool = False) -> str | None:
+    """srun's own words when SLURM refused a request, from srun's stderr.
+
+    Args:
+        text: what srun wrote on stderr (any amount; the task's own output may be mixed in).
+        verdict: ``True`` for the output of ``srun --test-only``, whose only job is to ask:
+            any ``allocation failure`` or ``Unable to allocate resources`` line is then a
+            refusal, not only the ones listed here.
+
+    Returns:
+        The relevant lines joined with ``"; "`` (srun's ``error:`` lines, and the
+        ``allocation failure`` line unless it only says ``No error``), or ``None`` when
+        the text holds no refusal.
+    """
+    lines = [line.strip() for line in text.splitlines()]
+    relevant = [
+        line for line in lines
+        if line.startswith("srun: error:") or (line.startswith("allocation failure:") and not line.endswith("No error"))
+    ]
+    refused = any(reason in line for line in relevant for reason in _SRUN_REFUSALS)
+    if verdict and not refused:
+        refused = any("allocation failure" in line or "Unable to allocate resources" in line for line in lines)
+        if refused and not relevant:  # an allocation failure that says nothing more: keep it
+            relevant = [line for line in lines if "allocation failure" in line]
+    if not refused:
+        return None
+    return "; ".join(dict.fromkeys(relevant))  # in order, each line once
+
+
+def explain_refusal(refusal: str, request: str) -> str:
+    """The message of a request SLURM refused at once (``srun_refusal``'s lines)."""
+    return (
+        f"SLURM will never start this request ({request}): {refusal}; ask for fewer nodes, cores, GPUs, "
+        "memory or time, or another partition (sinfo, scontrol show partition)"
+    )

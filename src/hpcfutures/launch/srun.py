@@ -18,6 +18,7 @@ import threading
 from hpcfutures.launch.local import INTERACTIVE, ONE_SHOT
 from hpcfutures.launch.mpi import default_pmi_mode, require_mpi4py
 from hpcfutures.launch.process import python_command
+from hpcfutures.launch.slurm_reasons import explain_refusal, srun_refusal
 
 PMI_MODES = ("pmix", "pmi1", "pmi2", "none", "cray_shasta")
 
@@ -80,10 +81,9 @@ def test_request(flags: list[str]) -> None:
         refusal = None
         try:
             out = subprocess.run([*flags, "--test-only", "true"], capture_output=True, text=True, timeout=30)
-            text = (out.stderr + out.stdout).strip()
             # only SLURM's own verdict counts; a failure to ask (no controller...) shows later
-            if out.returncode != 0 and ("allocation failure" in text or "Unable to allocate resources" in text):
-                refusal = text.splitlines()[-1]
+            if out.returncode != 0:
+                refusal = srun_refusal(out.stderr + out.stdout, verdict=True)
         except (OSError, subprocess.SubprocessError):
             pass
         with _tested_lock:
@@ -91,9 +91,38 @@ def test_request(flags: list[str]) -> None:
     if refusal is not None:
         from hpcfutures.errors import UnsatisfiableRequestError
 
+        raise UnsatisfiableRequestError(explain_refusal(refusal, " ".join(flags)))
+
+
+def check_in_allocation(resources: dict) -> None:
+    """Inside an allocation, refuse a step that can never fit it: more CPUs than the
+    allocation holds (``cores x threads_per_core``; srun would answer "More processors
+    requested than permitted"), or more nodes than it spans. Nothing is asked of SLURM:
+    the allocation's size is in the environment. ``--overcommit`` in ``slurm_cmd_args``
+    lets steps share CPUs, so the CPU count is then not checked.
+
+    Raises:
+        UnsatisfiableRequestError: naming the request, the allocation's size and the remedy.
+    """
+    if "SLURM_JOB_ID" not in os.environ:
+        return
+    from hpcfutures.errors import UnsatisfiableRequestError
+
+    cores, threads = resources.get("cores", 1), resources.get("threads_per_core", 1)
+    extra = list(resources.get("slurm_cmd_args") or ())
+    overcommit = any(a in ("-O", "--overcommit") for a in extra)
+    cpus = allocation_cpus()
+    if cpus is not None and cores * threads > cpus and not overcommit:
         raise UnsatisfiableRequestError(
-            f"SLURM will never start this request ({' '.join(flags)}): {refusal}; "
-            "ask for fewer nodes, cores, memory or time, or another partition (sinfo, scontrol show partition)"
+            f"cores={cores} x threads_per_core={threads} = {cores * threads} CPUs asked for one srun step, but this "
+            f"allocation (job {os.environ['SLURM_JOB_ID']}) holds {cpus} (SLURM_JOB_CPUS_PER_NODE); srun would refuse "
+            "it (\"More processors requested than permitted\"). Ask for fewer cores, or for a larger allocation"
+        )
+    nodes = os.environ.get("SLURM_JOB_NUM_NODES") or os.environ.get("SLURM_NNODES")
+    if resources.get("num_nodes") and nodes and nodes.isdigit() and resources["num_nodes"] > int(nodes):
+        raise UnsatisfiableRequestError(
+            f"num_nodes={resources['num_nodes']} asked for one srun step, but this allocation (job "
+            f"{os.environ['SLURM_JOB_ID']}) spans {nodes} node(s); ask for fewer nodes, or for a larger allocation"
         )
 
 
@@ -143,9 +172,20 @@ class SrunLauncher:
         self.pmi_mode = pmi_mode
 
     def check(self, resources: dict) -> None:
-        """Raise now what would fail later: no srun, no mpi4py for several ranks, or
-        (outside an allocation) a request SLURM says it can never start."""
+        """Raise now what would fail later: no srun, no mpi4py for several ranks, a step
+        larger than the allocation it would run in, or (outside an allocation) a request
+        SLURM says it can never start.
+
+        Args:
+            resources: the merged ``resource_dict`` of a task or warm worker.
+
+        Raises:
+            FileNotFoundError: no ``srun`` on ``PATH``.
+            ImportError: ``cores > 1`` without mpi4py.
+            UnsatisfiableRequestError: SLURM can never start this request (with its reason).
+        """
         find_srun()
+        check_in_allocation(resources)
         if resources.get("cores", 1) > 1:
             require_mpi4py()
             pmi_for(resources["cores"], self.pmi_mode)  # learnt now (cached), not in a worker thread
@@ -179,3 +219,17 @@ def allocation_cores() -> int | None:
         if count.isdigit():
             total += int(count) * (int(repeat.rstrip(")")) if repeat else 1)
     return total or None
+
+
+def allocation_cpus() -> int | None:
+    """CPUs SLURM gave the allocation this process runs in, on all its nodes together
+    (``SLURM_JOB_CPUS_PER_NODE``, e.g. ``"4(x2),2"``); ``allocation_cores()`` when that is
+    not set; ``None`` outside an allocation. This is the bound srun checks a step against."""
+    if "SLURM_JOB_ID" not in os.environ:
+        return None
+    total = 0
+    for part in os.environ.get("SLURM_JOB_CPUS_PER_NODE", "").split(","):
+        count, _, repeat = part.partition("(x")
+        if count.isdigit():
+            total += int(count) * (int(repeat.rstrip(")")) if repeat.rstrip(")").isdigit() else 1)
+    return total or allocation_cores()

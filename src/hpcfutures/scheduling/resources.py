@@ -230,7 +230,38 @@ def _exception_classes(value) -> bool:
     return all(isinstance(c, type) and issubclass(c, BaseException) for c in classes)
 
 
-def merge(defaults: dict, task: dict) -> dict:
+def merge(defaults: dict, task: dict, where: str = "submit()") -> dict:
+    """The task's resources over the executor's defaults, checked as a whole.
+
+    Raises:
+        ValueError: a combination no executor can honour (``check_combination``).
+    """
     merged = dict(defaults)
     merged.update(task)
+    check_combination(merged, where)
     return merged
+
+
+def check_combination(resources: dict, where: str) -> None:
+    """Refuse values that are each fine but cannot be honoured together.
+
+    ``num_nodes`` above ``cores``: every node of a job runs at least one rank, so SLURM
+    (and Flux) cannot spread fewer ranks over that many nodes; srun and sbatch lower the
+    node count with a warning nobody sees, and the call would run on fewer nodes than
+    asked.
+
+    Args:
+        resources: merged ``resource_dict`` (defaults and the task's own).
+        where: the call to name in the message (``"submit()"``, ``"SlurmJobExecutor(resource_dict=...)"``).
+
+    Raises:
+        ValueError: naming the values and the remedy.
+    """
+    nodes = resources.get("num_nodes")
+    cores = resources.get("cores", 1)
+    if nodes is not None and nodes > cores:
+        raise ValueError(
+            f"{where}: resource_dict num_nodes={nodes} with cores={cores}: every node runs at least one MPI rank, "
+            f"so {cores} rank(s) cannot use {nodes} nodes (SLURM would quietly use fewer); ask for cores >= "
+            "num_nodes, or fewer nodes"
+        )
