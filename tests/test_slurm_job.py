@@ -343,3 +343,24 @@ def test_allocation_cores_from_the_environment(monkeypatch):
     monkeypatch.setenv("SLURM_NTASKS", "3")
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "2")
     assert allocation_cores() == 6
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("block", [False, True], ids=["fresh", "warm"])
+def test_children_of_srun_tasks_end_with_their_worker(block):
+    """srun makes each task lead a process group inside slurmstepd's session, where the
+    driver's session kill cannot reach: the worker ends its group itself (a fresh worker as
+    it ends, a warm one at shutdown), so the child neither outlives the executor nor keeps
+    the job running."""
+    import funcs
+    from conftest import pid_alive, wait_until
+    from hpcfutures import SlurmJobExecutor
+
+    exe = SlurmJobExecutor(max_workers=1, block_allocation=block)
+    try:
+        child = exe.submit(funcs.start_child, "popen").result(timeout=120)  # same node: pid is ours to see
+        assert exe.submit(funcs.add, 1, 2).result(timeout=120) == 3
+    finally:
+        exe.shutdown(wait=True)
+    assert wait_until(lambda: not pid_alive(child), 20), f"the srun task's child {child} outlived shutdown()"

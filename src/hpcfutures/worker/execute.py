@@ -157,11 +157,14 @@ def exit_with_driver() -> None:
     threading.Thread(target=watch, name="hpcfutures-driver-watch", daemon=True).start()
 
 
-def session_members(sid: int) -> list[int]:
-    """Pids of the live processes in a session, read from ``/proc``.
+def session_members(sid: int, field: int = 3) -> list[int]:
+    """Pids of the live processes in a session (or, with ``field=2``, a process group),
+    read from ``/proc``.
 
     Args:
-        sid: the session id (the pid of the session's leader).
+        sid: the session id (the pid of the session's leader), or the process group id.
+        field: which field of ``/proc/PID/stat`` after the state to compare: 3 the session,
+            2 the process group.
 
     Returns:
         The pids, zombies excluded; empty where there is no ``/proc`` or no such session."""
@@ -183,12 +186,12 @@ def session_members(sid: int) -> list[int]:
         except (OSError, IndexError):
             continue  # ended meanwhile
         # fields after the command: state ppid pgrp session ...
-        if len(fields) > 3 and fields[0] not in (b"Z", b"X") and int(fields[3]) == sid:
+        if len(fields) > 3 and fields[0] not in (b"Z", b"X") and int(fields[field]) == sid:
             found.append(int(name))
     return found
 
 
-def end_session(sid: int, spare: int = 0) -> int:
+def end_session(sid: int, spare: int = 0, field: int = 3) -> int:
     """SIGKILL every process of session ``sid`` except ``spare``: what a task started (forked
     children, ``subprocess.Popen``, also those in a process group of their own) must not
     outlive it. A process started in a session of its own (``os.setsid()``,
@@ -199,13 +202,14 @@ def end_session(sid: int, spare: int = 0) -> int:
         sid: the session id; call this while its leader is alive or not yet reaped, so that
             the number cannot name a newer session.
         spare: a pid not to signal (the caller itself), 0 for none.
+        field: 2 to end a process group ``sid`` instead (see ``session_members``).
 
     Returns:
         How many processes were signalled. Never raises for processes that are gone."""
     import signal
 
     killed = 0
-    for pid in session_members(sid):
+    for pid in session_members(sid, field):
         if pid == spare:
             continue
         try:
@@ -217,12 +221,17 @@ def end_session(sid: int, spare: int = 0) -> int:
 
 
 def end_own_session() -> None:
-    """A worker that leads its session (a serial worker; an MPICH rank) ends what its tasks
-    left running there before it exits."""
+    """A worker ends what its tasks left running before it exits: its session where it leads
+    one (a serial worker the driver started; an MPICH rank), else its process group where it
+    leads that (``srun`` makes each task the leader of a process group inside slurmstepd's
+    session, out of the driver's reach on another node). A child in a process group or
+    session of its own is not reached from a process group: there only the job's end stops it."""
     me = os.getpid()
     try:
         if os.getsid(0) == me:
             end_session(me, spare=me)
+        elif os.getpgid(0) == me:
+            end_session(me, spare=me, field=2)
     except OSError:
         pass
 

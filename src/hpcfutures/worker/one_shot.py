@@ -16,6 +16,7 @@ from hpcfutures.worker.execute import (
     call,
     decode_message,
     encode_reply,
+    end_own_session,
     error_reply,
     exit_with_driver,
     flush_std_streams,
@@ -33,7 +34,8 @@ def main(argv: list) -> int:
     exit_with_driver()
     adopt_driver_path()
     # what the task starts is ended by the driver, before it reaps this process and before
-    # the future gets its result (and by exit_with_driver's watch if the driver dies)
+    # the future gets its result (under srun: by this worker as it ends), and by
+    # exit_with_driver's watch if the driver dies
     wrong_cwd = enter_from_environment()  # the call runs in its cwd or fails naming it
     message, problem = decode_message(read_frame(task_fd, key))
     os.close(task_fd)
@@ -43,6 +45,10 @@ def main(argv: list) -> int:
     flush_std_streams()
     write_frame(reply_fd, key, reply)
     os.close(reply_fd)
+    if os.getsid(0) != os.getpid():
+        # not our own session (under srun, on any node): the driver cannot end what the task
+        # started, so this worker does, before it exits
+        end_own_session()
     return 0
 
 
