@@ -270,7 +270,7 @@ def test_built_in_job_script(tmp_path, monkeypatch):
         job = SlurmQueue("pmix").submit(["python", "-m", "x"], "hpcf-a", "/w", resources, ["7", "8"], {"partition": "gpu", "frobnicate": 1}, "/w/a.log")
     assert job == "4242"
     text = written.read_text()
-    for line in ("--ntasks=2", "--cpus-per-task=3", "--time=2", "--exclusive", "--dependency=afterok:7:8", "--partition=gpu", "--output=/w/a.log"):
+    for line in ("--ntasks=2", "--cpus-per-task=3", "--time=2", "--exclusive", "--dependency=afterok:7:8", '--partition="gpu"', '--output="/w/a.log"', '--chdir="/w"'):
         assert line in text
     assert "srun --mpi=pmix --kill-on-bad-exit=1 python -m x" in text
     assert "--partition=\n" not in text and "frobnicate" not in text
@@ -329,3 +329,32 @@ def test_reconnect_resubmits_a_job_that_ended_without_a_result(tmp_path):
     with SlurmClusterExecutor(cache_directory=cache) as second:
         assert second.submit(funcs.hang_until_attempt, counter, 2, "second").result(timeout=120) == "second"
         assert second.queue_queries >= 1
+
+
+def test_names_a_job_script_cannot_carry_are_refused_at_submit(tmp_path):
+    """A line break in cwd (or a queue string) would end an #SBATCH directive and start a
+    command: refused where it is given, by every executor (the same code must move to a
+    cluster unchanged); a space is fine (job-script paths are quoted)."""
+    from hpcfutures import SingleNodeExecutor, SlurmClusterExecutor
+    from hpcfutures.api import TestClusterExecutor
+
+    bad = str(tmp_path / "x\ntouch INJECTED")
+    with pytest.raises(ValueError, match="line break"):
+        SlurmClusterExecutor(cache_directory=str(tmp_path / "c\nd"))
+    with pytest.raises(ValueError, match="line break"):
+        SlurmClusterExecutor(cache_directory=str(tmp_path / "c"), resource_dict={"partition": "debug\ntouch x"})
+    for make in (SingleNodeExecutor, lambda: TestClusterExecutor(cache_directory=str(tmp_path / "c"))):
+        with make() as exe:
+            with pytest.raises(ValueError, match="line break"):
+                exe.submit(sum, [1], resource_dict={"cwd": bad})
+    assert not os.path.exists(bad)
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(120)
+def test_batch_job_runs_in_a_cwd_with_a_space(tmp_path):
+    from hpcfutures import SlurmClusterExecutor
+
+    where = tmp_path / "a b"
+    with SlurmClusterExecutor(cache_directory=str(tmp_path / "cache dir")) as exe:
+        assert exe.submit(os.getcwd, resource_dict={"cwd": str(where)}).result(timeout=100) == str(where)

@@ -183,3 +183,16 @@ def test_when_all_done_threadsafe():
     for t in threads:
         t.join()
     assert hits == [1]
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("cores", 2**31), ("threads_per_core", 2**63), ("num_nodes", 2**31), ("priority", -(2**63)), ("priority", 2**31)],
+)
+def test_counts_no_launcher_can_hold_are_refused(key, value):
+    """srun, sbatch and mpiexec count ranks in 32 bits: 2**31 wrapped to a negative "number of
+    tasks" in the future; --nice takes +-2147483645. Refused where given, naming the range."""
+    with pytest.raises(ValueError, match=rf"resource_dict\['{key}'\] must be an int "):
+        validate({key: value}, "submit()")
+    edge = {"cores": 2**24, "threads_per_core": 2**24, "num_nodes": 2**24, "priority": 2147483645}[key]
+    assert validate({key: edge if value > 0 else -edge}, "submit()")[key] == (edge if value > 0 else -edge)

@@ -266,6 +266,17 @@ def test_cores_above_max_cores():
         SingleNodeExecutor(max_cores=1, block_allocation=True, resource_dict={"cores": 2})
 
 
+def test_threads_count_against_max_cores():
+    """max_cores counts cores x threads_per_core, as the docs say: a call asking for 4 threads
+    of one rank does not fit max_cores=2."""
+    with SingleNodeExecutor(max_cores=2) as exe:
+        with pytest.raises(ValueError, match="threads_per_core=4 = 4 cores exceeds max_cores=2"):
+            exe.submit(funcs.add, 1, resource_dict={"threads_per_core": 4})
+        assert exe.submit(funcs.add, 1, 2, resource_dict={"threads_per_core": 2}).result(timeout=30) == 3
+    with pytest.raises(ValueError, match="exceeds max_cores"):
+        SingleNodeExecutor(max_cores=2, resource_dict={"cores": 2, "threads_per_core": 2})
+
+
 def test_init_function_needs_block_allocation():
     with pytest.raises(ValueError, match="block_allocation"):
         SingleNodeExecutor(init_function=funcs.init_store)

@@ -70,7 +70,9 @@ class SlurmQueue:
             command = ["srun", *([f"--mpi={pmi}"] if pmi else []), "--kill-on-bad-exit=1", *command]
             if resources.get("openmpi_oversubscribe"):  # openmpi_oversubscribe honoured by srun's own option
                 command.insert(1, "--oversubscribe")
-        lines = ["#!/bin/bash", f"#SBATCH --job-name={job_name}", f"#SBATCH --chdir={cwd}", f"#SBATCH --output={log}"]
+        # paths quoted: sbatch reads '#SBATCH --chdir="/a b"' as one value (line breaks and
+        # quotes are refused at submit(): scheduling.resources.script_safe)
+        lines = ["#!/bin/bash", f"#SBATCH --job-name={job_name}", f'#SBATCH --chdir="{cwd}"', f'#SBATCH --output="{log}"']
         lines.append(f"#SBATCH --ntasks={resources.get('cores', 1)}")
         lines.append(f"#SBATCH --cpus-per-task={resources.get('threads_per_core', 1)}")
         if resources.get("gpus_per_core"):
@@ -90,7 +92,7 @@ class SlurmQueue:
             if key == "memory_max":
                 lines.append(f"#SBATCH --mem={memory_text(value)}")
             elif key in _BUILTIN_EXTRA:
-                lines.append("#SBATCH " + _BUILTIN_EXTRA[key].format(value))
+                lines.append("#SBATCH " + _BUILTIN_EXTRA[key].format(f'"{value}"'))
             else:
                 warnings.warn(f"resource_dict[{key!r}] is not a job-script option the built-in SLURM adapter knows; ignored", stacklevel=4)
         template = resources.get("submission_template")

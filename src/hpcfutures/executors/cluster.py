@@ -20,7 +20,7 @@ from hpcfutures.executors.outcome import settle
 from hpcfutures.executors.single_node import _refuse_unsupported, graph_mode
 from hpcfutures.executors.slurm_job import SlurmJobExecutor
 from hpcfutures.scheduling.dependencies import find_futures, propagate, upstream_error
-from hpcfutures.scheduling.resources import DEFAULTS, KEYS, check_combination, check_seconds, validate
+from hpcfutures.scheduling.resources import DEFAULTS, KEYS, check_combination, check_seconds, script_safe, validate
 from hpcfutures.scheduling.task import Task
 
 TYPE_CHECKING = False
@@ -75,6 +75,8 @@ class _FileJobExecutor(BaseExecutor):
         check_seconds(refresh_rate, f"{name}(refresh_rate=...)")
         defaults = dict(DEFAULTS)
         defaults["cache_directory"] = os.path.abspath(os.fspath(cache_directory or DEFAULT_CACHE))
+        if not script_safe(defaults["cache_directory"]):  # job logs live there, named in the job script
+            raise ValueError(f"{name}(cache_directory={cache_directory!r}): a line break, NUL or double quote cannot stand in a job script")
         defaults["openmpi_oversubscribe"] = bool(openmpi_oversubscribe)
         defaults.update(validate(resource_dict, f"{name}(resource_dict=...)", self._task_keys, pass_unknown=True))
         _refuse_unsupported(defaults, f"{name}(resource_dict=...)", _NOT_AS_JOBS)

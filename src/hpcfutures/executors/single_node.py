@@ -204,8 +204,11 @@ class SingleNodeExecutor(BaseExecutor):
         defaults.update(user_defaults)
         check_combination(defaults, f"{self._display_name}(resource_dict=...)")
         slots = defaults["cores"] * defaults["threads_per_core"]
-        if max_cores is not None and defaults["cores"] > max_cores:
-            raise ValueError(f"resource_dict cores={defaults['cores']} exceeds max_cores={max_cores}")
+        if max_cores is not None and slots > max_cores:
+            raise ValueError(
+                f"resource_dict cores={defaults['cores']} x threads_per_core={defaults['threads_per_core']} "
+                f"= {slots} cores exceeds max_cores={max_cores}"
+            )
 
         self._block_allocation = bool(block_allocation)
         launcher = self._make_launcher()
@@ -296,8 +299,12 @@ class SingleNodeExecutor(BaseExecutor):
         cores = task_resources.get("cores", self._defaults["cores"])
         if self._graph_output is None and ("gpus_per_core" in task_resources or "cores" in task_resources):
             self._check_gpus({**self._defaults, **task_resources}, "submit()")
-        if self._max_cores is not None and cores > self._max_cores:
-            raise ValueError(f"submit(): resource_dict cores={cores} exceeds max_cores={self._max_cores}")
+        threads = task_resources.get("threads_per_core", self._defaults.get("threads_per_core", 1))
+        if self._max_cores is not None and cores * threads > self._max_cores:
+            raise ValueError(
+                f"submit(): resource_dict cores={cores} x threads_per_core={threads} = {cores * threads} cores "
+                f"exceeds max_cores={self._max_cores}"
+            )
         if self._graph_output is None:
             merged = {**self._defaults, **task_resources}
             check_combination(merged, "submit()")  # before asking SLURM about it

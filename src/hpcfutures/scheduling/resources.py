@@ -27,20 +27,25 @@ LONGEST_WAIT = 100 * 365 * 24 * 3600
 MOST_GPUS = 65536
 # GB of memory (memory_max): 2**30 GB = 1 EiB, rendered in MB for sbatch's 64-bit counter
 MOST_MEMORY_GB = 2**30
+# ranks, threads per rank, nodes: far above any machine, well inside the 32-bit counters of
+# srun, sbatch and mpiexec (a larger count wraps there to a negative "number of tasks")
+MOST_COUNT = 2**24
+# priority becomes sbatch --nice, whose adjustments range over +-2147483645
+MOST_NICE = 2147483645
 
 # key -> (accepted types, may be None, description of the accepted values)
 KEYS: dict[str, tuple[tuple, bool, str]] = {
-    "cores": (_INT, False, "an int >= 1 (MPI ranks)"),
-    "threads_per_core": (_INT, False, "an int >= 1"),
+    "cores": (_INT, False, f"an int >= 1 and <= {MOST_COUNT} (MPI ranks)"),
+    "threads_per_core": (_INT, False, f"an int >= 1 and <= {MOST_COUNT}"),
     "gpus_per_core": (_NUM, False, f"a finite number >= 0 and <= {MOST_GPUS} (GPUs per rank)"),
     "cwd": (_PATH, True, "a path to a directory (created if missing)"),
     "cache_key": ((str,), True, "a str"),
     "cache_directory": (_PATH, True, "a path"),
-    "num_nodes": (_INT, True, "an int >= 1"),
+    "num_nodes": (_INT, True, f"an int >= 1 and <= {MOST_COUNT}"),
     "exclusive": ((bool,), False, "a bool"),
     "error_log_file": (_PATH, True, "a path"),
     "run_time_max": (_NUM, True, f"a finite number of seconds > 0 and <= {LONGEST_WAIT} (100 years); None: no limit"),
-    "priority": (_INT, True, "an int"),
+    "priority": (_INT, True, f"an int from {-MOST_NICE} to {MOST_NICE}"),
     "slurm_cmd_args": ((list, tuple), True, "a list of str"),
     "submission_template": ((str,), True, "a str"),
     "openmpi_oversubscribe": ((bool,), False, "a bool"),
@@ -60,6 +65,10 @@ _POSITIVE = {"cores", "threads_per_core", "num_nodes"}
 
 # number-valued keys: key -> (lowest, whether the lowest itself is accepted, highest)
 _RANGES = {
+    "cores": (1, True, MOST_COUNT),
+    "threads_per_core": (1, True, MOST_COUNT),
+    "num_nodes": (1, True, MOST_COUNT),
+    "priority": (-MOST_NICE, True, MOST_NICE),
     "gpus_per_core": (0, True, MOST_GPUS),
     "run_time_max": (0, False, LONGEST_WAIT),
     "retries": (0, True, None),
@@ -153,6 +162,14 @@ def _check_queue_key(key: str, value, where: str) -> None:
         raise TypeError(f"{where}: resource_dict[{key!r}] must be {text}, got {value!r}")
     if key in _QUEUE_RANGES and not _in_range(value, *_QUEUE_RANGES[key]):
         raise ValueError(f"{where}: resource_dict[{key!r}] must be {text}, got {value!r}")
+    if isinstance(value, str) and not script_safe(value):
+        raise ValueError(f"{where}: resource_dict[{key!r}]={value!r} holds a line break, NUL or double quote, which a job script cannot carry")
+
+
+def script_safe(text: str) -> bool:
+    """Whether ``text`` can stand in a job-script directive (``#SBATCH --chdir="..."``): one
+    line, no NUL, no double quote. A line break would end the directive and start a command."""
+    return not any(c in text for c in '\n\r\0"')
 
 
 def check_cwd(value, where: str) -> None:
@@ -165,11 +182,17 @@ def check_cwd(value, where: str) -> None:
         where: where it was given, for the message (``"submit()"``, ...).
 
     Raises:
-        ValueError: the path names what is wrong and what is accepted.
+        ValueError: the path names what is wrong and what is accepted (also a line break,
+            NUL or double quote in it, which no job script can carry).
     """
     path = os.fsdecode(os.fspath(value))
     if not path:
         raise ValueError(f"{where}: resource_dict['cwd'] is empty; give a directory (None: the default)")
+    if not script_safe(path):  # the same name must work once the code moves to a cluster
+        raise ValueError(
+            f"{where}: resource_dict['cwd']={value!r} holds a line break, NUL or double quote: such a name "
+            "cannot be handed to srun or a job script; choose another directory name"
+        )
     absolute = os.path.abspath(path)
     if os.path.isdir(absolute):
         if not os.access(absolute, os.X_OK):
