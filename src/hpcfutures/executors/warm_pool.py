@@ -32,6 +32,9 @@ _log = get_logger("pool")
 _SEND_AHEAD = 2  # calls a worker may hold: the running one and the next, while a backlog lasts
 
 
+_START_GRACE = 5.0  # seconds a graceful shutdown lets a local worker finish starting
+
+
 class WarmPool:
     def __init__(
         self,
@@ -198,8 +201,19 @@ class WarmPool:
                 return
             except InterruptedError:
                 with self._cond:
-                    if self._killing or not self._queue:
-                        raise WorkerCrashedError("the executor shut down before this worker started") from None
+                    killing, idle = self._killing, not self._queue
+                if killing or idle:
+                    if not killing and not link.process.is_srun:
+                        # a graceful shutdown meets a local launch mid-start (mpiexec: ~0.2 s):
+                        # let it connect and stop it cleanly; stopped mid-start, MPICH's mpiexec
+                        # prints a "BAD TERMINATION" banner on the user's stdout. Not an srun,
+                        # whose job may wait in the queue for long.
+                        try:
+                            link.wait_connected(timeout=_START_GRACE)
+                            link.shutdown(wait=True)
+                        except Exception:
+                            pass  # ended or never connected: stopped by the caller
+                    raise WorkerCrashedError("the executor shut down before this worker started") from None
                 wake = None  # tasks still wait for a worker: keep waiting for this one
 
     def _drop_link(self, worker_id: int, link: SocketInterface) -> None:

@@ -306,6 +306,11 @@ class WorkerProcess:
         return WorkerCrashedError(text)
 
     @property
+    def is_srun(self) -> bool:
+        """Whether the launcher is ``srun`` (its job may wait in SLURM's queue)."""
+        return self._srun
+
+    @property
     def stderr_open(self) -> bool:
         return self._stderr_open
 

@@ -239,12 +239,13 @@ class SocketInterface:
         self.process = WorkerProcess(command, env, cwd=cwd)
         return self.process
 
-    def wait_connected(self, wake_fd: int | None = None) -> None:
+    def wait_connected(self, wake_fd: int | None = None, timeout: float | None = None) -> None:
         """Return once the worker has connected. Raises ``WorkerCrashedError`` (or
         ``UnsatisfiableRequestError`` for a request SLURM will never start) if its process
-        ends first, ``InterruptedError`` if ``wake_fd`` becomes readable."""
+        ends first, ``InterruptedError`` if ``wake_fd`` becomes readable, ``TimeoutError``
+        after ``timeout`` seconds (None: no limit)."""
         if isinstance(self._transport, _ZmqTransport) or not self._transport.connected():
-            self._wait(None, wake_fd, until_connected=True)
+            self._wait(timeout, wake_fd, until_connected=True)
         self._peer_seen = True
 
     # -- messages ------------------------------------------------------------------
