@@ -59,6 +59,19 @@ def _cancel_leftovers(name=None, workdir=None):
         subprocess.run(["scancel", *jobs], capture_output=True, timeout=30)
 
 
+def _clean_up(driver, token: str, name=None, workdir=None) -> None:
+    """End a test's driver, the processes it left (command line holds ``token``) and its jobs."""
+    if driver.poll() is None:
+        driver.kill()
+        driver.wait()
+    for pid in _processes_with(token):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    _cancel_leftovers(name, workdir)
+
+
 # -- unit: the classification --------------------------------------------------------------
 def test_pending_reasons_never_and_later():
     for reason in (
@@ -336,15 +349,7 @@ def _kill_driver_and_check(tmp_path, script: str, token: str, name=None, workdir
         left = lambda: _processes_with(token) or _jobs(name, workdir)  # noqa: E731
         assert wait_until(lambda: not left(), timeout=10), f"left behind 10 s after SIGKILL: {left()}"
     finally:
-        if driver.poll() is None:
-            driver.kill()
-            driver.wait()
-        for pid in _processes_with(token):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        _cancel_leftovers(name, workdir)
+        _clean_up(driver, token, name, workdir)
 
 
 @pytest.mark.chaos
@@ -402,15 +407,7 @@ def test_a_stopped_driver_leaves_no_queued_job(tmp_path, block_allocation, how):
         left = lambda: _processes_with(token) or _jobs(token)  # noqa: E731
         assert wait_until(lambda: not left(), timeout=10), f"left behind 10 s after the driver ended: {left()}"
     finally:
-        if driver.poll() is None:
-            driver.kill()
-            driver.wait()
-        for pid in _processes_with(token):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        _cancel_leftovers(token)
+        _clean_up(driver, token, token)
 
 
 @pytest.mark.chaos
