@@ -341,7 +341,7 @@ def test_names_a_job_script_cannot_carry_are_refused_at_submit(tmp_path):
     bad = str(tmp_path / "x\ntouch INJECTED")
     with pytest.raises(ValueError, match="line break"):
         SlurmClusterExecutor(cache_directory=str(tmp_path / "c\nd"))
-    with pytest.raises(ValueError, match="line break"):
+    with pytest.warns(UserWarning, match="partition"), pytest.raises(ValueError, match="line break"):
         SlurmClusterExecutor(cache_directory=str(tmp_path / "c"), resource_dict={"partition": "debug\ntouch x"})
     for make in (SingleNodeExecutor, lambda: TestClusterExecutor(cache_directory=str(tmp_path / "c"))):
         with make() as exe:
