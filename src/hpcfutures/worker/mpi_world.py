@@ -33,6 +33,7 @@ AGREE_GRACE = 1.0
 """Seconds a failed rank waits for the others at the end of a call before it aborts the job.
 It decides only whether the worker survives: the call has failed either way."""
 
+_FORWARD_GRACE = 0.2  # seconds a rank reporting on stderr waits before MPI_Abort
 _EXIT_CODE = 17  # what a worker that could not form its world exits with
 
 
@@ -157,6 +158,10 @@ class World:
                 link.close()  # zmq sends from a background thread: let it deliver before the abort
             else:
                 _report_on_stderr(self.key, envelope)
+                # MPI_Abort makes the launcher stop every rank and exit, and Hydra (MPICH) may
+                # exit before it forwarded what this rank wrote last (seen ~1 run in 30): give it
+                # a moment. A failed call only; the call has failed either way.
+                time.sleep(_FORWARD_GRACE)
         except BaseException:
             try:
                 _report_on_stderr(self.key, envelope)
