@@ -93,4 +93,4 @@ def test_rank_reports_are_taken_out_of_a_launchers_stderr(capfd):
     assert process.reports == [b"abcdef01"]
     shown = capfd.readouterr().err
     assert "before" in shown and "srun: a line of its own" in shown and "after" in shown
-    assert "HPCF-RANK-REPORT" not in shown and "REPORT" not in process.stderr_tail
+    assert "HPCF-RANK-REPORT" not in shown and "REPORT" not in process.stderr_tail()

@@ -50,7 +50,7 @@ _EXPORTS = {
     "Executor": "hpcfutures.compat.executors",
     "HPCExecutor": "hpcfutures.compat.executors",
     "PoolExecutor": "hpcfutures.compat.executors",
-    "SocketInterface": "hpcfutures.wire.socket_interface",
+    "SocketInterface": "hpcfutures.launch.link",
     # every exception a user can meet
     "WorkerCrashedError": "hpcfutures.errors",
     "UnsatisfiableRequestError": "hpcfutures.errors",

@@ -5,7 +5,7 @@ from hpcfutures.cluster.queues import QueueError
 from hpcfutures.errors import MPIWorldError, PoolBrokenError, RemoteTraceback, UnsatisfiableRequestError, WorkerCrashedError
 from hpcfutures.launch.process import WorkerProcess, python_command, worker_environment
 from hpcfutures.wire.frames import AuthenticationError, dumps_by_value, loads, new_key, seal, unseal
-from hpcfutures.wire.socket_interface import SocketInterface
+from hpcfutures.launch.link import SocketInterface
 
 from hpcfutures.executors.cluster import TestClusterExecutor
 

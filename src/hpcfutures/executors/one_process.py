@@ -1,10 +1,12 @@
 """Engine: one fresh worker process per task.
 
-Each task gets a process made for its own ``resource_dict`` (cores, threads, cwd). Serial
-tasks talk to their process over two inherited pipes (no socket, no zmq import in the
-worker); MPI tasks start ``mpiexec`` and use a ``SocketInterface``. A thread per running
-task waits on the reply, the process's pidfd and its stderr at once, so a crash or a
-launcher that dies at start ends the future immediately.
+Each task gets a worker made for its own ``resource_dict`` (cores, threads, cwd), started
+by the launcher (``launch.handle.Launcher``), which hands back the worker's handle. Serial
+tasks talk to their worker over two pipes where the launcher can carry them (no socket, no
+zmq import in the worker); MPI tasks (and serial ones where it cannot) use a
+``WorkerLink``. A thread per running task waits in ``wire.waiting.wait_for_reply`` on the
+reply, the worker's end and its stderr at once, so a crash or a launcher that dies at
+start ends the future immediately.
 
 Admission is event-driven: ``enqueue`` and every task end start whatever fits the core
 budget next, first in first out. Nothing polls.
@@ -13,19 +15,19 @@ budget next, first in first out. Nothing polls.
 from __future__ import annotations
 
 import os
-import select
 import threading
 from collections import deque
 
 from hpcfutures.errors import UnsatisfiableRequestError, WorkerCrashedError
 from hpcfutures.executors.outcome import cancel_unstarted, finish, settle, stopped_by_shutdown
 from hpcfutures.launch.gpus import GpuPool, gpu_environment
-from hpcfutures.launch.local import LocalLauncher
-from hpcfutures.launch.process import WorkerProcess, deadline_after, poll_ms, remaining, worker_environment
+from hpcfutures.launch.handle import ONE_SHOT_PIPES, WorkerHandle
+from hpcfutures.launch.local import LocalLauncher, interactive_worker
+from hpcfutures.launch.process import worker_environment
 from hpcfutures.logs import get_logger
 from hpcfutures.scheduling.budget import CoreBudget
 from hpcfutures.scheduling.task import Task
-from hpcfutures.wire.frames import read_frame, write_frame
+from hpcfutures.wire.waiting import PipeTransport, wait_for_reply
 from hpcfutures.worker.directory import CWD_ENV, make_working_directory
 
 
@@ -53,7 +55,7 @@ class OneProcessPerTask:
         # None: GPUs are not this engine's to count (srun binds them, SLURM keeps the books);
         # a pool once provide_gpus gives the devices this machine shows
         self._gpus: GpuPool | None = None
-        self._processes: dict[Task, WorkerProcess] = {}
+        self._processes: dict[Task, WorkerHandle] = {}
         self._threads: set[threading.Thread] = set()
         self._killing = False
         self._starting = 0
@@ -171,109 +173,100 @@ class OneProcessPerTask:
         if cwd is not None:
             env[CWD_ENV] = cwd  # the worker enters it itself: srun -D falls back to /tmp
         timeout = res.get("run_time_max")
-        if task.cores > 1:
+        if task.cores > 1 or ONE_SHOT_PIPES not in self._launcher.capabilities:
             return self._execute_linked(task, env, cwd, timeout)
         return self._execute_serial(task, env, cwd, timeout)
 
     def _execute_serial(self, task: Task, env: dict, cwd, timeout):
+        """A serial task over two pipes: one frame down, one frame up."""
         task_r, task_w = os.pipe()
         reply_r, reply_w = os.pipe()
+        transport = PipeTransport(task_w, reply_r)
         try:
-            process = WorkerProcess(env=env, cwd=cwd, **self._launcher.one_shot(task_r, reply_w, task.resources))
-        finally:
-            os.close(task_r)
-            os.close(reply_w)
+            try:
+                process = self._launcher.start_one_shot(task_r, reply_w, task.resources, env, cwd)
+            finally:
+                os.close(task_r)
+                os.close(reply_w)
+        except BaseException:
+            transport.close()
+            raise
         if not self._track(task, process):  # (it was terminated there)
-            os.close(task_w)
-            os.close(reply_r)
+            transport.close()
             process.close()  # a job it queued meanwhile is cancelled, the guardian released
             return stopped_by_shutdown()
         try:
             if self._log_obj_size:  # serial tasks use pipes, not the socket link that logs for MPI tasks
                 _log_size("sending", len(task.payload))
             try:
-                write_frame(task_w, self._key, task.payload)
+                transport.send(self._key, task.payload)
             except BrokenPipeError:
                 pass  # it died before reading: the wait below reports how
-            finally:
-                os.close(task_w)
             task.sent()
-            return self._wait_pipe(process, reply_r, deadline_after(timeout), timeout)
+
+            def receive():
+                reply = wait_for_reply(transport, self._key, process, timeout)
+                if self._log_obj_size:
+                    _log_size("received", len(reply))
+                return reply
+
+            return self._reply(process, receive, timeout)
         finally:
-            os.close(reply_r)
+            transport.close()
             self._untrack(task)
-            if not process.wait_exit(5.0):
+            if not process.wait_ended(5.0):
                 process.terminate()
             process.close()
 
-    def _wait_pipe(self, process: WorkerProcess, reply_r: int, deadline, timeout):
-        poller = select.poll()
-        for fd in (reply_r, process.pidfd, process.stderr_fd):
-            poller.register(fd, select.POLLIN)
-        while True:
-            events = dict(poller.poll(poll_ms(deadline)))
-            if reply_r in events:
-                try:
-                    reply = read_frame(reply_r, self._key)
-                    if self._log_obj_size:
-                        _log_size("received", len(reply))
-                    return reply
-                except (EOFError, OSError):
-                    poller.unregister(reply_r)
-                    process.wait_exit(5.0)
-                    return self._died(process)
-            if process.stderr_fd in events:
-                process.pump_stderr()
-                if not process.stderr_open:
-                    poller.unregister(process.stderr_fd)
-            if process.pidfd in events:
-                if select.select([reply_r], [], [], 0)[0]:
-                    continue
-                return self._died(process)
-            if deadline is not None and remaining(deadline) == 0:
-                process.terminate()
-                return TimeoutError(f"the task ran longer than run_time_max={timeout} s and was stopped")
+    def _reply(self, process: WorkerHandle, receive, timeout):
+        """``receive()``'s reply, or the error that stands for it (a crash, a timeout)."""
+        try:
+            return receive()
+        except (WorkerCrashedError, UnsatisfiableRequestError) as exc:
+            return self._died(exc)
+        except TimeoutError:
+            process.terminate()
+            return TimeoutError(f"the task ran longer than run_time_max={timeout} s and was stopped")
 
     def _execute_linked(self, task: Task, env: dict, cwd, timeout):
-        """An MPI task: its ranks' rank 0 talks over a socket."""
-        from hpcfutures.wire.socket_interface import SocketInterface
+        """An MPI task (or any task, for a launcher that cannot carry pipes): its rank 0
+        talks over a socket."""
+        from hpcfutures.wire.socket_interface import WorkerLink
 
-        link = SocketInterface(key=self._key, hostname_localhost=self._hostname_localhost, log_obj_size=self._log_obj_size)
+        link = WorkerLink(key=self._key, hostname_localhost=self._hostname_localhost, log_obj_size=self._log_obj_size)
         try:
             address = link.bind()
-            process = link.bootup(self._launcher.worker_command(address, task.resources), env, cwd)
+            process = link.attach(self._launcher.start(interactive_worker(address, task.cores), task.resources, env, cwd))
             if not self._track(task, process):
                 return stopped_by_shutdown()
             try:
                 link.send_payload(task.payload)
-                task.sent()
-                return link.receive_payload(timeout=timeout)
-            except (WorkerCrashedError, UnsatisfiableRequestError):
-                return self._died(process)
-            except TimeoutError:
-                process.terminate()
-                return TimeoutError(f"the task ran longer than run_time_max={timeout} s and was stopped")
+            except (WorkerCrashedError, UnsatisfiableRequestError) as exc:
+                return self._died(exc)
+            task.sent()
+            return self._reply(process, lambda: link.receive_payload(timeout=timeout), timeout)
         finally:
             self._untrack(task)
             link.shutdown(wait=True)
 
-    def _died(self, process: WorkerProcess) -> BaseException:
+    def _died(self, exc: BaseException) -> BaseException:
+        """What a task whose worker ended gets: ``exc``, or "stopped by shutdown" when the
+        executor killed it."""
         if self._killing:
             return stopped_by_shutdown()
-        exc = process.exit_error()
         _log.warning("%s", exc)
         return exc
 
     # -- bookkeeping of live processes, for kill_all -------------------------------
-    def _track(self, task: Task, process: WorkerProcess) -> bool:
+    def _track(self, task: Task, process: WorkerHandle) -> bool:
         with self._lock:
             if self._killing:
                 process.terminate()
                 return False
             self._processes[task] = process
-        task.worker = f"pid {process.pid}"
+        task.worker = process.label
         if _log.isEnabledFor(10):  # DEBUG; guarded: this runs once per task
-            _log.debug("process %d started for %s() (cores=%d)", process.pid, task.name, task.cores)
+            _log.debug("worker %s started for %s() (cores=%d)", process.label, task.name, task.cores)
         return True
 
     def _untrack(self, task: Task) -> None:
@@ -309,7 +302,7 @@ class OneProcessPerTask:
             processes = list(self._processes.values())
         self.cancel_queued()
         for process in processes:
-            process.kill_group()
+            process.kill()
         self.stop(wait=True)
 
 

@@ -1,10 +1,13 @@
 """Engine: a pool of warm workers (``block_allocation=True``).
 
-Each worker is a long-lived process (``mpiexec -n cores`` for MPI workers) with its own
-thread in the driver. Idle threads wait on one condition variable for the shared FIFO
-queue, so a submit wakes exactly one of them: load balancing without a broker thread and
-without polling. A thread sends its task, then waits on the reply socket and the worker's
-pidfd together; a worker that dies fails only the task it was running, and is restarted up
+Each worker is a long-lived process (``mpiexec -n cores`` for MPI workers), started by the
+pool's launcher (``launch.handle.Launcher``) and reached through a link (``link_factory``,
+by default ``wire.socket_interface.WorkerLink``), with its own thread in the driver. Both
+are constructor arguments, so the pool's policies can be driven by a fake launcher and link
+without processes (``tests/test_engine_policies.py``). Idle threads wait on one condition
+variable for the shared FIFO queue, so a submit wakes exactly one of them: load balancing
+without a broker thread and without polling. A thread sends its task, then waits on the
+reply socket and the worker's end together; a worker that dies fails only the task it was running, and is restarted up
 to ``restart_limit`` times. When every worker is gone, queued and new tasks fail with the
 reason instead of waiting forever.
 """
@@ -18,12 +21,17 @@ from collections import deque
 from hpcfutures.errors import PoolBrokenError, UnsatisfiableRequestError, WorkerCrashedError, rebuild
 from hpcfutures.executors.outcome import cancel_unstarted, fail_unstarted, finish, settle, stopped_by_shutdown
 from hpcfutures.launch.gpus import check_enough, gpu_environment
-from hpcfutures.launch.local import LocalLauncher
+from hpcfutures.launch.handle import MAY_QUEUE
+from hpcfutures.launch.local import LocalLauncher, interactive_worker
 from hpcfutures.launch.process import worker_environment
 from hpcfutures.logs import get_logger
 from hpcfutures.scheduling.task import Task
 from hpcfutures.wire.replies import open_reply
-from hpcfutures.wire.socket_interface import SocketInterface
+from hpcfutures.wire.socket_interface import WorkerLink
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable
 from hpcfutures.worker.directory import CWD_ENV, make_working_directory
 
 
@@ -36,6 +44,32 @@ _START_GRACE = 5.0  # seconds a graceful shutdown lets a local worker finish sta
 
 
 class WarmPool:
+    """A pool of warm workers sharing one FIFO queue of tasks.
+
+    Args:
+        key: the HMAC key of the links.
+        n_workers: workers to start now (``resize`` changes it).
+        resources: every worker's merged ``resource_dict`` (``cores``: MPI ranks per worker,
+            ``threads_per_core``: CPUs per rank, ``cwd``).
+        init_function: run once in each worker as it starts (its return value is the
+            worker's initial data).
+        restart_limit: how often each worker may be restarted after a crash or a failed
+            start (0: never).
+        hostname_localhost: see ``WorkerLink``.
+        log_obj_size: see ``WorkerLink``.
+        gpus: GPU ids this pool may hand out; ``gpus_per_worker`` of them to each worker.
+        gpus_per_worker: GPUs per worker (0: none are assigned).
+        launcher: starts each worker and returns its handle (``launch.handle.Launcher``);
+            None: ``LocalLauncher()``.
+        link_factory: ``link_factory(key)`` returns a fresh, unbound link to one worker
+            (``bind``, ``attach``, ``handle``, ``wait_connected``, ``send_payload``,
+            ``send_dict``, ``receive_payload``, ``shutdown``: as ``WorkerLink``); None: a
+            ``WorkerLink`` with ``hostname_localhost`` and ``log_obj_size``.
+
+    Raises:
+        ValueError: more GPUs asked for than ``gpus`` holds.
+    """
+
     def __init__(
         self,
         key: bytes,
@@ -48,21 +82,24 @@ class WarmPool:
         gpus: list | None = None,
         gpus_per_worker: int = 0,
         launcher=None,
+        link_factory: Callable | None = None,
     ):
         self._key = key
         self._launcher = launcher or LocalLauncher()
+        if link_factory is None:
+            def link_factory(key: bytes) -> WorkerLink:
+                return WorkerLink(key=key, hostname_localhost=hostname_localhost, log_obj_size=log_obj_size)
+        self._link_factory = link_factory
         self._gpus = gpus or []
         self._gpus_per_worker = gpus_per_worker
         self._resources = resources
         self._init_function = init_function
         self._restart_limit = restart_limit
-        self._hostname_localhost = hostname_localhost
-        self._log_obj_size = log_obj_size
         self._cond = threading.Condition()
         self._queue: deque[Task] = deque()
         self._threads: dict[int, threading.Thread] = {}
         self._inflight: dict[int, deque] = {}  # worker id -> tasks sent to it
-        self._links: dict[int, SocketInterface] = {}
+        self._links: dict[int, WorkerLink] = {}
         self._target = 0
         self._retire = 0
         self._stopping = False
@@ -123,7 +160,7 @@ class WarmPool:
         if killing:
             cancel_unstarted(task)
         else:
-            fail_unstarted(task, PoolBrokenError(f"no worker is left to run this task: {broken}"))
+            fail_unstarted(task, _pool_broken(broken))
 
     def _next_task(self, wait: bool = True) -> Task | None:
         """The next task for a worker thread; ``None`` tells it to retire or stop.
@@ -153,21 +190,21 @@ class WarmPool:
                     self._idle -= 1
 
     # -- one worker's life --------------------------------------------------------
-    def _start_worker(self, worker_id: int) -> SocketInterface:
+    def _start_worker(self, worker_id: int) -> WorkerLink:
         res = self._resources
         cwd = res.get("cwd")
         if cwd is not None:
             cwd = make_working_directory(cwd)  # an error names cwd
-        link = SocketInterface(key=self._key, hostname_localhost=self._hostname_localhost, log_obj_size=self._log_obj_size)
+        link = self._link_factory(self._key)
         try:
             address = link.bind()
-            command = self._launcher.worker_command(address, res)
+            command = interactive_worker(address, res.get("cores", 1))
             g = self._gpus_per_worker
             devices = self._gpus[worker_id * g : (worker_id + 1) * g]
             env = worker_environment(self._key, res.get("threads_per_core", 1), gpu_environment(devices, g))
             if cwd is not None:
                 env[CWD_ENV] = cwd  # the worker enters it itself: srun -D falls back to /tmp
-            link.bootup(command, env, cwd)
+            link.attach(self._launcher.start(command, res, env, cwd))
             with self._cond:
                 self._links[worker_id] = link
                 killing = self._killing
@@ -193,7 +230,7 @@ class WarmPool:
             self._drop_link(worker_id, link)
             raise
 
-    def _wait_connected(self, link: SocketInterface) -> None:
+    def _wait_connected(self, link: WorkerLink) -> None:
         wake = self._wake_r
         while True:
             try:
@@ -203,7 +240,7 @@ class WarmPool:
                 with self._cond:
                     killing, idle = self._killing, not self._queue
                 if killing or idle:
-                    if not killing and not link.process.is_srun:
+                    if not killing and MAY_QUEUE not in link.handle.capabilities:
                         # a graceful shutdown meets a local launch mid-start (mpiexec: ~0.2 s):
                         # let it connect and stop it cleanly; stopped mid-start, MPICH's mpiexec
                         # prints a "BAD TERMINATION" banner on the user's stdout. Not an srun,
@@ -216,7 +253,7 @@ class WarmPool:
                     raise WorkerCrashedError("the executor shut down before this worker started") from None
                 wake = None  # tasks still wait for a worker: keep waiting for this one
 
-    def _drop_link(self, worker_id: int, link: SocketInterface) -> None:
+    def _drop_link(self, worker_id: int, link: WorkerLink) -> None:
         with self._cond:
             if self._links.get(worker_id) is link:
                 del self._links[worker_id]
@@ -249,15 +286,15 @@ class WarmPool:
                         with self._cond:
                             self._starting -= 1
                     _log.info(
-                        "worker %d %s (pid %s)", worker_id, f"restarted ({restarts} of restart_limit={self._restart_limit})"
-                        if restarts else "started", link.process.pid if link.process is not None else "?",
+                        "worker %d %s (%s)", worker_id, f"restarted ({restarts} of restart_limit={self._restart_limit})"
+                        if restarts else "started", link.handle.label if link.handle is not None else "?",
                     )
                 if not inflight:
                     task = self._next_task()
                     if task is None:
                         return
-                    if link.process is not None and link.process.exited():  # died while idle: nothing lost
-                        died = WorkerCrashedError(f"worker {worker_id} ended between tasks: {link.process.describe_exit()}")
+                    if link.handle is not None and link.handle.ended():  # died while idle: nothing lost
+                        died = WorkerCrashedError(f"worker {worker_id} ended between tasks: {link.handle.describe_exit()}")
                         _log.warning("%s", died)
                         self._drop_link(worker_id, link)
                         link = None
@@ -352,7 +389,7 @@ class WarmPool:
                 if self._inflight.get(worker_id) is inflight:
                     del self._inflight[worker_id]
 
-    def _drop_link_gracefully(self, worker_id: int, link: SocketInterface) -> None:
+    def _drop_link_gracefully(self, worker_id: int, link: WorkerLink) -> None:
         with self._cond:
             self._links.pop(worker_id, None)
         link.shutdown(wait=not self._killing)
@@ -385,9 +422,7 @@ class WarmPool:
                 return
             queued, self._queue = list(self._queue), deque()
         for task in queued:
-            broken = PoolBrokenError(f"no worker is left to run this task: {exc}")
-            broken.__cause__ = exc
-            fail_unstarted(task, broken)
+            fail_unstarted(task, _pool_broken(exc))
 
     # -- shutdown -----------------------------------------------------------------
     def cancel_queued(self) -> None:
@@ -415,8 +450,9 @@ class WarmPool:
             links = list(self._links.values())
         self.cancel_queued()
         for link in links:
-            if link.process is not None:
-                link.process.kill_group()
+            handle = link.handle
+            if handle is not None:
+                handle.kill()
         self.stop(wait=True)
 
 
@@ -427,3 +463,11 @@ class WarmPool:
                     os.close(fd)
                 except OSError:
                     pass
+
+
+def _pool_broken(cause: BaseException) -> PoolBrokenError:
+    """The error of a task no worker is left to run, caused by the last worker's end (the
+    same for a task queued then and one submitted later)."""
+    broken = PoolBrokenError(f"no worker is left to run this task: {cause}")
+    broken.__cause__ = cause
+    return broken

@@ -1,10 +1,17 @@
-"""Command lines for workers on this machine: a plain interpreter, or ``mpiexec`` when a
-task or warm worker needs several MPI ranks."""
+"""Workers on this machine: a plain interpreter, or ``mpiexec`` when a task or warm worker
+needs several MPI ranks. ``LocalLauncher`` starts them and hands back a
+``LocalProcessHandle``; ``CommandLauncher`` starts a command line exactly as given (the
+pympipool ``SocketInterface.bootup(command)``)."""
 
 from __future__ import annotations
 
+from hpcfutures.launch.handle import ONE_SHOT_PIPES, Launcher
 from hpcfutures.launch.mpi import mpiexec_command, require_mpi4py
-from hpcfutures.launch.process import python_command
+from hpcfutures.launch.process import LocalProcessHandle, python_command
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Mapping, Sequence
 
 ONE_SHOT = "hpcfutures.worker.one_shot"
 INTERACTIVE = "hpcfutures.worker.interactive"
@@ -18,27 +25,72 @@ def check_can_launch(cores: int) -> None:
 
 
 def one_shot_command(task_fd: int, reply_fd: int) -> list[str]:
+    """The serial one-shot worker's command line, reading its task from ``task_fd`` and
+    writing its reply to ``reply_fd`` (both inherited)."""
     return python_command(ONE_SHOT, str(task_fd), str(reply_fd))
 
 
-def interactive_command(address: str, cores: int, oversubscribe: bool) -> list[str]:
+def interactive_worker(address: str, cores: int = 1) -> list[str]:
+    """The interactive (warm or MPI) worker's own command line, without a launcher in front.
+
+    Args:
+        address: where it connects (``unix:PATH`` or ``tcp://HOST:PORT``).
+        cores: its MPI ranks (> 1: it checks it runs in a world of that size).
+    """
     if cores > 1:
-        return mpiexec_command(cores, oversubscribe) + python_command(INTERACTIVE, address, f"--mpi={cores}")
+        return python_command(INTERACTIVE, address, f"--mpi={cores}")
     return python_command(INTERACTIVE, address)
 
 
-class LocalLauncher:
-    """Workers on this machine: serial one-shot tasks over inherited pipes, everything else
-    as ``python -m hpcfutures.worker.interactive`` (under ``mpiexec`` for several ranks)."""
+class LocalLauncher(Launcher):
+    """Workers on this machine: ``argv`` as it is for one rank, under ``mpiexec -n cores``
+    for several; serial one-shot tasks over two inherited pipes."""
 
     name = "this machine"
+    capabilities = frozenset({ONE_SHOT_PIPES})
 
-    def check(self, resources: dict) -> None:
+    def check(self, resources: Mapping) -> None:
+        """Raises ImportError (no mpi4py) or FileNotFoundError (no mpiexec) for
+        ``cores > 1``."""
         check_can_launch(resources.get("cores", 1))
 
-    def one_shot(self, task_r: int, reply_w: int, resources: dict) -> dict:
-        """How to start a serial one-shot worker: it inherits the two pipe ends."""
-        return {"argv": one_shot_command(task_r, reply_w), "pass_fds": (task_r, reply_w)}
+    def prefix(self, resources: Mapping) -> list[str]:
+        """What goes in front of the worker's command line: ``mpiexec`` for several ranks."""
+        cores = resources.get("cores", 1)
+        return mpiexec_command(cores, resources.get("openmpi_oversubscribe", False)) if cores > 1 else []
 
-    def worker_command(self, address: str, resources: dict) -> list[str]:
-        return interactive_command(address, resources.get("cores", 1), resources.get("openmpi_oversubscribe", False))
+    def start(self, argv: Sequence[str], resources: Mapping, env: Mapping[str, str], cwd: str | None = None,
+              pass_fds: Sequence[int] = ()) -> LocalProcessHandle:
+        """Start ``argv`` (under ``mpiexec`` for ``cores > 1``); see ``Launcher.start``."""
+        return LocalProcessHandle(self.prefix(resources) + list(argv), env, cwd=cwd, pass_fds=pass_fds)
+
+    def start_one_shot(self, task_r: int, reply_w: int, resources: Mapping, env: Mapping[str, str],
+                       cwd: str | None = None) -> LocalProcessHandle:
+        """Start a serial one-shot worker that inherits the two pipe ends (the caller closes
+        its copies).
+
+        Raises:
+            FileNotFoundError: the interpreter is gone.
+        """
+        return LocalProcessHandle(one_shot_command(task_r, reply_w), env, cwd=cwd, pass_fds=(task_r, reply_w))
+
+    def worker_command(self, address: str, resources: Mapping) -> list[str]:
+        """The interactive worker's full command line (launcher included)."""
+        return self.prefix(resources) + interactive_worker(address, resources.get("cores", 1))
+
+
+class CommandLauncher(Launcher):
+    """Starts a command line exactly as given, on this machine (nothing put in front);
+    ``resources`` are not looked at. For ``SocketInterface.bootup(command)``, whose caller
+    built the whole command itself."""
+
+    name = "command"
+    capabilities = frozenset()
+
+    def check(self, resources: Mapping) -> None:
+        """Nothing to check: the command is the caller's."""
+
+    def start(self, argv: Sequence[str], resources: Mapping, env: Mapping[str, str], cwd: str | None = None,
+              pass_fds: Sequence[int] = ()) -> LocalProcessHandle:
+        """Start ``argv``; see ``Launcher.start``."""
+        return LocalProcessHandle(argv, env, cwd=cwd, pass_fds=pass_fds)

@@ -1,4 +1,7 @@
-"""Start a worker process, notice its end at once, stop it and everything it started.
+"""The handle on a worker that is a local process (a python worker, or ``mpiexec``/``srun``
+running workers): start it, notice its end at once, stop it and everything it started.
+``LocalProcessHandle`` implements ``launch.handle.WorkerHandle``; the launchers
+(``launch.local``, ``launch.srun``) create it, nothing above ``launch/`` does.
 
 Death is an event here, not a timer: each process gets a pidfd (Linux >= 5.3), which
 becomes readable the moment the process ends, and the driver waits on it together with
@@ -28,10 +31,10 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 
 from hpcfutures.errors import UnsatisfiableRequestError, WorkerCrashedError
 from hpcfutures.launch.guardian import guardian
+from hpcfutures.launch.handle import INHERIT_FDS, MAY_QUEUE, WorkerHandle
 from hpcfutures.wire.frames import DRIVER_PID_ENV, KEY_ENV, KEY_FD_ENV, KEY_FILE_ENV, SYS_PATH_ENV
 from hpcfutures.wire.replies import REPORT_MARK
 from hpcfutures.worker.execute import end_session
@@ -71,11 +74,13 @@ def worker_environment(key: bytes, threads_per_core: int, extra: Mapping[str, st
 
 
 def python_command(module: str, *args: str) -> list[str]:
+    """``python -m module args...`` with this interpreter."""
     return [sys.executable, "-m", module, *args]
 
 
-class WorkerProcess:
-    """One launched process (a python worker, or ``mpiexec``/``srun`` running workers).
+class LocalProcessHandle(WorkerHandle):
+    """One launched process (a python worker, or ``mpiexec``/``srun`` running workers);
+    a ``WorkerHandle`` whose ``ended_fd`` is the process's pidfd.
 
     Args:
         argv: the command line.
@@ -164,6 +169,8 @@ class WorkerProcess:
         # server's listener thread failed to start"): removed before the pid is reaped
         self._mpi_tmp = os.path.join(tempfile.gettempdir(), f"ompi.{self.pid}") if launcher in ("mpiexec", "mpirun") else None
         self.pidfd = os.pidfd_open(self.pid)
+        self.label = f"pid {self.pid}"
+        self.capabilities = frozenset({INHERIT_FDS, MAY_QUEUE} if self._srun else {INHERIT_FDS})
         self.stderr_fd = self.popen.stderr.fileno()
         os.set_blocking(self.stderr_fd, False)
         self._tail = bytearray()
@@ -171,6 +178,17 @@ class WorkerProcess:
         self.reports: list[bytes] = []  # sealed envelopes failing ranks wrote (wire.replies), hex
         self._pieces: dict[bytes, dict[int, bytes]] = {}  # report id -> the lines seen so far
         self._stderr_open = True
+
+    @property
+    def ended_fd(self) -> int:
+        """The pidfd: readable once the process has ended (-1 once closed)."""
+        return self.pidfd
+
+    def take_reports(self) -> list[bytes]:
+        """The complete rank reports read from stderr so far (taken: a second call
+        returns only newer ones)."""
+        reports, self.reports = self.reports, []
+        return reports
 
     # -- stderr: shown to the user as it comes, its tail kept for error messages --------
     def pump_stderr(self) -> None:
@@ -300,7 +318,7 @@ class WorkerProcess:
         if self._srun:
             from hpcfutures.launch.slurm_reasons import explain_refusal, srun_refusal
 
-            refused = srun_refusal(self.stderr_tail)
+            refused = srun_refusal(self.stderr_tail())
             if refused is not None:
                 return UnsatisfiableRequestError(explain_refusal(refused, self.request()))
         return WorkerCrashedError(text)
@@ -312,10 +330,11 @@ class WorkerProcess:
 
     @property
     def stderr_open(self) -> bool:
+        """Whether the stderr pipe may still carry data."""
         return self._stderr_open
 
-    @property
     def stderr_tail(self) -> str:
+        """The last ``STDERR_TAIL`` bytes of stderr (reports taken out), decoded, stripped."""
         return self._tail.decode(errors="replace").strip()
 
     # -- end of life ------------------------------------------------------------------
@@ -327,10 +346,15 @@ class WorkerProcess:
                 shutil.rmtree(self._mpi_tmp, ignore_errors=True)
         return self.popen.poll()
 
-    def exited(self) -> bool:
+    def ended(self) -> bool:
+        """Whether the process has ended (it is reaped then); never blocks."""
         return self._poll() is not None
 
+    exited = ended  # the older name
+
     def describe_exit(self) -> str:
+        """How the process ended ("exited with code 3", "killed by signal SIGKILL") and the
+        tail of its stderr; waits for its end."""
         if self.popen.returncode is None and self.pidfd >= 0:
             _ended(self.pidfd, None)
         code = self._poll()
@@ -345,12 +369,13 @@ class WorkerProcess:
         else:
             how = f"exited with code {code}"
         text = f"worker process {self.pid} ({os.path.basename(self.argv[0])}) {how}"
-        tail = self.stderr_tail
+        tail = self.stderr_tail()
         if tail:
             text += "; its stderr ends with:\n" + tail[-2000:]
         return text
 
-    def wait_exit(self, timeout: float) -> bool:
+    def wait_ended(self, timeout: float | None) -> bool:
+        """Wait up to ``timeout`` seconds (None: no limit) for the end; True once ended."""
         import select
 
         if self._poll() is not None:
@@ -380,6 +405,13 @@ class WorkerProcess:
         # ranks or children that outlived their leader are still in its session
         if self.popen.returncode is None:
             end_session(self.pid)
+
+    wait_exit = wait_ended  # the older name
+
+    def kill(self) -> None:
+        """SIGKILL to the process and everything in its session (an srun: SIGTERM first, see
+        ``kill_group``). Safe from any thread."""
+        self.kill_group(signal.SIGKILL)
 
     def kill_group(self, sig: int = signal.SIGKILL) -> None:
         """``sig`` to the process and its group; with SIGKILL, also everything in its session
@@ -452,6 +484,9 @@ class WorkerProcess:
             self.popen.stderr.close()
 
 
+WorkerProcess = LocalProcessHandle  # the older name (``hpcfutures.api`` exports it)
+
+
 def _partial_mark(data: bytes) -> int:
     """Length of the longest end of ``data`` that starts ``REPORT_MARK``."""
     for n in range(min(len(REPORT_MARK) - 1, len(data)), 0, -1):
@@ -465,23 +500,3 @@ def _ended(pidfd: int, timeout: float | None = 0) -> bool:
     import select
 
     return bool(select.select([pidfd], [], [], timeout)[0])
-
-
-def deadline_after(seconds: float | None) -> float | None:
-    return None if seconds is None else time.monotonic() + seconds
-
-
-def remaining(deadline: float | None) -> float | None:
-    return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-
-# poll() takes a C int of milliseconds (about 24.8 days): a longer wait is polled in slices
-# of this length by the caller's loop, which looks at its deadline after every poll
-_LONGEST_POLL_MS = 2**31 - 1
-
-
-def poll_ms(deadline: float | None) -> int | None:
-    """Milliseconds to poll for until ``deadline`` (rounded up; ``None``: no deadline),
-    at most what ``poll()`` accepts."""
-    left = remaining(deadline)
-    return None if left is None else min(int(left * 1000) + 1, _LONGEST_POLL_MS)

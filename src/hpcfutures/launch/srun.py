@@ -15,9 +15,14 @@ import shutil
 import subprocess
 import threading
 
-from hpcfutures.launch.local import INTERACTIVE, ONE_SHOT
+from hpcfutures.launch.handle import ONE_SHOT_PIPES, Launcher
+from hpcfutures.launch.local import ONE_SHOT, interactive_worker
 from hpcfutures.launch.mpi import default_pmi_mode, require_mpi4py
-from hpcfutures.launch.process import python_command
+from hpcfutures.launch.process import LocalProcessHandle, python_command
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Mapping, Sequence
 from hpcfutures.launch.slurm_reasons import explain_refusal, srun_refusal
 
 PMI_MODES = ("pmix", "pmi1", "pmi2", "none", "cray_shasta")
@@ -155,8 +160,10 @@ def pmi_for(cores: int, pmi_mode: str | None) -> str | None:
     return default_pmi_mode()
 
 
-class SrunLauncher:
-    """Workers as srun steps (or, outside an allocation, as srun jobs of their own).
+class SrunLauncher(Launcher):
+    """Workers as srun steps (or, outside an allocation, as srun jobs of their own). The
+    handle is the local ``srun`` process (``LocalProcessHandle``): its end is the step's,
+    its stderr says when the job waits in the queue (``launch.pending`` watches it then).
 
     Args:
         pmi_mode: srun's ``--mpi`` (one of ``PMI_MODES``); None: the site default.
@@ -166,6 +173,7 @@ class SrunLauncher:
     """
 
     name = "srun"
+    capabilities = frozenset({ONE_SHOT_PIPES})
 
     def __init__(self, pmi_mode: str | None = None):
         check_pmi_mode(pmi_mode)
@@ -191,17 +199,32 @@ class SrunLauncher:
             pmi_for(resources["cores"], self.pmi_mode)  # learnt now (cached), not in a worker thread
         test_request(srun_command(resources, pmi_for(resources.get("cores", 1), self.pmi_mode)))
 
-    def one_shot(self, task_r: int, reply_w: int, resources: dict) -> dict:
+    def prefix(self, resources: Mapping) -> list[str]:
+        """``srun`` and its flags for one task or worker."""
+        return srun_command(resources, pmi_for(resources.get("cores", 1), self.pmi_mode))
+
+    def start(self, argv: Sequence[str], resources: Mapping, env: Mapping[str, str], cwd: str | None = None,
+              pass_fds: Sequence[int] = ()) -> LocalProcessHandle:
+        """Start ``argv`` as one srun step of ``cores`` ranks; see ``Launcher.start``.
+
+        Raises:
+            ValueError: ``pass_fds`` given: srun does not carry descriptors to its tasks.
+        """
+        if pass_fds:
+            raise ValueError("srun cannot pass descriptors to its tasks; use start_one_shot (stdin/stdout)")
+        return LocalProcessHandle(self.prefix(resources) + list(argv), env, cwd=cwd)
+
+    def start_one_shot(self, task_r: int, reply_w: int, resources: Mapping, env: Mapping[str, str],
+                       cwd: str | None = None) -> LocalProcessHandle:
         """A serial one-shot worker through srun: srun carries its stdin and stdout, which
         become the task and reply pipes (the worker moves the function's own prints to
         stderr). No socket, no zmq: the step costs little more than srun itself."""
-        argv = srun_command(resources, pmi_for(resources.get("cores", 1), self.pmi_mode)) + python_command(ONE_SHOT, "stdio")
-        return {"argv": argv, "stdin": task_r, "stdout": reply_w}
+        argv = self.prefix(resources) + python_command(ONE_SHOT, "stdio")
+        return LocalProcessHandle(argv, env, cwd=cwd, stdin=task_r, stdout=reply_w)
 
-    def worker_command(self, address: str, resources: dict) -> list[str]:
-        cores = resources.get("cores", 1)
-        mpi = (f"--mpi={cores}",) if cores > 1 else ()
-        return srun_command(resources, pmi_for(cores, self.pmi_mode)) + python_command(INTERACTIVE, address, *mpi)
+    def worker_command(self, address: str, resources: Mapping) -> list[str]:
+        """The interactive worker's full command line (srun included)."""
+        return self.prefix(resources) + interactive_worker(address, resources.get("cores", 1))
 
 
 def allocation_cores() -> int | None:

@@ -1,7 +1,8 @@
-"""``SocketInterface``: the driver's end of the link to one worker process.
+"""``WorkerLink``: the driver's end of the socket link to one worker (the pympipool
+``SocketInterface`` is this with a launcher of its own, ``launch.link``).
 
 Two transports, one framing (``frames``: HMAC-SHA256 over each pickled message, checked
-before anything is unpickled; the key reaches the worker as ``WorkerProcess`` passes it: an
+before anything is unpickled; the key reaches the worker as its launcher passes it: an
 inherited pipe, a 0600 file for a local ``mpiexec``, the environment through ``srun``):
 
 - on one machine, a Unix-domain stream socket inside a fresh 0700 directory: only this
@@ -11,9 +12,12 @@ inherited pipe, a 0600 file for a local ``mpiexec``, the environment through ``s
   host's name resolves to where that is a real interface; a connecting peer is sent
   nothing before it has answered a challenge with the key (see ``_ZmqTransport``).
 
-Every wait watches the worker's pidfd beside the socket: if the process ends before it
-connects or replies, ``WorkerCrashedError`` (exit code or signal, and the tail of the
-launcher's stderr) is raised at once instead of waiting forever.
+Every wait is ``wire.waiting.wait_for_reply``: it watches the worker's handle (its
+``ended_fd``, a pidfd for a local process) beside the socket, so if the worker ends before
+it connects or replies, ``WorkerCrashedError`` (exit code or signal, and the tail of the
+launcher's stderr) is raised at once instead of waiting forever. The worker itself is
+started by a launcher (``launch.handle.Launcher``) and seen only through its handle: this
+module imports nothing from ``launch``.
 """
 
 from __future__ import annotations
@@ -24,11 +28,10 @@ import shutil
 import socket as _socket
 import tempfile
 
-from hpcfutures.errors import WorkerCrashedError
-from hpcfutures.launch.process import WorkerProcess, deadline_after, poll_ms, remaining, worker_environment
 from hpcfutures.wire import frames
-from hpcfutures.wire.frames import AuthenticationError, dumps_by_value, new_key, unseal
+from hpcfutures.wire.frames import AuthenticationError, dumps_by_value, new_key
 from hpcfutures.wire.replies import open_reply
+from hpcfutures.wire.waiting import lost, readable, wait_for_reply
 
 POLLIN = select.POLLIN
 
@@ -69,7 +72,7 @@ class _UnixTransport:
         return self._conn is not None
 
     def send(self, key: bytes, payload: bytes, pidfd: int | None = None, timeout: float | None = None) -> None:
-        # a dead peer makes the write fail (EPIPE): no need to watch the pidfd here
+        # a dead peer makes the write fail (EPIPE): no need to watch its end here
         frames.write_frame(self._conn.fileno(), key, payload)
 
     def recv(self, key: bytes) -> bytes:
@@ -198,62 +201,122 @@ class _ZmqTransport:
         self._socket.close(linger=0)
 
 
-class SocketInterface:
-    """Link to one worker: bind, start the worker, exchange dicts, shut it down.
+class WorkerLink:
+    """Link to one worker: bind, attach (or boot up) the worker, exchange dicts, shut it down.
 
-    Usable on its own::
-
-        link = SocketInterface()
-        address = link.bind()
-        link.bootup(python_command("hpcfutures.worker.interactive", address))
-        link.send_and_receive_dict({"fn": sum, "args": ([1, 2],), "kwargs": {}})  # -> 3
-        link.shutdown()
+    Args:
+        key: the HMAC key (32 bytes); None: a fresh one.
+        hostname_localhost: None/True: the worker runs on this machine (a Unix socket);
+            False: it may run on another node (zmq over TCP on this host's address).
+        log_obj_size: log the size of every message (logger ``hpcfutures``, INFO).
+        launcher: what ``bootup`` starts the worker with (``launch.handle.Launcher``);
+            None: only ``attach`` a handle started elsewhere.
     """
 
-    def __init__(self, key: bytes | None = None, hostname_localhost: bool | None = None, log_obj_size: bool = False):
+    def __init__(self, key: bytes | None = None, hostname_localhost: bool | None = None, log_obj_size: bool = False,
+                 launcher=None):
         self.key = key or new_key()
         self._local = hostname_localhost is not False
         self._log_obj_size = log_obj_size
         self._transport: _UnixTransport | _ZmqTransport | None = None
+        self.launcher = launcher
         self.address: str | None = None
-        self.process: WorkerProcess | None = None
+        self.process = None  # the worker's handle (launch.handle.WorkerHandle)
         self._peer_seen = False  # the worker has connected (zmq: took a first send)
+
+    @property
+    def handle(self):
+        """The worker's handle, or None before ``bootup``/``attach`` and after ``shutdown``."""
+        return self.process
 
     # -- binding -------------------------------------------------------------------
     def bind(self) -> str:
-        """Bind and return the address a worker connects to (``unix:PATH`` on one
-        machine, ``tcp://HOST:PORT`` across nodes)."""
+        """Bind and return the address a worker connects to.
+
+        Returns:
+            ``unix:PATH`` on one machine, ``tcp://HOST:PORT`` across nodes.
+        """
         self._transport = _UnixTransport() if self._local else _ZmqTransport(local=False, key=self.key)
         self.address = self._transport.address
         return self.address
 
     def bind_to_random_port(self) -> int:
-        """TCP through zmq (loopback unless ``hostname_localhost=False``); returns the port."""
+        """Bind zmq over TCP (loopback unless ``hostname_localhost=False``).
+
+        Returns:
+            The port; ``address`` holds the full ``tcp://HOST:PORT``.
+        """
         self._transport = _ZmqTransport(local=self._local, key=self.key)
         self.address = self._transport.address
         return self._transport.port
 
-    # -- process -------------------------------------------------------------------
-    def bootup(self, command, env: dict | None = None, cwd: str | None = None) -> WorkerProcess:
-        env = env if env is not None else worker_environment(self.key, 1)
-        self.process = WorkerProcess(command, env, cwd=cwd)
-        return self.process
+    # -- the worker ----------------------------------------------------------------
+    def bootup(self, command, env: dict | None = None, cwd: str | None = None, resources: dict | None = None):
+        """Start the worker with this link's launcher and watch it from now on.
+
+        Args:
+            command: the worker's command line (it connects to ``address``).
+            env: its environment, with the key (``launch.process.worker_environment``).
+            cwd: its working directory (None: the driver's).
+            resources: passed to the launcher (ranks, CPUs per rank, ...); None: ``{}``.
+
+        Returns:
+            The worker's handle.
+
+        Raises:
+            RuntimeError: this link has no launcher, or ``env`` is None (the key must reach
+                the worker: ``launch.link.SocketInterface`` builds it for you).
+            FileNotFoundError: the command does not exist.
+        """
+        if self.launcher is None:
+            raise RuntimeError("this WorkerLink has no launcher: give one (launcher=...) or attach() a started worker")
+        if env is None:
+            raise RuntimeError("bootup needs the worker's environment (worker_environment(link.key, 1))")
+        return self.attach(self.launcher.start(list(command), resources or {}, env, cwd))
+
+    def attach(self, handle):
+        """Watch ``handle`` (a worker started elsewhere) from now on; this link closes it at
+        ``shutdown``.
+
+        Returns:
+            ``handle``.
+        """
+        self.process = handle
+        return handle
 
     def wait_connected(self, wake_fd: int | None = None, timeout: float | None = None) -> None:
-        """Return once the worker has connected. Raises ``WorkerCrashedError`` (or
-        ``UnsatisfiableRequestError`` for a request SLURM will never start) if its process
-        ends first, ``InterruptedError`` if ``wake_fd`` becomes readable, ``TimeoutError``
-        after ``timeout`` seconds (None: no limit)."""
+        """Return once the worker has connected.
+
+        Args:
+            wake_fd: a descriptor that, once readable, interrupts the wait.
+            timeout: seconds to wait at most (None: no limit).
+
+        Raises:
+            WorkerCrashedError: the worker ended first (``UnsatisfiableRequestError`` for a
+                request SLURM will never start).
+            InterruptedError: ``wake_fd`` became readable.
+            TimeoutError: ``timeout`` passed.
+        """
         if isinstance(self._transport, _ZmqTransport) or not self._transport.connected():
-            self._wait(timeout, wake_fd, until_connected=True)
+            wait_for_reply(self._transport, self.key, self.process, timeout, wake_fd, until_connected=True)
         self._peer_seen = True
 
     # -- messages ------------------------------------------------------------------
     def send_dict(self, message: dict) -> None:
+        """Pickle ``message`` (functions of ``__main__`` by value) and send it.
+
+        Raises:
+            WorkerCrashedError: the worker is gone (or never connected).
+        """
         self.send_payload(dumps_by_value(message))
 
     def send_payload(self, payload: bytes) -> None:
-        """Send an already pickled message (pickled where errors belong: at submit)."""
+        """Send an already pickled message (pickled where errors belong: at submit); waits
+        for the worker to connect first.
+
+        Raises:
+            WorkerCrashedError: the worker is gone (or ended before it connected).
+        """
         if self._log_obj_size:
             import logging
 
@@ -262,18 +325,29 @@ class SocketInterface:
         if not self._peer_seen:
             self.wait_connected()  # pumps the launcher's stderr meanwhile (srun reports a queued job there)
         try:
-            transport.send(self.key, payload, self.process.pidfd if self.process else None)
+            transport.send(self.key, payload)
         except (BrokenPipeError, ConnectionError):
-            if transport.connected() and _readable(transport.pollable()):
+            if transport.connected() and readable(transport.pollable()):
                 return  # it sent something and left (an MPI worker that could not start): read that
-            raise self._crashed()
+            raise lost(self.process)
 
     def receive_dict(self, timeout: float | None = None, wake_fd: int | None = None):
-        """Next authentic reply, unpickled. Raises ``WorkerCrashedError`` if the worker ends
-        first, ``TimeoutError`` after ``timeout`` seconds, ``InterruptedError`` if ``wake_fd``
-        becomes readable (someone wants this wait to stop). The replies of an MPI worker's
-        ranks arrive combined (``wire.replies.open_reply``); a reply that cannot be
-        unpickled here raises the ``RuntimeError`` that says so."""
+        """Next authentic reply, unpickled. The replies of an MPI worker's ranks arrive
+        combined (``wire.replies.open_reply``).
+
+        Args:
+            timeout: seconds to wait at most (None: no limit).
+            wake_fd: a descriptor that, once readable, interrupts the wait.
+
+        Returns:
+            The reply dict (``{"result": ...}`` or ``{"error": ..., "traceback": ...}``).
+
+        Raises:
+            WorkerCrashedError: the worker ended first.
+            TimeoutError: ``timeout`` passed.
+            InterruptedError: ``wake_fd`` became readable.
+            RuntimeError: the reply cannot be unpickled here (says so).
+        """
         reply = open_reply(self.receive_payload(timeout, wake_fd)).reply
         if isinstance(reply, BaseException):
             raise reply
@@ -281,96 +355,25 @@ class SocketInterface:
 
     def receive_payload(self, timeout: float | None = None, wake_fd: int | None = None) -> bytes | memoryview:
         """Next authentic reply, still pickled: a caller that must keep replies matched to
-        requests decodes it itself, so a reply that fails to unpickle costs only that reply."""
-        payload = self._wait(timeout, wake_fd)
+        requests decodes it itself, so a reply that fails to unpickle costs only that reply.
+        Raises as ``receive_dict``."""
+        payload = wait_for_reply(self._transport, self.key, self.process, timeout, wake_fd)
         if self._log_obj_size:
             import logging
 
             logging.getLogger("hpcfutures").info("received %d bytes", len(payload))
         return payload
 
-    def _wait(self, timeout, wake_fd, until_connected: bool = False):
-        transport = self._transport
-        process = self.process
-        deadline = deadline_after(timeout)
-        poller = transport.poller()
-        target = transport.pollable()
-        # a worker has connected once it proved it holds the key (both transports: the Unix
-        # socket accepts, the zmq ROUTER answers the challenge); never "the socket is writable",
-        # which a ROUTER always is
-        poller.register(target, POLLIN)
-        watched_stderr = process is not None and process.stderr_open
-        if process is not None:
-            poller.register(process.pidfd, POLLIN)
-            if watched_stderr:
-                poller.register(process.stderr_fd, POLLIN)
-        if wake_fd is not None:
-            poller.register(wake_fd, POLLIN)
-        while True:
-            events = dict(poller.poll(poll_ms(deadline)))
-            if target in events:
-                if not transport.connected():
-                    transport.accept()
-                    if not transport.connected():  # a peer that has not (yet) proved it is ours
-                        continue
-                    if until_connected:
-                        return None
-                    poller.unregister(target)
-                    target = transport.pollable()
-                    poller.register(target, POLLIN)
-                    continue
-                try:
-                    return transport.recv(self.key)
-                except AuthenticationError:
-                    continue
-                except (EOFError, ConnectionError, OSError):
-                    return self._ended()
-            if process is not None:
-                if watched_stderr and process.stderr_fd in events:
-                    process.pump_stderr()
-                    if not process.stderr_open:
-                        poller.unregister(process.stderr_fd)
-                        watched_stderr = False
-                if process.pidfd in events:
-                    if _readable(target):  # something sent just before it ended: read it first
-                        continue
-                    return self._ended()
-            if wake_fd is not None and wake_fd in events:
-                raise InterruptedError("wait interrupted")
-            if deadline is not None and remaining(deadline) == 0:
-                raise TimeoutError(f"no reply within {timeout} s")
-
-    def _ended(self):
-        """The worker is gone without a reply on the link: the report a failing MPI rank
-        left on stderr before it aborted the job is the reply, if there is an authentic one
-        (``wire.replies``); otherwise raise ``WorkerCrashedError``."""
-        process = self.process
-        if process is not None:
-            process.wait_exit(5.0)
-            process.pump_stderr()
-            while process.reports:
-                line = process.reports.pop(0)
-                try:
-                    return unseal(self.key, bytes.fromhex(line.decode("ascii")))
-                except (ValueError, AuthenticationError, UnicodeDecodeError):
-                    continue  # not ours, or damaged: ignored, never unpickled
-        raise self._crashed()
-
-    def _crashed(self) -> BaseException:
-        if self.process is None:
-            return WorkerCrashedError("the worker closed the connection")
-        if not self.process.wait_exit(5.0):
-            # the link broke but the process lives on (a launcher whose worker is gone): it
-            # cannot serve this link any more, and describing its end must not wait for ever
-            self.process.kill_group()
-            self.process.wait_exit(5.0)
-            return WorkerCrashedError(
-                f"the connection to the worker was lost while its process still ran; the process was killed "
-                f"({self.process.request()})"
-            )
-        return self.process.exit_error()  # WorkerCrashedError, or why the scheduler refused it
-
     def send_and_receive_dict(self, message: dict):
+        """One call: send ``message``, wait for its reply.
+
+        Returns:
+            The reply's ``"result"`` (or the whole reply when it has none).
+
+        Raises:
+            Exception: the function's own exception, rebuilt (its remote traceback attached).
+            WorkerCrashedError: the worker ended first.
+        """
         self.send_dict(message)
         reply = self.receive_dict()
         if isinstance(reply, dict) and "error" in reply:
@@ -381,19 +384,20 @@ class SocketInterface:
 
     # -- end -----------------------------------------------------------------------
     def shutdown(self, wait: bool = True, grace: float = 5.0) -> None:
-        """Ask the worker to stop; if it does not within ``grace`` s (or ``wait`` is
-        False), terminate its process group."""
+        """Ask the worker to stop; if it does not within ``grace`` seconds (or ``wait`` is
+        False), terminate it (its launcher's way: its process group, its job). Closes the
+        handle and the socket; the link can not be used afterwards."""
         process = self.process
         if process is not None:
             # a worker that never connected has had no task: nothing to finish, stop it now
             told = False
-            if wait and not process.exited() and self._transport is not None and self._transport.accept_if_waiting():
+            if wait and not process.ended() and self._transport is not None and self._transport.accept_if_waiting():
                 try:
-                    self._transport.send(self.key, dumps_by_value({"shutdown": True}), process.pidfd, timeout=grace)
+                    self._transport.send(self.key, dumps_by_value({"shutdown": True}))
                     told = True
                 except Exception:
                     pass
-            if not (told and process.wait_exit(grace)) and not process.exited():
+            if not (told and process.wait_ended(grace)) and not process.ended():
                 process.terminate()
             process.close()
             self.process = None
@@ -407,11 +411,3 @@ class SocketInterface:
                 self._transport.close()
         except Exception:
             pass
-
-
-def _readable(target) -> bool:
-    if isinstance(target, int):
-        return bool(select.select([target], [], [], 0.05)[0])
-    import zmq
-
-    return bool(target.poll(50, zmq.POLLIN))
