@@ -383,7 +383,7 @@ def test_tcp_transport_roundtrip_and_forged_frames(tmp_path):
     link.bootup(python_command("hpcfutures.worker.interactive", link.address), worker_environment(link.key, 1))
     try:
         assert link.send_and_receive_dict({"fn": funcs.add, "args": (1, 1), "kwargs": {}}) == 2  # connected
-        link._transport.send(b"wrong key" * 4, cloudpickle.dumps({"fn": Bomb()}), link.process.pidfd)
+        link.transport.send(b"wrong key" * 4, cloudpickle.dumps({"fn": Bomb()}))
         assert link.send_and_receive_dict({"fn": funcs.add, "args": (2, 3), "kwargs": {}}) == 5
         assert not target.exists()
         link.send_dict({"fn": funcs.kill_self, "args": (), "kwargs": {}})

@@ -165,3 +165,16 @@ class Launcher:
             FileNotFoundError: the launcher's command does not exist.
         """
         raise NotImplementedError
+
+    def start_one_shot(
+        self, task_r: int, reply_w: int, resources: Mapping, env: Mapping[str, str], cwd: str | None = None
+    ) -> WorkerHandle:
+        """Start a serial one-shot worker (``hpcfutures.worker.one_shot``) that reads its one
+        task from ``task_r`` and writes its reply to ``reply_w``. Only launchers with
+        ``ONE_SHOT_PIPES`` have it; the others run serial tasks over a socket link, like MPI
+        tasks. The caller closes its copies of both descriptors after the call.
+
+        Returns:
+            The handle; the caller owns it and must ``close()`` it.
+        """
+        raise NotImplementedError

@@ -71,7 +71,7 @@ class _UnixTransport:
             self.accept()
         return self._conn is not None
 
-    def send(self, key: bytes, payload: bytes, pidfd: int | None = None, timeout: float | None = None) -> None:
+    def send(self, key: bytes, payload: bytes) -> None:
         # a dead peer makes the write fail (EPIPE): no need to watch its end here
         frames.write_frame(self._conn.fileno(), key, payload)
 
@@ -175,7 +175,7 @@ class _ZmqTransport:
         self.accept()
         return self.connected()
 
-    def send(self, key: bytes, payload: bytes, pidfd: int | None = None, timeout: float | None = None) -> None:
+    def send(self, key: bytes, payload: bytes) -> None:
         if self._peer is None:
             raise BrokenPipeError("no worker has authenticated on this link")
         mac = frames.mac_of(key, payload)
@@ -228,6 +228,13 @@ class WorkerLink:
     def handle(self):
         """The worker's handle, or None before ``bootup``/``attach`` and after ``shutdown``."""
         return self.process
+
+    @property
+    def transport(self):
+        """The bound transport (``send(key, payload)``, ``recv(key)``, ``pollable()``), or
+        None before ``bind`` and after ``shutdown``: for tests and tools that need to put a
+        frame on the link by hand (e.g. one with a wrong key)."""
+        return self._transport
 
     # -- binding -------------------------------------------------------------------
     def bind(self) -> str:
