@@ -10,6 +10,7 @@ fails the test instead of hanging it.
 from __future__ import annotations
 
 import os
+import select
 import threading
 from collections import deque
 from concurrent.futures import CancelledError, Future
@@ -18,7 +19,7 @@ import pytest
 
 from hpcfutures.errors import PoolBrokenError, UnsatisfiableRequestError, WorkerCrashedError
 from hpcfutures.executors.warm_pool import WarmPool
-from hpcfutures.launch.handle import Launcher, WorkerHandle
+from hpcfutures.launch.handle import MAY_QUEUE, Launcher, WorkerHandle
 from hpcfutures.scheduling.task import Task
 from hpcfutures.wire.frames import dumps, new_key
 
@@ -34,6 +35,8 @@ class World:
         self.scripts: dict[bytes, deque] = {}  # payload -> what each attempt does, in order
         self.gates: set[str] = set()  # opened gates
         self.links: list[FakeLink] = []
+        self.init = lambda link, timeout: dumps({"result": None})  # what init_function does
+        self.queued_workers = False  # workers wait in a scheduler's queue, never connecting
 
     def changed(self) -> None:
         with self.cond:
@@ -56,7 +59,7 @@ class FakeHandle(WorkerHandle):
     def __init__(self, world: World, number: int):
         self.world = world
         self.label = f"fake {number}"
-        self.capabilities = frozenset()
+        self.capabilities = frozenset({MAY_QUEUE} if world.queued_workers else ())
         self.stderr_fd = None
         self.ended_fd = os.eventfd(0)
         self._ended = False
@@ -166,6 +169,13 @@ class FakeLink:
         return handle
 
     def wait_connected(self, wake_fd=None, timeout=None) -> None:
+        if self.world.queued_workers:  # connects never; only the wake fd or the end stop the wait
+            fds = [self.handle.ended_fd] + ([wake_fd] if wake_fd is not None else [])
+            ready = select.select(fds, [], [], WAIT if timeout is None else timeout)[0]
+            if wake_fd in ready:
+                raise InterruptedError("wait interrupted")
+            if not ready:
+                raise TimeoutError("never connected")
         if self.handle.ended():
             raise self.handle.exit_error()
 
@@ -185,7 +195,7 @@ class FakeLink:
             raise self.handle.exit_error()
         payload = self.inbox.popleft()
         if payload == b"init":
-            return dumps({"result": None})
+            return self.world.init(self, timeout)
         with self.world.cond:
             action = self.world.scripts[payload].popleft()
         return action(self, timeout)
@@ -385,6 +395,20 @@ def test_a_request_the_scheduler_refuses_is_not_restarted(world):
         pool.stop(wait=True)
 
 
+@pytest.mark.timeout(30)
+def test_a_failing_init_function_is_a_failed_start(world):
+    world.init = raises(ValueError("no database"))
+    pool, launcher = make_pool(world, 1, restart_limit=1, init_function=lambda: None)
+    try:
+        with pytest.raises(PoolBrokenError, match="init_function failed in worker 0") as broken:
+            submit(pool, world, "a", ok(1)).result(WAIT)
+        assert isinstance(broken.value.__cause__.__cause__, ValueError)
+        assert launcher.starts == 2
+        assert sent(world) == []  # the call never reached a worker
+    finally:
+        pool.stop(wait=True)
+
+
 # -- retries ----------------------------------------------------------------------------
 @pytest.mark.timeout(30)
 def test_a_retried_call_restarts_its_worker_without_using_restart_limit(world):
@@ -471,3 +495,15 @@ def test_kill_all_kills_the_workers_and_cancels_every_call(world):
         running.result(WAIT)
     assert queued.cancelled() or isinstance(queued.exception(WAIT), CancelledError)
     assert all(handle.killed and handle.closed for handle in launcher.handles)
+
+
+@pytest.mark.timeout(30)
+def test_a_graceful_shutdown_does_not_wait_for_a_worker_still_in_a_queue(world):
+    world.queued_workers = True
+    pool, launcher = make_pool(world, 2)
+    world.wait_for(lambda: launcher.starts == 2, "both workers launched")
+    pool.stop(wait=True)  # returns: the wake fd ends the wait for the workers to connect
+    assert len(launcher.handles) == 2
+    assert all(handle.closed for handle in launcher.handles)
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        pool.resize(3)

@@ -134,10 +134,14 @@ class WarmPool:
                         target=self._serve, args=(worker_id,), name=f"hpcfutures-worker-{worker_id}", daemon=True
                     )
                     self._threads[worker_id] = thread
+                    # counted as starting from now, not from when the thread first runs: a
+                    # busy worker must not take a call ahead that this one is about to serve
+                    self._starting += 1
                     try:
                         thread.start()
                     except BaseException:  # no thread: no worker either, and nothing to join at stop
                         del self._threads[worker_id]
+                        self._starting -= 1
                         raise
             elif n < alive:
                 self._retire += alive - n
@@ -264,13 +268,16 @@ class WarmPool:
         link = None
         inflight: deque[Task] = deque()  # sent, in order; the head is the one running
         self._inflight[worker_id] = inflight
+        counted = True  # resize counted this thread's first start in _starting
         try:
             while True:
                 if link is None:
                     if self._killing:
                         return
-                    with self._cond:
-                        self._starting += 1
+                    if not counted:
+                        with self._cond:
+                            self._starting += 1
+                    counted = False
                     try:
                         link = self._start_worker(worker_id)
                     except BaseException as exc:  # a start that fails uses up a restart, too
@@ -385,6 +392,8 @@ class WarmPool:
             if link is not None:
                 self._drop_link_gracefully(worker_id, link)
             with self._cond:
+                if counted:  # it never got to start its worker
+                    self._starting -= 1
                 self._threads.pop(worker_id, None)
                 if self._inflight.get(worker_id) is inflight:
                     del self._inflight[worker_id]

@@ -93,6 +93,15 @@ class LocalProcessHandle(WorkerHandle):
             that is for every command but the running interpreter, whose workers watch
             the driver themselves.
 
+    Attributes:
+        pid: the process id (it names the process's session, too).
+        pidfd: the pidfd (``ended_fd``); -1 once closed.
+        stderr_fd: the non-blocking stderr pipe (``pump_stderr``).
+        label: ``"pid N"``.
+        capabilities: ``INHERIT_FDS`` for a python worker started directly, ``MAY_QUEUE``
+            for srun.
+        job: the SLURM job srun said it waits for (None: none, or started).
+
     Raises:
         FileNotFoundError: the command does not exist.
     """
@@ -170,7 +179,11 @@ class LocalProcessHandle(WorkerHandle):
         self._mpi_tmp = os.path.join(tempfile.gettempdir(), f"ompi.{self.pid}") if launcher in ("mpiexec", "mpirun") else None
         self.pidfd = os.pidfd_open(self.pid)
         self.label = f"pid {self.pid}"
-        self.capabilities = frozenset({INHERIT_FDS, MAY_QUEUE} if self._srun else {INHERIT_FDS})
+        # pass_fds reach the worker only when it is the child itself (not mpiexec's ranks,
+        # not srun's tasks); an srun's job may wait in SLURM's queue
+        self.capabilities = frozenset(
+            ({INHERIT_FDS} if self.argv[0] == sys.executable else set()) | ({MAY_QUEUE} if self._srun else set())
+        )
         self.stderr_fd = self.popen.stderr.fileno()
         os.set_blocking(self.stderr_fd, False)
         self._tail = bytearray()
