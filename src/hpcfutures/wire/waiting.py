@@ -135,7 +135,9 @@ def wait_for_reply(transport, key: bytes, handle=None, timeout: float | None = N
     # a worker has connected once it proved it holds the key (the Unix socket accepts, the
     # zmq ROUTER answers the challenge); never "the socket is writable", which a ROUTER always is
     poller.register(target, POLLIN)
-    stderr_fd = handle.stderr_fd if handle is not None and handle.stderr_open else None
+    stderr_fd = None  # a handle whose stderr goes to a file (a Flux job) has none to pump
+    if handle is not None and handle.stderr_fd is not None and handle.stderr_open:
+        stderr_fd = handle.stderr_fd
     ended_fd = handle.ended_fd if handle is not None else None
     if ended_fd is not None:
         poller.register(ended_fd, POLLIN)
