@@ -211,3 +211,23 @@ def test_a_launcher_without_one_shot_pipes_runs_serial_tasks_over_a_socket():
             tasks[1].future.result(30)
     finally:
         engine.stop(wait=True)
+
+
+def close_reply_pipe_and_live_on():
+    """Run in a one-shot worker: close the reply pipe (``argv[2]``), then stay alive."""
+    import sys
+    import time
+
+    os.close(int(sys.argv[2]))
+    time.sleep(120)
+
+
+@pytest.mark.timeout(60)
+def test_a_serial_task_whose_reply_pipe_breaks_while_its_process_lives_ends():
+    """Before the one wait, the one-shot path waited for such a process for ever."""
+    from hpcfutures import SingleNodeExecutor
+
+    with SingleNodeExecutor(max_workers=1) as exe:
+        future = exe.submit(close_reply_pipe_and_live_on)
+        with pytest.raises(WorkerCrashedError, match="lost while its process still ran"):
+            future.result(50)

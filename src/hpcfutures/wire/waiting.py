@@ -198,16 +198,16 @@ def worker_gone(key: bytes, handle):
                 return unseal(key, bytes.fromhex(line.decode("ascii")))
             except (ValueError, AuthenticationError, UnicodeDecodeError):
                 continue  # not ours, or damaged: ignored, never unpickled
-    raise lost(handle)
+    raise lost(handle, wait=0)  # waited above already
 
 
-def lost(handle) -> BaseException:
+def lost(handle, wait: float = _END_WAIT) -> BaseException:
     """The error for a link that broke: the worker's exit error once it has ended; a worker
-    still running after ``_END_WAIT`` seconds (a launcher whose worker is gone) cannot serve
-    the link any more and is killed, so describing its end never waits for ever."""
+    still running after ``wait`` seconds (a launcher whose worker is gone) cannot serve the
+    link any more and is killed, so describing its end never waits for ever."""
     if handle is None:
         return WorkerCrashedError("the worker closed the connection")
-    if not handle.wait_ended(_END_WAIT):
+    if not handle.wait_ended(wait):
         handle.kill()
         handle.wait_ended(_END_WAIT)
         return WorkerCrashedError(
