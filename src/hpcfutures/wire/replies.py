@@ -12,7 +12,7 @@ not unpickle there would leave the other ranks waiting forever). Two envelopes e
 
 A rank that is not rank 0 has no link to the driver; it writes its envelope, sealed with
 the worker's key, as one line ``REPORT_MARK + hex`` to stderr before aborting, and the
-driver picks it out of the stream (``launch.process.WorkerProcess``).
+driver picks it out of the stream (the handle's ``pump_stderr``, ``launch.process.LocalProcessHandle``).
 
 Imported by the workers too: standard library only.
 """
