@@ -332,3 +332,16 @@ def test_test_cluster_executor_ends_a_job_at_its_run_time_max(tmp_path):
         with pytest.raises(WorkerCrashedError, match="TIMEOUT"):
             slow.result(timeout=90)
         assert exe.submit(funcs.add, 1, 2, resource_dict={"run_time_max": 60}).result(timeout=60) == 3
+
+
+@pytest.mark.slurm
+@pytest.mark.mpi
+@pytest.mark.timeout(240)
+def test_a_batch_jobs_ranks_get_their_threads(tmp_path):
+    """Every rank of a batch job sees ``threads_per_core`` in the threading runtimes'
+    variables, as under ``SingleNodeExecutor`` (SLURM sets none of them)."""
+    from hpcfutures import SlurmClusterExecutor
+
+    with SlurmClusterExecutor(cache_directory=str(tmp_path)) as exe:
+        future = exe.submit(funcs.env, "OMP_NUM_THREADS", resource_dict={"cores": 2, "threads_per_core": 2})
+        assert future.result(timeout=180) == ["2", "2"]
