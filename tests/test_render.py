@@ -345,3 +345,11 @@ def test_a_batch_jobs_ranks_get_their_threads(tmp_path):
     with SlurmClusterExecutor(cache_directory=str(tmp_path)) as exe:
         future = exe.submit(funcs.env, "OMP_NUM_THREADS", resource_dict={"cores": 2, "threads_per_core": 2})
         assert future.result(timeout=180) == ["2", "2"]
+
+
+@pytest.mark.parametrize("gigabytes, whole, text", [(4, 4, "4G"), (1.5, 2, "1536M"), (0.001, 1, "2M")])
+def test_memory_reaches_a_template_as_a_whole_number_never_less(gigabytes, whole, text):
+    """pysqa's templates write ``--mem={{memory_max}}G``: ``1.5G`` is refused by sbatch."""
+    variables = template_variables(Resources.of({"memory_max": gigabytes}))
+    assert (variables["memory_max"], variables["memory_text"]) == (whole, text)
+    assert f"#SBATCH --mem={text}" in _sbatch(Resources.of({"memory_max": gigabytes}))

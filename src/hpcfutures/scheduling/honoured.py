@@ -63,7 +63,7 @@ def _whole(value) -> bool:
     return value == int(value)
 
 
-_SCRIPTS = "submission templates are for SlurmClusterExecutor"
+_SCRIPTS = "submission templates are for SlurmClusterExecutor's batch jobs (without block_allocation)"
 _NO_RETRY = (
     "a batch job is not run again by the executor: its dependants are bound to it by job id; "
     "use the queue's requeue options, or SlurmClusterExecutor(block_allocation=True) / SlurmJobExecutor"
@@ -123,7 +123,7 @@ HONOURED: dict[str, dict[str, Rule]] = {
     },
     "priority": {
         LOCAL: _refused(_none, "priorities are for the queued-job executors; this one runs tasks first in first out"),
-        SRUN: _refused(_none, "priorities are for the queued-job executors (SlurmClusterExecutor)"),
+        SRUN: _refused(_none, "priorities are for batch jobs (SlurmClusterExecutor without block_allocation); srun steps start first in first out"),
         SBATCH: YES,
         LOCAL_JOBS: _refused(_none, f"priorities are for SlurmClusterExecutor; {_LOCAL_JOB}, started first in first out"),
     },

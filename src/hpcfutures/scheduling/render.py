@@ -169,7 +169,9 @@ def template_variables(res: Resources) -> dict:
     Returns:
         ``cores`` (ranks), ``threads_per_core`` (CPUs per rank), ``gpus_per_core`` (per
         rank), ``num_nodes``, ``exclusive``, ``run_time_max`` (s), ``run_time_minutes``,
-        ``priority``, ``nice``, and the queue options (``partition``, ``memory_max``, ...).
+        ``priority``, ``nice``, and the queue options (``partition``, ...); ``memory_max``
+        in whole GB rounded up (pysqa counts whole GB; its templates append ``G``) with
+        ``memory_text`` the exact amount as ``#SBATCH --mem`` takes it (``1536M``).
     """
     return {
         "cores": res.ranks,
@@ -183,7 +185,16 @@ def template_variables(res: Resources) -> dict:
         "priority": res.priority,
         "nice": _nice(res),
         **res.queue_options,
+        **_memory_variables(res.queue_options.get("memory_max")),
     }
+
+
+def _memory_variables(gigabytes) -> dict:
+    # pysqa's memory_max is whole GB, and its templates write "--mem={{memory_max}}G", which
+    # sbatch refuses for 1.5: whole GB rounded up there, the exact amount in memory_text
+    if gigabytes is None:
+        return {}
+    return {"memory_max": math.ceil(gigabytes), "memory_text": memory_text(gigabytes)}
 
 
 def mpiexec_args(res: Resources, family: str) -> list[str]:
