@@ -1,8 +1,11 @@
-"""``resource_dict``: which keys exist, what types they take, how defaults merge.
+"""``resource_dict``: which keys exist, what types they take, how defaults merge, and the
+value object ``Resources`` the backends render.
 
-"Where does a task get its cores?" — here: ``merge`` combines the executor's defaults
-with the task's own dict, after ``validate`` has checked both, so a typo or a wrong type is
-a ``ValueError``/``TypeError`` at construction or ``submit()``, never a hung future.
+"Where does a task get its cores?" — three files: here ``merge`` combines the executor's
+defaults with the task's own dict, after ``validate`` has checked both, so a typo or a wrong
+type is a ``ValueError``/``TypeError`` at construction or ``submit()``, never a hung future;
+``scheduling.honoured`` says which keys each executor honours; ``scheduling.render`` turns a
+``Resources`` into mpiexec, srun, ``#SBATCH``, template, pysqa and Flux terms.
 """
 
 from __future__ import annotations
