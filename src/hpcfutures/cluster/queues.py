@@ -7,7 +7,9 @@
 - ``LocalQueue``: local processes instead of jobs (``TestClusterExecutor``).
 
 ``submit`` returns a job id or raises with the scheduler's own message; ``states`` asks
-about many jobs in one query; ``cancel`` ends jobs.
+about many jobs in one query; ``cancel`` ends jobs. What a job's resources become (the
+``#SBATCH`` lines, the srun step of its ranks, template variables, pysqa's arguments) is
+rendered in ``scheduling.render``, beside srun's and mpiexec's flags.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from hpcfutures.scheduling.resources import Resources
 
 # terminal SLURM states (squeue --states=all shows them for MinJobAge seconds)
 ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED", "GONE"}
+
 
 class QueueError(RuntimeError):
     """The scheduler refused a job; the message is its own."""

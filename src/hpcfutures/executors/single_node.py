@@ -13,6 +13,7 @@ TYPE_CHECKING = False  # typing costs milliseconds at import; checkers still see
 if TYPE_CHECKING:
     from typing import Callable
 
+
 def machine_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))

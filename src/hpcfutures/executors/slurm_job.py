@@ -11,6 +11,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable
 
+
 def _one_node_allocation() -> bool:
     """Inside a one-node allocation every step runs on this node: a Unix socket serves
     (no zmq, no TCP port); otherwise workers connect over TCP."""
