@@ -353,3 +353,15 @@ def test_memory_reaches_a_template_as_a_whole_number_never_less(gigabytes, whole
     variables = template_variables(Resources.of({"memory_max": gigabytes}))
     assert (variables["memory_max"], variables["memory_text"]) == (whole, text)
     assert f"#SBATCH --mem={text}" in _sbatch(Resources.of({"memory_max": gigabytes}))
+
+
+@pytest.mark.timeout(120)
+def test_test_cluster_executor_says_it_ignores_queue_options(tmp_path):
+    """``partition`` & co. are "passed on to the queue adapter"; a local job has none, and says so."""
+    from hpcfutures.api import TestClusterExecutor
+
+    with pytest.warns(UserWarning, match="passed on to the queue adapter"):
+        exe = TestClusterExecutor(cache_directory=str(tmp_path), resource_dict={"partition": "short"})
+    with exe:
+        with pytest.warns(UserWarning, match=r"resource_dict\['partition'\] is a queue option; TestClusterExecutor's local jobs ignore it"):
+            assert exe.submit(funcs.add, 1, 2).result(timeout=60) == 3

@@ -198,6 +198,8 @@ class LocalQueue:
 
     def submit(self, command, job_name, cwd, resources, dependencies, extra, log) -> str:
         res = Resources.of(resources)
+        for key in extra:  # partition, memory_max, ...: a local process has no queue to give them to
+            warnings.warn(f"resource_dict[{key!r}] is a queue option; TestClusterExecutor's local jobs ignore it", stacklevel=4)
         if res.ranks > 1:
             from hpcfutures.launch.mpi import mpiexec_command
 
