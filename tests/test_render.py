@@ -365,3 +365,16 @@ def test_test_cluster_executor_says_it_ignores_queue_options(tmp_path):
     with exe:
         with pytest.warns(UserWarning, match=r"resource_dict\['partition'\] is a queue option; TestClusterExecutor's local jobs ignore it"):
             assert exe.submit(funcs.add, 1, 2).result(timeout=60) == 3
+
+
+def test_the_keys_checked_with_the_launcher_are_those_srun_renders():
+    from hpcfutures.scheduling.render import LAUNCH_KEYS
+
+    assert set(LAUNCH_KEYS) == {
+        "cores", "threads_per_core", "gpus_per_core", "num_nodes", "exclusive", "run_time_max", "cwd",
+        "openmpi_oversubscribe", "slurm_cmd_args",
+    }  # fmt: skip
+    # a key outside them must not change srun's flags
+    base = Resources.of({"cores": 2})
+    for key, value in {"cache_key": "k", "retries": 2, "error_log_file": "e.log", "priority": None}.items():
+        assert srun_args(Resources.of({"cores": 2, key: value})) == srun_args(base), key

@@ -7,6 +7,7 @@ import os
 
 from hpcfutures.executors.base import BaseExecutor
 from hpcfutures.scheduling.honoured import LOCAL, refuse_unhonoured, worker_keys
+from hpcfutures.scheduling.render import LAUNCH_KEYS
 from hpcfutures.scheduling.resources import DEFAULTS, KEYS, check_combination, check_seconds, validate
 
 TYPE_CHECKING = False  # typing costs milliseconds at import; checkers still see the names
@@ -32,10 +33,7 @@ def _check_count(name: str, value, minimum: int = 1):
 # the keys that shape a launch (the mpiexec or srun command line); every new combination is
 # checked once at submit(), so a task that differs from the defaults only in, say, its
 # gpus_per_core is checked too (srun --test-only), not only one with a new core count
-_SHAPE_KEYS = (
-    "cores", "threads_per_core", "gpus_per_core", "num_nodes", "exclusive", "run_time_max", "cwd",
-    "slurm_cmd_args", "openmpi_oversubscribe",
-)
+_SHAPE_KEYS = LAUNCH_KEYS
 
 
 def _launch_shape(resources: dict) -> tuple:

@@ -3,16 +3,14 @@
 Each backend states a task's resources in its own words; the words are all here, side by
 side, so they cannot drift apart:
 
-=================  ===============================================================
-renderer           used by
-=================  ===============================================================
-``mpiexec_args``   ``launch.mpi.mpiexec_command`` (``SingleNodeExecutor``, ``TestClusterExecutor``)
-``srun_args``      ``launch.srun.srun_command`` (``SlurmJobExecutor``: one step per task or worker)
-``sbatch_lines``   ``cluster.queues.SlurmQueue`` (``#SBATCH`` lines of the built-in job script)
-``job_step_args``  ``cluster.queues.SlurmQueue``: the ``srun`` step inside a job that starts its ranks
-``template_variables``  jinja2 ``submission_template`` variables, and pysqa's keyword arguments
-``flux_jobspec_args``   plain data for a Flux jobspec (nothing of Flux imported)
-=================  ===============================================================
+- ``mpiexec_args``: ``launch.mpi.mpiexec_command`` (``SingleNodeExecutor``, ``TestClusterExecutor``).
+- ``srun_args``: ``launch.srun.srun_command`` (``SlurmJobExecutor``: one step per task or worker).
+- ``sbatch_lines``: ``cluster.queues.SlurmQueue``, the ``#SBATCH`` lines of the built-in job script.
+- ``job_step_args``: ``cluster.queues`` (built-in script and pysqa on SLURM), the ``srun``
+  step inside a job that starts its ranks.
+- ``template_variables``: the variables of a jinja2 ``submission_template``, and pysqa's
+  keyword arguments.
+- ``flux_jobspec_args``: plain data for a Flux jobspec (nothing of Flux imported).
 
 Every limit goes through ``Resources``: a time limit reaches SLURM as whole minutes rounded
 up (``scheduling.resources.whole_minutes``, so ``run_time_max=60.5`` is 2 minutes for srun,
@@ -28,8 +26,8 @@ How to add a backend (Flux, say):
    attributes directly (``flux_jobspec_args`` is the model). Return plain data (argv
    fragments, dicts), import nothing of the backend, raise ``ValueError`` for a value it
    cannot express.
-3. Add the backend to the table of ``tests/test_render.py``, which renders one value
-   with every backend and checks they agree.
+3. Add the backend to ``ASPECTS`` in ``tests/test_render.py``, which renders the same
+   values with every backend and checks they agree.
 """
 
 from __future__ import annotations
@@ -81,6 +79,14 @@ SLURM_OPTIONS = (
     # a rank that dies ends the step: the others would wait for it in a collective
     Option("ranks", lambda r: r.ranks > 1 and 1, "--kill-on-bad-exit={}", None, True),
     Option("oversubscribe", lambda r: r.oversubscribe, "--oversubscribe", None, True),
+)
+
+# the resource_dict keys that change a launch command (srun's flags, which cover mpiexec's):
+# a new combination of them is checked with the launcher at submit() (srun --test-only)
+LAUNCH_KEYS = tuple(
+    key
+    for key, field in Resources.FIELDS.items()
+    if field == "scheduler_args" or any(o.name == field and o.srun for o in SLURM_OPTIONS)
 )
 
 # queue keys the built-in job script renders (others go to pysqa's templates only)
