@@ -272,7 +272,10 @@ def test_built_in_job_script(tmp_path, monkeypatch):
     text = written.read_text()
     for line in ("--ntasks=2", "--cpus-per-task=3", "--time=2", "--exclusive", "--dependency=afterok:7:8", '--partition="gpu"', '--output="/w/a.log"', '--chdir="/w"'):
         assert line in text
-    assert "srun --mpi=pmix --kill-on-bad-exit=1 python -m x" in text
+    # the job step repeats the rank shape (srun no longer inherits --cpus-per-task), and the
+    # threading runtimes get threads_per_core, as SingleNodeExecutor's workers do
+    assert "srun --ntasks=2 --cpus-per-task=3 --mpi=pmix --kill-on-bad-exit=1 python -m x" in text
+    assert "env OMP_NUM_THREADS=3 " in text
     assert "--partition=\n" not in text and "frobnicate" not in text
 
 
@@ -297,7 +300,9 @@ def test_numbers_no_job_script_renders_are_refused(tmp_path, cls):
         with pytest.warns(UserWarning, match="memory_max"):
             with pytest.raises(ValueError, match=r"resource_dict\['memory_max'\] must be a finite number of GB"):
                 cls(cache_directory=cache, resource_dict={"memory_max": value})
-    with pytest.raises(ValueError, match=r"resource_dict\['gpus_per_core'\]=0.5 is not supported: .*whole GPUs per rank"):
+    # a SLURM job counts whole GPUs per rank; a local "job" gets no GPUs of its own at all
+    reason = "whole GPUs per rank" if cls is SlurmClusterExecutor else "get no GPUs of their own"
+    with pytest.raises(ValueError, match=rf"resource_dict\['gpus_per_core'\]=0.5 is not supported: .*{reason}"):
         cls(cache_directory=cache, resource_dict={"gpus_per_core": 0.5})
     with cls(cache_directory=cache) as exe:
         with pytest.raises(ValueError, match=r"submit\(\): resource_dict\['run_time_max'\] must be a finite number"):
@@ -312,7 +317,9 @@ def test_submission_template_is_rendered(tmp_path, monkeypatch):
     written = _fake_sbatch(tmp_path, monkeypatch)
     template = "#!/bin/bash\n#SBATCH --job-name={{job_name}}\n#SBATCH -n {{cores}}\n{%- if dependency_list %}\n#SBATCH -d afterok:{{ dependency_list|join(':') }}\n{%- endif %}\n{{command}}\n"
     SlurmQueue().submit(["python", "x.py"], "hpcf-b", "/w", {"submission_template": template, "cores": 1}, ["5"], {}, "/w/b.log")
-    assert written.read_text().splitlines() == ["#!/bin/bash", "#SBATCH --job-name=hpcf-b", "#SBATCH -n 1", "#SBATCH -d afterok:5", "python x.py"]
+    lines = written.read_text().splitlines()
+    assert lines[:4] == ["#!/bin/bash", "#SBATCH --job-name=hpcf-b", "#SBATCH -n 1", "#SBATCH -d afterok:5"]
+    assert lines[4].startswith("env OMP_NUM_THREADS=1 ") and lines[4].endswith(" python x.py") and len(lines) == 5
 
 
 @pytest.mark.slurm

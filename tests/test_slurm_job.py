@@ -313,11 +313,11 @@ def test_resource_dict_maps_onto_srun_flags(monkeypatch, tmp_path):
     )
     assert command[0] == str(fake)
     assert command[1:] == [
-        "-n", "4", "--cpus-per-task=2", "--gpus-per-task=1", "-N2", "--exact", "--time=2",
-        "-D/scratch/run", "--mpi=pmix", "--kill-on-bad-exit=1", "--oversubscribe", "--mem=4G",
+        "--ntasks=4", "--cpus-per-task=2", "--gpus-per-task=1", "--nodes=2", "--exact", "--time=2",
+        "--chdir=/scratch/run", "--mpi=pmix", "--kill-on-bad-exit=1", "--oversubscribe", "--mem=4G",
     ]  # fmt: skip
     plain = srun_command({"cores": 1})
-    assert plain[1:] == ["-n", "1", "--cpus-per-task=1"]  # always given: srun no longer inherits it
+    assert plain[1:] == ["--ntasks=1", "--cpus-per-task=1"]  # always given: srun no longer inherits it
     worker = SrunLauncher("pmi2").worker_command("tcp://host:1", {"cores": 2})
     assert worker[-3:] == ["hpcfutures.worker.interactive", "tcp://host:1", "--mpi=2"]  # the world size it checks
     assert "--mpi=pmi2" in worker

@@ -7,7 +7,9 @@
 - ``LocalQueue``: local processes instead of jobs (``TestClusterExecutor``).
 
 ``submit`` returns a job id or raises with the scheduler's own message; ``states`` asks
-about many jobs in one query; ``cancel`` ends jobs.
+about many jobs in one query; ``cancel`` ends jobs. What a job's resources become (the
+``#SBATCH`` lines, the srun step of its ranks, template variables, pysqa's arguments) is
+rendered in ``scheduling.render``, beside srun's and mpiexec's flags.
 """
 
 from __future__ import annotations
@@ -18,21 +20,14 @@ import shlex
 import subprocess
 import sys
 import threading
+import time
 import warnings
+
+from hpcfutures.scheduling.render import job_step_args, sbatch_lines, template_variables
+from hpcfutures.scheduling.resources import Resources
 
 # terminal SLURM states (squeue --states=all shows them for MinJobAge seconds)
 ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED", "GONE"}
-
-# resource keys a job script understands; others are passed to the adapter with a warning
-_BUILTIN_EXTRA = {"partition": "--partition={}", "account": "--account={}", "qos": "--qos={}", "memory_max": "--mem={}"}
-
-
-def memory_text(gigabytes) -> str:
-    """``memory_max`` (GB) as ``sbatch --mem`` takes it: whole GB as ``4G``, anything else
-    in whole MB, rounded up (``--mem`` refuses ``1.5G``)."""
-    if gigabytes == int(gigabytes):
-        return f"{int(gigabytes)}G"
-    return f"{math.ceil(gigabytes * 1024)}M"
 
 
 class QueueError(RuntimeError):
@@ -62,41 +57,25 @@ class SlurmQueue:
         self.pending_reasons: dict[str, str] = {}
 
     def submit(self, command: list[str], job_name: str, cwd: str, resources: dict, dependencies: list, extra: dict, log: str) -> str:
-        cores = resources.get("cores", 1)
-        if cores > 1:  # the ranks are one srun step of the job, with the PMI this MPI needs
+        res = Resources.of(resources)
+        if res.ranks > 1:  # the ranks are one srun step of the job, with the PMI this MPI needs
             from hpcfutures.launch.srun import pmi_for
 
-            pmi = pmi_for(cores, self.pmi_mode)
-            command = ["srun", *([f"--mpi={pmi}"] if pmi else []), "--kill-on-bad-exit=1", *command]
-            if resources.get("openmpi_oversubscribe"):  # openmpi_oversubscribe honoured by srun's own option
-                command.insert(1, "--oversubscribe")
+            res = Resources.of(res, pmi_for(res.ranks, self.pmi_mode))
+            command = ["srun", *job_step_args(res), *command]
+        command = _with_threads(command, res)
         # paths quoted: sbatch reads '#SBATCH --chdir="/a b"' as one value (line breaks and
         # quotes are refused at submit(): scheduling.resources.script_safe)
         lines = ["#!/bin/bash", f"#SBATCH --job-name={job_name}", f'#SBATCH --chdir="{cwd}"', f'#SBATCH --output="{log}"']
-        lines.append(f"#SBATCH --ntasks={resources.get('cores', 1)}")
-        lines.append(f"#SBATCH --cpus-per-task={resources.get('threads_per_core', 1)}")
-        if resources.get("gpus_per_core"):
-            lines.append(f"#SBATCH --gpus-per-task={int(resources['gpus_per_core'])}")  # whole GPUs (fractions refused)
-        if resources.get("num_nodes"):
-            lines.append(f"#SBATCH --nodes={resources['num_nodes']}")
-        if resources.get("exclusive"):
-            lines.append("#SBATCH --exclusive")
-        if resources.get("run_time_max"):
-            lines.append(f"#SBATCH --time={max(1, math.ceil(resources['run_time_max'] / 60))}")
-        if resources.get("priority") is not None:
-            lines.append(f"#SBATCH --nice={max(0, -int(resources['priority']))}")
+        rendered, unknown = sbatch_lines(Resources.of({**resources, **extra}))
+        lines += rendered
         if dependencies:
             lines.append(f"#SBATCH --dependency=afterok:{':'.join(dependencies)}")
             lines.append("#SBATCH --kill-on-invalid-dep=yes")
-        for key, value in extra.items():
-            if key == "memory_max":
-                lines.append(f"#SBATCH --mem={memory_text(value)}")
-            elif key in _BUILTIN_EXTRA:
-                lines.append("#SBATCH " + _BUILTIN_EXTRA[key].format(f'"{value}"'))
-            else:
-                warnings.warn(f"resource_dict[{key!r}] is not a job-script option the built-in SLURM adapter knows; ignored", stacklevel=4)
+        for key in unknown:
+            warnings.warn(f"resource_dict[{key!r}] is not a job-script option the built-in SLURM adapter knows; ignored", stacklevel=4)
         template = resources.get("submission_template")
-        script = _render(template, lines, command, job_name, cwd, resources, dependencies, extra)
+        script = _render(template, lines, command, job_name, cwd, {**resources, **extra}, dependencies)
         return _run(["sbatch", "--parsable"], script).strip().split(";")[0]
 
     def states(self, job_ids: list[str]) -> dict[str, str]:
@@ -123,7 +102,16 @@ class SlurmQueue:
             subprocess.run(["scancel", *job_ids], capture_output=True, timeout=60)
 
 
-def _render(template, lines, command, job_name, cwd, resources, dependencies, extra) -> str:
+def _with_threads(command: list[str], res: Resources) -> list[str]:
+    """The job's command with the thread count of every common threading runtime set, as
+    ``SingleNodeExecutor``'s and ``SlurmJobExecutor``'s workers get it (a batch job gets
+    ``--cpus-per-task`` CPUs, but SLURM sets no ``OMP_NUM_THREADS``)."""
+    from hpcfutures.launch.process import THREAD_VARIABLES
+
+    return ["env", *(f"{name}={res.threads_per_rank}" for name in THREAD_VARIABLES), *command]
+
+
+def _render(template, lines, command, job_name, cwd, resources, dependencies) -> str:
     command_text = " ".join(shlex.quote(c) for c in command)
     if template is None:
         return "\n".join(lines + ["", command_text, ""])
@@ -134,12 +122,9 @@ def _render(template, lines, command, job_name, cwd, resources, dependencies, ex
     return jinja2.Template(template).render(
         job_name=job_name,
         working_directory=cwd,
-        cores=resources.get("cores", 1),
-        threads_per_core=resources.get("threads_per_core", 1),
-        run_time_max=resources.get("run_time_max"),
         dependency_list=dependencies,
         command=command_text,
-        **extra,
+        **template_variables(Resources.of(resources)),
     )
 
 
@@ -153,23 +138,32 @@ class PysqaQueue:
     guard_kind = None
     writes_log = False  # the site's template decides where a job's output goes
 
-    def __init__(self, config_directory: str, backend: str | None = None):
+    def __init__(self, config_directory: str, backend: str | None = None, pmi_mode: str | None = None):
         try:
             from pysqa import QueueAdapter
         except ImportError:
             raise ImportError('pysqa_config_directory needs pysqa: pip install "hpcfutures[cluster]"') from None
         self._adapter = QueueAdapter(directory=os.fspath(config_directory))
+        from hpcfutures.launch.srun import check_pmi_mode
+
+        check_pmi_mode(pmi_mode)
+        self.pmi_mode = pmi_mode
+        self._queue_type = str((self._adapter.config or {}).get("queue_type", "")).upper()
 
     def submit(self, command, job_name, cwd, resources, dependencies, extra, log) -> str:
+        res = Resources.of(resources)
+        if res.ranks > 1 and self._queue_type == "SLURM":  # the ranks as one srun step, as SlurmQueue's
+            from hpcfutures.launch.srun import pmi_for
+
+            command = ["srun", *job_step_args(Resources.of(res, pmi_for(res.ranks, self.pmi_mode))), *command]
+        variables = template_variables(Resources.of({**resources, **extra}))
         job = self._adapter.submit_job(
             job_name=job_name,
             working_directory=cwd,
-            cores=resources.get("cores", 1),
-            run_time_max=resources.get("run_time_max"),
             dependency_list=[int(d) for d in dependencies] or None,
-            command=" ".join(shlex.quote(c) for c in command),
+            command=" ".join(shlex.quote(c) for c in _with_threads(command, res)),
             submission_template=resources.get("submission_template"),
-            **extra,
+            **variables,
         )
         if job is None:  # pysqa returns None where sbatch refused the job
             raise QueueError("the queue adapter did not return a job id: the scheduler refused the job (see pysqa's log)")
@@ -199,16 +193,24 @@ class LocalQueue:
     def __init__(self):
         self._lock = threading.Lock()
         self._processes: dict[str, subprocess.Popen] = {}
+        self._deadlines: dict[str, float] = {}  # job -> time.monotonic() at which its run_time_max is up
+        self._timed_out: set[str] = set()
 
     def submit(self, command, job_name, cwd, resources, dependencies, extra, log) -> str:
-        if resources.get("cores", 1) > 1:
+        res = Resources.of(resources)
+        for key in extra:  # partition, memory_max, ...: a local process has no queue to give them to
+            warnings.warn(f"resource_dict[{key!r}] is a queue option; TestClusterExecutor's local jobs ignore it", stacklevel=4)
+        if res.ranks > 1:
             from hpcfutures.launch.mpi import mpiexec_command
 
-            command = mpiexec_command(resources["cores"], resources.get("openmpi_oversubscribe", False)) + command
+            command = mpiexec_command(res.ranks, res.oversubscribe) + command
+        command = _with_threads(command, res)
         with open(log, "ab") as out:
             process = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         with self._lock:
             self._processes[str(process.pid)] = process
+            if res.time_limit is not None:  # ended (TIMEOUT) by ``states``, as SLURM ends a job at its --time
+                self._deadlines[str(process.pid)] = time.monotonic() + res.time_limit
         return str(process.pid)
 
     def states(self, job_ids: list[str]) -> dict[str, str]:
@@ -218,24 +220,35 @@ class LocalQueue:
                 process = self._processes.get(job)
                 if process is None:
                     states[job] = "GONE"
+                elif process.poll() is None and time.monotonic() > self._deadlines.get(job, math.inf):
+                    _kill_group(process)
+                    self._timed_out.add(job)
+                    states[job] = "TIMEOUT"
                 elif process.poll() is None:
                     states[job] = "RUNNING"
+                elif job in self._timed_out:
+                    states[job] = "TIMEOUT"
                 else:
                     states[job] = "COMPLETED" if process.returncode == 0 else "FAILED"
         return states
 
     def cancel(self, job_ids: list[str]) -> None:
-        import signal
-
         with self._lock:
             processes = [self._processes.get(j) for j in job_ids]
         for process in processes:
             if process is not None and process.poll() is None:
-                try:
-                    os.killpg(process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                process.wait()
+                _kill_group(process)
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL a local job's process group (it leads its own session) and reap it."""
+    import signal
+
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
 
 
 def file_task_command(entry_path: str, cores: int) -> list[str]:

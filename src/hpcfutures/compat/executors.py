@@ -42,6 +42,10 @@ class _WarmFront(SingleNodeExecutor):
     def _assigns_gpus(self) -> bool:
         return not self._srun  # srun binds GPUs itself
 
+    @property
+    def _backend(self) -> str:
+        return SlurmJobExecutor._backend if self._srun else SingleNodeExecutor._backend  # which keys are honoured
+
     def _open(self, max_workers, cores, gpus, init_function, oversubscribe, cwd, hostname_localhost, backends) -> None:
         self._srun = refuse_missing_backends(type(self).__name__, **backends)
         super().__init__(

@@ -17,9 +17,10 @@ import weakref
 
 from hpcfutures.executors.base import BaseExecutor, _succeeded
 from hpcfutures.executors.outcome import settle
-from hpcfutures.executors.single_node import _refuse_unsupported, graph_mode
+from hpcfutures.executors.single_node import graph_mode
 from hpcfutures.executors.slurm_job import SlurmJobExecutor
 from hpcfutures.scheduling.dependencies import find_futures, propagate, upstream_error
+from hpcfutures.scheduling.honoured import LOCAL_JOBS, SBATCH, refuse_unhonoured
 from hpcfutures.scheduling.resources import DEFAULTS, KEYS, check_combination, check_seconds, script_safe, validate
 from hpcfutures.scheduling.task import Task
 
@@ -30,25 +31,9 @@ if TYPE_CHECKING:
 DEFAULT_CACHE = "hpcfutures_cache"
 
 
-# resource keys a job per call cannot honour: accepted only with their neutral value
-_NOT_AS_JOBS = {
-    "retries": (
-        lambda v: not v,
-        "a batch job is not run again by the executor: its dependants are bound to it by job id; "
-        "use the queue's requeue options, or SlurmClusterExecutor(block_allocation=True) / SlurmJobExecutor",
-    ),
-    "retry_on": (lambda v: v is None, "a batch job is not run again by the executor (see retries)"),
-    "gpus_per_core": (lambda v: v == int(v), "a job's --gpus-per-task counts whole GPUs per rank"),
-    "slurm_cmd_args": (
-        lambda v: not v,
-        "they are srun arguments of SlurmJobExecutor; a batch job takes partition, account, qos, "
-        "memory_max or a submission_template",
-    ),
-}
-
-
 class _FileJobExecutor(BaseExecutor):
     _task_keys = frozenset(KEYS)
+    _backend = SBATCH  # its column of scheduling.honoured.HONOURED
     _pass_unknown_keys = True
 
     def _setup(
@@ -79,7 +64,7 @@ class _FileJobExecutor(BaseExecutor):
             raise ValueError(f"{name}(cache_directory={cache_directory!r}): a line break, NUL or double quote cannot stand in a job script")
         defaults["openmpi_oversubscribe"] = bool(openmpi_oversubscribe)
         defaults.update(validate(resource_dict, f"{name}(resource_dict=...)", self._task_keys, pass_unknown=True))
-        _refuse_unsupported(defaults, f"{name}(resource_dict=...)", _NOT_AS_JOBS)
+        refuse_unhonoured(defaults, f"{name}(resource_dict=...)", self._backend)
         check_combination(defaults, f"{name}(resource_dict=...)")
         if graph_output is not None:  # graph-only mode: nothing is submitted, no queue needed
             from hpcfutures.graph.record import GraphRecorder
@@ -108,7 +93,7 @@ class _FileJobExecutor(BaseExecutor):
 
     def _check_task_resources(self, task_resources: dict) -> dict:
         if task_resources:
-            _refuse_unsupported(task_resources, "submit()", _NOT_AS_JOBS)
+            refuse_unhonoured(task_resources, "submit()", self._backend)
         return task_resources
 
     @property
@@ -306,7 +291,7 @@ class SlurmClusterExecutor(_FileJobExecutor):
         def make_queue():
             from hpcfutures.cluster.queues import PysqaQueue, SlurmQueue
 
-            return PysqaQueue(pysqa_config_directory) if pysqa_config_directory else SlurmQueue(pmi_mode)
+            return PysqaQueue(pysqa_config_directory, pmi_mode=pmi_mode) if pysqa_config_directory else SlurmQueue(pmi_mode)
 
         self._setup(
             make_queue,
@@ -348,6 +333,7 @@ class TestClusterExecutor(_FileJobExecutor):
     """
 
     __test__ = False  # not a pytest test class, whatever its name
+    _backend = LOCAL_JOBS
 
     def __init__(
         self,

@@ -6,24 +6,13 @@ import numbers
 import os
 
 from hpcfutures.executors.base import BaseExecutor
+from hpcfutures.scheduling.honoured import LOCAL, refuse_unhonoured, worker_keys
+from hpcfutures.scheduling.render import LAUNCH_KEYS
 from hpcfutures.scheduling.resources import DEFAULTS, KEYS, check_combination, check_seconds, validate
 
 TYPE_CHECKING = False  # typing costs milliseconds at import; checkers still see the names
 if TYPE_CHECKING:
     from typing import Callable
-
-# keys that exist in the API but cannot be honoured on one machine (yet): accepted only
-# with their neutral value, otherwise a ValueError that says why and what to use instead
-_NOT_HERE: dict[str, tuple[Callable, str]] = {
-    "num_nodes": (lambda v: v in (None, 1), "SingleNodeExecutor runs on this machine only; use SlurmJobExecutor for several nodes"),
-    "exclusive": (lambda v: v is False, "exclusive node use needs a scheduler (SlurmJobExecutor)"),
-    "slurm_cmd_args": (lambda v: not v, "srun arguments need SlurmJobExecutor"),
-    "submission_template": (lambda v: v is None, "submission templates are for SlurmClusterExecutor"),
-    "priority": (lambda v: v is None, "priorities are for the queued-job executors; this one runs tasks first in first out"),
-}
-
-# keys a warm worker is built with: in block allocation they belong to the executor
-_WORKER_KEYS = ("cores", "threads_per_core", "gpus_per_core", "cwd", "openmpi_oversubscribe")
 
 
 def machine_cores() -> int:
@@ -44,10 +33,7 @@ def _check_count(name: str, value, minimum: int = 1):
 # the keys that shape a launch (the mpiexec or srun command line); every new combination is
 # checked once at submit(), so a task that differs from the defaults only in, say, its
 # gpus_per_core is checked too (srun --test-only), not only one with a new core count
-_SHAPE_KEYS = (
-    "cores", "threads_per_core", "gpus_per_core", "num_nodes", "exclusive", "run_time_max", "cwd",
-    "slurm_cmd_args", "openmpi_oversubscribe",
-)
+_SHAPE_KEYS = LAUNCH_KEYS
 
 
 def _launch_shape(resources: dict) -> tuple:
@@ -87,13 +73,6 @@ def graph_mode(plot: bool, plot_filename, workflow_filename) -> dict | None:
 
         check_format(plot_filename)
     return {"plot": bool(plot), "plot_filename": plot_filename, "workflow_filename": workflow_filename}
-
-
-def _refuse_unsupported(resources: dict, where: str, refused: dict) -> None:
-    for key, value in resources.items():
-        rule = refused.get(key)
-        if rule is not None and not rule[0](value):
-            raise ValueError(f"{where}: resource_dict[{key!r}]={value!r} is not supported: {rule[1]}")
 
 
 class SingleNodeExecutor(BaseExecutor):
@@ -142,9 +121,8 @@ class SingleNodeExecutor(BaseExecutor):
     """
 
     _task_keys = frozenset(KEYS)
-    _refused = _NOT_HERE  # keys this executor cannot honour, with the reason
+    _backend = LOCAL  # its column of scheduling.honoured.HONOURED: keys refused, keys fixed per warm worker
     _assigns_gpus = True  # hand out CUDA_VISIBLE_DEVICES itself (a scheduler does it under SLURM)
-    _worker_keys = _WORKER_KEYS  # what a task of a warm pool cannot change
 
     @property
     def _display_name(self) -> str:
@@ -196,7 +174,7 @@ class SingleNodeExecutor(BaseExecutor):
         if init_function is not None and not callable(init_function):
             raise TypeError(f"init_function must be callable, got {type(init_function).__qualname__}")
         user_defaults = validate(resource_dict, f"{self._display_name}(resource_dict=...)", self._task_keys)
-        _refuse_unsupported(user_defaults, f"{self._display_name}(resource_dict=...)", self._refused)
+        refuse_unhonoured(user_defaults, f"{self._display_name}(resource_dict=...)", self._backend)
         defaults = dict(DEFAULTS)
         defaults["openmpi_oversubscribe"] = bool(openmpi_oversubscribe)
         if cache_directory is not None:
@@ -285,10 +263,10 @@ class SingleNodeExecutor(BaseExecutor):
     def _check_task_resources(self, task_resources: dict) -> dict:
         if not task_resources:
             return task_resources
-        _refuse_unsupported(task_resources, "submit()", self._refused)
+        refuse_unhonoured(task_resources, "submit()", self._backend)
         if self._block_allocation:
             changed = [
-                k for k in self._worker_keys if k in task_resources and not _same(task_resources[k], self._defaults.get(k))
+                k for k in worker_keys(self._backend) if k in task_resources and not _same(task_resources[k], self._defaults.get(k))
             ]
             if changed:
                 raise ValueError(

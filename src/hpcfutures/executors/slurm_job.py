@@ -4,17 +4,12 @@
 
 from __future__ import annotations
 
-from hpcfutures.executors.single_node import _WORKER_KEYS, SingleNodeExecutor
+from hpcfutures.executors.single_node import SingleNodeExecutor
+from hpcfutures.scheduling.honoured import SRUN
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable
-
-_NOT_UNDER_SRUN = {
-    "priority": (lambda v: v is None, "priorities are for the queued-job executors (SlurmClusterExecutor)"),
-    "submission_template": (lambda v: v is None, "submission templates are for SlurmClusterExecutor"),
-    "gpus_per_core": (lambda v: v == int(v), "srun --gpus-per-task counts whole GPUs per rank"),
-}
 
 
 def _one_node_allocation() -> bool:
@@ -26,10 +21,10 @@ def _one_node_allocation() -> bool:
 
 
 class SlurmJobExecutor(SingleNodeExecutor):
-    """Run each call as an ``srun`` step of the current allocation (``cores`` -> ``-n``,
+    """Run each call as an ``srun`` step of the current allocation (``cores`` -> ``--ntasks``,
     ``threads_per_core`` -> ``--cpus-per-task``, ``gpus_per_core`` -> ``--gpus-per-task``,
-    ``num_nodes`` -> ``-N``, ``exclusive`` -> ``--exact``, ``run_time_max`` -> ``--time``,
-    ``cwd`` -> ``-D``, ``pmi_mode`` -> ``--mpi``, plus ``slurm_cmd_args``). Workers reach the
+    ``num_nodes`` -> ``--nodes``, ``exclusive`` -> ``--exact``, ``run_time_max`` -> ``--time``,
+    ``cwd`` -> ``--chdir``, ``pmi_mode`` -> ``--mpi``, plus ``slurm_cmd_args``). Workers reach the
     driver over TCP, or over a Unix socket inside a one-node allocation (``hostname_localhost``
     chooses explicitly).
     Without ``max_cores``/``max_workers`` the budget is the allocation's cores.
@@ -73,11 +68,10 @@ class SlurmJobExecutor(SingleNodeExecutor):
             not callable.
     """
 
-    _refused = _NOT_UNDER_SRUN
+    # its column of scheduling.honoured.HONOURED: a warm worker is one srun step, so its
+    # node count, exclusivity and extra srun flags are fixed when it starts, too
+    _backend = SRUN
     _assigns_gpus = False  # srun --gpus-per-task binds devices itself
-    # a warm worker is one srun step: its node count, exclusivity and extra srun flags are
-    # fixed when it starts, so a task cannot change them either
-    _worker_keys = (*_WORKER_KEYS, "num_nodes", "exclusive", "slurm_cmd_args")
 
     def __init__(
         self,

@@ -56,11 +56,25 @@ def mpi_family(mpiexec: str) -> str:
 
 
 def mpiexec_command(cores: int, oversubscribe: bool) -> list[str]:
+    """``mpiexec`` and its flags for one world of ``cores`` ranks
+    (``scheduling.render.mpiexec_args``).
+
+    Args:
+        cores: MPI ranks.
+        oversubscribe: let Open MPI place more ranks than cores (MPICH always may).
+
+    Returns:
+        argv up to the command mpiexec runs.
+
+    Raises:
+        FileNotFoundError: no ``mpiexec`` found.
+    """
+    from hpcfutures.scheduling.render import mpiexec_args
+    from hpcfutures.scheduling.resources import Resources
+
     mpiexec = find_mpiexec()
-    command = [mpiexec, "-n", str(cores)]
-    if oversubscribe and mpi_family(mpiexec) == "openmpi":
-        command.append("--oversubscribe")
-    return command
+    resources = Resources(ranks=cores, oversubscribe=bool(oversubscribe))
+    return [mpiexec, *mpiexec_args(resources, mpi_family(mpiexec) if oversubscribe else "unknown")]
 
 
 _PMI_OF_FAMILY = {"openmpi": "pmix", "mpich": "pmi2"}

@@ -3,13 +3,11 @@
 Each task (or warm worker) is one step: ``srun -n cores`` starts its ranks wherever the
 allocation has room, on this node or another, so the worker always talks back over a
 socket (TCP across nodes), authenticated as on one machine. ``resource_dict`` maps onto
-srun's flags; ``--cpus-per-task`` is always given, because srun no longer inherits it
-from the allocation (Slurm >= 22.05).
+srun's flags in ``scheduling.render`` (``SLURM_OPTIONS``, beside the ``#SBATCH`` lines).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import subprocess
@@ -24,6 +22,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Mapping, Sequence
 from hpcfutures.launch.slurm_reasons import explain_refusal, srun_refusal
+from hpcfutures.scheduling.render import srun_args
+from hpcfutures.scheduling.resources import Resources
 
 PMI_MODES = ("pmix", "pmi1", "pmi2", "none", "cray_shasta")
 
@@ -39,29 +39,20 @@ def find_srun() -> str:
 
 
 def srun_command(resources: dict, pmi_mode: str | None = None) -> list[str]:
-    """srun and its flags for one task or worker."""
-    cores = resources.get("cores", 1)
-    command = [find_srun(), "-n", str(cores), f"--cpus-per-task={resources.get('threads_per_core', 1)}"]
-    gpus = resources.get("gpus_per_core", 0) or 0
-    if gpus:
-        command.append(f"--gpus-per-task={int(gpus)}")  # whole GPUs (the executor refuses fractions)
-    if resources.get("num_nodes"):
-        command.append(f"-N{resources['num_nodes']}")
-    if resources.get("exclusive"):
-        command.append("--exact")
-    if resources.get("run_time_max"):
-        command.append(f"--time={max(1, math.ceil(resources['run_time_max'] / 60))}")
-    if resources.get("cwd") is not None:
-        # absolute: srun itself starts in cwd, where a relative -D would be taken again
-        command.append(f"-D{os.path.abspath(os.fspath(resources['cwd']))}")
-    if pmi_mode is not None:
-        command.append(f"--mpi={pmi_mode}")
-    if cores > 1:  # a rank that dies ends the step: the others would wait for it in a collective
-        command.append("--kill-on-bad-exit=1")
-    if resources.get("openmpi_oversubscribe"):
-        command.append("--oversubscribe")
-    command += list(resources.get("slurm_cmd_args") or ())
-    return command
+    """srun and its flags for one task or worker (``scheduling.render.srun_args``).
+
+    Args:
+        resources: the merged, validated ``resource_dict``.
+        pmi_mode: the ``--mpi`` plugin (None: no ``--mpi`` flag).
+
+    Returns:
+        argv up to the command srun runs.
+
+    Raises:
+        FileNotFoundError: no ``srun`` on ``PATH``.
+        ValueError: a value srun cannot express (GPUs per rank that are not whole).
+    """
+    return [find_srun(), *srun_args(Resources.of(resources, pmi_mode))]
 
 
 _tested: dict[tuple, str | None] = {}  # srun flags -> SLURM's refusal (None: it can start)

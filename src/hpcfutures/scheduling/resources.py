@@ -1,12 +1,16 @@
-"""``resource_dict``: which keys exist, what types they take, how defaults merge.
+"""``resource_dict``: which keys exist, what types they take, how defaults merge, and the
+value object ``Resources`` the backends render.
 
-"Where does a task get its cores?" — here: ``merge`` combines the executor's defaults
-with the task's own dict, after ``validate`` has checked both, so a typo or a wrong type is
-a ``ValueError``/``TypeError`` at construction or ``submit()``, never a hung future.
+"Where does a task get its cores?" — three files: here ``merge`` combines the executor's
+defaults with the task's own dict, after ``validate`` has checked both, so a typo or a wrong
+type is a ``ValueError``/``TypeError`` at construction or ``submit()``, never a hung future;
+``scheduling.honoured`` says which keys each executor honours; ``scheduling.render`` turns a
+``Resources`` into mpiexec, srun, ``#SBATCH``, template, pysqa and Flux terms.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 
@@ -288,3 +292,167 @@ def check_combination(resources: dict, where: str) -> None:
             f"so {cores} rank(s) cannot use {nodes} nodes (SLURM would quietly use fewer); ask for cores >= "
             "num_nodes, or fewer nodes"
         )
+
+
+def whole_minutes(seconds) -> int:
+    """The one rounding rule for time limits: ``run_time_max`` (seconds) as whole minutes,
+    rounded UP, at least 1 — SLURM counts minutes, and a job must never get less time than
+    asked (``60.5`` s -> 2 min). Every renderer (srun, ``#SBATCH``, template variables,
+    pysqa) takes its value from here.
+
+    Args:
+        seconds: a positive number of seconds (already validated).
+
+    Returns:
+        Minutes, an int >= 1.
+    """
+    return max(1, math.ceil(seconds / 60))
+
+
+class Resources:
+    """One task's (or warm worker's) resources, validated, in the names backends think in.
+
+    Built from a merged ``resource_dict`` (``Resources.from_dict`` checks it first;
+    ``Resources.of`` trusts a dict that ``validate``/``merge`` already checked). The
+    renderers in ``scheduling.render`` read only this object, so a key means the same on
+    every backend.
+
+    Attributes:
+        ranks: MPI ranks (``cores``), >= 1.
+        threads_per_rank: CPUs (threads) per rank (``threads_per_core``), >= 1.
+        gpus_per_rank: GPUs per rank (``gpus_per_core``; whole on SLURM), >= 0.
+        nodes: nodes to spread the ranks over (``num_nodes``), None: the scheduler's choice.
+        exclusive: nodes (jobs) or CPUs (srun steps) not shared with other work.
+        cwd: working directory (str, absolute), None: the backend's default.
+        time_limit: seconds (``run_time_max``), None: no limit.
+        priority: higher runs sooner (queued jobs), None: the queue's default.
+        oversubscribe: more ranks than cores allowed (``openmpi_oversubscribe``).
+        scheduler_args: extra ``srun`` arguments (``slurm_cmd_args``), a tuple of str.
+        submission_template: a jinja2 job-script template, None: the built-in script.
+        queue_options: keys for a queue adapter (``partition``, ``account``, ``qos``,
+            ``memory_max`` in GB, ...), as given.
+        pmi: the ``srun --mpi`` plugin, None: none chosen (set by the launcher, not a key).
+        rest: the keys no backend renders (``cache_key``, ``retries``, ...), as given.
+    """
+
+    __slots__ = (
+        "ranks", "threads_per_rank", "gpus_per_rank", "nodes", "exclusive", "cwd", "time_limit", "priority",
+        "oversubscribe", "scheduler_args", "submission_template", "queue_options", "pmi", "rest",
+    )  # fmt: skip
+
+    # resource_dict key -> attribute; the other known keys stay in ``rest``
+    FIELDS = {
+        "cores": "ranks",
+        "threads_per_core": "threads_per_rank",
+        "gpus_per_core": "gpus_per_rank",
+        "num_nodes": "nodes",
+        "exclusive": "exclusive",
+        "cwd": "cwd",
+        "run_time_max": "time_limit",
+        "priority": "priority",
+        "openmpi_oversubscribe": "oversubscribe",
+        "slurm_cmd_args": "scheduler_args",
+        "submission_template": "submission_template",
+    }
+
+    def __init__(self, **values):
+        defaults = {"ranks": 1, "threads_per_rank": 1, "gpus_per_rank": 0, "exclusive": False, "oversubscribe": False}
+        defaults.update(scheduler_args=(), queue_options={}, rest={})
+        for name in self.__slots__:
+            object.__setattr__(self, name, values.pop(name, defaults.get(name)))
+        if values:
+            raise TypeError(f"Resources: unknown field(s) {sorted(values)}")
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Resources is immutable; build another with .of({...})")
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Resources) and all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    __hash__ = None  # holds dicts
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__ if getattr(self, n) not in (None, (), {}))
+        return f"Resources({shown})"
+
+    @classmethod
+    def of(cls, resources: dict | Resources, pmi: str | None = None) -> Resources:
+        """The value object of an already validated (merged) ``resource_dict``.
+
+        Args:
+            resources: the dict (or a ``Resources``, returned as is when ``pmi`` is None).
+            pmi: the ``srun --mpi`` plugin chosen for it.
+
+        Returns:
+            A ``Resources``.
+        """
+        if isinstance(resources, Resources):
+            if pmi is None:
+                return resources
+            resources = resources.as_dict()
+        values: dict = {"pmi": pmi, "queue_options": {}, "rest": {}}
+        for key, value in resources.items():
+            field = cls.FIELDS.get(key)
+            if field is not None:
+                values[field] = value
+            elif key in KEYS:
+                values["rest"][key] = value
+            else:
+                values["queue_options"][key] = value
+        for field in ("ranks", "threads_per_rank"):  # None (never from validate) means the default
+            if values.get(field) is None:
+                values.pop(field, None)
+        values["exclusive"] = bool(values.get("exclusive"))
+        values["oversubscribe"] = bool(values.get("oversubscribe"))
+        values["gpus_per_rank"] = values.get("gpus_per_rank") or 0
+        values["scheduler_args"] = tuple(values.get("scheduler_args") or ())
+        if values.get("cwd") is not None:
+            values["cwd"] = os.path.abspath(os.fsdecode(os.fspath(values["cwd"])))
+        return cls(**values)
+
+    @classmethod
+    def from_dict(cls, resource_dict: dict | None, where: str = "resource_dict", pass_unknown: bool = False) -> Resources:
+        """Validate ``resource_dict`` (over ``DEFAULTS``) and build the value object.
+
+        Args:
+            resource_dict: the dict given (None: the defaults).
+            where: where it was given, for the messages.
+            pass_unknown: keep keys for a queue adapter (``partition``, ...), with a warning.
+
+        Returns:
+            A ``Resources``.
+
+        Raises:
+            TypeError: not a dict, or a value of the wrong type (a bool where a number belongs too).
+            ValueError: an unknown key, a value outside its range, ``num_nodes`` above ``cores``.
+        """
+        return cls.of(merge(DEFAULTS, validate(resource_dict, where, pass_unknown=pass_unknown), where))
+
+    def as_dict(self) -> dict:
+        """Back to ``resource_dict`` keys (the values the object holds, ``cwd`` absolute)."""
+        out = {key: getattr(self, field) for key, field in self.FIELDS.items()}
+        out["slurm_cmd_args"] = list(self.scheduler_args)
+        out.update(self.rest)
+        out.update(self.queue_options)
+        return out
+
+    @property
+    def time_minutes(self) -> int | None:
+        """The time limit in whole minutes, rounded up (``whole_minutes``); None: no limit."""
+        return None if self.time_limit is None else whole_minutes(self.time_limit)
+
+    @property
+    def granted_seconds(self) -> int | None:
+        """The time limit a scheduler grants: ``time_minutes`` in seconds (never below
+        ``time_limit``); what templates and pysqa receive as ``run_time_max``."""
+        return None if self.time_limit is None else 60 * self.time_minutes
+
+    @property
+    def cpus(self) -> int:
+        """CPUs in all: ranks x threads per rank (what counts against a core budget)."""
+        return self.ranks * self.threads_per_rank
+
+    @property
+    def gpus(self) -> int | float:
+        """GPUs in all: ranks x GPUs per rank."""
+        return self.ranks * self.gpus_per_rank
