@@ -7,7 +7,7 @@ from hpcfutures.launch.process import WorkerProcess, python_command, worker_envi
 from hpcfutures.wire.frames import AuthenticationError, dumps_by_value, loads, new_key, seal, unseal
 from hpcfutures.wire.socket_interface import SocketInterface
 
-from hpcfutures.executors.cluster import TestClusterExecutor
+from hpcfutures.executors.cluster_jobs import TestClusterExecutor
 
 ExecutorlibSocketError = WorkerCrashedError
 """The name executorlib gives the worker-crash exception."""

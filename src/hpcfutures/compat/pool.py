@@ -8,8 +8,8 @@ from __future__ import annotations
 import itertools
 from concurrent.futures import as_completed
 
-from hpcfutures.compat.backends import refuse_missing_backends, warm_pool_class
-from hpcfutures.worker.adapters import call_with_comm, run_chunk
+from hpcfutures.compat.backend_switches import refuse_missing_backends, warm_pool_class
+from hpcfutures.worker.pool_calls import call_with_comm, run_chunk
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -57,7 +57,26 @@ class Pool:
 
     ``chunksize`` (default: about four chunks per worker, as multiprocessing chooses) sends
     several items per message; ``progress=True`` shows a tqdm bar for ``map``/``starmap``
-    (``pip install "hpcfutures[progress]"``)."""
+    (``pip install "hpcfutures[progress]"``).
+
+    Args:
+        max_workers: warm serial workers (>= 1).
+        enable_flux_backend: refused (``NotImplementedError``): hpcfutures has no Flux
+            launcher yet; never a silent fallback to local processes.
+        enable_slurm_backend: ``True``: the workers are ``srun`` steps.
+        oversubscribe: let Open MPI place more ranks than cores (``--oversubscribe``).
+        queue_adapter, queue_adapter_kwargs: refused (``NotImplementedError``): warm workers
+            through a pysqa queue adapter are not built; ``SlurmClusterExecutor`` submits one
+            job per call.
+        cwd: the workers' working directory (created if missing); ``None``: the driver's.
+        progress: draw a tqdm bar for ``map``/``starmap`` (``pip install
+            "hpcfutures[progress]"``); each call may override it.
+
+    Raises:
+        ValueError: a count below 1, ``enable_slurm_backend`` together with a queue adapter.
+        NotImplementedError: ``enable_flux_backend`` or a queue adapter.
+        ImportError: ``progress=True`` without tqdm.
+    """
 
     def __init__(
         self,
@@ -164,7 +183,24 @@ class MPISpawnPool(Pool):
     Built from fixed groups of ranks rather than ``MPI_Comm_spawn``: every worker is one
     ``mpiexec -n ranks_per_task`` and ``comm`` is its ``COMM_WORLD``. Spawning is fragile
     on the stacks users have (Open MPI 5 singletons, MPICH as root, PMIx inside batch
-    jobs); fixed groups behave the same everywhere and need no MPI in the driver."""
+    jobs); fixed groups behave the same everywhere and need no MPI in the driver.
+
+    Args:
+        max_ranks: ranks of all workers together; ``max_ranks // ranks_per_task`` workers.
+        ranks_per_task: ranks of each call (each worker is one ``mpiexec`` of that size).
+        oversubscribe: let Open MPI place more ranks than cores (``--oversubscribe``).
+        queue_adapter, queue_adapter_kwargs: refused (``NotImplementedError``): warm workers
+            through a pysqa queue adapter are not built; ``SlurmClusterExecutor`` submits one
+            job per call.
+        cwd: the workers' working directory (created if missing); ``None``: the driver's.
+        progress: draw a tqdm bar for ``map``/``starmap`` (``pip install
+            "hpcfutures[progress]"``); each call may override it.
+
+    Raises:
+        ValueError: ``ranks_per_task`` below 1 or ``max_ranks`` below it.
+        NotImplementedError: a queue adapter.
+        ImportError: ``progress=True`` without tqdm.
+    """
 
     def __init__(
         self,

@@ -15,11 +15,11 @@ from __future__ import annotations
 import os
 import weakref
 
-from hpcfutures.executors.base import BaseExecutor, _succeeded
-from hpcfutures.executors.outcome import settle
-from hpcfutures.executors.single_node import _refuse_unsupported, graph_mode
-from hpcfutures.executors.slurm_job import SlurmJobExecutor
-from hpcfutures.scheduling.dependencies import find_futures, propagate, upstream_error
+from hpcfutures.engines.outcome import settle
+from hpcfutures.executors.backends import SRUN
+from hpcfutures.executors.base import BaseExecutor, _succeeded, graph_mode, refuse_unsupported
+from hpcfutures.executors.launched import LaunchedExecutor
+from hpcfutures.scheduling.dependencies import propagate, upstream_error
 from hpcfutures.scheduling.resources import DEFAULTS, KEYS, check_combination, check_seconds, script_safe, validate
 from hpcfutures.scheduling.task import Task
 
@@ -79,12 +79,12 @@ class _FileJobExecutor(BaseExecutor):
             raise ValueError(f"{name}(cache_directory={cache_directory!r}): a line break, NUL or double quote cannot stand in a job script")
         defaults["openmpi_oversubscribe"] = bool(openmpi_oversubscribe)
         defaults.update(validate(resource_dict, f"{name}(resource_dict=...)", self._task_keys, pass_unknown=True))
-        _refuse_unsupported(defaults, f"{name}(resource_dict=...)", _NOT_AS_JOBS)
+        refuse_unsupported(defaults, f"{name}(resource_dict=...)", _NOT_AS_JOBS)
         check_combination(defaults, f"{name}(resource_dict=...)")
         if graph_output is not None:  # graph-only mode: nothing is submitted, no queue needed
             from hpcfutures.graph.record import GraphRecorder
 
-            engine = GraphRecorder()
+            engine = GraphRecorder(**graph_output)
         else:
             from hpcfutures.cluster.engine import JobEngine
 
@@ -100,7 +100,7 @@ class _FileJobExecutor(BaseExecutor):
             "refresh_rate": refresh_rate,
             **info_extra,
         }
-        super().__init__(engine, defaults, None, info, disable_dependencies=disable_dependencies, graph_output=graph_output)
+        super().__init__(engine, defaults, None, info, disable_dependencies=disable_dependencies)
         self._wait = bool(wait)
         self._graph_only = graph_output is not None
         self._owned: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # future -> UpstreamResult
@@ -108,7 +108,7 @@ class _FileJobExecutor(BaseExecutor):
 
     def _check_task_resources(self, task_resources: dict) -> dict:
         if task_resources:
-            _refuse_unsupported(task_resources, "submit()", _NOT_AS_JOBS)
+            refuse_unsupported(task_resources, "submit()", _NOT_AS_JOBS)
         return task_resources
 
     @property
@@ -460,7 +460,17 @@ def _bound_arguments(args: tuple, kwargs: dict) -> dict:
     return inspect.signature(SlurmClusterExecutor.__init__).bind(None, *args, **kwargs).arguments
 
 
-class _ClusterWarmJobs(SlurmJobExecutor):
-    """The pool inside ``SlurmClusterExecutor(block_allocation=True)``."""
+class _ClusterWarmJobs(LaunchedExecutor):
+    """The pool inside ``SlurmClusterExecutor(block_allocation=True)``: the shared body
+    with the ``SRUN`` backend, as ``SlurmJobExecutor``, its errors naming the class the
+    user built."""
 
-    _public_name = "SlurmClusterExecutor"  # errors name the class the user built
+    def __init__(self, **given):
+        import inspect
+
+        from hpcfutures.executors.slurm_job import SlurmJobExecutor
+
+        bound = inspect.signature(SlurmJobExecutor.__init__).bind(None, **given)
+        bound.apply_defaults()  # SlurmJobExecutor's defaults for what the user left out
+        params = {k: v for k, v in bound.arguments.items() if k != "self"}
+        self._open(SRUN, "SlurmClusterExecutor", **params, info_extra={"pmi_mode": params["pmi_mode"]})
