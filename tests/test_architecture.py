@@ -227,3 +227,55 @@ def test_a_new_backend_is_one_value(tmp_path):
     with TinyExecutor(block_allocation=True) as exe:
         assert pools == [(3, 1)]  # asked whether 3 one-core workers fit
         assert exe.submit(sum, [2, 2]).result(timeout=30) == 4
+
+
+def _public_callables():
+    """Public functions and methods of the modules the facades own (wire/, launch/, cache/
+    and cluster/ have their own reviews)."""
+    from hpcfutures.compat.pool import AsyncResult
+
+    owned = ("hpcfutures.compat", "hpcfutures.executors", "hpcfutures.scheduling.derived_futures", "hpcfutures.progress_bar")
+    found = []
+    for cls in _public_classes() + [AsyncResult]:
+        for name, member in inspect.getmembers(cls, callable):
+            if not name.startswith("_") and getattr(member, "__module__", "").startswith(owned):
+                found.append((f"{cls.__name__}.{name}", member))
+    for name in hpcfutures.__all__:
+        value = getattr(hpcfutures, name)
+        if inspect.isfunction(value) and value.__module__.startswith(owned):
+            found.append((name, value))
+    return found
+
+
+@pytest.mark.parametrize("name,member", _public_callables(), ids=lambda x: x if isinstance(x, str) else "")
+def test_public_functions_document_their_arguments(name, member):
+    parameters = [p for p in inspect.signature(member).parameters if p not in ("self", "cls", "args", "kwargs")]
+    parameters = [p for p in parameters if inspect.signature(member).parameters[p].kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
+    doc = inspect.getdoc(member) or ""
+    assert doc, f"{name} has no docstring"
+    if len(parameters) > 1:  # one obvious argument may be described in prose
+        missing = [p for p in parameters if p not in _documented_arguments(doc)]
+        assert missing == [], f"{name}'s docstring has no Args entry for {missing}"
+
+
+FACADES = ["executors/base.py", "executors/launched.py", "executors/cluster_jobs.py", "executors/single_node.py",
+           "executors/slurm_job.py", "compat/executors.py", "compat/pool.py"]  # fmt: skip
+
+
+def _engine_uses(source: str) -> set[str]:
+    """Attributes read on ``self._engine`` (or ``self._engine`` under another name's ``_engine``)."""
+    used = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "_engine":
+            used.add(node.attr)
+    return used
+
+
+def test_facades_ask_engines_only_what_the_interface_offers():
+    from hpcfutures.engines.interface import Engine
+
+    offered = {name for name in vars(Engine) if not name.startswith("_")} | set(Engine.__annotations__)
+    # queries: how often a batch queue was asked, read with a default for the benchmark
+    used = set().union(*(_engine_uses((SRC / path).read_text()) for path in FACADES))
+    assert used - offered - {"queries"} == set()
+    assert _engine_uses("self._engine.record(fn)") == {"record"}  # the check sees a stray call

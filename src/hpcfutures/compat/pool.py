@@ -36,17 +36,22 @@ class AsyncResult:
             future.add_done_callback(done)
 
     def get(self, timeout: float | None = None):
+        """The result (or raise the call's exception); ``timeout`` in seconds, ``None``:
+        wait as long as it takes. Raises ``TimeoutError`` when it is not there in time."""
         return self._future.result(timeout)
 
     def wait(self, timeout: float | None = None) -> None:
+        """Wait until the call ended, at most ``timeout`` seconds (``None``: no limit)."""
         from concurrent.futures import wait
 
         wait([self._future], timeout)
 
     def ready(self) -> bool:
+        """Whether the call ended."""
         return self._future.done()
 
     def successful(self) -> bool:
+        """Whether the call ended with a result. Raises ``ValueError`` before it ended."""
         if not self._future.done():
             raise ValueError(f"{self!r} not ready")
         return not self._future.cancelled() and self._future.exception() is None
@@ -108,23 +113,96 @@ class Pool:
 
     # -- the multiprocessing API ------------------------------------------------------
     def map(self, func: Callable, iterable: Iterable, chunksize: int | None = None, progress: bool | None = None) -> list:
+        """``[func(x) for x in iterable]``, run on the workers.
+
+        Args:
+            func: a function of one argument.
+            iterable: its arguments.
+            chunksize: items per message (default: about four chunks per worker).
+            progress: draw a tqdm bar (``None``: the pool's setting).
+
+        Returns:
+            The results in input order.
+
+        Raises:
+            ValueError: a ``chunksize`` below 1.
+            Exception: the first failing call's exception.
+        """
         return self._ordered(func, list(iterable), chunksize, star=False, progress=progress)
 
     def starmap(self, func: Callable, iterable: Iterable, chunksize: int | None = None, progress: bool | None = None) -> list:
+        """``[func(*args) for args in iterable]``, run on the workers.
+
+        Args:
+            func: the function.
+            iterable: tuples of its arguments.
+            chunksize: items per message (default: about four chunks per worker).
+            progress: draw a tqdm bar (``None``: the pool's setting).
+
+        Returns:
+            The results in input order.
+
+        Raises:
+            ValueError: a ``chunksize`` below 1.
+            Exception: the first failing call's exception.
+        """
         return self._ordered(func, [tuple(args) for args in iterable], chunksize, star=True, progress=progress)
 
     def imap(self, func: Callable, iterable: Iterable, chunksize: int = 1) -> Iterator:
+        """As ``map``, lazily: an iterator of the results in input order (all calls are
+        submitted at once).
+
+        Args:
+            func: a function of one argument.
+            iterable: its arguments.
+            chunksize: items per message.
+
+        Returns:
+            An iterator; it raises a failing call's exception when it reaches that call.
+        """
         for future in self._submit_chunks(func, list(iterable), chunksize, star=False):
             yield from self._unwrap(future.result())
 
     def imap_unordered(self, func: Callable, iterable: Iterable, chunksize: int = 1) -> Iterator:
+        """As ``imap``, the results in the order they finish (per chunk).
+
+        Args:
+            func: a function of one argument.
+            iterable: its arguments.
+            chunksize: items per message.
+
+        Returns:
+            An iterator of the results as they finish.
+        """
         for future in as_completed(self._submit_chunks(func, list(iterable), chunksize, star=False)):
             yield from self._unwrap(future.result())
 
     def apply(self, func: Callable, args: tuple = (), kwds: dict | None = None) -> Any:
+        """``func(*args, **kwds)`` on a worker, waiting for its result.
+
+        Args:
+            func: the function.
+            args: its positional arguments.
+            kwds: its keyword arguments.
+
+        Returns:
+            Its result; its exception is raised here.
+        """
         return self.apply_async(func, args, kwds).get()
 
     def apply_async(self, func: Callable, args: tuple = (), kwds: dict | None = None, callback=None, error_callback=None) -> AsyncResult:
+        """``func(*args, **kwds)`` on a worker, without waiting.
+
+        Args:
+            func: the function.
+            args: its positional arguments.
+            kwds: its keyword arguments.
+            callback: called with the result when it succeeds (in the thread that ends it).
+            error_callback: called with the exception when it fails.
+
+        Returns:
+            An ``AsyncResult``.
+        """
         return AsyncResult(self._executor.submit(func, *args, **(kwds or {})), callback, error_callback)
 
     def close(self) -> None:
@@ -132,6 +210,7 @@ class Pool:
         self._executor.shutdown(wait=False)
 
     def join(self) -> None:
+        """Wait until everything submitted has ended and the workers stopped."""
         self._executor.shutdown(wait=True)
 
     def terminate(self) -> None:

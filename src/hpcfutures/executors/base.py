@@ -322,8 +322,19 @@ class BaseExecutor(Executor):
         return _results(futures, end_time, chunked=sizes is not None, bar_closed=bar_closed)
 
     def batched(self, iterable, n: int) -> list:
-        """Futures of the results of ``iterable`` (futures) in groups of ``n``, in
-        completion order; see ``hpcfutures.scheduling.derived_futures.batched``."""
+        """Futures of the results of ``iterable`` in groups of ``n``, in completion order.
+
+        Args:
+            iterable: futures (of this executor or any other).
+            n: the batch size (an int >= 1).
+
+        Returns:
+            ``ceil(len(iterable) / n)`` futures, each of a list of up to ``n`` results; a
+            batch holding a failed or cancelled future gets that exception.
+
+        Raises:
+            ValueError: ``n`` is not an int >= 1.
+        """
         from hpcfutures.scheduling.derived_futures import batched
 
         return batched(iterable, n)

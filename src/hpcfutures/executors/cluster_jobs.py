@@ -125,7 +125,14 @@ class _FileJobExecutor(BaseExecutor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """As ``Executor.shutdown``. On an executor made with ``wait=False``, interpreter
         exit does not wait for the jobs either (whether or not this was called): they run
-        on, and their results land in their cache entries for a later run to collect."""
+        on, and their results land in their cache entries for a later run to collect.
+
+        Args:
+            wait: return only when every job has ended (graph-only mode always waits: the
+                graph is written before it returns).
+            cancel_futures: cancel what waits and ``scancel`` the jobs (their futures raise
+                ``CancelledError``).
+        """
         if self._graph_only:
             wait = True  # nothing runs; the graph is written before shutdown returns
         super().shutdown(wait=wait, cancel_futures=cancel_futures)
