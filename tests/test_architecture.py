@@ -279,3 +279,14 @@ def test_facades_ask_engines_only_what_the_interface_offers():
     used = set().union(*(_engine_uses((SRC / path).read_text()) for path in FACADES))
     assert used - offered - {"queries"} == set()
     assert _engine_uses("self._engine.record(fn)") == {"record"}  # the check sees a stray call
+
+
+def test_a_subclass_with_the_old_hooks_is_refused():
+    """The hooks that Backend replaced would be ignored without a word: refuse them."""
+    from hpcfutures import SingleNodeExecutor
+
+    with pytest.raises(TypeError, match=r"\['_make_launcher'\].*Backend"):
+
+        class OldStyle(SingleNodeExecutor):
+            def _make_launcher(self):
+                return None

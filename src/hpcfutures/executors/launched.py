@@ -68,11 +68,28 @@ def _launch_key(launcher, resources: dict) -> bytes:
     return new_key()
 
 
+# what SingleNodeExecutor's subclasses overrode before the Backend value replaced them
+_OLD_HOOKS = frozenset(
+    {"_make_launcher", "_default_cores", "_check_warm_pool", "_assigns_gpus", "_refused", "_worker_keys", "_public_name"}
+)
+
+
 class LaunchedExecutor(BaseExecutor):
     """Fresh processes or warm workers, started by its backend's launcher. Not built
     directly: the public classes call ``_open`` from their explicit ``__init__``."""
 
     _task_keys = frozenset(KEYS)
+
+    def __init_subclass__(cls, **kwargs):
+        # the hooks these classes once overrode are gone: a subclass still defining one
+        # would be silently ignored (its workers started by the wrong launcher), so say so
+        super().__init_subclass__(**kwargs)
+        stale = sorted(_OLD_HOOKS.intersection(vars(cls)))
+        if stale:
+            raise TypeError(
+                f"{cls.__qualname__} defines {stale}, hooks that no longer exist: describe where workers run "
+                "as a Backend (hpcfutures.executors.backends) and pass it to self._open(...) from __init__"
+            )
 
     def _open(
         self,
