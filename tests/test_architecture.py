@@ -197,10 +197,22 @@ def test_a_new_backend_is_one_value(tmp_path):
     from hpcfutures.executors.backends import LOCAL, Backend
     from hpcfutures.executors.launched import LaunchedExecutor
 
-    pools = []
+    pools, launchers = [], []
+
+    class ClosingLauncher(type(LOCAL.make_launcher())):
+        closed = 0
+
+        def close(self):
+            self.closed += 1
+
+    def make_launcher(colour=None):
+        launchers.append((colour, ClosingLauncher()))
+        return launchers[-1][1]
+
     tiny = Backend(
         name="tiny",
-        make_launcher=LOCAL.make_launcher,
+        make_launcher=make_launcher,
+        launcher_parameters=("colour",),
         default_cores=lambda: 3,
         refused={"cwd": (lambda v: v is None, "this backend runs where the driver runs")},
         worker_keys=LOCAL.worker_keys,
@@ -215,18 +227,21 @@ def test_a_new_backend_is_one_value(tmp_path):
             block_allocation: warm workers.
         """
 
-        def __init__(self, block_allocation: bool = False):
+        def __init__(self, block_allocation: bool = False, colour: str = "blue"):
             self._open(tiny, "TinyExecutor", None, None, None, None, None, block_allocation, None, False, 0.01,
-                       False, None, None, False, True, 0, False)  # fmt: skip
+                       False, None, None, False, True, 0, False, colour=colour)  # fmt: skip
 
     with TinyExecutor() as exe:
         with pytest.raises(ValueError, match="submit.*'cwd'.*runs where the driver runs"):
             exe.submit(sum, [1], resource_dict={"cwd": str(tmp_path)})
         assert exe.max_workers == 3  # the backend's default core budget
         assert exe.submit(sum, [1, 2]).result(timeout=30) == 3
-    with TinyExecutor(block_allocation=True) as exe:
+    with TinyExecutor(block_allocation=True, colour="red") as exe:
         assert pools == [(3, 1)]  # asked whether 3 one-core workers fit
         assert exe.submit(sum, [2, 2]).result(timeout=30) == 4
+        assert exe.info["colour"] == "red"  # a launcher parameter is part of info
+    exe.shutdown()  # a second shutdown closes nothing twice
+    assert [(colour, launcher.closed) for colour, launcher in launchers] == [("blue", 1), ("red", 1)]
 
 
 def _public_callables():

@@ -29,8 +29,9 @@ class Backend:
 
     Args:
         name: a short name for messages and ``info`` (``"local"``, ``"srun"``).
-        make_launcher: ``make_launcher(pmi_mode)`` -> the launcher object that starts a
-            worker (``launch/``); ``pmi_mode`` is ``None`` where it means nothing.
+        make_launcher: ``make_launcher(**options)`` -> the launcher object that starts a
+            worker (``launch/``); ``options`` are the public constructor's arguments named
+            in ``launcher_parameters``, as given.
         default_cores: ``default_cores()`` -> cores that running calls may occupy when the
             user sets neither ``max_cores`` nor ``max_workers`` (``None``: no bound).
         refused: ``resource_dict`` key -> (test of an accepted value, the reason and remedy
@@ -42,10 +43,16 @@ class Backend:
             pool that cannot fit where it would run.
         local_link: ``local_link()`` -> the default of ``hostname_localhost``: ``True`` when
             workers certainly run on this machine (a Unix socket serves), else ``False``;
-            ``None``: this machine.
+            ``None``: this machine. Not called in graph-only mode, which starts nothing.
+        launcher_parameters: names of the public constructor's parameters that configure
+            the launcher (``pmi_mode`` for srun); they go to ``make_launcher`` and into
+            ``info``, and a parameter of that name is refused by backends without it.
     """
 
-    __slots__ = ("name", "make_launcher", "default_cores", "refused", "worker_keys", "assigns_gpus", "check_pool", "local_link")
+    __slots__ = (
+        "name", "make_launcher", "default_cores", "refused", "worker_keys", "assigns_gpus", "check_pool", "local_link",
+        "launcher_parameters",
+    )
 
     def __init__(
         self,
@@ -57,6 +64,7 @@ class Backend:
         assigns_gpus: bool,
         check_pool: Callable[[int, dict], None] | None = None,
         local_link: Callable[[], bool | None] | None = None,
+        launcher_parameters: tuple = (),
     ):
         for slot, value in (
             ("name", name),
@@ -67,6 +75,7 @@ class Backend:
             ("assigns_gpus", bool(assigns_gpus)),
             ("check_pool", check_pool or _fits_anywhere),
             ("local_link", local_link or _no_default),
+            ("launcher_parameters", tuple(launcher_parameters)),
         ):
             object.__setattr__(self, slot, value)
 
@@ -86,7 +95,7 @@ def _no_default() -> None:
 
 
 # -- on this machine: python, or mpiexec for cores > 1 ----------------------------------
-def _local_launcher(pmi_mode=None):
+def _local_launcher():
     from hpcfutures.launch.local import LocalLauncher
 
     return LocalLauncher()
@@ -112,7 +121,7 @@ LOCAL = Backend(
 
 
 # -- srun steps of the current allocation (or srun jobs outside one) --------------------
-def _srun_launcher(pmi_mode=None):
+def _srun_launcher(pmi_mode: str | None = None):
     from hpcfutures.launch.srun import SrunLauncher
 
     return SrunLauncher(pmi_mode)
@@ -157,4 +166,5 @@ SRUN = Backend(
     assigns_gpus=False,  # srun --gpus-per-task binds devices itself
     check_pool=_pool_fits_allocation,
     local_link=_one_node_allocation,
+    launcher_parameters=("pmi_mode",),
 )

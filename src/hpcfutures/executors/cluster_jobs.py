@@ -480,4 +480,4 @@ class _ClusterWarmJobs(LaunchedExecutor):
         bound = inspect.signature(SlurmJobExecutor.__init__).bind(None, **given)
         bound.apply_defaults()  # SlurmJobExecutor's defaults for what the user left out
         params = {k: v for k, v in bound.arguments.items() if k != "self"}
-        self._open(SRUN, "SlurmClusterExecutor", **params, info_extra={"pmi_mode": params["pmi_mode"]})
+        self._open(SRUN, "SlurmClusterExecutor", **params)

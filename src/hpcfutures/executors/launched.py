@@ -111,12 +111,15 @@ class LaunchedExecutor(BaseExecutor):
         wait: bool,
         restart_limit: int,
         openmpi_oversubscribe: bool,
-        pmi_mode: str | None = None,
-        info_extra: dict | None = None,
+        **launcher_options,
     ) -> None:
         """Check the parameters (see the public classes' docstrings) and start the engine.
-        ``name``: the class the user built, for error messages; ``info_extra``: entries of
-        ``info`` that only some classes have."""
+        ``name``: the class the user built, for error messages; ``launcher_options``: the
+        parameters of ``backend.launcher_parameters`` (``pmi_mode``, ...), for its launcher
+        and ``info``."""
+        unknown = sorted(set(launcher_options) - set(backend.launcher_parameters))
+        if unknown:  # a programming error of the class, not of its user
+            raise TypeError(f"{name}: the {backend.name} backend takes no {unknown}")
         self._backend = backend
         self._display_name = name
         if not wait:
@@ -132,8 +135,6 @@ class LaunchedExecutor(BaseExecutor):
             raise ValueError("init_function needs block_allocation=True: only warm workers keep its state between calls")
         if init_function is not None and not callable(init_function):
             raise TypeError(f"init_function must be callable, got {type(init_function).__qualname__}")
-        if hostname_localhost is None:
-            hostname_localhost = backend.local_link()
         where = f"{name}(resource_dict=...)"
         user_defaults = validate(resource_dict, where, self._task_keys)
         refuse_unsupported(user_defaults, where, backend.refused)
@@ -151,9 +152,11 @@ class LaunchedExecutor(BaseExecutor):
             )
 
         self._block_allocation = bool(block_allocation)
-        launcher = backend.make_launcher(pmi_mode)
+        launcher = backend.make_launcher(**launcher_options)
         self._visible_gpus: list | None = None  # looked up when a task first asks for GPUs
         graph_output = graph_mode(plot_dependency_graph, plot_dependency_graph_filename, export_workflow_filename)
+        if hostname_localhost is None and graph_output is None:
+            hostname_localhost = backend.local_link()
         if graph_output is not None:  # nothing will run: no worker, no launcher needed
             from hpcfutures.graph.record import GraphRecorder
 
@@ -211,14 +214,27 @@ class LaunchedExecutor(BaseExecutor):
             "plot_dependency_graph": plot_dependency_graph,
             "plot_dependency_graph_filename": plot_dependency_graph_filename,
             "export_workflow_filename": export_workflow_filename,
-            **(info_extra or {}),
+            **launcher_options,
         }
         super().__init__(engine, defaults, max_cores, info, disable_dependencies=disable_dependencies)
         self._launcher = launcher
+        self._unclosed = launcher  # closed at shutdown, once
         self._records = graph_output is not None
         if not block_allocation and not self._records:
             self._check_gpus(defaults, where)
         self._checked = {_launch_shape(defaults)}  # launch shapes checked so far (launcher.check)
+
+    def _drain_and_stop(self) -> None:
+        try:
+            super()._drain_and_stop()
+        finally:
+            # a launcher that holds something of its own (a Flux executor's thread) may have
+            # close(): called once, by the first shutdown that gets here, after every task ended
+            with self._lock:
+                launcher, self._unclosed = getattr(self, "_unclosed", None), None
+            close = getattr(launcher, "close", None)
+            if close is not None:
+                close()
 
     def _check_task_resources(self, task_resources: dict) -> dict:
         if not task_resources:

@@ -84,4 +84,4 @@ class SlurmJobExecutor(LaunchedExecutor):
         openmpi_oversubscribe: bool = False,
     ):
         # the parameters as given (locals() holds nothing else yet), checked by the shared body
-        self._open(SRUN, type(self).__name__, **given(locals()), info_extra={"pmi_mode": pmi_mode})
+        self._open(SRUN, type(self).__name__, **given(locals()))
