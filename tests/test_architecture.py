@@ -120,13 +120,30 @@ def test_every_engine_implements_the_interface(engine):
     assert missing == [], f"{engine.__name__} lacks {missing} of engines.interface.Engine"
 
 
-def test_graph_recorder_is_an_engine_that_records():
-    from hpcfutures.engines.interface import Engine
-    from hpcfutures.graph.record import GraphRecorder
+def test_graph_recorder_is_an_engine_that_records(tmp_path):
+    """Graph-only mode is an engine: it takes tasks through enqueue, ends their futures with
+    None, and writes the graph once at stop."""
+    from concurrent.futures import Future
 
-    recorder = GraphRecorder()
-    assert isinstance(recorder, Engine)
+    from hpcfutures.graph.record import GraphRecorder
+    from hpcfutures.scheduling.futures import TaskFuture
+    from hpcfutures.scheduling.task import Task
+
+    out = tmp_path / "graph.json"
+    recorder = GraphRecorder(workflow_filename=str(out))
     assert recorder.records_calls and recorder.queued() == 0
+    first = Task(TaskFuture(), sum, ([1, 2],), {}, {})
+    recorder.enqueue(first)
+    second = Task(TaskFuture(), max, (first.future, 5), {}, {})
+    recorder.enqueue(second)
+    assert first.future.result(timeout=1) is None and second.future.result(timeout=1) is None
+    assert {"source": 0, "sourcePort": None, "target": 2, "targetPort": "0"} in recorder.edges  # sum -> max
+    recorder.stop(wait=True)
+    written = out.read_text()
+    out.unlink()
+    recorder.stop(wait=True)  # once only
+    assert written and not out.exists()
+    assert isinstance(recorder.record(len, ([],), {}), Future)
 
 
 def _public_classes():
