@@ -6,7 +6,7 @@ import pytest
 
 import funcs
 from hpcfutures import SingleNodeExecutor, get_item_from_future, split_future
-from hpcfutures.scheduling.derived import batched
+from hpcfutures.scheduling.derived_futures import batched
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,39 +1,82 @@
 """hpcfutures: ``concurrent.futures`` executors for serial, threaded and MPI-parallel
 Python functions, from a laptop to a SLURM cluster, by changing one class name.
 
-How a call flows (each box is a subpackage; imports point down only)::
+The packages, top to bottom; a module imports only its own package and those below it
+(``tests/test_architecture.py`` checks it)::
 
     user code
-      | exe.submit(fn, *args, resource_dict={...})       compat/: pympipool's Pool, Executor, ...
-      v                                                   (fronts over the same executors)
-    executors/     facade: validate input, merge resource defaults, pickle the call,
-      |            hold calls whose arguments are futures (done-callbacks, no polling),
-      |            answer from cache/ when the result is stored; outcome: futures settled
+      | exe.submit(fn, *args, resource_dict={...})
       v
+    compat/        pympipool's Pool, Executor, HPCExecutor, ...: fronts over the executors
+      v
+    executors/     facades: validate input at submit(), merge resource defaults, pickle the
+      |            call in the caller's thread, hold calls whose arguments are futures
+      |            (done-callbacks, no polling), answer from cache/ when the result is stored.
+      |            One body (launched.py) + a Backend value (backends.py: local, srun; Flux
+      |            is one more) make SingleNodeExecutor, SlurmJobExecutor and the fronts;
+      |            cluster_jobs.py: SlurmClusterExecutor, TestClusterExecutor (a job per call)
+      v
+    engines/       interface.py: the one Engine interface (enqueue, queued, resize, stop,
+      |            kill_all, ...); the engines: one fresh process per task, a warm pool of
+      |            workers, one batch job per call, graph/ (graph-only mode: record, then
+      |            draw or export at shutdown); outcome.py: the one place futures complete
+      v
+    cluster/       batch queues: sbatch/squeue/scancel, pysqa, local processes; terminate
     scheduling/    pure state: Task, TaskFuture (cancel() wakes waiters at once), resource
-      |            keys, core budget, dependency helpers
-      |            (graph/ replaces the engine in graph-only mode: record, draw, export)
-      v  engine: one fresh process per task | a warm pool of workers | cluster/: one batch job per call
-    launch/        how a worker process comes to exist: python, mpiexec or srun (a launcher
-      |            object; srun --test-only outside an allocation, its size inside; srun's
-      |            own refusals read from its stderr; a stopped srun's queued job scancelled);
-      |            the key (pipe, 0600 file, or srun's environment), thread counts, GPUs; its
-      |            death seen at once (pidfd), and what it left in its session killed; ranks'
-      |            reports taken out of its stderr. pending: queued srun jobs watched, one
-      |            squeue per interval, hopeless ones (slurm_reasons) cancelled. guardian: one
-      |            process per driver that ends its launchers and jobs when the driver dies,
-      |            SIGKILL included
+      |            keys and their validated value, core budget, dependency helpers
       v
-    wire/          HMAC-authenticated frames; pipes for one-shot serial workers (also through
-      |            srun's stdin/stdout), Unix sockets locally, zmq over tcp across nodes
-      |            (a peer answers a challenge before it is sent anything);
-      |            replies: MPI ranks' replies travel unopened, decoded in the driver
+    launch/        how a worker comes to exist: a launcher (python, mpiexec, srun) starts it
+      |            and returns a handle (its end as an event, describe_exit, terminate, kill,
+      |            stderr tail); the key, thread counts, GPUs; pending: queued srun jobs
+      |            watched, hopeless ones (slurm_reasons) cancelled; guardian: one process
+      |            per driver that ends its launchers and jobs when the driver dies
       v
-    worker/        lean entry points run in the worker processes: one_shot, interactive,
-                   file_task (queued jobs; reads and writes cache entries); mpi_world: one
-                   world of the size asked for, an end for every call (MPI_Abort when needed)
+    worker/        lean entry points run in the worker processes (stdlib + cloudpickle, +
+      |            mpi4py): one_shot, interactive, file_task; mpi_world: one world of the
+      |            size asked for, an end for every call (MPI_Abort when needed)
+    cache/         the entry format (entry.py) and the store (lookups, the writer thread)
+    wire/          HMAC-authenticated frames; pipes, Unix sockets, zmq over tcp (a peer
+      |            answers a challenge before it is sent anything); MPI ranks' replies
+      |            travel unopened and are decoded in the driver. wire/ imports no launch/
+    errors, logs
 
-Public names are imported lazily, so ``import hpcfutures`` costs almost nothing.
+Data travels driver -> wire -> worker process and back; only the driver's engines and the
+worker entry points touch the wire.
+
+Which thread completes a future (always through ``engines/outcome.py``):
+
+- the caller's thread, in ``submit()``: an answer from the cache, a call recorded in
+  graph-only mode, a call whose upstream future had already failed;
+- an upstream future's done-callback (whichever thread completed the upstream): a call
+  whose upstream failed or was cancelled; one whose upstreams all succeeded is handed to
+  its engine from that thread;
+- a per-task thread (``hpcfutures-task-<name>``, one process per task): the reply, the
+  crash or the time-out of its process;
+- a warm worker's thread (``hpcfutures-worker-<n>``): the reply or crash of its worker;
+  tasks still queued when the whole pool is broken;
+- the job poller (``hpcfutures-job-poller``, one batch job per call): a job's entry
+  written, or the job gone without one;
+- the thread that calls ``shutdown(cancel_futures=True)`` (or Ctrl-C, or interpreter exit):
+  cancelled and stopped tasks. The cache writer (``hpcfutures-cache-writer``) completes no
+  future: it writes entries after their futures completed.
+
+Three questions, three files each:
+
+- Where does a task get its cores? ``scheduling/resources.py`` (keys, defaults, the
+  validated value and its rendering per backend), ``executors/base.py`` (``submit`` merges
+  the call's ``resource_dict`` over the executor's; ``launched.py`` checks it against the
+  budget and the backend), ``launch/mpi.py`` or ``launch/srun.py`` (the command line).
+- How does a result get back from a warm worker to its future? ``worker/interactive.py``
+  (runs the call, sends the reply), ``engines/warm_pool.py`` (the worker's thread waits
+  for it), ``engines/outcome.py`` (``finish``/``settle``: retry, or complete the future).
+- What happens when a worker is SIGKILLed? ``launch/handle.py`` (its end is seen at once
+  and described: "killed by SIGKILL"), ``engines/warm_pool.py`` (or ``one_process.py``:
+  the wait sees the end before a reply, the worker is restarted up to
+  ``restart_limit``), ``engines/outcome.py`` (``WorkerCrashedError``, retried while
+  ``retries`` allow).
+
+``docs/architecture.md`` says the same at more length. Public names are imported lazily,
+so ``import hpcfutures`` costs almost nothing.
 """
 
 from __future__ import annotations
@@ -41,7 +84,7 @@ from __future__ import annotations
 _EXPORTS = {
     "SingleNodeExecutor": "hpcfutures.executors.single_node",
     "SlurmJobExecutor": "hpcfutures.executors.slurm_job",
-    "SlurmClusterExecutor": "hpcfutures.executors.cluster",
+    "SlurmClusterExecutor": "hpcfutures.executors.cluster_jobs",
     "terminate_tasks_in_cache": "hpcfutures.cluster.terminate",
     "terminate_task_in_cache": "hpcfutures.cluster.terminate",
     # pympipool's interfaces
@@ -62,8 +105,8 @@ _EXPORTS = {
     "MPIWorldError": "hpcfutures.errors",
     "get_cache_data": "hpcfutures.cache.store",
     "get_future_from_cache": "hpcfutures.cache.store",
-    "get_item_from_future": "hpcfutures.scheduling.derived",
-    "split_future": "hpcfutures.scheduling.derived",
+    "get_item_from_future": "hpcfutures.scheduling.derived_futures",
+    "split_future": "hpcfutures.scheduling.derived_futures",
     "progress": "hpcfutures.progress_bar",
 }
 

@@ -3,11 +3,10 @@
 from hpcfutures.cache.entry import CacheEntryError
 from hpcfutures.cluster.queues import QueueError
 from hpcfutures.errors import MPIWorldError, PoolBrokenError, RemoteTraceback, UnsatisfiableRequestError, WorkerCrashedError
+from hpcfutures.executors.cluster_jobs import TestClusterExecutor
 from hpcfutures.launch.process import WorkerProcess, python_command, worker_environment
 from hpcfutures.wire.frames import AuthenticationError, dumps_by_value, loads, new_key, seal, unseal
 from hpcfutures.launch.link import SocketInterface
-
-from hpcfutures.executors.cluster import TestClusterExecutor
 
 ExecutorlibSocketError = WorkerCrashedError
 """The name executorlib gives the worker-crash exception."""

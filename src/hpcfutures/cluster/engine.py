@@ -29,7 +29,8 @@ from hpcfutures.cluster.queues import ENDED, file_task_command
 from hpcfutures.errors import UnsatisfiableRequestError, WorkerCrashedError
 from hpcfutures.launch.guardian import guardian
 from hpcfutures.launch.slurm_reasons import explain, never_starts
-from hpcfutures.executors.outcome import settle, stopped_by_shutdown
+from hpcfutures.engines.interface import EngineDefaults
+from hpcfutures.engines.outcome import settle, stopped_by_shutdown
 from hpcfutures.logs import get_logger
 from hpcfutures.scheduling.task import Task
 from hpcfutures.worker.directory import make_working_directory
@@ -38,7 +39,7 @@ from hpcfutures.worker.directory import make_working_directory
 _log = get_logger("cluster")
 
 
-class JobEngine:
+class JobEngine(EngineDefaults):
     max_workers = None  # the queue decides how many run at once
 
     def __init__(self, queue, interval: float = 0.1, query_interval: float = 1.0, guard: bool = False, log_obj_size: bool = False):

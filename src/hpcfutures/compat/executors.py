@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from hpcfutures.compat.backends import refuse_missing_backends
-from hpcfutures.executors.single_node import SingleNodeExecutor
-from hpcfutures.executors.slurm_job import SlurmJobExecutor
+from hpcfutures.compat.backend_switches import refuse_missing_backends
+from hpcfutures.executors.backends import LOCAL, SRUN
+from hpcfutures.executors.launched import LaunchedExecutor
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -21,47 +21,67 @@ def _worker_resources(cores: int, gpus: int | float, cwd) -> dict:
     return resources
 
 
-class _WarmFront(SingleNodeExecutor):
+class _WarmFront(LaunchedExecutor):
     """What the three fronts share: refuse a backend that does not exist yet, then start a
-    warm pool shaped by pympipool's parameters."""
+    warm pool shaped by pympipool's parameters, on this machine or as srun steps
+    (``enable_slurm_backend``, the ``SRUN`` backend of ``SlurmJobExecutor``)."""
 
-    _srun = False  # enable_slurm_backend: the workers are srun steps, as in SlurmJobExecutor
-    _pmi_mode = None
-
-    def _make_launcher(self):
-        return SlurmJobExecutor._make_launcher(self) if self._srun else super()._make_launcher()
-
-    def _default_cores(self):
-        return SlurmJobExecutor._default_cores(self) if self._srun else super()._default_cores()
-
-    def _check_warm_pool(self, n_workers: int, resources: dict) -> None:
-        if self._srun:
-            SlurmJobExecutor._check_warm_pool(self, n_workers, resources)
-
-    @property
-    def _assigns_gpus(self) -> bool:
-        return not self._srun  # srun binds GPUs itself
-
-    @property
-    def _backend(self) -> str:
-        return SlurmJobExecutor._backend if self._srun else SingleNodeExecutor._backend  # which keys are honoured
-
-    def _open(self, max_workers, cores, gpus, init_function, oversubscribe, cwd, hostname_localhost, backends) -> None:
-        self._srun = refuse_missing_backends(type(self).__name__, **backends)
-        super().__init__(
+    def _open_front(self, max_workers, cores, gpus, init_function, oversubscribe, cwd, hostname_localhost, backends) -> None:
+        name = type(self).__name__
+        use_srun = refuse_missing_backends(name, **backends)
+        self._open(
+            SRUN if use_srun else LOCAL,
+            name,
             max_workers=max_workers,
+            cache_directory=None,
+            max_cores=None,
+            resource_dict=_worker_resources(cores, gpus, cwd),
+            hostname_localhost=hostname_localhost,
             block_allocation=True,
             init_function=init_function,
-            resource_dict=_worker_resources(cores, gpus, cwd),
+            disable_dependencies=False,
+            refresh_rate=0.01,
+            plot_dependency_graph=False,
+            plot_dependency_graph_filename=None,
+            export_workflow_filename=None,
+            log_obj_size=False,
+            wait=True,
+            restart_limit=0,
             openmpi_oversubscribe=oversubscribe,
-            hostname_localhost=hostname_localhost,
         )
 
 
 class Executor(_WarmFront):
     """One warm worker — serial, or MPI-parallel with ``cores`` ranks — running calls first
     in first out; ``init_function``'s dict feeds calls by parameter name; ``len()`` counts
-    the calls still waiting. An error fails only its own future."""
+    the calls still waiting. An error fails only its own future.
+
+    Args:
+        cores: MPI ranks of the worker (1: a serial worker); a call's result is the list of
+            rank results when ``cores > 1``.
+        gpus_per_task: whole GPUs of the worker (its ``CUDA_VISIBLE_DEVICES``).
+        init_function: runs once in the worker and returns a dict whose entries calls
+            receive by parameter name.
+        oversubscribe: let Open MPI place more ranks than cores (``--oversubscribe``).
+        enable_flux_backend: refused (``NotImplementedError``): hpcfutures has no Flux
+            launcher yet; never a silent fallback to local processes.
+        enable_slurm_backend: ``True``: the workers are ``srun`` steps (as
+            ``SlurmJobExecutor``'s), GPUs bound by srun.
+        queue_adapter, queue_adapter_kwargs: refused (``NotImplementedError``): warm workers
+            through a pysqa queue adapter are not built; ``SlurmClusterExecutor`` submits one
+            job per call.
+        cwd: the workers' working directory (created if missing); ``None``: the driver's.
+        hostname_localhost: ``True``: workers connect over a Unix socket on this machine;
+            ``False``: over TCP; ``None``: the backend's default (this machine, or a Unix
+            socket inside a one-node allocation and TCP otherwise under srun).
+
+    Raises:
+        ValueError: a count below 1, ``enable_slurm_backend`` together with a queue
+            adapter, a ``cwd`` that cannot be a directory, a pool larger than the
+            allocation (srun).
+        NotImplementedError: ``enable_flux_backend`` or a queue adapter.
+        TypeError: an ``init_function`` that is not callable.
+    """
 
     def __init__(
         self,
@@ -82,13 +102,40 @@ class Executor(_WarmFront):
             queue_adapter=queue_adapter,
             queue_adapter_kwargs=queue_adapter_kwargs,
         )
-        self._open(1, cores, gpus_per_task, init_function, oversubscribe, cwd, hostname_localhost, backends)
+        self._open_front(1, cores, gpus_per_task, init_function, oversubscribe, cwd, hostname_localhost, backends)
 
 
 class HPCExecutor(_WarmFront):
     """``max_workers`` warm workers of ``cores_per_worker`` ranks and ``gpus_per_worker``
     GPUs each (every worker its own devices, through ``CUDA_VISIBLE_DEVICES``); an idle
-    worker takes the next call, so the load balances itself."""
+    worker takes the next call, so the load balances itself.
+
+    Args:
+        max_workers: warm workers (>= 1).
+        cores_per_worker: MPI ranks of each worker (1: serial workers).
+        gpus_per_worker: whole GPUs of each worker.
+        init_function: runs once in each worker and returns a dict whose entries calls
+            receive by parameter name.
+        oversubscribe: let Open MPI place more ranks than cores (``--oversubscribe``).
+        enable_flux_backend: refused (``NotImplementedError``): hpcfutures has no Flux
+            launcher yet; never a silent fallback to local processes.
+        enable_slurm_backend: ``True``: the workers are ``srun`` steps (as
+            ``SlurmJobExecutor``'s), GPUs bound by srun.
+        queue_adapter, queue_adapter_kwargs: refused (``NotImplementedError``): warm workers
+            through a pysqa queue adapter are not built; ``SlurmClusterExecutor`` submits one
+            job per call.
+        cwd: the workers' working directory (created if missing); ``None``: the driver's.
+        hostname_localhost: ``True``: workers connect over a Unix socket on this machine;
+            ``False``: over TCP; ``None``: the backend's default (this machine, or a Unix
+            socket inside a one-node allocation and TCP otherwise under srun).
+
+    Raises:
+        ValueError: a count below 1, ``enable_slurm_backend`` together with a queue
+            adapter, a ``cwd`` that cannot be a directory, a pool larger than the
+            allocation (srun).
+        NotImplementedError: ``enable_flux_backend`` or a queue adapter.
+        TypeError: an ``init_function`` that is not callable.
+    """
 
     def __init__(
         self,
@@ -110,11 +157,33 @@ class HPCExecutor(_WarmFront):
             queue_adapter=queue_adapter,
             queue_adapter_kwargs=queue_adapter_kwargs,
         )
-        self._open(max_workers, cores_per_worker, gpus_per_worker, init_function, oversubscribe, cwd, hostname_localhost, backends)
+        self._open_front(max_workers, cores_per_worker, gpus_per_worker, init_function, oversubscribe, cwd, hostname_localhost, backends)
 
 
 class PoolExecutor(_WarmFront):
-    """``submit()`` of serial functions over ``max_workers`` warm workers."""
+    """``submit()`` of serial functions over ``max_workers`` warm workers.
+
+    Args:
+        max_workers: warm serial workers (>= 1).
+        oversubscribe: let Open MPI place more ranks than cores (``--oversubscribe``).
+        enable_flux_backend: refused (``NotImplementedError``): hpcfutures has no Flux
+            launcher yet; never a silent fallback to local processes.
+        enable_slurm_backend: ``True``: the workers are ``srun`` steps (as
+            ``SlurmJobExecutor``'s), GPUs bound by srun.
+        queue_adapter, queue_adapter_kwargs: refused (``NotImplementedError``): warm workers
+            through a pysqa queue adapter are not built; ``SlurmClusterExecutor`` submits one
+            job per call.
+        cwd: the workers' working directory (created if missing); ``None``: the driver's.
+        hostname_localhost: ``True``: workers connect over a Unix socket on this machine;
+            ``False``: over TCP; ``None``: the backend's default (this machine, or a Unix
+            socket inside a one-node allocation and TCP otherwise under srun).
+
+    Raises:
+        ValueError: a count below 1, ``enable_slurm_backend`` together with a queue
+            adapter, a ``cwd`` that cannot be a directory, a pool larger than the
+            allocation (srun).
+        NotImplementedError: ``enable_flux_backend`` or a queue adapter.
+    """
 
     def __init__(
         self,
@@ -133,4 +202,4 @@ class PoolExecutor(_WarmFront):
             queue_adapter=queue_adapter,
             queue_adapter_kwargs=queue_adapter_kwargs,
         )
-        self._open(max_workers, 1, 0, None, oversubscribe, cwd, hostname_localhost, backends)
+        self._open_front(max_workers, 1, 0, None, oversubscribe, cwd, hostname_localhost, backends)

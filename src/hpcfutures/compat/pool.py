@@ -8,8 +8,8 @@ from __future__ import annotations
 import itertools
 from concurrent.futures import as_completed
 
-from hpcfutures.compat.backends import refuse_missing_backends, warm_pool_class
-from hpcfutures.worker.adapters import call_with_comm, run_chunk
+from hpcfutures.compat.backend_switches import refuse_missing_backends, warm_pool_class
+from hpcfutures.worker.pool_calls import call_with_comm, run_chunk
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -36,17 +36,22 @@ class AsyncResult:
             future.add_done_callback(done)
 
     def get(self, timeout: float | None = None):
+        """The result (or raise the call's exception); ``timeout`` in seconds, ``None``:
+        wait as long as it takes. Raises ``TimeoutError`` when it is not there in time."""
         return self._future.result(timeout)
 
     def wait(self, timeout: float | None = None) -> None:
+        """Wait until the call ended, at most ``timeout`` seconds (``None``: no limit)."""
         from concurrent.futures import wait
 
         wait([self._future], timeout)
 
     def ready(self) -> bool:
+        """Whether the call ended."""
         return self._future.done()
 
     def successful(self) -> bool:
+        """Whether the call ended with a result. Raises ``ValueError`` before it ended."""
         if not self._future.done():
             raise ValueError(f"{self!r} not ready")
         return not self._future.cancelled() and self._future.exception() is None
@@ -57,7 +62,26 @@ class Pool:
 
     ``chunksize`` (default: about four chunks per worker, as multiprocessing chooses) sends
     several items per message; ``progress=True`` shows a tqdm bar for ``map``/``starmap``
-    (``pip install "hpcfutures[progress]"``)."""
+    (``pip install "hpcfutures[progress]"``).
+
+    Args:
+        max_workers: warm serial workers (>= 1).
+        enable_flux_backend: refused (``NotImplementedError``): hpcfutures has no Flux
+            launcher yet; never a silent fallback to local processes.
+        enable_slurm_backend: ``True``: the workers are ``srun`` steps.
+        oversubscribe: let Open MPI place more ranks than cores (``--oversubscribe``).
+        queue_adapter, queue_adapter_kwargs: refused (``NotImplementedError``): warm workers
+            through a pysqa queue adapter are not built; ``SlurmClusterExecutor`` submits one
+            job per call.
+        cwd: the workers' working directory (created if missing); ``None``: the driver's.
+        progress: draw a tqdm bar for ``map``/``starmap`` (``pip install
+            "hpcfutures[progress]"``); each call may override it.
+
+    Raises:
+        ValueError: a count below 1, ``enable_slurm_backend`` together with a queue adapter.
+        NotImplementedError: ``enable_flux_backend`` or a queue adapter.
+        ImportError: ``progress=True`` without tqdm.
+    """
 
     def __init__(
         self,
@@ -89,23 +113,96 @@ class Pool:
 
     # -- the multiprocessing API ------------------------------------------------------
     def map(self, func: Callable, iterable: Iterable, chunksize: int | None = None, progress: bool | None = None) -> list:
+        """``[func(x) for x in iterable]``, run on the workers.
+
+        Args:
+            func: a function of one argument.
+            iterable: its arguments.
+            chunksize: items per message (default: about four chunks per worker).
+            progress: draw a tqdm bar (``None``: the pool's setting).
+
+        Returns:
+            The results in input order.
+
+        Raises:
+            ValueError: a ``chunksize`` below 1.
+            Exception: the first failing call's exception.
+        """
         return self._ordered(func, list(iterable), chunksize, star=False, progress=progress)
 
     def starmap(self, func: Callable, iterable: Iterable, chunksize: int | None = None, progress: bool | None = None) -> list:
+        """``[func(*args) for args in iterable]``, run on the workers.
+
+        Args:
+            func: the function.
+            iterable: tuples of its arguments.
+            chunksize: items per message (default: about four chunks per worker).
+            progress: draw a tqdm bar (``None``: the pool's setting).
+
+        Returns:
+            The results in input order.
+
+        Raises:
+            ValueError: a ``chunksize`` below 1.
+            Exception: the first failing call's exception.
+        """
         return self._ordered(func, [tuple(args) for args in iterable], chunksize, star=True, progress=progress)
 
     def imap(self, func: Callable, iterable: Iterable, chunksize: int = 1) -> Iterator:
+        """As ``map``, lazily: an iterator of the results in input order (all calls are
+        submitted at once).
+
+        Args:
+            func: a function of one argument.
+            iterable: its arguments.
+            chunksize: items per message.
+
+        Returns:
+            An iterator; it raises a failing call's exception when it reaches that call.
+        """
         for future in self._submit_chunks(func, list(iterable), chunksize, star=False):
             yield from self._unwrap(future.result())
 
     def imap_unordered(self, func: Callable, iterable: Iterable, chunksize: int = 1) -> Iterator:
+        """As ``imap``, the results in the order they finish (per chunk).
+
+        Args:
+            func: a function of one argument.
+            iterable: its arguments.
+            chunksize: items per message.
+
+        Returns:
+            An iterator of the results as they finish.
+        """
         for future in as_completed(self._submit_chunks(func, list(iterable), chunksize, star=False)):
             yield from self._unwrap(future.result())
 
     def apply(self, func: Callable, args: tuple = (), kwds: dict | None = None) -> Any:
+        """``func(*args, **kwds)`` on a worker, waiting for its result.
+
+        Args:
+            func: the function.
+            args: its positional arguments.
+            kwds: its keyword arguments.
+
+        Returns:
+            Its result; its exception is raised here.
+        """
         return self.apply_async(func, args, kwds).get()
 
     def apply_async(self, func: Callable, args: tuple = (), kwds: dict | None = None, callback=None, error_callback=None) -> AsyncResult:
+        """``func(*args, **kwds)`` on a worker, without waiting.
+
+        Args:
+            func: the function.
+            args: its positional arguments.
+            kwds: its keyword arguments.
+            callback: called with the result when it succeeds (in the thread that ends it).
+            error_callback: called with the exception when it fails.
+
+        Returns:
+            An ``AsyncResult``.
+        """
         return AsyncResult(self._executor.submit(func, *args, **(kwds or {})), callback, error_callback)
 
     def close(self) -> None:
@@ -113,6 +210,7 @@ class Pool:
         self._executor.shutdown(wait=False)
 
     def join(self) -> None:
+        """Wait until everything submitted has ended and the workers stopped."""
         self._executor.shutdown(wait=True)
 
     def terminate(self) -> None:
@@ -164,7 +262,24 @@ class MPISpawnPool(Pool):
     Built from fixed groups of ranks rather than ``MPI_Comm_spawn``: every worker is one
     ``mpiexec -n ranks_per_task`` and ``comm`` is its ``COMM_WORLD``. Spawning is fragile
     on the stacks users have (Open MPI 5 singletons, MPICH as root, PMIx inside batch
-    jobs); fixed groups behave the same everywhere and need no MPI in the driver."""
+    jobs); fixed groups behave the same everywhere and need no MPI in the driver.
+
+    Args:
+        max_ranks: ranks of all workers together; ``max_ranks // ranks_per_task`` workers.
+        ranks_per_task: ranks of each call (each worker is one ``mpiexec`` of that size).
+        oversubscribe: let Open MPI place more ranks than cores (``--oversubscribe``).
+        queue_adapter, queue_adapter_kwargs: refused (``NotImplementedError``): warm workers
+            through a pysqa queue adapter are not built; ``SlurmClusterExecutor`` submits one
+            job per call.
+        cwd: the workers' working directory (created if missing); ``None``: the driver's.
+        progress: draw a tqdm bar for ``map``/``starmap`` (``pip install
+            "hpcfutures[progress]"``); each call may override it.
+
+    Raises:
+        ValueError: ``ranks_per_task`` below 1 or ``max_ranks`` below it.
+        NotImplementedError: a queue adapter.
+        ImportError: ``progress=True`` without tqdm.
+    """
 
     def __init__(
         self,

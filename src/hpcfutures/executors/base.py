@@ -15,7 +15,7 @@ import time
 import weakref
 from concurrent.futures import Executor, Future
 
-from hpcfutures.executors.outcome import cancel_unstarted, fail_unstarted, settle
+from hpcfutures.engines.outcome import cancel_unstarted, fail_unstarted, settle
 from hpcfutures.scheduling.dependencies import find_futures, propagate, substitute, when_all_done
 from hpcfutures.scheduling.futures import TaskFuture
 from hpcfutures.scheduling.resources import check_seconds, merge, validate
@@ -72,6 +72,27 @@ def _check_function(fn) -> None:
         pass
 
 
+def graph_mode(plot: bool, plot_filename, workflow_filename) -> dict | None:
+    """Graph-only mode when any of the three is set: checked now (a bad suffix or a missing
+    matplotlib is an error at construction, not at exit)."""
+    if not (plot or plot_filename or workflow_filename):
+        return None
+    if plot_filename is not None:
+        from hpcfutures.graph.draw import check_format
+
+        check_format(plot_filename)
+    return {"plot": bool(plot), "plot_filename": plot_filename, "workflow_filename": workflow_filename}
+
+
+def refuse_unsupported(resources: dict, where: str, refused: dict) -> None:
+    """Raise ``ValueError`` for a key this executor cannot honour (``refused``: key ->
+    (test of an accepted value, reason))."""
+    for key, value in resources.items():
+        rule = refused.get(key)
+        if rule is not None and not rule[0](value):
+            raise ValueError(f"{where}: resource_dict[{key!r}]={value!r} is not supported: {rule[1]}")
+
+
 class BaseExecutor(Executor):
     """Shared behaviour; subclasses choose the engine and the accepted resource keys."""
 
@@ -85,11 +106,9 @@ class BaseExecutor(Executor):
         max_cores: int | None,
         info: dict,
         disable_dependencies: bool = False,
-        graph_output: dict | None = None,
     ):
+        # any engines.interface.Engine; a recording one (graph-only mode) runs nothing
         self._engine = engine
-        # graph-only mode: the engine is a GraphRecorder, written out at shutdown
-        self._graph_output = graph_output
         self._defaults = defaults
         self._max_cores = max_cores
         self._info = info
@@ -138,13 +157,13 @@ class BaseExecutor(Executor):
             validate(resource_dict, "submit()", self._task_keys, self._pass_unknown_keys)
         )
         resources = merge(self._defaults, task_resources) if task_resources else self._defaults
-        if self._graph_output is not None:
-            return self._engine.record(fn, args, kwargs)
         future: Future = TaskFuture()
         task = Task(future, fn, args, kwargs, resources)
         upstream = find_futures(args) + find_futures(kwargs) if (args or kwargs) else []
         self._book.add(task, upstream)
-        if upstream:
+        if self._engine.records_calls:  # graph-only mode: the call as written, futures and all
+            self._engine.enqueue(task)
+        elif upstream:
             if self._disable_dependencies:
                 raise TypeError(
                     "an argument of this call is a Future, but the executor was created with "
@@ -278,7 +297,7 @@ class BaseExecutor(Executor):
             tqdm_class()  # a missing extra is an error now, before anything is submitted
         iterables = tuple(it.result() if isinstance(it, Future) else it for it in iterables)
         name = getattr(fn, "__name__", "map")
-        if self._graph_output is None and callable(fn):
+        if not self._engine.records_calls and callable(fn):
             from hpcfutures.wire.prepickled import Prepickled
 
             fn = Prepickled.of(fn)  # pickled once for the whole map, not once per item
@@ -289,7 +308,7 @@ class BaseExecutor(Executor):
         else:
             import itertools
 
-            from hpcfutures.worker.adapters import run_chunk
+            from hpcfutures.worker.pool_calls import run_chunk
 
             items = zip(*iterables)
             chunks = list(iter(lambda: list(itertools.islice(items, chunksize)), []))
@@ -303,9 +322,20 @@ class BaseExecutor(Executor):
         return _results(futures, end_time, chunked=sizes is not None, bar_closed=bar_closed)
 
     def batched(self, iterable, n: int) -> list:
-        """Futures of the results of ``iterable`` (futures) in groups of ``n``, in
-        completion order; see ``hpcfutures.scheduling.derived.batched``."""
-        from hpcfutures.scheduling.derived import batched
+        """Futures of the results of ``iterable`` in groups of ``n``, in completion order.
+
+        Args:
+            iterable: futures (of this executor or any other).
+            n: the batch size (an int >= 1).
+
+        Returns:
+            ``ceil(len(iterable) / n)`` futures, each of a list of up to ``n`` results; a
+            batch holding a failed or cancelled future gets that exception.
+
+        Raises:
+            ValueError: ``n`` is not an int >= 1.
+        """
+        from hpcfutures.scheduling.derived_futures import batched
 
         return batched(iterable, n)
 
@@ -344,12 +374,6 @@ class BaseExecutor(Executor):
         self._engine.stop(wait=True)
         for store in list(self._stores.values()):
             store.flush()  # every cache entry on disk before shutdown returns
-        with self._lock:  # written once, by the first shutdown to get here
-            graph_output, self._graph_output = self._graph_output, None
-        if graph_output is not None:
-            from hpcfutures.graph.output import write_graph
-
-            write_graph(self._engine, **graph_output)
         _live.discard(self)
 
     def _terminate(self) -> None:
@@ -390,7 +414,7 @@ class BaseExecutor(Executor):
         """
         with self._lock:
             waiting = set(self._waiting)
-        return self._book.rows(waiting, getattr(self._engine, "still_queued", None))
+        return self._book.rows(waiting, self._engine.still_queued)
 
     def task_graph(self):
         """The dependency graph of this executor's tasks, each box filled by its state

@@ -19,7 +19,8 @@ import threading
 from collections import deque
 
 from hpcfutures.errors import UnsatisfiableRequestError, WorkerCrashedError
-from hpcfutures.executors.outcome import cancel_unstarted, finish, settle, stopped_by_shutdown
+from hpcfutures.engines.interface import EngineDefaults
+from hpcfutures.engines.outcome import cancel_unstarted, finish, settle, stopped_by_shutdown
 from hpcfutures.launch.gpus import GpuPool, gpu_environment
 from hpcfutures.launch.handle import ONE_SHOT_PIPES, WorkerHandle
 from hpcfutures.launch.local import LocalLauncher, interactive_worker
@@ -34,7 +35,7 @@ from hpcfutures.worker.directory import CWD_ENV, make_working_directory
 _log = get_logger("process")
 
 
-class OneProcessPerTask:
+class OneProcessPerTask(EngineDefaults):
     def __init__(
         self,
         key: bytes,

@@ -117,7 +117,7 @@ def _mark_of(future: Future):
     ``get_item_from_future``/``split_future`` back to their source."""
     mark = getattr(future, _MARK, None)
     if mark is None:
-        from hpcfutures.scheduling.derived import DERIVED
+        from hpcfutures.scheduling.derived_futures import DERIVED
 
         for _ in range(100):  # derived from derived ...; bounded
             source = DERIVED.get(future)

@@ -1,30 +1,22 @@
 """``SlurmJobExecutor``: inside a SLURM allocation, every task (or warm worker) is an
-``srun`` step. Everything else — dependencies, cache, retries, warm pools — is
-``SingleNodeExecutor``'s; only the launcher and the limits differ."""
+``srun`` step. Everything else — dependencies, cache, retries, warm pools — is the shared
+body (``launched.LaunchedExecutor``); only the backend (``SRUN``) differs."""
 
 from __future__ import annotations
 
-from hpcfutures.executors.single_node import SingleNodeExecutor
-from hpcfutures.scheduling.honoured import SRUN
+from hpcfutures.executors.backends import SRUN
+from hpcfutures.executors.launched import LaunchedExecutor, given
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable
 
 
-def _one_node_allocation() -> bool:
-    """Inside a one-node allocation every step runs on this node: a Unix socket serves
-    (no zmq, no TCP port); otherwise workers connect over TCP."""
-    import os
-
-    return "SLURM_JOB_ID" in os.environ and os.environ.get("SLURM_NNODES") == "1"
-
-
-class SlurmJobExecutor(SingleNodeExecutor):
-    """Run each call as an ``srun`` step of the current allocation (``cores`` -> ``--ntasks``,
+class SlurmJobExecutor(LaunchedExecutor):
+    """Run each call as an ``srun`` step of the current allocation (``cores`` -> ``-n``,
     ``threads_per_core`` -> ``--cpus-per-task``, ``gpus_per_core`` -> ``--gpus-per-task``,
-    ``num_nodes`` -> ``--nodes``, ``exclusive`` -> ``--exact``, ``run_time_max`` -> ``--time``,
-    ``cwd`` -> ``--chdir``, ``pmi_mode`` -> ``--mpi``, plus ``slurm_cmd_args``). Workers reach the
+    ``num_nodes`` -> ``-N``, ``exclusive`` -> ``--exact``, ``run_time_max`` -> ``--time``,
+    ``cwd`` -> ``-D``, ``pmi_mode`` -> ``--mpi``, plus ``slurm_cmd_args``). Workers reach the
     driver over TCP, or over a Unix socket inside a one-node allocation (``hostname_localhost``
     chooses explicitly).
     Without ``max_cores``/``max_workers`` the budget is the allocation's cores.
@@ -52,6 +44,9 @@ class SlurmJobExecutor(SingleNodeExecutor):
             (``.svg``, ``.dot``; ``.png``/``.pdf`` need matplotlib).
         export_workflow_filename: graph-only mode, writing a Python Workflow Definition JSON.
         log_obj_size: log the size of each message sent to and from workers (bytes).
+        wait: only ``True`` is accepted (executorlib's parameter): the workers are processes of
+            this Python session and cannot outlive it (``SlurmClusterExecutor(wait=False)``'s
+            jobs can).
         restart_limit: how often a warm worker that died is restarted before it is given up.
         openmpi_oversubscribe: let Open MPI place more ranks than cores.
         pmi_mode: ``srun --mpi=`` value (``pmix``, ``pmi2``, ...); ``None``: MPI steps get
@@ -67,11 +62,6 @@ class SlurmJobExecutor(SingleNodeExecutor):
         TypeError: a ``resource_dict`` value of the wrong type, an ``init_function`` that is
             not callable.
     """
-
-    # its column of scheduling.honoured.HONOURED: a warm worker is one srun step, so its
-    # node count, exclusivity and extra srun flags are fixed when it starts, too
-    _backend = SRUN
-    _assigns_gpus = False  # srun --gpus-per-task binds devices itself
 
     def __init__(
         self,
@@ -93,45 +83,5 @@ class SlurmJobExecutor(SingleNodeExecutor):
         restart_limit: int = 0,
         openmpi_oversubscribe: bool = False,
     ):
-        self._pmi_mode = pmi_mode
-        super().__init__(
-            max_workers=max_workers,
-            cache_directory=cache_directory,
-            max_cores=max_cores,
-            resource_dict=resource_dict,
-            hostname_localhost=_one_node_allocation() if hostname_localhost is None else hostname_localhost,
-            block_allocation=block_allocation,
-            init_function=init_function,
-            disable_dependencies=disable_dependencies,
-            refresh_rate=refresh_rate,
-            plot_dependency_graph=plot_dependency_graph,
-            plot_dependency_graph_filename=plot_dependency_graph_filename,
-            export_workflow_filename=export_workflow_filename,
-            log_obj_size=log_obj_size,
-            wait=wait,
-            restart_limit=restart_limit,
-            openmpi_oversubscribe=openmpi_oversubscribe,
-        )
-        self._info["pmi_mode"] = pmi_mode
-
-    def _make_launcher(self):
-        from hpcfutures.launch.srun import SrunLauncher
-
-        return SrunLauncher(self._pmi_mode)
-
-    def _default_cores(self) -> int | None:
-        from hpcfutures.launch.srun import allocation_cores
-
-        return allocation_cores()
-
-    def _check_warm_pool(self, n_workers: int, resources: dict) -> None:
-        from hpcfutures.launch.srun import allocation_cores
-
-        available = allocation_cores()
-        needed = n_workers * resources.get("cores", 1) * resources.get("threads_per_core", 1)
-        if available is not None and needed > available:
-            raise ValueError(
-                f"{n_workers} warm workers x {resources.get('cores', 1)} cores x {resources.get('threads_per_core', 1)} "
-                f"threads need {needed} cores, but this allocation has {available} (SLURM_NTASKS x "
-                "SLURM_CPUS_PER_TASK); lower max_workers or ask SLURM for more"
-            )
+        # the parameters as given (locals() holds nothing else yet), checked by the shared body
+        self._open(SRUN, type(self).__name__, **given(locals()))

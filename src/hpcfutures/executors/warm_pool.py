@@ -19,7 +19,8 @@ import threading
 from collections import deque
 
 from hpcfutures.errors import PoolBrokenError, UnsatisfiableRequestError, WorkerCrashedError, rebuild
-from hpcfutures.executors.outcome import cancel_unstarted, fail_unstarted, finish, settle, stopped_by_shutdown
+from hpcfutures.engines.interface import EngineDefaults
+from hpcfutures.engines.outcome import cancel_unstarted, fail_unstarted, finish, settle, stopped_by_shutdown
 from hpcfutures.launch.gpus import check_enough, gpu_environment
 from hpcfutures.launch.handle import MAY_QUEUE
 from hpcfutures.launch.local import LocalLauncher, interactive_worker
@@ -43,7 +44,7 @@ _SEND_AHEAD = 2  # calls a worker may hold: the running one and the next, while 
 _START_GRACE = 5.0  # seconds a graceful shutdown lets a local worker finish starting
 
 
-class WarmPool:
+class WarmPool(EngineDefaults):
     """A pool of warm workers sharing one FIFO queue of tasks.
 
     Args:

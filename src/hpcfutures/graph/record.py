@@ -13,6 +13,8 @@ from __future__ import annotations
 import threading
 from concurrent.futures import Future
 
+from hpcfutures.engines.interface import EngineDefaults
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
@@ -21,27 +23,43 @@ GET_LIST = "python_workflow_definition.shared.get_list"
 GET_DICT = "python_workflow_definition.shared.get_dict"
 
 
-class GraphRecorder:
-    """Collects ``nodes`` (dicts with id, type, name, value) and ``edges`` (dicts with
-    source, sourcePort, target, targetPort) — the Python Workflow Definition's own terms."""
+class GraphRecorder(EngineDefaults):
+    """The engine of graph-only mode: collects ``nodes`` (dicts with id, type, name,
+    value) and ``edges`` (dicts with source, sourcePort, target, targetPort) — the Python
+    Workflow Definition's own terms — and writes or shows them at ``stop()``.
+
+    Args:
+        plot: show the graph inline in Jupyter at stop (when no file is named).
+        plot_filename: write the picture to this file (``.svg``, ``.dot``, ``.png``, ``.pdf``).
+        workflow_filename: write a Python Workflow Definition JSON file.
+    """
 
     max_workers = 1
+    records_calls = True  # submit() hands over each task as submitted, futures unresolved
 
-    def __init__(self):
+    def __init__(self, plot: bool = False, plot_filename=None, workflow_filename=None):
         self.nodes: list[dict] = []
         self.edges: list[dict] = []
         self._made_by: dict[int, tuple[Future, int]] = {}  # id(future) -> (future, node id)
         self._inputs: dict[tuple, int] = {}
         self._lock = threading.Lock()
+        self._output: dict | None = {"plot": bool(plot), "plot_filename": plot_filename, "workflow_filename": workflow_filename}
 
     # -- recording ----------------------------------------------------------------
-    def record(self, fn, args: tuple, kwargs: dict) -> Future:
+    def record(self, fn, args: tuple, kwargs: dict, future: Future | None = None) -> Future:
+        """Add a call to the graph; ``future`` is its node's future (``None``: a new
+        one, already done with ``None``).
+
+        Returns:
+            The call's future.
+        """
         with self._lock:
             node = self._add_node("function", getattr(fn, "__name__", repr(fn)), _qualified_name(fn))
             for port, value in _bind(fn, args, kwargs):
                 self._link(value, node, port)
-            future: Future = Future()
-            future.set_result(None)
+            if future is None:
+                future = Future()
+                future.set_result(None)
             self._made_by[id(future)] = (future, node)  # the future is kept alive: ids stay unique
         return future
 
@@ -83,7 +101,7 @@ class GraphRecorder:
             self._edge(node, target, port)
 
     def _link_future(self, future: Future, target: int, port) -> None:
-        from hpcfutures.scheduling.derived import DERIVED
+        from hpcfutures.scheduling.derived_futures import DERIVED
 
         selector = None
         derived = DERIVED.get(future)
@@ -96,9 +114,14 @@ class GraphRecorder:
             source = made[1]
         self._edge(source, target, port, selector)
 
-    # -- the engine interface: nothing is queued, nothing runs ----------------------
-    def enqueue(self, task) -> None:  # pragma: no cover - submit() records instead
-        raise RuntimeError("graph-only mode runs nothing")
+    # -- the engine interface: every task is recorded, nothing runs ----------------
+    def enqueue(self, task) -> None:
+        """Record the task's call (its arguments may still hold futures: they become edges)."""
+        from hpcfutures.engines.outcome import settle
+
+        self.record(task.fn, task.args, task.kwargs, task.future)
+        if task.start():  # done with None, so code that waits on results goes on
+            settle(task, {"result": None})
 
     def queued(self) -> int:
         return 0
@@ -110,7 +133,13 @@ class GraphRecorder:
         pass
 
     def stop(self, wait: bool) -> None:
-        pass
+        """Write (or show) the graph, once, however often ``stop`` is called."""
+        with self._lock:
+            output, self._output = self._output, None
+        if output is not None:
+            from hpcfutures.graph.show_or_save import write_graph
+
+            write_graph(self, **output)
 
     def kill_all(self) -> None:
         pass

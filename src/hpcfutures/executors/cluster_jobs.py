@@ -15,11 +15,11 @@ from __future__ import annotations
 import os
 import weakref
 
-from hpcfutures.executors.base import BaseExecutor, _succeeded
-from hpcfutures.executors.outcome import settle
-from hpcfutures.executors.single_node import graph_mode
-from hpcfutures.executors.slurm_job import SlurmJobExecutor
-from hpcfutures.scheduling.dependencies import find_futures, propagate, upstream_error
+from hpcfutures.engines.outcome import settle
+from hpcfutures.executors.backends import SRUN
+from hpcfutures.executors.base import BaseExecutor, _succeeded, graph_mode
+from hpcfutures.executors.launched import LaunchedExecutor
+from hpcfutures.scheduling.dependencies import propagate, upstream_error
 from hpcfutures.scheduling.honoured import LOCAL_JOBS, SBATCH, refuse_unhonoured
 from hpcfutures.scheduling.resources import DEFAULTS, KEYS, check_combination, check_seconds, script_safe, validate
 from hpcfutures.scheduling.task import Task
@@ -33,7 +33,7 @@ DEFAULT_CACHE = "hpcfutures_cache"
 
 class _FileJobExecutor(BaseExecutor):
     _task_keys = frozenset(KEYS)
-    _backend = SBATCH  # its column of scheduling.honoured.HONOURED
+    _honoured_as = SBATCH  # its column of scheduling.honoured.HONOURED
     _pass_unknown_keys = True
 
     def _setup(
@@ -64,12 +64,12 @@ class _FileJobExecutor(BaseExecutor):
             raise ValueError(f"{name}(cache_directory={cache_directory!r}): a line break, NUL or double quote cannot stand in a job script")
         defaults["openmpi_oversubscribe"] = bool(openmpi_oversubscribe)
         defaults.update(validate(resource_dict, f"{name}(resource_dict=...)", self._task_keys, pass_unknown=True))
-        refuse_unhonoured(defaults, f"{name}(resource_dict=...)", self._backend)
+        refuse_unhonoured(defaults, f"{name}(resource_dict=...)", self._honoured_as)
         check_combination(defaults, f"{name}(resource_dict=...)")
         if graph_output is not None:  # graph-only mode: nothing is submitted, no queue needed
             from hpcfutures.graph.record import GraphRecorder
 
-            engine = GraphRecorder()
+            engine = GraphRecorder(**graph_output)
         else:
             from hpcfutures.cluster.engine import JobEngine
 
@@ -85,7 +85,7 @@ class _FileJobExecutor(BaseExecutor):
             "refresh_rate": refresh_rate,
             **info_extra,
         }
-        super().__init__(engine, defaults, None, info, disable_dependencies=disable_dependencies, graph_output=graph_output)
+        super().__init__(engine, defaults, None, info, disable_dependencies=disable_dependencies)
         self._wait = bool(wait)
         self._graph_only = graph_output is not None
         self._owned: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # future -> UpstreamResult
@@ -93,7 +93,7 @@ class _FileJobExecutor(BaseExecutor):
 
     def _check_task_resources(self, task_resources: dict) -> dict:
         if task_resources:
-            refuse_unhonoured(task_resources, "submit()", self._backend)
+            refuse_unhonoured(task_resources, "submit()", self._honoured_as)
         return task_resources
 
     @property
@@ -110,7 +110,14 @@ class _FileJobExecutor(BaseExecutor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """As ``Executor.shutdown``. On an executor made with ``wait=False``, interpreter
         exit does not wait for the jobs either (whether or not this was called): they run
-        on, and their results land in their cache entries for a later run to collect."""
+        on, and their results land in their cache entries for a later run to collect.
+
+        Args:
+            wait: return only when every job has ended (graph-only mode always waits: the
+                graph is written before it returns).
+            cancel_futures: cancel what waits and ``scancel`` the jobs (their futures raise
+                ``CancelledError``).
+        """
         if self._graph_only:
             wait = True  # nothing runs; the graph is written before shutdown returns
         super().shutdown(wait=wait, cancel_futures=cancel_futures)
@@ -333,7 +340,7 @@ class TestClusterExecutor(_FileJobExecutor):
     """
 
     __test__ = False  # not a pytest test class, whatever its name
-    _backend = LOCAL_JOBS
+    _honoured_as = LOCAL_JOBS
 
     def __init__(
         self,
@@ -446,7 +453,17 @@ def _bound_arguments(args: tuple, kwargs: dict) -> dict:
     return inspect.signature(SlurmClusterExecutor.__init__).bind(None, *args, **kwargs).arguments
 
 
-class _ClusterWarmJobs(SlurmJobExecutor):
-    """The pool inside ``SlurmClusterExecutor(block_allocation=True)``."""
+class _ClusterWarmJobs(LaunchedExecutor):
+    """The pool inside ``SlurmClusterExecutor(block_allocation=True)``: the shared body
+    with the ``SRUN`` backend, as ``SlurmJobExecutor``, its errors naming the class the
+    user built."""
 
-    _public_name = "SlurmClusterExecutor"  # errors name the class the user built
+    def __init__(self, **given):
+        import inspect
+
+        from hpcfutures.executors.slurm_job import SlurmJobExecutor
+
+        bound = inspect.signature(SlurmJobExecutor.__init__).bind(None, **given)
+        bound.apply_defaults()  # SlurmJobExecutor's defaults for what the user left out
+        params = {k: v for k, v in bound.arguments.items() if k != "self"}
+        self._open(SRUN, "SlurmClusterExecutor", **params)

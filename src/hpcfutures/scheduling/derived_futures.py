@@ -32,7 +32,18 @@ def _follow(source: Future, target: Future, transform) -> None:
 
 
 def get_item_from_future(future: Future, key) -> Future:
-    """A future for ``future.result()[key]``."""
+    """A future for ``future.result()[key]``, ended the moment ``future`` ends (no thread,
+    no polling); passed to ``submit()`` it is a dependency like any future, and the
+    dependency graph draws it as an edge labelled ``key``.
+
+    Args:
+        future: the source (a ``concurrent.futures.Future`` of a dict, list, tuple, ...).
+        key: the key or index taken from its result.
+
+    Returns:
+        A ``concurrent.futures.Future``: the item, or the source's exception (cancelled when
+        the source was), or the ``KeyError``/``IndexError`` of a missing item.
+    """
     target: Future = TaskFuture()
     DERIVED[target] = (future, key)
     _follow(future, target, lambda value: value[key])
@@ -40,7 +51,20 @@ def get_item_from_future(future: Future, key) -> Future:
 
 
 def split_future(future: Future, n: int) -> list:
-    """``n`` futures, the i-th for ``future.result()[i]`` (a tuple or list of length ``n``)."""
+    """Split a future whose result is a sequence of length ``n`` into ``n`` futures.
+
+    Args:
+        future: the source; its result must be a tuple or list of exactly ``n`` items.
+        n: the number of parts (an int >= 1).
+
+    Returns:
+        A list of ``n`` futures, the i-th for ``future.result()[i]``; each takes the
+        source's exception or cancellation, and a result of another length fails every
+        part with ``ValueError``.
+
+    Raises:
+        ValueError: ``n`` is not an int >= 1.
+    """
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n must be an int >= 1, got {n!r}")
 
@@ -62,9 +86,20 @@ def split_future(future: Future, n: int) -> list:
 
 
 def batched(futures, n: int) -> list:
-    """Group results in batches of ``n`` in completion order: returns ``ceil(len/n)``
-    futures, each resolving to a list of ``n`` results (the last may be shorter). A batch
-    whose members include a failed or cancelled future gets that exception."""
+    """Group results in batches of ``n`` in completion order.
+
+    Args:
+        futures: an iterable of futures.
+        n: the batch size (an int >= 1).
+
+    Returns:
+        ``ceil(len(futures) / n)`` futures, each resolving to a list of ``n`` results (the
+        last may be shorter); a batch whose members include a failed or cancelled future
+        gets that exception.
+
+    Raises:
+        ValueError: ``n`` is not an int >= 1.
+    """
     futures = list(futures)
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n must be an int >= 1, got {n!r}")
