@@ -20,8 +20,8 @@ LAYERS = [
     {"executors", "progress_bar"},  # facades: check input, hold dependencies, answer from cache
     {"engines", "graph"},  # engines (and graph-only recording) and outcome.py: futures end here
     {"cluster"},  # batch queues: sbatch/squeue/scancel, pysqa, local processes
-    {"scheduling"},  # pure state: Task, TaskFuture, resource keys, core budget
-    {"launch"},  # how a worker process comes to exist
+    {"launch"},  # how a worker process comes to exist (it renders resources through scheduling/)
+    {"scheduling"},  # pure state: Task, TaskFuture, the resource model and its renderers, core budget
     {"worker"},  # the lean entry points run in worker processes (file_task reads cache entries)
     {"cache"},  # the entry format and the store
     {"wire"},  # authenticated frames and transports

@@ -22,14 +22,16 @@ The packages, top to bottom; a module imports only its own package and those bel
       |            draw or export at shutdown); outcome.py: the one place futures complete
       v
     cluster/       batch queues: sbatch/squeue/scancel, pysqa, local processes; terminate
-    scheduling/    pure state: Task, TaskFuture (cancel() wakes waiters at once), resource
-      |            keys and their validated value, core budget, dependency helpers
-      v
     launch/        how a worker comes to exist: a launcher (python, mpiexec, srun) starts it
       |            and returns a handle (its end as an event, describe_exit, terminate, kill,
       |            stderr tail); the key, thread counts, GPUs; pending: queued srun jobs
       |            watched, hopeless ones (slurm_reasons) cancelled; guardian: one process
       |            per driver that ends its launchers and jobs when the driver dies
+      v
+    scheduling/    pure state: Task, TaskFuture (cancel() wakes waiters at once), resource
+      |            keys and their validated value (resources.py), rendered per backend
+      |            (render.py: mpiexec, srun, #SBATCH, templates, pysqa, Flux), which keys
+      |            each backend honours (honoured.py), core budget, dependency helpers
       v
     worker/        lean entry points run in the worker processes (stdlib + cloudpickle, +
       |            mpi4py): one_shot, interactive, file_task; mpi_world: one world of the
@@ -63,7 +65,7 @@ Which thread completes a future (always through ``engines/outcome.py``):
 Three questions, three files each:
 
 - Where does a task get its cores? ``scheduling/resources.py`` (keys, defaults, the
-  validated value and its rendering per backend), ``executors/base.py`` (``submit`` merges
+  validated value; ``render.py`` beside it turns it into each backend's flags), ``executors/base.py`` (``submit`` merges
   the call's ``resource_dict`` over the executor's; ``launched.py`` checks it against the
   budget and the backend), ``launch/mpi.py`` or ``launch/srun.py`` (the command line).
 - How does a result get back from a warm worker to its future? ``worker/interactive.py``
