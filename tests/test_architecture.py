@@ -30,7 +30,7 @@ LAYERS = [
 
 # engines that still live beside the facades until the lead moves them into engines/
 # (issue 13 item 5: other branches edit them now); they count as engines
-ENGINE_FILES = {"executors/one_process.py", "executors/warm_pool.py", "cluster/engine.py"}
+ENGINE_FILES = {"cluster/engine.py"}
 
 # known upward imports that another branch of issue 13 removes (item 1: wire/ stops importing
 # launch/ once launchers return handles); each entry names the file and the package it imports

@@ -18,7 +18,7 @@ from concurrent.futures import CancelledError, Future
 import pytest
 
 from hpcfutures.errors import PoolBrokenError, UnsatisfiableRequestError, WorkerCrashedError
-from hpcfutures.executors.warm_pool import WarmPool
+from hpcfutures.engines.warm_pool import WarmPool
 from hpcfutures.launch.handle import MAY_QUEUE, Launcher, WorkerHandle
 from hpcfutures.scheduling.task import Task
 from hpcfutures.wire.frames import dumps, new_key

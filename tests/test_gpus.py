@@ -67,7 +67,7 @@ def test_engine_never_waits_for_devices_that_do_not_exist():
     it run. An engine given no pool (srun binds GPUs under SLURM) does not count GPUs."""
     from concurrent.futures import Future
 
-    from hpcfutures.executors.one_process import OneProcessPerTask
+    from hpcfutures.engines.one_process import OneProcessPerTask
     from hpcfutures.scheduling.task import Task
     from hpcfutures.wire.frames import new_key
 

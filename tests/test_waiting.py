@@ -188,7 +188,7 @@ def test_wire_imports_nothing_of_launch_and_engines_start_no_processes():
 def test_a_launcher_without_one_shot_pipes_runs_serial_tasks_over_a_socket():
     """A launcher whose workers cannot inherit pipes (a Flux job) still runs one-process-
     per-task serial calls: over a socket link, with the same crash handling."""
-    from hpcfutures.executors.one_process import OneProcessPerTask
+    from hpcfutures.engines.one_process import OneProcessPerTask
     from hpcfutures.launch.local import LocalLauncher
     from hpcfutures.scheduling.task import Task
 

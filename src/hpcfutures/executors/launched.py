@@ -164,7 +164,7 @@ class LaunchedExecutor(BaseExecutor):
             if max_cores is not None and max_workers is not None:
                 n = max(1, min(max_workers, max_cores // slots))
             backend.check_pool(n, defaults)
-            from hpcfutures.executors.warm_pool import WarmPool
+            from hpcfutures.engines.warm_pool import WarmPool
             from hpcfutures.launch.gpus import gpus_needed, visible_gpus
 
             key = _launch_key(launcher, defaults)
@@ -182,7 +182,7 @@ class LaunchedExecutor(BaseExecutor):
                 launcher=launcher,
             )
         else:
-            from hpcfutures.executors.one_process import OneProcessPerTask
+            from hpcfutures.engines.one_process import OneProcessPerTask
 
             # the user's limits only: max_workers alone counts tasks, max_cores alone counts
             # cores, neither means the backend's cores (this machine's, the allocation's)
