@@ -103,8 +103,8 @@ def test_every_package_is_in_the_layer_table():
 
 def _engine_classes():
     from hpcfutures.cluster.engine import JobEngine
-    from hpcfutures.executors.one_process import OneProcessPerTask
-    from hpcfutures.executors.warm_pool import WarmPool
+    from hpcfutures.engines.one_process import OneProcessPerTask
+    from hpcfutures.engines.warm_pool import WarmPool
     from hpcfutures.graph.record import GraphRecorder
 
     return [OneProcessPerTask, WarmPool, JobEngine, GraphRecorder]
