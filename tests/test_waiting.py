@@ -179,9 +179,9 @@ def test_wire_imports_nothing_of_launch_and_engines_start_no_processes():
     for path in sorted((SRC / "wire").glob("*.py")):
         assert not {n for n in _imports(path) if n.startswith("hpcfutures.launch")}, path.name
     for name in ("one_process.py", "warm_pool.py"):
-        text = (SRC / "executors" / name).read_text()
+        text = (SRC / "engines" / name).read_text()
         for forbidden in ("Popen", "pidfd", "killpg", "subprocess"):
-            assert forbidden not in text, f"executors/{name} uses {forbidden}: a launcher's job"
+            assert forbidden not in text, f"engines/{name} uses {forbidden}: a launcher's job"
 
 
 @pytest.mark.timeout(60)
