@@ -201,16 +201,9 @@ def _as_upstream(obj, owned):
     """Futures of this executor replaced by markers naming their entries."""
     from concurrent.futures import Future
 
-    if isinstance(obj, Future):
-        return owned[obj]
-    if isinstance(obj, list):
-        return [_as_upstream(x, owned) for x in obj]
-    if isinstance(obj, tuple):
-        items = [_as_upstream(x, owned) for x in obj]
-        return type(obj)(*items) if hasattr(obj, "_fields") else tuple(items)
-    if isinstance(obj, dict):
-        return {k: _as_upstream(v, owned) for k, v in obj.items()}
-    return obj
+    from hpcfutures.nested import replace
+
+    return replace(obj, Future, owned.__getitem__)
 
 
 _NO_LINK = "jobs exchange calls and results through files in the cache directory, not over a network link"
