@@ -262,12 +262,13 @@ def _fake_sbatch(tmp_path, monkeypatch):
 
 
 def test_built_in_job_script(tmp_path, monkeypatch):
-    from hpcfutures.cluster.queues import SlurmQueue
+    from hpcfutures.cluster.queues import JobSpec, SlurmQueue
 
     written = _fake_sbatch(tmp_path, monkeypatch)
     resources = {"cores": 2, "threads_per_core": 3, "run_time_max": 61, "exclusive": True}
+    spec = JobSpec(["python", "-m", "x"], "hpcf-a", "/w", resources, ["7", "8"], {"partition": "gpu", "frobnicate": 1}, "/w/a.log")
     with pytest.warns(UserWarning, match="frobnicate"):
-        job = SlurmQueue("pmix").submit(["python", "-m", "x"], "hpcf-a", "/w", resources, ["7", "8"], {"partition": "gpu", "frobnicate": 1}, "/w/a.log")
+        job = SlurmQueue("pmix").submit(spec)
     assert job == "4242"
     text = written.read_text()
     for line in ("--ntasks=2", "--cpus-per-task=3", "--time=2", "--exclusive", "--dependency=afterok:7:8", '--partition="gpu"', '--output="/w/a.log"', '--chdir="/w"'):
@@ -278,10 +279,10 @@ def test_built_in_job_script(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("memory, line", [(4, "--mem=4G"), (2.0, "--mem=2G"), (1.5, "--mem=1536M"), (0.001, "--mem=2M")])
 def test_memory_max_is_rendered_as_sbatch_takes_it(tmp_path, monkeypatch, memory, line):
-    from hpcfutures.cluster.queues import SlurmQueue
+    from hpcfutures.cluster.queues import JobSpec, SlurmQueue
 
     written = _fake_sbatch(tmp_path, monkeypatch)
-    SlurmQueue().submit(["python", "x.py"], "hpcf-m", "/w", {"gpus_per_core": 2.0}, [], {"memory_max": memory}, "/w/m.log")
+    SlurmQueue().submit(JobSpec(["python", "x.py"], "hpcf-m", "/w", {"gpus_per_core": 2.0}, [], {"memory_max": memory}, "/w/m.log"))
     text = written.read_text()
     assert f"#SBATCH {line}\n" in text and "#SBATCH --gpus-per-task=2\n" in text  # never "1.5G" or "2.0"
 
@@ -307,11 +308,11 @@ def test_numbers_no_job_script_renders_are_refused(tmp_path, cls):
 
 
 def test_submission_template_is_rendered(tmp_path, monkeypatch):
-    from hpcfutures.cluster.queues import SlurmQueue
+    from hpcfutures.cluster.queues import JobSpec, SlurmQueue
 
     written = _fake_sbatch(tmp_path, monkeypatch)
     template = "#!/bin/bash\n#SBATCH --job-name={{job_name}}\n#SBATCH -n {{cores}}\n{%- if dependency_list %}\n#SBATCH -d afterok:{{ dependency_list|join(':') }}\n{%- endif %}\n{{command}}\n"
-    SlurmQueue().submit(["python", "x.py"], "hpcf-b", "/w", {"submission_template": template, "cores": 1}, ["5"], {}, "/w/b.log")
+    SlurmQueue().submit(JobSpec(["python", "x.py"], "hpcf-b", "/w", {"submission_template": template, "cores": 1}, ["5"], {}, "/w/b.log"))
     assert written.read_text().splitlines() == ["#!/bin/bash", "#SBATCH --job-name=hpcf-b", "#SBATCH -n 1", "#SBATCH -d afterok:5", "python x.py"]
 
 

@@ -1,4 +1,4 @@
-"""The three ways a job reaches a queue, behind one small interface:
+"""The queues a job reaches, behind one small interface, speaking neutral job states.
 
 - ``SlurmQueue``: ``sbatch``/``squeue``/``scancel`` directly, with a built-in job script
   that works on a stock SLURM with no configuration (no empty ``--partition=``).
@@ -6,8 +6,24 @@
   whose queues and templates users already configured for executorlib.
 - ``LocalQueue``: local processes instead of jobs (``TestClusterExecutor``).
 
-``submit`` returns a job id or raises with the scheduler's own message; ``states`` asks
-about many jobs in one query; ``cancel`` ends jobs.
+The interface (``Queue``): ``submit(spec)`` takes one ``JobSpec`` (command, job name,
+working directory, resources, dependencies, extra scheduler options, log file) and returns
+a job id or raises ``QueueError`` with the scheduler's own message; ``states(ids)`` asks
+about many jobs in one query and answers in ``JobState`` (pending, running, completed,
+failed, cancelled, timeout, unknown), translated from the queue's own words by one table
+per queue; ``cancel(ids)`` ends jobs. The engine (``cluster.engine``) knows nothing else.
+
+How to add a queue (e.g. Flux):
+
+1. Write a class with the attributes and methods of ``Queue``: a unique ``kind`` (it is
+   recorded in every cache entry the queue's jobs write, so ``terminate_tasks_in_cache``
+   can ask the same queue later), ``submit``, ``states``, ``cancel``.
+2. Give it a translation table from its own state words to ``JobState`` and answer
+   ``states`` through ``translate(table, word)``; a word missing from the table becomes
+   ``JobState.UNKNOWN``, which the engine treats as ended (a job no query can follow).
+3. Register a constructor in ``QUEUES`` (``kind`` -> factory taking the keyword arguments
+   of ``make_queue``) so ``cluster.terminate`` finds it, and build it in the executor
+   (``executors/cluster.py``) that uses it.
 """
 
 from __future__ import annotations
@@ -19,9 +35,150 @@ import subprocess
 import sys
 import threading
 import warnings
+from dataclasses import dataclass, field
+from enum import Enum
 
-# terminal SLURM states (squeue --states=all shows them for MinJobAge seconds)
-ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED", "GONE"}
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Protocol
+else:
+    Protocol = object
+
+
+class JobState(str, Enum):
+    """A job's state in words every queue can be translated to. ``str`` values, so logs
+    and messages read the same as before (``job 7: PENDING -> RUNNING``)."""
+
+    PENDING = "PENDING"  # waiting to start (held, queued, being configured, requeued)
+    RUNNING = "RUNNING"  # started and not ended (including suspended and completing)
+    COMPLETED = "COMPLETED"  # ended with exit code 0
+    FAILED = "FAILED"  # ended otherwise: a non-zero exit, a node failure, out of memory
+    CANCELLED = "CANCELLED"  # ended by a cancel (a user, an administrator, preemption)
+    TIMEOUT = "TIMEOUT"  # ended at its time limit
+    UNKNOWN = "UNKNOWN"  # the queue no longer knows the job, or said something untranslatable
+
+    def __str__(self) -> str:  # the word alone in messages, on every Python version
+        return self.value
+
+    @property
+    def ended(self) -> bool:
+        """Whether the job will not run (further): no query can see it change again."""
+        return self not in (JobState.PENDING, JobState.RUNNING)
+
+
+# terminal states, for the engine (UNKNOWN included: a job no query can follow)
+ENDED = frozenset(s for s in JobState if s.ended)
+
+# squeue's %T words (squeue(1) "JOB STATE CODES"); sacct's longer forms ("CANCELLED by 0")
+# are reduced to their first word by translate()
+SLURM_STATES = {
+    "PENDING": JobState.PENDING,
+    "CONFIGURING": JobState.PENDING,
+    "REQUEUED": JobState.PENDING,
+    "REQUEUE_HOLD": JobState.PENDING,
+    "REQUEUE_FED": JobState.PENDING,
+    "RESV_DEL_HOLD": JobState.PENDING,
+    "RUNNING": JobState.RUNNING,
+    "COMPLETING": JobState.RUNNING,
+    "SUSPENDED": JobState.RUNNING,
+    "STOPPED": JobState.RUNNING,
+    "SIGNALING": JobState.RUNNING,
+    "STAGE_OUT": JobState.RUNNING,
+    "RESIZING": JobState.RUNNING,
+    "COMPLETED": JobState.COMPLETED,
+    "FAILED": JobState.FAILED,
+    "NODE_FAIL": JobState.FAILED,
+    "BOOT_FAIL": JobState.FAILED,
+    "OUT_OF_MEMORY": JobState.FAILED,
+    "SPECIAL_EXIT": JobState.FAILED,
+    "CANCELLED": JobState.CANCELLED,
+    "PREEMPTED": JobState.CANCELLED,
+    "REVOKED": JobState.CANCELLED,
+    "TIMEOUT": JobState.TIMEOUT,
+    "DEADLINE": JobState.TIMEOUT,
+}
+
+# pysqa's get_status_of_jobs words; None and "finished": the job left the queue
+PYSQA_STATES = {
+    "pending": JobState.PENDING,
+    "running": JobState.RUNNING,
+    "error": JobState.FAILED,
+    "finished": JobState.UNKNOWN,
+}
+
+
+def translate(table: dict, word) -> JobState:
+    """A queue's state word as a ``JobState``.
+
+    Args:
+        table: the queue's translation table (word -> ``JobState``).
+        word: what the queue said, e.g. ``"CANCELLED by 0"`` or ``"CANCELLED+"``: only
+            the first word counts, without SLURM's trailing ``+``.
+
+    Returns:
+        The ``JobState``; ``JobState.UNKNOWN`` for None or a word missing from the table.
+    """
+    if not isinstance(word, str):
+        return table.get(word, JobState.UNKNOWN)
+    text = word.strip()
+    base = text.split(None, 1)[0].rstrip("+") if text else ""
+    return table.get(base, table.get(text, JobState.UNKNOWN))
+
+
+@dataclass
+class JobSpec:
+    """Everything a queue needs to submit one job.
+
+    Attributes:
+        command: the argv the job runs (for ``cores > 1`` the queue wraps it in its MPI
+            launcher: ``srun`` in a SLURM job, ``mpiexec`` for local processes).
+        name: the job name shown by the scheduler.
+        cwd: the directory the job starts in.
+        resources: the call's ``resource_dict`` (``cores`` = MPI ranks, ``threads_per_core``
+            = cores per rank, ``run_time_max`` in seconds, ...).
+        dependencies: job ids that must complete successfully before this one starts.
+        extra: scheduler options outside the resource keys (``partition``, ``account``, ...).
+        log: the file the job's stdout and stderr go to (where the queue decides that).
+    """
+
+    command: list
+    name: str
+    cwd: str
+    resources: dict = field(default_factory=dict)
+    dependencies: list = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+    log: str = os.devnull
+
+
+class Queue(Protocol):
+    """What the engine asks of a queue (implemented by ``SlurmQueue``, ``PysqaQueue``,
+    ``LocalQueue``).
+
+    Attributes:
+        kind: a short unique name, recorded in the cache entries of its jobs (``QUEUES``).
+        supports_dependencies: the queue starts a job only after its dependencies
+            succeeded; otherwise the executor holds the task until its inputs are done.
+        guard_kind: how a driver's guardian cancels live jobs if the driver dies:
+            ``"job"`` (by job id), ``"process"`` (a job id is a process group), or None.
+        writes_log: the job's output goes to ``JobSpec.log``.
+        pending_reasons: job id -> the scheduler's reason a pending job waits, from the
+            last ``states`` query (empty where the queue gives none).
+    """
+
+    kind: str
+    supports_dependencies: bool
+    guard_kind: "str | None"
+    writes_log: bool
+    pending_reasons: dict
+
+    def submit(self, spec: JobSpec) -> str:
+        """Submit one job. Returns its id; raises ``QueueError`` (the scheduler's message)."""
+
+    def states(self, job_ids: list) -> dict:
+        """One query for many jobs: job id -> ``JobState``."""
+
+    def cancel(self, job_ids: list) -> None:
+        """End the jobs (quietly skipping ended or unknown ones)."""
 
 # resource keys a job script understands; others are passed to the adapter with a warning
 _BUILTIN_EXTRA = {"partition": "--partition={}", "account": "--account={}", "qos": "--qos={}", "memory_max": "--mem={}"}
@@ -50,8 +207,16 @@ def _run(argv: list[str], input_text: str | None = None) -> str:
 
 
 class SlurmQueue:
+    """SLURM through its client tools (``sbatch``, ``squeue``, ``scancel``).
+
+    Args:
+        pmi_mode: the ``srun --mpi`` plugin for jobs of several ranks (None: chosen).
+    """
+
+    kind = "slurm"
     supports_dependencies = True
     guard_kind = "job"  # a driver's death cancels its jobs by id (launch.guardian)
+    writes_log = True
 
     def __init__(self, pmi_mode: str | None = None):
         from hpcfutures.launch.srun import check_pmi_mode
@@ -61,7 +226,11 @@ class SlurmQueue:
         # pending reason of each job asked about in the last ``states`` query
         self.pending_reasons: dict[str, str] = {}
 
-    def submit(self, command: list[str], job_name: str, cwd: str, resources: dict, dependencies: list, extra: dict, log: str) -> str:
+    def submit(self, spec: JobSpec) -> str:
+        """Submit ``spec`` with ``sbatch``; returns the job id."""
+        return self._sbatch(spec.command, spec.name, spec.cwd, spec.resources, spec.dependencies, spec.extra, spec.log)
+
+    def _sbatch(self, command: list[str], job_name: str, cwd: str, resources: dict, dependencies: list, extra: dict, log: str) -> str:
         cores = resources.get("cores", 1)
         if cores > 1:  # the ranks are one srun step of the job, with the PMI this MPI needs
             from hpcfutures.launch.srun import pmi_for
@@ -99,7 +268,8 @@ class SlurmQueue:
         script = _render(template, lines, command, job_name, cwd, resources, dependencies, extra)
         return _run(["sbatch", "--parsable"], script).strip().split(";")[0]
 
-    def states(self, job_ids: list[str]) -> dict[str, str]:
+    def states(self, job_ids: list[str]) -> dict[str, JobState]:
+        """One ``squeue`` for all ``job_ids``; a job squeue no longer lists is ``UNKNOWN``."""
         if not job_ids:
             return {}
         try:
@@ -107,16 +277,16 @@ class SlurmQueue:
         except QueueError as exc:
             if "Invalid job id" not in str(exc):
                 raise
-            out = ""  # every job asked about has left the queue's memory (MinJobAge): all GONE
+            out = ""  # every job asked about has left the queue's memory (MinJobAge): all UNKNOWN
         found, reasons = {}, {}
         for line in out.splitlines():
             parts = line.split("|", 2)
             if len(parts) == 3:
-                found[parts[0].strip()] = parts[1].strip()
-                if parts[1].strip() == "PENDING":
+                state = found[parts[0].strip()] = translate(SLURM_STATES, parts[1])
+                if state is JobState.PENDING:
                     reasons[parts[0].strip()] = parts[2].strip()
         self.pending_reasons = reasons
-        return {job: found.get(job, "GONE") for job in job_ids}
+        return {job: found.get(job, JobState.UNKNOWN) for job in job_ids}
 
     def cancel(self, job_ids: list[str]) -> None:
         if job_ids:
@@ -149,9 +319,11 @@ class PysqaQueue:
     Its jobs are not cancelled when the driver dies: the guardian cannot tell which
     scheduler's cancel command applies."""
 
+    kind = "pysqa"
     supports_dependencies = True
     guard_kind = None
     writes_log = False  # the site's template decides where a job's output goes
+    pending_reasons: dict = {}  # pysqa reports none
 
     def __init__(self, config_directory: str, backend: str | None = None):
         try:
@@ -160,7 +332,11 @@ class PysqaQueue:
             raise ImportError('pysqa_config_directory needs pysqa: pip install "hpcfutures[cluster]"') from None
         self._adapter = QueueAdapter(directory=os.fspath(config_directory))
 
-    def submit(self, command, job_name, cwd, resources, dependencies, extra, log) -> str:
+    def submit(self, spec: JobSpec) -> str:
+        """Submit ``spec`` through the adapter; returns the job id."""
+        return self._submit_job(spec.command, spec.name, spec.cwd, spec.resources, spec.dependencies, spec.extra, spec.log)
+
+    def _submit_job(self, command, job_name, cwd, resources, dependencies, extra, log) -> str:
         job = self._adapter.submit_job(
             job_name=job_name,
             working_directory=cwd,
@@ -175,12 +351,12 @@ class PysqaQueue:
             raise QueueError("the queue adapter did not return a job id: the scheduler refused the job (see pysqa's log)")
         return str(job)
 
-    def states(self, job_ids: list[str]) -> dict[str, str]:
+    def states(self, job_ids: list[str]) -> dict[str, JobState]:
+        """One adapter query for all ``job_ids``."""
         if not job_ids:
             return {}
         statuses = self._adapter.get_status_of_jobs(process_id_lst=[int(j) for j in job_ids])
-        names = {"running": "RUNNING", "pending": "PENDING", "error": "FAILED", "finished": "GONE", None: "GONE"}
-        return {job: names.get(status, "GONE") for job, status in zip(job_ids, statuses)}
+        return {job: translate(PYSQA_STATES, status) for job, status in zip(job_ids, statuses)}
 
     def cancel(self, job_ids: list[str]) -> None:
         for job in job_ids:
@@ -191,16 +367,23 @@ class PysqaQueue:
 
 
 class LocalQueue:
-    """Each "job" a local process; dependencies are left to the executor (held futures)."""
+    """Each "job" a local process; dependencies are left to the executor (held futures).
+    A job id is the process's pid; its state comes from its exit code (``LOCAL_STATES``)."""
 
+    kind = "local"
     supports_dependencies = False
     guard_kind = "process"  # a job id is the pid of a process leading its own group
+    writes_log = True
+    pending_reasons: dict = {}  # a process starts at once
 
     def __init__(self):
         self._lock = threading.Lock()
         self._processes: dict[str, subprocess.Popen] = {}
+        self._cancelled: set[str] = set()
 
-    def submit(self, command, job_name, cwd, resources, dependencies, extra, log) -> str:
+    def submit(self, spec: JobSpec) -> str:
+        """Start ``spec.command`` as a process of its own session; returns its pid."""
+        command, cwd, resources, log = spec.command, spec.cwd, spec.resources, spec.log
         if resources.get("cores", 1) > 1:
             from hpcfutures.launch.mpi import mpiexec_command
 
@@ -211,17 +394,18 @@ class LocalQueue:
             self._processes[str(process.pid)] = process
         return str(process.pid)
 
-    def states(self, job_ids: list[str]) -> dict[str, str]:
+    def states(self, job_ids: list[str]) -> dict[str, JobState]:
+        """The state of each process started here (``UNKNOWN``: not one of them)."""
         states = {}
         with self._lock:
             for job in job_ids:
                 process = self._processes.get(job)
                 if process is None:
-                    states[job] = "GONE"
+                    states[job] = JobState.UNKNOWN
                 elif process.poll() is None:
-                    states[job] = "RUNNING"
+                    states[job] = JobState.RUNNING
                 else:
-                    states[job] = "COMPLETED" if process.returncode == 0 else "FAILED"
+                    states[job] = local_state(process.returncode, job in self._cancelled)
         return states
 
     def cancel(self, job_ids: list[str]) -> None:
@@ -229,13 +413,53 @@ class LocalQueue:
 
         with self._lock:
             processes = [self._processes.get(j) for j in job_ids]
-        for process in processes:
+            self._cancelled.update(j for j, p in zip(job_ids, processes) if p is not None and p.poll() is None)
+        for job, process in zip(job_ids, processes):
             if process is not None and process.poll() is None:
                 try:
                     os.killpg(process.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
                 process.wait()
+            elif process is None and _foreign_file_task(job):  # started by another driver (terminate_tasks_in_cache)
+                try:
+                    os.killpg(int(job), signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+
+
+def _foreign_file_task(job: str) -> bool:
+    """Whether the pid ``job`` is a local job another driver started: a process group
+    leader running ``hpcfutures.worker.file_task`` (so a reused pid is never killed)."""
+    if not job.isdigit():
+        return False
+    try:
+        with open(f"/proc/{job}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+        with open(f"/proc/{job}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    # fields after the name: state, ppid, pgrp, ...; a job leads its own process group
+    return b"hpcfutures.worker.file_task" in argv and fields[0] not in ("Z", "X") and fields[2] == job
+
+
+def local_state(returncode: int, cancelled: bool = False) -> JobState:
+    """The ``JobState`` of an ended local process: exit 0 ``COMPLETED``; killed by this
+    queue's ``cancel`` ``CANCELLED``; anything else (a non-zero exit, a signal from
+    elsewhere) ``FAILED``."""
+    if returncode == 0:
+        return JobState.COMPLETED
+    return JobState.CANCELLED if cancelled else JobState.FAILED
+
+
+# kind -> factory(pysqa_config_directory=None, pmi_mode=None): the queues a cache directory's
+# entries can name, for ``cluster.terminate``
+QUEUES: "dict[str, Callable[..., Queue]]" = {
+    "slurm": lambda pysqa_config_directory=None, pmi_mode=None: SlurmQueue(pmi_mode),
+    "pysqa": lambda pysqa_config_directory=None, pmi_mode=None: PysqaQueue(pysqa_config_directory),
+    "local": lambda pysqa_config_directory=None, pmi_mode=None: LocalQueue(),
+}
 
 
 def file_task_command(entry_path: str, cores: int) -> list[str]:
