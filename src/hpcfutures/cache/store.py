@@ -185,6 +185,8 @@ def read_entry(cache_directory, path: str, load: bool = True) -> dict[str, Any]:
                 return record
             call = reader.input()
             record.update(function=call.get("fn"), input_args=call.get("args"), input_kwargs=call.get("kwargs"))
+            if Status.of(header) is Status.QUEUED:  # its job has not written an output yet
+                return record
             reply = reader.output()
     except (CacheEntryError, OSError) as exc:  # a header may read fine above a damaged body
         _log.warning("cache entry unreadable: %s", exc)

@@ -14,12 +14,17 @@ from hpcfutures.cache.entry import EntryReader, Status
 from hpcfutures.cache.store import CacheStore, check_key, entry_paths
 
 
-def _queue_for(kind: str | None, pysqa_config_directory=None, backend: str | None = None):
+def _check_backend(backend: str | None) -> None:
     from hpcfutures.cluster.queues import QUEUES
 
     if backend is not None and backend not in QUEUES:
         known = ", ".join(sorted(QUEUES))
         raise ValueError(f"backend={backend!r} is not a queue hpcfutures knows; use one of: {known} (or None: the queue each entry records)")
+
+
+def _queue_for(kind: str | None, pysqa_config_directory=None, backend: str | None = None):
+    from hpcfutures.cluster.queues import QUEUES
+
     if kind is None:  # an entry from before queues were recorded
         kind = backend or ("pysqa" if pysqa_config_directory else "slurm")
     if kind not in QUEUES:
@@ -70,6 +75,7 @@ def terminate_tasks_in_cache(cache_directory, pysqa_config_directory=None, backe
         ValueError: an unknown ``backend``, or pysqa jobs without ``pysqa_config_directory``
             (nothing is cancelled then).
     """
+    _check_backend(backend)
     found = [job for job in (_queued_job(p) for p in entry_paths(cache_directory)) if job]
     return _cancel(found, pysqa_config_directory, backend)
 
@@ -89,6 +95,7 @@ def terminate_task_in_cache(cache_directory, cache_key: str, pysqa_config_direct
         ValueError: a malformed ``cache_key``, an unknown ``backend``, or a pysqa job
             without ``pysqa_config_directory``.
     """
+    _check_backend(backend)
     found = _queued_job(CacheStore(cache_directory).path(check_key(cache_key)))
     if found is None:
         return None
