@@ -86,3 +86,67 @@ def helpers():
         until = staticmethod(wait_until)
 
     return H
+
+
+# -- leak check ------------------------------------------------------------------------
+LEAK_GRACE = float(os.environ.get("HPCF_LEAK_GRACE", "10"))
+"""Seconds a module's threads and child processes get to end after its last test: idle
+helper threads linger a moment by design (the cache writer waits 2 s for more entries)."""
+
+# threads that serve the whole process and are not any one executor's (none of ours yet)
+_PROCESS_WIDE_THREADS = ("pytest_timeout",)
+
+
+def _children() -> dict:
+    """pid -> (state, command) of this process's direct children, zombies included."""
+    me = str(os.getpid())
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                command = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:  # it ended meanwhile
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[1] == me:
+            found[int(entry)] = (fields[0], command[:120])
+    return found
+
+
+def _leftovers(threads_before: set, children_before: set) -> list[str]:
+    import threading
+
+    left = [
+        f"thread {t.name!r}"
+        for t in threading.enumerate()
+        if t.ident not in threads_before and t.is_alive() and not t.name.startswith(_PROCESS_WIDE_THREADS)
+    ]
+    for pid, (state, command) in _children().items():
+        if pid not in children_before:
+            left.append(f"{'zombie (never waited for) ' if state == 'Z' else ''}child process {pid}: {command}")
+    return left
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_leftovers(request):
+    """After each test module: no thread and no child process that the module started is
+    left (after ``LEAK_GRACE`` seconds). Set HPCF_LEAK_CHECK=0 to switch it off."""
+    import threading
+
+    if os.environ.get("HPCF_LEAK_CHECK", "1") == "0":
+        yield
+        return
+    threads_before = {t.ident for t in threading.enumerate()}
+    children_before = set(_children())
+    yield
+    deadline = time.monotonic() + LEAK_GRACE
+    left = _leftovers(threads_before, children_before)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = _leftovers(threads_before, children_before)
+    if left:
+        pytest.fail(f"{request.module.__name__} left behind: " + "; ".join(left), pytrace=False)

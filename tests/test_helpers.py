@@ -71,3 +71,29 @@ def test_entry_header_and_statuses_are_made_in_one_place(tmp_path):
     with pytest.raises(ValueError):
         make_header("k", "done")
     assert f"{Status.OK}" == "ok" and Status.OK == "ok"
+
+
+@pytest.mark.timeout(60)
+def test_leak_check_names_a_thread_and_a_child_left_behind(tmp_path):
+    """The conftest's module fixture fails a module that leaves a thread or a child process."""
+    import shutil
+    import subprocess
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    shutil.copy(os.path.join(here, "conftest.py"), tmp_path / "conftest.py")
+    (tmp_path / "test_leaky.py").write_text(
+        "import subprocess, sys, threading\n"
+        "gate = threading.Event()\n"
+        "def test_leaks():\n"
+        "    threading.Thread(target=gate.wait, name='leaky-thread', daemon=True).start()\n"
+        "    test_leaks.child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(5)'])\n"
+    )
+    env = dict(os.environ, HPCF_LEAK_GRACE="0.5")
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", str(tmp_path / "test_leaky.py")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=50,
+    )
+    assert out.returncode != 0
+    assert "test_leaky left behind: thread 'leaky-thread'; child process" in out.stdout, out.stdout
+    assert "time.sleep(5)" in out.stdout
