@@ -93,8 +93,10 @@ LEAK_GRACE = float(os.environ.get("HPCF_LEAK_GRACE", "10"))
 """Seconds a module's threads and child processes get to end after its last test: idle
 helper threads linger a moment by design (the cache writer waits 2 s for more entries)."""
 
-# threads that serve the whole process and are not any one executor's (none of ours yet)
+# threads and children that serve the whole driver process, not any one executor: the
+# guardian (launch.guardian) is one process per driver, started with the first launch
 _PROCESS_WIDE_THREADS = ("pytest_timeout",)
+_PROCESS_WIDE_CHILDREN = ("hpcfutures/launch/guardian.py",)
 
 
 def _children() -> dict:
@@ -126,7 +128,7 @@ def _leftovers(threads_before: set, children_before: set) -> list[str]:
         if t.ident not in threads_before and t.is_alive() and not t.name.startswith(_PROCESS_WIDE_THREADS)
     ]
     for pid, (state, command) in _children().items():
-        if pid not in children_before:
+        if pid not in children_before and not any(name in command for name in _PROCESS_WIDE_CHILDREN):
             left.append(f"{'zombie (never waited for) ' if state == 'Z' else ''}child process {pid}: {command}")
     return left
 
