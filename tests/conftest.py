@@ -95,7 +95,8 @@ helper threads linger a moment by design (the cache writer waits 2 s for more en
 
 # threads and children that serve the whole driver process, not any one executor: the
 # guardian (launch.guardian) is one process per driver, started with the first launch
-_PROCESS_WIDE_THREADS = ("pytest_timeout",)
+# (and tqdm's monitor, which wakes every 10 s and ends once no bar is left)
+_PROCESS_WIDE_THREADS = ("pytest_timeout", "tqdm_monitor")
 _PROCESS_WIDE_CHILDREN = ("hpcfutures/launch/guardian.py",)
 
 
