@@ -167,7 +167,7 @@ class JobEngine:
                 if not self._jobs:
                     if self._stopping:
                         self._poller = None
-                        return
+                        break
                     self._cond.wait()
                     continue
                 jobs = dict(self._jobs)
@@ -185,6 +185,9 @@ class JobEngine:
                 warnings.warn(f"hpcfutures job poller: {type(exc).__name__}: {exc}", stacklevel=1)
             with self._cond:
                 self._cond.wait(self.interval)
+        close = getattr(self.queue, "close", None)
+        if close is not None:  # stopped with no job left: release what the queue holds
+            close()
 
     def _check_entry(self, job: str, task: Task) -> bool:
         path = self._paths.get(job)
@@ -270,6 +273,9 @@ class JobEngine:
             self._mtime.pop(job, None)
             self._state.pop(job, None)
             self._cond.notify_all()
+        forget = getattr(self.queue, "forget", None)
+        if forget is not None:  # e.g. local processes, reaped once they end
+            forget([job])
         task.cache = None  # the job wrote the entry itself
         settle(task, reply)
 

@@ -34,6 +34,7 @@ import shlex
 import subprocess
 import sys
 import threading
+import time
 import warnings
 from dataclasses import dataclass, field
 from enum import Enum
@@ -179,6 +180,10 @@ class Queue(Protocol):
 
     def cancel(self, job_ids: list) -> None:
         """End the jobs (quietly skipping ended or unknown ones)."""
+
+    # optional, for a queue that holds something per job (LocalQueue: its processes):
+    #   forget(job_ids): the engine follows these jobs no more (their result arrived);
+    #   close(): the engine stopped; release what is left (called by the poller as it ends).
 
 # resource keys a job script understands; others are passed to the adapter with a warning
 _BUILTIN_EXTRA = {"partition": "--partition={}", "account": "--account={}", "qos": "--qos={}", "memory_max": "--mem={}"}
@@ -380,6 +385,7 @@ class LocalQueue:
         self._lock = threading.Lock()
         self._processes: dict[str, subprocess.Popen] = {}
         self._cancelled: set[str] = set()
+        self._ending: list[subprocess.Popen] = []  # forgotten, not yet ended: reaped later
 
     def submit(self, spec: JobSpec) -> str:
         """Start ``spec.command`` as a process of its own session; returns its pid."""
@@ -392,7 +398,41 @@ class LocalQueue:
             process = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         with self._lock:
             self._processes[str(process.pid)] = process
+        self._reap()
         return str(process.pid)
+
+    def forget(self, job_ids: list[str]) -> None:
+        """The engine has the jobs' results: wait for their processes (which end right
+        after writing them) without blocking, so none is left a zombie."""
+        with self._lock:
+            for job in job_ids:
+                process = self._processes.pop(job, None)
+                self._cancelled.discard(job)
+                if process is not None and process.poll() is None:
+                    self._ending.append(process)
+        self._reap()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Wait up to ``timeout`` seconds for processes whose results arrived; kill the
+        group of one that does not end (a rank hanging after rank 0 wrote the result)."""
+        import signal
+
+        with self._lock:
+            ending, self._ending = self._ending, []
+        deadline = time.monotonic() + timeout
+        for process in ending:
+            try:
+                process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                process.wait()
+
+    def _reap(self) -> None:
+        with self._lock:
+            self._ending = [p for p in self._ending if p.poll() is None]
 
     def states(self, job_ids: list[str]) -> dict[str, JobState]:
         """The state of each process started here (``UNKNOWN``: not one of them)."""
