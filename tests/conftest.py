@@ -95,8 +95,9 @@ helper threads linger a moment by design (the cache writer waits 2 s for more en
 
 # threads and children that serve the whole driver process, not any one executor: the
 # guardian (launch.guardian) is one process per driver, started with the first launch
-# (and tqdm's monitor, which wakes every 10 s and ends once no bar is left)
-_PROCESS_WIDE_THREADS = ("pytest_timeout", "tqdm_monitor")
+# (and third-party ones: tqdm's monitor, which wakes every 10 s and ends once no bar is
+# left; pyzmq's garbage collector of zero-copy sends, one per process); names or classes
+_PROCESS_WIDE_THREADS = ("pytest_timeout", "tqdm_monitor", "GarbageCollectorThread")
 _PROCESS_WIDE_CHILDREN = ("hpcfutures/launch/guardian.py",)
 
 
@@ -120,13 +121,19 @@ def _children() -> dict:
     return found
 
 
+def _target(thread) -> str:
+    """What a thread runs, to find who started it (threading keeps it in ``_target``)."""
+    target = getattr(thread, "_target", None) or getattr(thread, "function", None) or type(thread).run
+    return f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', repr(target))}"
+
+
 def _leftovers(threads_before: set, children_before: set) -> list[str]:
     import threading
 
     left = [
-        f"thread {t.name!r}"
+        f"thread {t.name!r} ({_target(t)})"
         for t in threading.enumerate()
-        if t.ident not in threads_before and t.is_alive() and not t.name.startswith(_PROCESS_WIDE_THREADS)
+        if t.ident not in threads_before and t.is_alive() and not {t.name, type(t).__name__} & set(_PROCESS_WIDE_THREADS)
     ]
     for pid, (state, command) in _children().items():
         if pid not in children_before and not any(name in command for name in _PROCESS_WIDE_CHILDREN):

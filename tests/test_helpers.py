@@ -95,5 +95,5 @@ def test_leak_check_names_a_thread_and_a_child_left_behind(tmp_path):
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=50,
     )
     assert out.returncode != 0
-    assert "test_leaky left behind: thread 'leaky-thread'; child process" in out.stdout, out.stdout
+    assert "test_leaky left behind: thread 'leaky-thread' (threading.Event.wait); child process" in out.stdout, out.stdout
     assert "time.sleep(5)" in out.stdout
