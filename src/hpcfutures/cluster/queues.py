@@ -274,24 +274,17 @@ class SlurmQueue:
         return _run(["sbatch", "--parsable"], script).strip().split(";")[0]
 
     def states(self, job_ids: list[str]) -> dict[str, JobState]:
-        """One ``squeue`` for all ``job_ids``; a job squeue no longer lists is ``UNKNOWN``."""
+        """One ``squeue`` for all ``job_ids`` (the query ``launch.pending`` makes for srun's
+        jobs); a job squeue no longer lists is ``UNKNOWN``. Raises ``OSError`` or
+        ``subprocess.SubprocessError`` when squeue cannot answer (the engine asks again)."""
+        from hpcfutures.launch.pending import query_reasons
+
         if not job_ids:
             return {}
-        try:
-            out = _run(["squeue", "-h", "--states=all", "-j", ",".join(job_ids), "-o", "%i|%T|%r"])
-        except QueueError as exc:
-            if "Invalid job id" not in str(exc):
-                raise
-            out = ""  # every job asked about has left the queue's memory (MinJobAge): all UNKNOWN
-        found, reasons = {}, {}
-        for line in out.splitlines():
-            parts = line.split("|", 2)
-            if len(parts) == 3:
-                state = found[parts[0].strip()] = translate(SLURM_STATES, parts[1])
-                if state is JobState.PENDING:
-                    reasons[parts[0].strip()] = parts[2].strip()
-        self.pending_reasons = reasons
-        return {job: found.get(job, JobState.UNKNOWN) for job in job_ids}
+        found = query_reasons(job_ids)  # job -> (SLURM's state word, pending reason)
+        states = {job: translate(SLURM_STATES, found[job][0]) if job in found else JobState.UNKNOWN for job in job_ids}
+        self.pending_reasons = {job: found[job][1] for job, state in states.items() if state is JobState.PENDING}
+        return states
 
     def cancel(self, job_ids: list[str]) -> None:
         if job_ids:
