@@ -340,7 +340,9 @@ def cwd_after(_upstream):
 def meet_then_pid(folder, n, timeout=60.0):
     """A barrier across processes: mark arrival in ``folder``, wait until ``n`` calls have
     arrived, return this process's pid. Only ``n`` calls running at once get past it, so a
-    test proves concurrency by an event, not by timing; bounded, so a broken test fails."""
+    test proves concurrency by an event, not by timing; bounded, so a broken test fails.
+    Submit no more such calls than workers to a warm pool: with a backlog it may send a
+    call ahead to a busy worker, where it would wait behind one at the barrier."""
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, f"{os.getpid()}-{os.urandom(4).hex()}"), "w"):
         pass
