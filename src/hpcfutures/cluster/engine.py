@@ -39,6 +39,18 @@ _log = get_logger("cluster")
 
 
 class JobEngine:
+    """The engine of one queued-job executor: submits each task as a job of ``queue`` and
+    completes its future from the job's cache entry (see the module docstring).
+
+    Args:
+        queue: a ``cluster.queues.Queue`` (``submit(JobSpec)``, ``states`` in ``JobState``,
+            ``cancel``; optionally ``forget`` and ``close``).
+        interval: seconds between two looks at the entries of live jobs.
+        query_interval: seconds between two queue queries (one for all jobs).
+        guard: register live jobs with the driver's guardian (``queue.guard_kind``).
+        log_obj_size: log the bytes of each job's input and output.
+    """
+
     max_workers = None  # the queue decides how many run at once
 
     def __init__(self, queue, interval: float = 0.1, query_interval: float = 1.0, guard: bool = False, log_obj_size: bool = False):

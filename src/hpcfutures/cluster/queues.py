@@ -366,7 +366,7 @@ class PysqaQueue:
 
 class LocalQueue:
     """Each "job" a local process; dependencies are left to the executor (held futures).
-    A job id is the process's pid; its state comes from its exit code (``LOCAL_STATES``)."""
+    A job id is the process's pid; its state comes from its exit code (``local_state``)."""
 
     kind = "local"
     supports_dependencies = False
