@@ -411,17 +411,40 @@ def test_terminate_tasks_in_cache_asks_the_queue_the_entries_were_written_by(tmp
     assert wait_until(lambda: not helpers.alive(int(entry["queue_id"])), 30)
     with pytest.raises(WorkerCrashedError, match=f"job {entry['queue_id']} ended in state FAILED"):
         held.result(timeout=30)
-    # the entry still names its job (a later run submits it again); asking twice is harmless
-    assert terminate_tasks_in_cache(cache) == [entry["queue_id"]]
+    # the entry waits for a later run to submit it again; its job, over, is not named any more
+    assert terminate_tasks_in_cache(cache) == [] and get_cache_data(cache)[0]["status"] == "queued"
 
 
 def test_terminate_tasks_in_cache_refuses_what_it_cannot_honour(tmp_path):
-    from hpcfutures.cache.entry import Status, make_header, write_entry
+    from hpcfutures.cache.entry import Status, make_header, write_entry, write_job_record
     from hpcfutures.cache.store import CacheStore
 
     cache = str(tmp_path)
     with pytest.raises(ValueError, match="backend='nope' is not a queue hpcfutures knows; use one of: local, pysqa, slurm"):
         terminate_tasks_in_cache(cache, backend="nope")
-    write_entry(CacheStore(cache).path("k"), make_header("k", Status.QUEUED, job_id="12", queue="pysqa"), b"", b"")
+    path = CacheStore(cache).path("k")
+    write_entry(path, make_header("k", Status.QUEUED), b"", b"")
+    write_job_record(path, "12", "pysqa")
     with pytest.raises(ValueError, match="pass the pysqa_config_directory"):
         terminate_tasks_in_cache(cache)
+
+
+@pytest.mark.timeout(60)
+def test_a_job_that_ends_before_its_id_is_recorded_keeps_its_result(tmp_path, monkeypatch):
+    """A fast job can write its result before the driver learns its id: recording the id
+    must not overwrite the entry (it did, and the future failed "COMPLETED without writing
+    a result")."""
+    from hpcfutures.cluster.queues import LocalQueue
+
+    real_submit = LocalQueue.submit
+
+    def answer_late(self, spec):
+        job = real_submit(self, spec)
+        self._processes[job].wait(30)  # the job is over before submit() returns its id
+        return job
+
+    monkeypatch.setattr(LocalQueue, "submit", answer_late)
+    with TestClusterExecutor(cache_directory=str(tmp_path)) as exe:
+        assert exe.submit(funcs.add, 20, 22).result(timeout=30) == 42
+    (entry,) = get_cache_data(str(tmp_path))
+    assert entry["status"] == "ok" and entry["output"] == 42 and entry["queue_id"] is None

@@ -15,6 +15,11 @@ entries (no checksums) are refused the same way. An entry is written under a tem
 into place (atomic on POSIX): a reader sees the old entry or the new one, never half of
 one, and of two writers of one key the last rename wins with a whole entry.
 
+A queued entry (``SlurmClusterExecutor``) has a job record beside it,
+``<entry>.job``: JSON ``{"job_id", "queue"}``, written by the driver once the queue gave the
+job an id. It is a file of its own because the job may already have written its result into
+the entry by then: rewriting the entry's header would lose it.
+
 Everything that writes or reads the header's ``status`` uses ``Status``, and every header
 is built by ``make_header`` (the executors' cache, the queued-job engine, the batch-job
 worker, ``terminate_tasks_in_cache`` and ``hpcfutures cache`` all go through this file).
@@ -88,9 +93,7 @@ def make_header(
         resource_dict: the call's resources; ``None`` values and callables are left out
             (the header is JSON).
         runtime: seconds the call ran, where known.
-        **fields: further fields of a queued entry: ``job_id`` (the queue's id of the
-            job that writes the output), ``queue`` (which queue it was submitted to, so
-            ``terminate_tasks_in_cache`` asks the right one), ``cwd``, ``host``.
+        **fields: further fields: ``cwd`` (where a job runs the call), ``host``.
 
     Returns:
         A new dict; ``write_entry`` adds the version, the time and the sizes and checksums.
@@ -105,6 +108,43 @@ def make_header(
         header["runtime"] = runtime
     header.update({k: v for k, v in fields.items() if v is not None})
     return header
+
+
+JOB_SUFFIX = ".job"  # "<entry>.job": the job record of a queued entry
+
+
+def write_job_record(entry_path: str, job_id: str, queue: str | None) -> None:
+    """Record, beside a queued entry, the job that will write its output.
+
+    Args:
+        entry_path: the entry's file.
+        job_id: the queue's id of the job.
+        queue: the queue's ``kind`` (``cluster.queues.QUEUES``), so ``terminate_tasks_in_cache``
+            and a later run ask the queue the job was submitted to.
+
+    Raises:
+        OSError: the record could not be written.
+    """
+    atomic_write(entry_path + JOB_SUFFIX, json.dumps({"job_id": str(job_id), "queue": queue}))
+
+
+def read_job_record(entry_path: str) -> dict | None:
+    """The job record of an entry (``{"job_id", "queue"}``); None where there is none or it
+    cannot be read (an entry whose job never got an id)."""
+    try:
+        with open(entry_path + JOB_SUFFIX, encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("job_id") else None
+
+
+def remove_job_record(entry_path: str) -> None:
+    """Remove an entry's job record (its job ended); nothing happens where there is none."""
+    try:
+        os.unlink(entry_path + JOB_SUFFIX)
+    except OSError:
+        pass
 
 
 def finish_header(header: dict, failed: bool, runtime: float | None = None, **fields) -> dict:

@@ -14,7 +14,7 @@ import warnings
 from collections import deque
 from concurrent.futures import Future
 
-from hpcfutures.cache.entry import SUFFIX, TEMP_MARK, CacheEntryError, EntryReader, Status, make_header, write_entry
+from hpcfutures.cache.entry import SUFFIX, TEMP_MARK, CacheEntryError, EntryReader, Status, make_header, read_job_record, write_entry
 from hpcfutures.cache.fingerprint import default_key
 from hpcfutures.logs import get_logger
 
@@ -179,8 +179,9 @@ def read_entry(cache_directory, path: str, load: bool = True) -> dict[str, Any]:
                 runtime=header.get("runtime"),
                 resource_dict=header.get("resource_dict"),
                 written=header.get("written"),
-                queue_id=header.get("job_id"),
             )
+            if Status.of(header) is Status.QUEUED:
+                record["queue_id"] = (read_job_record(path) or {}).get("job_id")
             if not load:
                 return record
             call = reader.input()
@@ -219,7 +220,8 @@ def get_cache_data(cache_directory) -> list[dict]:
     ``input_kwargs``, ``output``, ``error``, ``runtime`` (seconds), ``resource_dict``,
     ``filename``, ``status`` (``queued``, ``ok``, ``error`` or ``unreadable``;
     ``cache.entry.Status``), ``cache_key``, ``size`` (bytes), ``written`` (a Unix time) and
-    ``queue_id`` (the id of the batch job that ran or runs it; None for other executors). ``pandas.DataFrame(get_cache_data(d))`` makes a
+    ``queue_id`` (for a ``queued`` entry, the id of the batch job that will write the
+    result; None otherwise). ``pandas.DataFrame(get_cache_data(d))`` makes a
     table of it."""
     return [read_entry(cache_directory, path) for path in entry_paths(cache_directory)]
 

@@ -24,7 +24,7 @@ import os
 import threading
 import time
 
-from hpcfutures.cache.entry import EntryReader, Status, make_header, write_entry
+from hpcfutures.cache.entry import EntryReader, Status, make_header, read_job_record, remove_job_record, write_entry, write_job_record
 from hpcfutures.cluster.queues import JobSpec, JobState, file_task_command
 from hpcfutures.errors import UnsatisfiableRequestError, WorkerCrashedError
 from hpcfutures.launch.guardian import guardian
@@ -94,7 +94,8 @@ class JobEngine:
                 header = reader.header
         except (OSError, ValueError):
             return False
-        job = header.get("job_id")
+        record = read_job_record(path)
+        job = record and record["job_id"]
         if Status.of(header) is not Status.QUEUED or not job:
             return False
         _log.info("job %s of an earlier run followed for %s()", job, task.name)
@@ -106,7 +107,7 @@ class JobEngine:
 
     def _submit(self, task: Task, key: str, path: str, after: list) -> None:
         res = task.resources
-        header = make_header(key, Status.QUEUED, function=task.name, resource_dict=res, queue=getattr(self.queue, "kind", None))
+        header = make_header(key, Status.QUEUED, function=task.name, resource_dict=res)
         if res.get("cwd") is not None:
             # made here, where submit() checked it (the driver and its jobs share file systems,
             # as they share the cache directory); the job enters it itself (header "cwd"), since
@@ -119,8 +120,8 @@ class JobEngine:
         command = file_task_command(path, res.get("cores", 1))
         spec = JobSpec(command=command, name=name, cwd=cwd, resources=res, dependencies=list(after), extra=_extra(res), log=path + ".log")
         job = self.queue.submit(spec)
-        header["job_id"] = job
-        write_entry(path, header, task.payload, b"")
+        # beside the entry, not in it: the job may have written its result already
+        write_job_record(path, job, getattr(self.queue, "kind", None))
         if self.log_obj_size:
             _log_size(job, "input", len(task.payload))
         _log.info("job %s submitted for %s()%s", job, task.name, f" after {','.join(map(str, after))}" if after else "")
@@ -281,10 +282,12 @@ class JobEngine:
                 return
             self._guard(job, False)
             self._by_future.pop(task.future, None)
-            self._paths.pop(job, None)
+            path = self._paths.pop(job, None)
             self._mtime.pop(job, None)
             self._state.pop(job, None)
             self._cond.notify_all()
+        if path is not None:  # the job is over: nothing to follow or cancel any more
+            remove_job_record(path)
         forget = getattr(self.queue, "forget", None)
         if forget is not None:  # e.g. local processes, reaped once they end
             forget([job])

@@ -1,7 +1,8 @@
 """Cancel the jobs recorded in a cache directory — for a driver that left with
 ``wait=False`` and whose jobs are no longer wanted.
 
-Each queued entry records its job id and the ``kind`` of queue it was submitted to
+Each queued entry's job record (``cache.entry.write_job_record``) holds its job id and the
+``kind`` of queue it was submitted to
 (``cluster.queues.QUEUES``); the job is cancelled by that same queue, so a cache directory
 of SLURM jobs, pysqa jobs or local processes (``TestClusterExecutor``) is cleaned the same
 way. Entries written before the queue was recorded count as ``backend`` (SLURM by default,
@@ -10,7 +11,7 @@ pysqa where ``pysqa_config_directory`` is given).
 
 from __future__ import annotations
 
-from hpcfutures.cache.entry import EntryReader, Status
+from hpcfutures.cache.entry import EntryReader, Status, read_job_record
 from hpcfutures.cache.store import CacheStore, check_key, entry_paths
 
 
@@ -41,9 +42,10 @@ def _queued_job(path: str) -> tuple[str, str | None] | None:
             header = reader.header
     except (OSError, ValueError):
         return None
-    if Status.of(header) is not Status.QUEUED or not header.get("job_id"):
+    record = read_job_record(path)
+    if Status.of(header) is not Status.QUEUED or record is None:
         return None
-    return str(header["job_id"]), header.get("queue")
+    return str(record["job_id"]), record.get("queue")
 
 
 def _cancel(found: list, pysqa_config_directory, backend) -> list[str]:
