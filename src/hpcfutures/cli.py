@@ -127,6 +127,8 @@ def _delete(args) -> int:
             doomed.append(record["filename"])
     if args.temporary:
         doomed += [p for p in _temporaries(args.directory) if now - (_mtime(p) or now) > _STALE_TEMPORARY]
+    from hpcfutures.cache.entry import remove_job_record
+
     for path in doomed:
         print(("would delete " if args.dry_run else "deleted ") + path)
         if not args.dry_run:
@@ -134,6 +136,7 @@ def _delete(args) -> int:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
+            remove_job_record(path)  # a queued entry's job record goes with it
     print(f"{len(doomed)} files {'would be ' if args.dry_run else ''}deleted")
     return 0
 
