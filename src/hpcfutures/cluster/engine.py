@@ -25,7 +25,7 @@ import threading
 import time
 
 from hpcfutures.cache.entry import EntryReader, Status, make_header, read_job_record, remove_job_record, write_entry, write_job_record
-from hpcfutures.cluster.queues import JobSpec, JobState, file_task_command
+from hpcfutures.cluster.queues import JobSpec, JobState, file_task_command, translate
 from hpcfutures.errors import UnsatisfiableRequestError, WorkerCrashedError
 from hpcfutures.launch.guardian import guardian
 from hpcfutures.launch.slurm_reasons import explain, never_starts
@@ -238,6 +238,8 @@ class JobEngine:
         self.queries += 1
         reasons = getattr(self.queue, "pending_reasons", {})
         for job, state in states.items():
+            if not isinstance(state, JobState):  # a queue that answered in its own words: never a hang
+                state = translate({s.value: s for s in JobState}, state)
             before = self._state.get(job)
             if before != state and before is not None:
                 _log.info("job %s: %s -> %s", job, before, state)
