@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 import funcs
-from conftest import wait_until
+from conftest import pid_alive, wait_until
 from hpcfutures import SlurmClusterExecutor, WorkerCrashedError, get_cache_data, terminate_tasks_in_cache
 from hpcfutures.api import TestClusterExecutor
 from hpcfutures.cluster.queues import QueueError
@@ -440,7 +440,7 @@ def test_a_job_that_ends_before_its_id_is_recorded_keeps_its_result(tmp_path, mo
 
     def answer_late(self, spec):
         job = real_submit(self, spec)
-        self._processes[job].wait(30)  # the job is over before submit() returns its id
+        assert wait_until(lambda: not pid_alive(int(job)), 30)  # the job is over before submit() returns its id
         return job
 
     monkeypatch.setattr(LocalQueue, "submit", answer_late)
