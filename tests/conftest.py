@@ -86,3 +86,77 @@ def helpers():
         until = staticmethod(wait_until)
 
     return H
+
+
+# -- leak check ------------------------------------------------------------------------
+LEAK_GRACE = float(os.environ.get("HPCF_LEAK_GRACE", "10"))
+"""Seconds a module's threads and child processes get to end after its last test: idle
+helper threads linger a moment by design (the cache writer waits 2 s for more entries)."""
+
+# threads and children that serve the whole driver process, not any one executor: the
+# guardian (launch.guardian) is one process per driver, started with the first launch
+# (and third-party ones: tqdm's monitor, which wakes every 10 s and ends once no bar is
+# left; pyzmq's garbage collector of zero-copy sends, one per process); names or classes
+_PROCESS_WIDE_THREADS = ("pytest_timeout", "tqdm_monitor", "GarbageCollectorThread")
+_PROCESS_WIDE_CHILDREN = ("hpcfutures/launch/guardian.py",)
+
+
+def _children() -> dict:
+    """pid -> (state, command) of this process's direct children, zombies included."""
+    me = str(os.getpid())
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                command = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:  # it ended meanwhile
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[1] == me:
+            found[int(entry)] = (fields[0], command[:120])
+    return found
+
+
+def _target(thread) -> str:
+    """What a thread runs, to find who started it (threading keeps it in ``_target``)."""
+    target = getattr(thread, "_target", None) or getattr(thread, "function", None) or type(thread).run
+    return f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', repr(target))}"
+
+
+def _leftovers(threads_before: set, children_before: set) -> list[str]:
+    import threading
+
+    left = [
+        f"thread {t.name!r} ({_target(t)})"
+        for t in threading.enumerate()
+        if t.ident not in threads_before and t.is_alive() and not {t.name, type(t).__name__} & set(_PROCESS_WIDE_THREADS)
+    ]
+    for pid, (state, command) in _children().items():
+        if pid not in children_before and not any(name in command for name in _PROCESS_WIDE_CHILDREN):
+            left.append(f"{'zombie (never waited for) ' if state == 'Z' else ''}child process {pid}: {command}")
+    return left
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_leftovers(request):
+    """After each test module: no thread and no child process that the module started is
+    left (after ``LEAK_GRACE`` seconds). Set HPCF_LEAK_CHECK=0 to switch it off."""
+    import threading
+
+    if os.environ.get("HPCF_LEAK_CHECK", "1") == "0":
+        yield
+        return
+    threads_before = {t.ident for t in threading.enumerate()}
+    children_before = set(_children())
+    yield
+    deadline = time.monotonic() + LEAK_GRACE
+    left = _leftovers(threads_before, children_before)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = _leftovers(threads_before, children_before)
+    if left:
+        pytest.fail(f"{request.module.__name__} left behind: " + "; ".join(left), pytrace=False)

@@ -335,3 +335,25 @@ def start_environment_has(text):
 def cwd_after(_upstream):
     """The working directory, once an upstream result is there."""
     return os.getcwd()
+
+
+def meet_then_pid(folder, n, timeout=60.0):
+    """A barrier across processes: mark arrival in ``folder``, wait until ``n`` calls have
+    arrived, return this process's pid. Only ``n`` calls running at once get past it, so a
+    test proves concurrency by an event, not by timing; bounded, so a broken test fails.
+    Submit no more such calls than workers to a warm pool: with a backlog it may send a
+    call ahead to a busy worker, where it would wait behind one at the barrier."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f"{os.getpid()}-{os.urandom(4).hex()}"), "w"):
+        pass
+    deadline = time.monotonic() + timeout
+    while len(os.listdir(folder)) < n:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(os.listdir(folder))} of {n} calls ran at once")
+        time.sleep(0.01)
+    return os.getpid()
+
+
+def devices_at_barrier(folder, n, timeout=60.0):
+    """``(pid, CUDA_VISIBLE_DEVICES)`` once ``n`` calls are running at once (``meet_then_pid``)."""
+    return meet_then_pid(folder, n, timeout), os.environ.get("CUDA_VISIBLE_DEVICES")

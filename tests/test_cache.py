@@ -347,8 +347,11 @@ def test_command_line_tool(tmp_path):
         assert refused.returncode == 2 and "not an age" in refused.stderr
     assert len(get_cache_data(cache)) == 1
     assert "1 files would be deleted" in _cli("delete", cache, "--older-than", "0s", "--dry-run").stdout
+    from hpcfutures.cache.entry import write_job_record
+
+    write_job_record(os.path.join(cache, "good", "one.hpcfcache"), "7", "slurm")  # as a queued entry has
     assert "1 files deleted" in _cli("delete", cache, "--key", "good/one").stdout
-    assert get_cache_data(cache) == []
+    assert get_cache_data(cache) == [] and os.listdir(os.path.join(cache, "good")) == []  # its job record too
     assert _cli("delete", cache).returncode == 2  # nothing said: nothing deleted
 
 

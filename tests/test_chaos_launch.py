@@ -92,6 +92,7 @@ def test_pending_reasons_never_and_later():
 # -- a request SLURM will never start --------------------------------------------------------
 @pytest.mark.chaos
 @pytest.mark.slurm
+@pytest.mark.mpi  # several ranks per task: refused without mpi4py before SLURM is asked
 @pytest.mark.timeout(90)
 def test_ten_node_warm_pool_is_refused_at_construction(tmp_path):
     """Outside an allocation each srun asks for a job of its own: a pool of 10-node
@@ -111,6 +112,7 @@ def test_ten_node_warm_pool_is_refused_at_construction(tmp_path):
 
 @pytest.mark.chaos
 @pytest.mark.slurm
+@pytest.mark.mpi  # several ranks per task: refused without mpi4py before SLURM is asked
 @pytest.mark.timeout(90)
 def test_ten_node_task_is_refused_at_submit(tmp_path):
     from hpcfutures import SlurmJobExecutor
@@ -146,7 +148,12 @@ def failed_job():
 @pytest.mark.slurm
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize(
-    "block_allocation, cores", [(False, 1), (False, 2), (True, 2)], ids=["fresh-serial", "fresh-mpi", "warm"]
+    "block_allocation, cores",
+    [
+        pytest.param(False, 1, id="fresh-serial"),
+        pytest.param(False, 2, id="fresh-mpi", marks=pytest.mark.mpi),
+        pytest.param(True, 2, id="warm", marks=pytest.mark.mpi),
+    ],
 )
 def test_srun_job_pending_for_ever_fails_with_the_reason(tmp_path, failed_job, block_allocation, cores):
     """The srun's job is queued and its pending reason (DependencyNeverSatisfied) says it
@@ -191,6 +198,7 @@ def test_shutdown_does_not_wait_for_warm_workers_still_queued(tmp_path):
 
 @pytest.mark.chaos
 @pytest.mark.slurm
+@pytest.mark.mpi  # several ranks per task: refused without mpi4py before SLURM is asked
 @pytest.mark.timeout(90)
 def test_pympipool_front_with_slurm_backend_is_refused(tmp_path):
     from hpcfutures import HPCExecutor
@@ -544,6 +552,7 @@ def test_pending_watch_asks_about_all_jobs_in_one_query():
 @pytest.mark.slurm
 @pytest.mark.timeout(60)
 def test_slurm_queue_states_of_purged_jobs_are_gone():
-    from hpcfutures.cluster.queues import SlurmQueue
+    from hpcfutures.cluster.queues import JobState, SlurmQueue
 
-    assert SlurmQueue().states(["999999994"]) == {"999999994": "GONE"}
+    # a job squeue no longer lists: the queue cannot tell, and the engine treats it as ended
+    assert SlurmQueue().states(["999999994"]) == {"999999994": JobState.UNKNOWN}

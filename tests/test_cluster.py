@@ -6,12 +6,11 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
 import funcs
-from conftest import wait_until
+from conftest import pid_alive, wait_until
 from hpcfutures import SlurmClusterExecutor, WorkerCrashedError, get_cache_data, terminate_tasks_in_cache
 from hpcfutures.api import TestClusterExecutor
 from hpcfutures.cluster.queues import QueueError
@@ -24,20 +23,22 @@ def _squeue_states():
 
 @pytest.mark.slurm
 def test_chain_is_queued_at_once_with_afterok(tmp_path):
-    calls = str(tmp_path / "calls")
+    calls, release = str(tmp_path / "calls"), str(tmp_path / "release")
     with SlurmClusterExecutor(cache_directory=str(tmp_path / "cache")) as exe:
-        first = exe.submit(funcs.count_call, calls, 1)
+        first = exe.submit(funcs.count_call, calls, exe.submit(funcs.wait_for_file, release, 1))
         second = exe.submit(funcs.count_call, calls, first)
         third = exe.submit(funcs.add, second, 100)
         # all three jobs exist before the first has finished: dependencies live in SLURM
-        jobs = [exe._engine.pending(f) for f in (first, second, third)]
-        assert all(j is not None for j in jobs) or first.done()
+        # (the first call waits for a file only this test writes once it has looked)
+        assert wait_until(lambda: all(exe.job_id(f) for f in (first, second, third)), 60)
+        assert not first.done()
+        open(release, "w").close()
         assert third.result(timeout=120) == 104
         assert exe.queue_queries >= 1
     assert funcs.runs(calls) == 2
     # a second run is answered from the cache: no new job
     with SlurmClusterExecutor(cache_directory=str(tmp_path / "cache")) as exe:
-        first = exe.submit(funcs.count_call, calls, 1)
+        first = exe.submit(funcs.count_call, calls, exe.submit(funcs.wait_for_file, release, 1))
         second = exe.submit(funcs.count_call, calls, first)
         assert exe.submit(funcs.add, second, 100).result(timeout=30) == 104
         assert exe.queue_queries == 0
@@ -111,8 +112,8 @@ def test_sbatch_refusing_a_job_fails_its_future_with_sbatch_s_words(tmp_path):
 def test_scancel_and_time_limit_end_futures_with_the_job_state(tmp_path):
     with SlurmClusterExecutor(cache_directory=str(tmp_path)) as exe:
         cancelled = exe.submit(funcs.sleep_then, 300, "never")
-        assert wait_until(lambda: exe._engine.pending(cancelled) is not None, 30)
-        job = exe._engine.pending(cancelled)[0]
+        assert wait_until(lambda: exe.job_id(cancelled) is not None, 30)
+        job = exe.job_id(cancelled)
         subprocess.run(["scancel", job], check=True, timeout=30)
         with pytest.raises(WorkerCrashedError, match=f"job {job} ended in state CANCELLED"):
             cancelled.result(timeout=60)
@@ -125,28 +126,30 @@ def test_scancel_and_time_limit_end_futures_with_the_job_state(tmp_path):
 @pytest.mark.slurm
 @pytest.mark.timeout(300)  # SLURM's time limits come in minutes
 def test_reconnect_after_the_driver_exits(tmp_path):
-    cache, calls = str(tmp_path / "cache"), str(tmp_path / "calls")
+    cache, calls, release = str(tmp_path / "cache"), str(tmp_path / "calls"), str(tmp_path / "release")
     script = tmp_path / "driver.py"
     script.write_text(
         textwrap.dedent(
             f"""
-            import sys, time
+            import sys
             import funcs
             from hpcfutures import SlurmClusterExecutor
             with SlurmClusterExecutor(cache_directory={cache!r}, wait=False) as exe:
-                slow = exe.submit(funcs.sleep_then, float(sys.argv[1]), "slow")
+                slow = exe.submit(funcs.wait_for_file, {release!r}, "slow", 240)
                 counted = exe.submit(funcs.count_call, {calls!r}, slow)
-                if sys.argv[2] == "wait":
+                if sys.argv[1] == "wait":
                     print(counted.result(timeout=120))
-            print("left", time.time())
+            print("left")
             """
         )
     )
-    t0 = time.time()
-    first = subprocess.run([sys.executable, str(script), "3", "leave"], capture_output=True, text=True, timeout=60)
+    first = subprocess.run([sys.executable, str(script), "leave"], capture_output=True, text=True, timeout=60)
     assert first.returncode == 0, first.stderr
-    assert "left" in first.stdout and time.time() - t0 < 3  # did not wait for the 3 s job
-    second = subprocess.run([sys.executable, str(script), "3", "wait"], capture_output=True, text=True, timeout=180)
+    # it left while its jobs could not have ended (the first waits for a file not yet written)
+    assert "left" in first.stdout
+    assert sorted(d["status"] for d in get_cache_data(cache)) == ["queued", "queued"]
+    open(release, "w").close()
+    second = subprocess.run([sys.executable, str(script), "wait"], capture_output=True, text=True, timeout=180)
     assert second.returncode == 0, second.stderr
     assert second.stdout.splitlines()[0] == "slowslow"
     assert funcs.runs(calls) == 1  # followed the first run's jobs, submitted nothing twice
@@ -157,9 +160,9 @@ def test_terminate_tasks_in_cache(tmp_path):
     cache = str(tmp_path)
     exe = SlurmClusterExecutor(cache_directory=cache, wait=False)
     futures = [exe.submit(funcs.sleep_then, 300, i) for i in range(2)]
-    assert wait_until(lambda: all(exe._engine.pending(f) for f in futures), 30)
+    assert wait_until(lambda: all(exe.job_id(f) for f in futures), 30)
     jobs = sorted(terminate_tasks_in_cache(cache))
-    assert jobs == sorted(exe._engine.pending(f)[0] for f in futures)
+    assert jobs == sorted(exe.job_id(f) for f in futures)
     for f in futures:
         with pytest.raises(WorkerCrashedError, match="CANCELLED"):
             f.result(timeout=60)
@@ -262,12 +265,13 @@ def _fake_sbatch(tmp_path, monkeypatch):
 
 
 def test_built_in_job_script(tmp_path, monkeypatch):
-    from hpcfutures.cluster.queues import SlurmQueue
+    from hpcfutures.cluster.queues import JobSpec, SlurmQueue
 
     written = _fake_sbatch(tmp_path, monkeypatch)
     resources = {"cores": 2, "threads_per_core": 3, "run_time_max": 61, "exclusive": True}
+    spec = JobSpec(["python", "-m", "x"], "hpcf-a", "/w", resources, ["7", "8"], {"partition": "gpu", "frobnicate": 1}, "/w/a.log")
     with pytest.warns(UserWarning, match="frobnicate"):
-        job = SlurmQueue("pmix").submit(["python", "-m", "x"], "hpcf-a", "/w", resources, ["7", "8"], {"partition": "gpu", "frobnicate": 1}, "/w/a.log")
+        job = SlurmQueue("pmix").submit(spec)
     assert job == "4242"
     text = written.read_text()
     for line in ("--ntasks=2", "--cpus-per-task=3", "--time=2", "--exclusive", "--dependency=afterok:7:8", '--partition="gpu"', '--output="/w/a.log"', '--chdir="/w"'):
@@ -281,10 +285,10 @@ def test_built_in_job_script(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("memory, line", [(4, "--mem=4G"), (2.0, "--mem=2G"), (1.5, "--mem=1536M"), (0.001, "--mem=2M")])
 def test_memory_max_is_rendered_as_sbatch_takes_it(tmp_path, monkeypatch, memory, line):
-    from hpcfutures.cluster.queues import SlurmQueue
+    from hpcfutures.cluster.queues import JobSpec, SlurmQueue
 
     written = _fake_sbatch(tmp_path, monkeypatch)
-    SlurmQueue().submit(["python", "x.py"], "hpcf-m", "/w", {"gpus_per_core": 2.0}, [], {"memory_max": memory}, "/w/m.log")
+    SlurmQueue().submit(JobSpec(["python", "x.py"], "hpcf-m", "/w", {"gpus_per_core": 2.0}, [], {"memory_max": memory}, "/w/m.log"))
     text = written.read_text()
     assert f"#SBATCH {line}\n" in text and "#SBATCH --gpus-per-task=2\n" in text  # never "1.5G" or "2.0"
 
@@ -312,11 +316,11 @@ def test_numbers_no_job_script_renders_are_refused(tmp_path, cls):
 
 
 def test_submission_template_is_rendered(tmp_path, monkeypatch):
-    from hpcfutures.cluster.queues import SlurmQueue
+    from hpcfutures.cluster.queues import JobSpec, SlurmQueue
 
     written = _fake_sbatch(tmp_path, monkeypatch)
     template = "#!/bin/bash\n#SBATCH --job-name={{job_name}}\n#SBATCH -n {{cores}}\n{%- if dependency_list %}\n#SBATCH -d afterok:{{ dependency_list|join(':') }}\n{%- endif %}\n{{command}}\n"
-    SlurmQueue().submit(["python", "x.py"], "hpcf-b", "/w", {"submission_template": template, "cores": 1}, ["5"], {}, "/w/b.log")
+    SlurmQueue().submit(JobSpec(["python", "x.py"], "hpcf-b", "/w", {"submission_template": template, "cores": 1}, ["5"], {}, "/w/b.log"))
     lines = written.read_text().splitlines()
     assert lines[:4] == ["#!/bin/bash", "#SBATCH --job-name=hpcf-b", "#SBATCH -n 1", "#SBATCH -d afterok:5"]
     assert lines[4].startswith("env OMP_NUM_THREADS=1 ") and lines[4].endswith(" python x.py") and len(lines) == 5
@@ -328,8 +332,8 @@ def test_reconnect_resubmits_a_job_that_ended_without_a_result(tmp_path):
     cache, counter = str(tmp_path / "cache"), str(tmp_path / "count")
     first = SlurmClusterExecutor(cache_directory=cache, wait=False)
     fut = first.submit(funcs.hang_until_attempt, counter, 2, "second")
-    assert wait_until(lambda: first._engine.pending(fut) is not None and os.path.exists(counter), 60)
-    job = first._engine.pending(fut)[0]
+    assert wait_until(lambda: first.job_id(fut) is not None and os.path.exists(counter), 60)
+    job = first.job_id(fut)
     first.__exit__(None, None, None)  # leave without waiting, as `with ...(wait=False)` does
     subprocess.run(["scancel", job], check=True, timeout=30)
     assert wait_until(lambda: _squeue_states().get(job) in ("CANCELLED", None), 60)
@@ -365,3 +369,89 @@ def test_batch_job_runs_in_a_cwd_with_a_space(tmp_path):
     where = tmp_path / "a b"
     with SlurmClusterExecutor(cache_directory=str(tmp_path / "cache dir")) as exe:
         assert exe.submit(os.getcwd, resource_dict={"cwd": str(where)}).result(timeout=100) == str(where)
+
+
+def test_every_queue_answers_in_neutral_job_states():
+    from hpcfutures.cluster.queues import ENDED, PYSQA_STATES, SLURM_STATES, JobState, local_state, translate
+
+    # SLURM: squeue's words, sacct's longer forms and suffixes, and words it may add later
+    assert translate(SLURM_STATES, "PENDING") is JobState.PENDING
+    assert translate(SLURM_STATES, "COMPLETING") is JobState.RUNNING
+    assert translate(SLURM_STATES, "CANCELLED by 0") is JobState.CANCELLED
+    assert translate(SLURM_STATES, " CANCELLED+ ") is JobState.CANCELLED
+    assert translate(SLURM_STATES, "OUT_OF_MEMORY") is JobState.FAILED
+    assert translate(SLURM_STATES, "DEADLINE") is JobState.TIMEOUT
+    assert translate(SLURM_STATES, "PREEMPTED") is JobState.CANCELLED
+    assert translate(SLURM_STATES, "SOMETHING_NEW") is JobState.UNKNOWN
+    assert translate(SLURM_STATES, "") is JobState.UNKNOWN
+    # pysqa: None and "finished" mean the job left the queue
+    assert [translate(PYSQA_STATES, s) for s in ("pending", "running", "error", "finished", None)] == [
+        JobState.PENDING,
+        JobState.RUNNING,
+        JobState.FAILED,
+        JobState.UNKNOWN,
+        JobState.UNKNOWN,
+    ]
+    # local processes: by exit code, and whether this queue killed it
+    assert (local_state(0), local_state(1), local_state(-9), local_state(-9, cancelled=True)) == (
+        JobState.COMPLETED,
+        JobState.FAILED,
+        JobState.FAILED,
+        JobState.CANCELLED,
+    )
+    assert ENDED == {JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.TIMEOUT, JobState.UNKNOWN}
+    assert f"{JobState.TIMEOUT}" == "TIMEOUT"  # messages read the word, on every Python version
+
+
+@pytest.mark.timeout(120)
+def test_terminate_tasks_in_cache_asks_the_queue_the_entries_were_written_by(tmp_path, helpers):
+    """Not SLURM-only: a TestClusterExecutor's jobs (local processes) are cancelled the same
+    way, by the queue each entry records, from outside the driver that started them."""
+    cache, release = str(tmp_path / "cache"), str(tmp_path / "release")
+    exe = TestClusterExecutor(cache_directory=cache, wait=False)
+    held = exe.submit(funcs.wait_for_file, release, "never", 100)
+    assert wait_until(lambda: [d["queue_id"] for d in get_cache_data(cache)] != [None], 30)
+    (entry,) = get_cache_data(cache)
+    assert entry["status"] == "queued" and entry["queue_id"] == exe.job_id(held)
+    exe.__exit__(None, None, None)  # leave without waiting, as `with ...(wait=False)` does
+    assert terminate_tasks_in_cache(cache) == [entry["queue_id"]]
+    assert wait_until(lambda: not helpers.alive(int(entry["queue_id"])), 30)
+    with pytest.raises(WorkerCrashedError, match=f"job {entry['queue_id']} ended in state FAILED"):
+        held.result(timeout=30)
+    # the entry waits for a later run to submit it again; its job, over, is not named any more
+    assert terminate_tasks_in_cache(cache) == [] and get_cache_data(cache)[0]["status"] == "queued"
+
+
+def test_terminate_tasks_in_cache_refuses_what_it_cannot_honour(tmp_path):
+    from hpcfutures.cache.entry import Status, make_header, write_entry, write_job_record
+    from hpcfutures.cache.store import CacheStore
+
+    cache = str(tmp_path)
+    with pytest.raises(ValueError, match="backend='nope' is not a queue hpcfutures knows; use one of: local, pysqa, slurm"):
+        terminate_tasks_in_cache(cache, backend="nope")
+    path = CacheStore(cache).path("k")
+    write_entry(path, make_header("k", Status.QUEUED), b"", b"")
+    write_job_record(path, "12", "pysqa")
+    with pytest.raises(ValueError, match="pass the pysqa_config_directory"):
+        terminate_tasks_in_cache(cache)
+
+
+@pytest.mark.timeout(60)
+def test_a_job_that_ends_before_its_id_is_recorded_keeps_its_result(tmp_path, monkeypatch):
+    """A fast job can write its result before the driver learns its id: recording the id
+    must not overwrite the entry (it did, and the future failed "COMPLETED without writing
+    a result")."""
+    from hpcfutures.cluster.queues import LocalQueue
+
+    real_submit = LocalQueue.submit
+
+    def answer_late(self, spec):
+        job = real_submit(self, spec)
+        assert wait_until(lambda: not pid_alive(int(job)), 30)  # the job is over before submit() returns its id
+        return job
+
+    monkeypatch.setattr(LocalQueue, "submit", answer_late)
+    with TestClusterExecutor(cache_directory=str(tmp_path)) as exe:
+        assert exe.submit(funcs.add, 20, 22).result(timeout=30) == 42
+    (entry,) = get_cache_data(str(tmp_path))
+    assert entry["status"] == "ok" and entry["output"] == 42 and entry["queue_id"] is None

@@ -48,7 +48,8 @@ def test_every_executor_is_truthy_while_idle_and_busy(tmp_path):
     with SingleNodeExecutor(max_workers=1) as exe:
         running = exe.submit(funcs_dropin.wait_for_file, release)
         queued = exe.submit(funcs_dropin.double, 1)
-        assert exe and len(exe) >= 1
+        # busy: the one worker runs the first call, the second waits
+        assert exe and wait_until(lambda: len(exe) == 1, 30), len(exe)
         open(release, "w").close()
         assert running.result(timeout=60) == "released" and queued.result(timeout=60) == 2
     assert bool(exe) is True  # and after shutdown

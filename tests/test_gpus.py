@@ -12,24 +12,31 @@ def four_gpus(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
 
 
-def test_four_single_gpu_warm_workers_see_different_devices(four_gpus):
+def test_four_single_gpu_warm_workers_see_different_devices(four_gpus, tmp_path):
     with SingleNodeExecutor(max_workers=4, block_allocation=True, resource_dict={"gpus_per_core": 1}) as exe:
-        futures = [exe.submit(funcs.pid_and_devices, 0.3) for _ in range(8)]
+        # a barrier of four: all four workers hold a call at once (no more calls than
+        # workers: a backlog would let the pool send a second call ahead to a busy worker)
+        futures = [exe.submit(funcs.devices_at_barrier, str(tmp_path / "meet"), 4, 40) for _ in range(4)]
+        results = [f.result(timeout=60) for f in futures]
+        results += [exe.submit(funcs.pid_and_devices, 0).result(timeout=60) for _ in range(4)]  # and later calls
         by_worker = {}
-        for f in futures:
-            pid, devices = f.result(timeout=60)
+        for pid, devices in results:
             by_worker.setdefault(pid, set()).add(devices)
-    assert len(by_worker) >= 2
+    assert len(by_worker) == 4
     # every worker always saw exactly one device, and no two workers shared one
     assert all(len(d) == 1 for d in by_worker.values())
-    devices = [next(iter(d)) for d in by_worker.values()]
-    assert len(set(devices)) == len(devices) and set(devices) <= {"0", "1", "2", "3"}
+    assert sorted(next(iter(d)) for d in by_worker.values()) == ["0", "1", "2", "3"]
 
 
-def test_two_gpu_workers_get_disjoint_pairs(four_gpus):
+def test_two_gpu_workers_get_disjoint_pairs(four_gpus, tmp_path):
     with SingleNodeExecutor(max_workers=2, block_allocation=True, resource_dict={"cores": 1, "gpus_per_core": 2}) as exe:
-        pairs = {exe.submit(funcs.pid_and_devices, 0.3).result(timeout=60) for _ in range(4)}
-    assert {p[1] for p in pairs} <= {"0,1", "2,3"}
+        # both workers hold a call at once (a barrier of two): each reports its own pair
+        futures = [exe.submit(funcs.devices_at_barrier, str(tmp_path / "meet"), 2, 40) for _ in range(2)]
+        pairs = [f.result(timeout=60) for f in futures]
+    assert len({pid for pid, _ in pairs}) == 2
+    devices = [set(d.split(",")) for _, d in pairs]
+    assert all(len(d) == 2 for d in devices) and not devices[0] & devices[1]  # disjoint, not just a subset
+    assert devices[0] | devices[1] == {"0", "1", "2", "3"}
 
 
 def test_fresh_tasks_get_free_devices_and_give_them_back(four_gpus):

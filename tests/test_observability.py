@@ -11,7 +11,7 @@ import pytest
 
 import funcs
 from conftest import wait_until
-from hpcfutures import SingleNodeExecutor, progress
+from hpcfutures import SingleNodeExecutor, WorkerCrashedError, progress
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -186,7 +186,7 @@ def test_map_keeps_the_executor_contract():
 def test_log_worker_started_died_restarted_and_retry(caplog, tmp_path):
     caplog.set_level(logging.INFO, logger="hpcfutures")
     with SingleNodeExecutor(max_workers=1, block_allocation=True, restart_limit=1) as exe:
-        with pytest.raises(Exception):
+        with pytest.raises(WorkerCrashedError, match="killed by signal SIGKILL"):  # not result()'s own TimeoutError
             exe.submit(funcs.kill_self).result(30)
         assert exe.submit(funcs.add, 1, 1).result(30) == 2
     pool = [r for r in caplog.records if r.name == "hpcfutures.pool"]

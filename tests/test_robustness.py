@@ -152,9 +152,8 @@ def test_shutdown_cancel_futures_stops_running_work(tmp_path, block):
     running = exe.submit(funcs.write_pid_then_sleep, pidfile, 60)
     pid = _read_pid(pidfile)
     queued = [exe.submit(funcs.add, i, 1) for i in range(5)]
-    t0 = time.monotonic()
-    exe.shutdown(wait=True, cancel_futures=True)
-    assert time.monotonic() - t0 < 30  # not the 60 s the task would take
+    exe.shutdown(wait=True, cancel_futures=True)  # the module's timeout catches a wait for the 60 s task
+    assert wait_until(lambda: not pid_alive(pid), 10)  # stopped, not waited for
     with pytest.raises(CancelledError):
         running.result(timeout=1)
     assert all(f.cancelled() for f in queued)
@@ -468,20 +467,17 @@ def test_executor_over_tcp_runs_tasks(block):
 @pytest.mark.timeout(120)
 def test_mpi_executor_over_tcp_runs_tasks():
     with SingleNodeExecutor(max_workers=2, hostname_localhost=False, resource_dict={"cores": 2}) as exe:
-        assert exe.submit(funcs.mpi_ranks, 1).result(timeout=60) is not None
+        assert exe.submit(funcs.mpi_ranks, 1).result(timeout=60) == [(1, 2, 0), (1, 2, 1)]
 
 
 def test_shutdown_of_a_tcp_link_whose_worker_never_connects():
     """A live process that never connects must not stall shutdown()."""
-    import time as _time
-
     link = SocketInterface()
     link.bind_to_random_port()
     link.bootup([sys.executable, "-c", "import time; time.sleep(60)"])
-    t0 = _time.monotonic()
-    link.shutdown(grace=0.5)
-    assert _time.monotonic() - t0 < 20
-    assert link.process is None
+    pid = link.process.pid
+    link.shutdown(grace=0.5)  # the module's timeout catches a stall
+    assert link.process is None and not pid_alive(pid)
 
 
 def _module_in(tmp_path, name, body):
@@ -646,7 +642,7 @@ def test_children_of_mpi_ranks_end_with_the_task_or_executor(block):
     try:
         children = exe.submit(funcs.mpi_start_child, 0).result(timeout=60)
         assert len(children) == 2
-        assert exe.submit(funcs.mpi_ranks, 1).result(timeout=60) is not None  # still serving
+        assert exe.submit(funcs.mpi_ranks, 1).result(timeout=60) == [(1, 2, 0), (1, 2, 1)]  # still serving
     finally:
         exe.shutdown(wait=True)
     for child in children:

@@ -149,15 +149,14 @@ def test_worker_ids_are_distinct():
         assert exe.submit(funcs.get_executorlib_worker_id).result(timeout=30) in (0, 1)
 
 
-def test_resize_warm_pool_up_and_down():
+def test_resize_warm_pool_up_and_down(tmp_path):
     with SingleNodeExecutor(max_workers=1, block_allocation=True) as exe:
         assert exe.max_workers == 1
         exe.max_workers = 3
         assert exe.max_workers == 3 and exe.info["max_workers"] == 3
-        futures = [exe.submit(funcs.sleep_then, 0.5, None) for _ in range(3)]
-        pids = [exe.submit(funcs.my_pid) for _ in range(3)]
-        [f.result(timeout=30) for f in futures]
-        assert len({p.result(timeout=30) for p in pids}) >= 1
+        # three calls that pass only when all three run at once: three workers, three pids
+        pids = [exe.submit(funcs.meet_then_pid, str(tmp_path / "up"), 3, 40) for _ in range(3)]
+        assert len({p.result(timeout=50) for p in pids}) == 3
         exe.max_workers = 1
         assert exe.max_workers == 1
         assert [exe.submit(funcs.add, i, 1).result(timeout=30) for i in range(5)] == [1, 2, 3, 4, 5]

@@ -227,6 +227,7 @@ def test_numbers_srun_cannot_take_are_refused_and_cwd_is_honoured(tmp_path, monk
         assert exe.submit(funcs.cwd, resource_dict={"cwd": "relative", "run_time_max": 600}).result(timeout=120) == str(tmp_path / "relative")
 
 
+@pytest.mark.slurm  # it runs in an salloc allocation
 @pytest.mark.timeout(150)
 def test_requests_the_allocation_cannot_hold_are_unsatisfiable(tmp_path):
     """Inside `salloc -n 2`: a step of 3 cores is refused at submit() (the allocation's size

@@ -1,6 +1,6 @@
 """``hpcfutures`` on the command line. One command group for now: ``hpcfutures cache``.
 
-    hpcfutures cache list DIR [--status ok|error|unreadable]
+    hpcfutures cache list DIR [--status queued|ok|error|unreadable]
     hpcfutures cache show DIR KEY
     hpcfutures cache delete DIR [--key KEY ...] [--status STATUS] [--older-than AGE] [--temporary] [--dry-run]
 
@@ -20,6 +20,9 @@ _STALE_TEMPORARY = 3600.0
 
 
 def main(argv: list[str] | None = None) -> int:
+    from hpcfutures.cache.entry import Status
+
+    statuses = [s.value for s in Status]  # the statuses an entry is listed or deleted by
     parser = argparse.ArgumentParser(prog="hpcfutures", description="Manage hpcfutures from a shell.")
     groups = parser.add_subparsers(dest="group", required=True)
     cache = groups.add_parser("cache", help="inspect and clean a result cache directory")
@@ -27,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 
     listing = commands.add_parser("list", help="one line per entry: status, size, age, runtime, key")
     listing.add_argument("directory")
-    listing.add_argument("--status", choices=["ok", "error", "unreadable"])
+    listing.add_argument("--status", choices=statuses)
 
     show = commands.add_parser("show", help="everything stored for one key")
     show.add_argument("directory")
@@ -36,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     delete = commands.add_parser("delete", help="delete entries by key, status and/or age")
     delete.add_argument("directory")
     delete.add_argument("--key", action="append", default=[], help="a key to delete (repeatable)")
-    delete.add_argument("--status", choices=["ok", "error", "unreadable"])
+    delete.add_argument("--status", choices=statuses)
     delete.add_argument("--older-than", type=_age, metavar="AGE", help="written more than AGE ago (30m, 12h, 7d, seconds)")
     delete.add_argument("--temporary", action="store_true", help="also remove leftovers of unfinished writes (> 1 h old)")
     delete.add_argument("--dry-run", action="store_true", help="print what would be deleted, delete nothing")
@@ -124,6 +127,8 @@ def _delete(args) -> int:
             doomed.append(record["filename"])
     if args.temporary:
         doomed += [p for p in _temporaries(args.directory) if now - (_mtime(p) or now) > _STALE_TEMPORARY]
+    from hpcfutures.cache.entry import remove_job_record
+
     for path in doomed:
         print(("would delete " if args.dry_run else "deleted ") + path)
         if not args.dry_run:
@@ -131,6 +136,7 @@ def _delete(args) -> int:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
+            remove_job_record(path)  # a queued entry's job record goes with it
     print(f"{len(doomed)} files {'would be ' if args.dry_run else ''}deleted")
     return 0
 

@@ -14,6 +14,16 @@ entry "damaged" — reported, and the task runs again — never a wrong value. V
 entries (no checksums) are refused the same way. An entry is written under a temporary name in its own directory and renamed
 into place (atomic on POSIX): a reader sees the old entry or the new one, never half of
 one, and of two writers of one key the last rename wins with a whole entry.
+
+A queued entry (``SlurmClusterExecutor``) has a job record beside it,
+``<entry>.job``: JSON ``{"job_id", "queue"}``, written by the driver once the queue gave the
+job an id. It is a file of its own because the job may already have written its result into
+the entry by then: rewriting the entry's header would lose it.
+
+Everything that writes or reads the header's ``status`` uses ``Status``, and every header
+is built by ``make_header`` (the executors' cache, the queued-job engine, the batch-job
+worker, ``terminate_tasks_in_cache`` and ``hpcfutures cache`` all go through this file).
+Imported by the workers too: standard library only.
 """
 
 from __future__ import annotations
@@ -24,6 +34,9 @@ import os
 import pickle
 import struct
 import time
+from enum import Enum
+
+from hpcfutures.files import atomic_write
 
 VERSION = 2  # 2: checksums of header, input and output
 MAGIC = b"HPCFCACHE"
@@ -37,9 +50,124 @@ class CacheEntryError(ValueError):
     """An entry that cannot be read: written by an unknown format version, or damaged."""
 
 
+class Status(str, Enum):
+    """The ``status`` of an entry. A ``str`` subclass, so headers stay plain JSON and
+    ``Status.OK == "ok"`` holds for code and tools that compare text."""
+
+    QUEUED = "queued"  # the input is stored and a job will write the output (queued-job executors)
+    OK = "ok"  # the output is the call's result
+    ERROR = "error"  # the output is the call's error
+    UNREADABLE = "unreadable"  # not stored: what inspection reports for a damaged entry
+
+    def __str__(self) -> str:  # the word alone in messages, on every Python version
+        return self.value
+
+    @property
+    def finished(self) -> bool:
+        """Whether the entry holds an output (``ok`` or ``error``)."""
+        return self in (Status.OK, Status.ERROR)
+
+    @classmethod
+    def of(cls, header: dict) -> "Status | None":
+        """The status a header records; None for a missing or unknown value."""
+        try:
+            return cls(header.get("status"))
+        except ValueError:
+            return None
+
+
+def make_header(
+    cache_key: str,
+    status: Status,
+    function: str | None = None,
+    resource_dict: dict | None = None,
+    runtime: float | None = None,
+    **fields,
+) -> dict:
+    """The header of an entry, as ``write_entry`` takes it.
+
+    Args:
+        cache_key: the entry's key (its path below the cache directory, without suffix).
+        status: what the entry holds.
+        function: the name of the called function.
+        resource_dict: the call's resources; ``None`` values and callables are left out
+            (the header is JSON).
+        runtime: seconds the call ran, where known.
+        **fields: further fields: ``cwd`` (where a job runs the call), ``host``.
+
+    Returns:
+        A new dict; ``write_entry`` adds the version, the time and the sizes and checksums.
+
+    Raises:
+        ValueError: ``status`` is not a ``Status`` value.
+    """
+    header = {"cache_key": cache_key, "status": Status(status).value, "function": function}
+    if resource_dict is not None:
+        header["resource_dict"] = {k: v for k, v in resource_dict.items() if v is not None and not callable(v)}
+    if runtime is not None:
+        header["runtime"] = runtime
+    header.update({k: v for k, v in fields.items() if v is not None})
+    return header
+
+
+JOB_SUFFIX = ".job"  # "<entry>.job": the job record of a queued entry
+
+
+def write_job_record(entry_path: str, job_id: str, queue: str | None) -> None:
+    """Record, beside a queued entry, the job that will write its output.
+
+    Args:
+        entry_path: the entry's file.
+        job_id: the queue's id of the job.
+        queue: the queue's ``kind`` (``cluster.queues.QUEUES``), so ``terminate_tasks_in_cache``
+            and a later run ask the queue the job was submitted to.
+
+    Raises:
+        OSError: the record could not be written.
+    """
+    atomic_write(entry_path + JOB_SUFFIX, json.dumps({"job_id": str(job_id), "queue": queue}))
+
+
+def read_job_record(entry_path: str) -> dict | None:
+    """The job record of an entry (``{"job_id", "queue"}``); None where there is none or it
+    cannot be read (an entry whose job never got an id)."""
+    try:
+        with open(entry_path + JOB_SUFFIX, encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("job_id") else None
+
+
+def remove_job_record(entry_path: str) -> None:
+    """Remove an entry's job record (its job ended); nothing happens where there is none."""
+    try:
+        os.unlink(entry_path + JOB_SUFFIX)
+    except OSError:
+        pass
+
+
+def finish_header(header: dict, failed: bool, runtime: float | None = None, **fields) -> dict:
+    """A copy of ``header`` for the entry once its output is known (``ok`` or ``error``).
+
+    Args:
+        header: the header the entry had (e.g. ``queued``).
+        failed: the output is an error.
+        runtime: seconds the call ran, where known.
+        **fields: more fields to set (``host``).
+
+    Returns:
+        A new dict.
+    """
+    done = dict(header, status=(Status.ERROR if failed else Status.OK).value, **fields)
+    if runtime is not None:
+        done["runtime"] = runtime
+    return done
+
+
 def write_entry(path: str, header: dict, input_bytes, output_bytes) -> int:
     """Write atomically; return the entry's size in bytes."""
-    directory, name = os.path.split(path)
+    name = os.path.basename(path)
     header = dict(
         header,
         version=VERSION,
@@ -56,28 +184,7 @@ def write_entry(path: str, header: dict, input_bytes, output_bytes) -> int:
     size = sum(len(p) for p in parts)
     if size < _SMALL:  # one write call; large parts are written where they lie, uncopied
         parts = [b"".join(parts)]
-    tmp = os.path.join(directory, f".{name}{TEMP_MARK}{os.getpid()}-{os.urandom(4).hex()}")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(tmp, flags, 0o644)
-    except FileNotFoundError:
-        os.makedirs(directory, exist_ok=True)
-        fd = os.open(tmp, flags, 0o644)
-    try:
-        try:
-            for part in parts:
-                view = memoryview(part).cast("B")
-                while view:
-                    view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, parts, temp_name=f".{name}{TEMP_MARK}{os.getpid()}-{os.urandom(4).hex()}", make_dirs=True)
     return size
 
 

@@ -14,7 +14,7 @@ import warnings
 from collections import deque
 from concurrent.futures import Future
 
-from hpcfutures.cache.entry import SUFFIX, TEMP_MARK, CacheEntryError, EntryReader, write_entry
+from hpcfutures.cache.entry import SUFFIX, TEMP_MARK, CacheEntryError, EntryReader, Status, make_header, read_job_record, write_entry
 from hpcfutures.cache.fingerprint import default_key
 from hpcfutures.logs import get_logger
 
@@ -76,7 +76,7 @@ class CacheStore:
             _unreadable(exc)
             return None
         with reader:
-            if reader.header.get("status") != "ok":
+            if Status.of(reader.header) is not Status.OK:
                 return None
             try:
                 reply = reader.output()
@@ -91,13 +91,8 @@ class CacheStore:
             from hpcfutures.wire.frames import dumps
 
             raw = dumps(reply)
-        header = {
-            "cache_key": key,
-            "status": "ok" if "result" in reply else "error",
-            "function": task.name,
-            "runtime": runtime,
-            "resource_dict": {k: v for k, v in task.resources.items() if v is not None},
-        }
+        status = Status.OK if "result" in reply else Status.ERROR
+        header = make_header(key, status, function=task.name, resource_dict=task.resources, runtime=runtime)
         unwritten = ("result" in reply, raw)
         with self._cond:
             self._pending.append((key, header, task.payload or b"", unwritten))
@@ -164,7 +159,7 @@ def read_entry(cache_directory, path: str, load: bool = True) -> dict[str, Any]:
         "cache_key": key_of(cache_directory, path),
         "filename": path,
         "size": _size(path),
-        "status": "unreadable",
+        "status": Status.UNREADABLE.value,
         "function": None,
         "input_args": None,
         "input_kwargs": None,
@@ -173,6 +168,7 @@ def read_entry(cache_directory, path: str, load: bool = True) -> dict[str, Any]:
         "runtime": None,
         "resource_dict": None,
         "written": None,
+        "queue_id": None,
     }
     try:
         with EntryReader(path) as reader:
@@ -184,14 +180,18 @@ def read_entry(cache_directory, path: str, load: bool = True) -> dict[str, Any]:
                 resource_dict=header.get("resource_dict"),
                 written=header.get("written"),
             )
+            if Status.of(header) is Status.QUEUED:
+                record["queue_id"] = (read_job_record(path) or {}).get("job_id")
             if not load:
                 return record
             call = reader.input()
             record.update(function=call.get("fn"), input_args=call.get("args"), input_kwargs=call.get("kwargs"))
+            if Status.of(header) is Status.QUEUED:  # its job has not written an output yet
+                return record
             reply = reader.output()
     except (CacheEntryError, OSError) as exc:  # a header may read fine above a damaged body
         _log.warning("cache entry unreadable: %s", exc)
-        record.update(status="unreadable", error=exc)
+        record.update(status=Status.UNREADABLE.value, error=exc)
         return record
     if "result" in reply:
         record["output"] = reply["result"]
@@ -218,8 +218,10 @@ def _size(path: str) -> int | None:
 def get_cache_data(cache_directory) -> list[dict]:
     """One dict per cache entry: ``function`` (the function object), ``input_args``,
     ``input_kwargs``, ``output``, ``error``, ``runtime`` (seconds), ``resource_dict``,
-    ``filename``, ``status`` (``ok``, ``error`` or ``unreadable``), ``cache_key``, ``size``
-    (bytes) and ``written`` (a Unix time). ``pandas.DataFrame(get_cache_data(d))`` makes a
+    ``filename``, ``status`` (``queued``, ``ok``, ``error`` or ``unreadable``;
+    ``cache.entry.Status``), ``cache_key``, ``size`` (bytes), ``written`` (a Unix time) and
+    ``queue_id`` (for a ``queued`` entry, the id of the batch job that will write the
+    result; None otherwise). ``pandas.DataFrame(get_cache_data(d))`` makes a
     table of it."""
     return [read_entry(cache_directory, path) for path in entry_paths(cache_directory)]
 

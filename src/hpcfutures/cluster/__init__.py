@@ -1,3 +1,5 @@
 """Queued-job execution: every call one batch job, its input and output in the cache
 directory. ``queues`` talks to the scheduler (SLURM directly, pysqa, or local processes for
-tests); ``engine`` tracks the jobs of one executor with one queue query per interval."""
+tests) behind one interface that takes a ``JobSpec`` and answers in neutral ``JobState``
+values; ``engine`` tracks the jobs of one executor with one queue query per interval;
+``terminate`` cancels the jobs a cache directory records, through the queue each entry names."""

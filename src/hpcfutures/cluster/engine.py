@@ -24,8 +24,8 @@ import os
 import threading
 import time
 
-from hpcfutures.cache.entry import EntryReader, write_entry
-from hpcfutures.cluster.queues import ENDED, file_task_command
+from hpcfutures.cache.entry import EntryReader, Status, make_header, read_job_record, remove_job_record, write_entry, write_job_record
+from hpcfutures.cluster.queues import JobSpec, JobState, file_task_command, translate
 from hpcfutures.errors import UnsatisfiableRequestError, WorkerCrashedError
 from hpcfutures.launch.guardian import guardian
 from hpcfutures.launch.slurm_reasons import explain, never_starts
@@ -40,6 +40,18 @@ _log = get_logger("cluster")
 
 
 class JobEngine(EngineDefaults):
+    """The engine of one queued-job executor: submits each task as a job of ``queue`` and
+    completes its future from the job's cache entry (see the module docstring).
+
+    Args:
+        queue: a ``cluster.queues.Queue`` (``submit(JobSpec)``, ``states`` in ``JobState``,
+            ``cancel``; optionally ``forget`` and ``close``).
+        interval: seconds between two looks at the entries of live jobs.
+        query_interval: seconds between two queue queries (one for all jobs).
+        guard: register live jobs with the driver's guardian (``queue.guard_kind``).
+        log_obj_size: log the bytes of each job's input and output.
+    """
+
     max_workers = None  # the queue decides how many run at once
 
     def __init__(self, queue, interval: float = 0.1, query_interval: float = 1.0, guard: bool = False, log_obj_size: bool = False):
@@ -54,7 +66,7 @@ class JobEngine(EngineDefaults):
         self._jobs: dict[str, Task] = {}  # job id -> task
         self._mtime: dict[str, float] = {}
         self._paths: dict[str, str] = {}  # job id -> its entry
-        self._state: dict[str, str] = {}
+        self._state: dict[str, JobState] = {}
         self._by_future: dict = {}  # future -> (job id, entry path), while the job is pending
         self._poller: threading.Thread | None = None
         self._adopted: dict[str, list] = {}  # job id from an earlier run -> its dependencies
@@ -83,8 +95,9 @@ class JobEngine(EngineDefaults):
                 header = reader.header
         except (OSError, ValueError):
             return False
-        job = header.get("job_id")
-        if header.get("status") != "queued" or not job:
+        record = read_job_record(path)
+        job = record and record["job_id"]
+        if Status.of(header) is not Status.QUEUED or not job:
             return False
         _log.info("job %s of an earlier run followed for %s()", job, task.name)
         with self._cond:
@@ -95,7 +108,7 @@ class JobEngine(EngineDefaults):
 
     def _submit(self, task: Task, key: str, path: str, after: list) -> None:
         res = task.resources
-        header = {"cache_key": key, "status": "queued", "function": task.name, "resource_dict": _plain(res)}
+        header = make_header(key, Status.QUEUED, function=task.name, resource_dict=res)
         if res.get("cwd") is not None:
             # made here, where submit() checked it (the driver and its jobs share file systems,
             # as they share the cache directory); the job enters it itself (header "cwd"), since
@@ -106,9 +119,10 @@ class JobEngine(EngineDefaults):
         write_entry(path, header, task.payload, b"")
         name = "hpcf-" + os.path.basename(key)[:40]
         command = file_task_command(path, res.get("cores", 1))
-        job = self.queue.submit(command, name, cwd, res, after, _extra(res), path + ".log")
-        header["job_id"] = job
-        write_entry(path, header, task.payload, b"")
+        spec = JobSpec(command=command, name=name, cwd=cwd, resources=res, dependencies=list(after), extra=_extra(res), log=path + ".log")
+        job = self.queue.submit(spec)
+        # beside the entry, not in it: the job may have written its result already
+        write_job_record(path, job, getattr(self.queue, "kind", None))
         if self.log_obj_size:
             _log_size(job, "input", len(task.payload))
         _log.info("job %s submitted for %s()%s", job, task.name, f" after {','.join(map(str, after))}" if after else "")
@@ -124,7 +138,7 @@ class JobEngine(EngineDefaults):
             self._jobs[job] = task
             self._paths[job] = path
             self._by_future[task.future] = (job, path)
-            self._state[job] = "PENDING"
+            self._state[job] = JobState.PENDING
             if self._poller is None:
                 self._poller = threading.Thread(target=self._poll, name="hpcfutures-job-poller", daemon=True)
                 self._poller.start()
@@ -140,7 +154,7 @@ class JobEngine(EngineDefaults):
     def still_queued(self, task: Task) -> bool:
         """Whether the task's job waits in the queue (for the task overview)."""
         known = self._by_future.get(task.future)
-        return known is not None and self._state.get(known[0]) == "PENDING"
+        return known is not None and self._state.get(known[0]) is JobState.PENDING
 
     def pending(self, future) -> tuple | None:
         """(job id, entry path) of a future whose job has not finished; None otherwise."""
@@ -167,7 +181,7 @@ class JobEngine(EngineDefaults):
                 if not self._jobs:
                     if self._stopping:
                         self._poller = None
-                        return
+                        break
                     self._cond.wait()
                     continue
                 jobs = dict(self._jobs)
@@ -185,6 +199,9 @@ class JobEngine(EngineDefaults):
                 warnings.warn(f"hpcfutures job poller: {type(exc).__name__}: {exc}", stacklevel=1)
             with self._cond:
                 self._cond.wait(self.interval)
+        close = getattr(self.queue, "close", None)
+        if close is not None:  # stopped with no job left: release what the queue holds
+            close()
 
     def _check_entry(self, job: str, task: Task) -> bool:
         path = self._paths.get(job)
@@ -199,7 +216,8 @@ class JobEngine(EngineDefaults):
         self._mtime[job] = mtime
         try:
             with EntryReader(path) as reader:
-                if reader.header.get("status") not in ("ok", "error"):
+                status = Status.of(reader.header)
+                if status is None or not status.finished:
                     return False
                 reply = reader.output()
                 if self.log_obj_size:
@@ -221,18 +239,20 @@ class JobEngine(EngineDefaults):
         self.queries += 1
         reasons = getattr(self.queue, "pending_reasons", {})
         for job, state in states.items():
+            if not isinstance(state, JobState):  # a queue that answered in its own words: never a hang
+                state = translate({s.value: s for s in JobState}, state)
             before = self._state.get(job)
             if before != state and before is not None:
                 _log.info("job %s: %s -> %s", job, before, state)
             self._state[job] = state
             task = self._jobs.get(job)
             after = self._adopted.pop(job, None)
-            if task is not None and state == "PENDING" and never_starts(reasons.get(job)):
+            if task is not None and state is JobState.PENDING and never_starts(reasons.get(job)):
                 self.queue.cancel([job])
                 request = f"job {job} of {task.name}() with resource_dict {_plain(task.resources)}"
                 self._finish(job, task, UnsatisfiableRequestError(explain(reasons[job], request)))
                 continue
-            if task is None or state not in ENDED:
+            if task is None or not state.ended:
                 continue
             self._mtime.pop(job, None)
             if self._check_entry(job, task):  # the result landed after all
@@ -265,22 +285,27 @@ class JobEngine(EngineDefaults):
                 return
             self._guard(job, False)
             self._by_future.pop(task.future, None)
-            self._paths.pop(job, None)
+            path = self._paths.pop(job, None)
             self._mtime.pop(job, None)
             self._state.pop(job, None)
             self._cond.notify_all()
+        if path is not None:  # the job is over: nothing to follow or cancel any more
+            remove_job_record(path)
+        forget = getattr(self.queue, "forget", None)
+        if forget is not None:  # e.g. local processes, reaped once they end
+            forget([job])
         task.cache = None  # the job wrote the entry itself
         settle(task, reply)
 
     # -- the engine interface ---------------------------------------------------------
     def queued(self) -> int:
-        return sum(1 for state in list(self._state.values()) if state == "PENDING")
+        return sum(1 for state in list(self._state.values()) if state is JobState.PENDING)
 
     def resize(self, n: int) -> None:
         pass
 
     def cancel_queued(self) -> None:
-        pending = [job for job, state in list(self._state.items()) if state == "PENDING"]
+        pending = [job for job, state in list(self._state.items()) if state is JobState.PENDING]
         self._cancel(pending)
 
     def _cancel(self, jobs: list) -> None:
@@ -324,11 +349,12 @@ def _log_size(job: str, what: str, size) -> None:
 LOG_TAIL_LINES = 20
 
 
-def _ended_without_result(job: str, state: str, entry_path: str | None) -> str:
+def _ended_without_result(job: str, state: JobState, entry_path: str | None) -> str:
     """The message of a job that ended without a result: its state, its log file and the
     log's last lines (where the job's own error usually is). ``entry_path``: the job's
     cache entry, whose log is beside it; None where the queue put the log elsewhere."""
-    message = f"job {job} ended in state {state} without writing a result"
+    gone = " (the queue no longer knows it)" if state is JobState.UNKNOWN else ""
+    message = f"job {job} ended in state {state}{gone} without writing a result"
     if entry_path is None:
         return f"{message}; its output is where the queue's job template sends it"
     log = entry_path + ".log"

@@ -1,4 +1,4 @@
-"""The three ways a job reaches a queue, behind one small interface:
+"""The queues a job reaches, behind one small interface, speaking neutral job states.
 
 - ``SlurmQueue``: ``sbatch``/``squeue``/``scancel`` directly, with a built-in job script
   that works on a stock SLURM with no configuration (no empty ``--partition=``).
@@ -6,10 +6,28 @@
   whose queues and templates users already configured for executorlib.
 - ``LocalQueue``: local processes instead of jobs (``TestClusterExecutor``).
 
-``submit`` returns a job id or raises with the scheduler's own message; ``states`` asks
-about many jobs in one query; ``cancel`` ends jobs. What a job's resources become (the
-``#SBATCH`` lines, the srun step of its ranks, template variables, pysqa's arguments) is
-rendered in ``scheduling.render``, beside srun's and mpiexec's flags.
+The interface (``Queue``): ``submit(spec)`` takes one ``JobSpec`` (command, job name,
+working directory, resources, dependencies, extra scheduler options, log file) and returns
+a job id or raises ``QueueError`` with the scheduler's own message; ``states(ids)`` asks
+about many jobs in one query and answers in ``JobState`` (pending, running, completed,
+failed, cancelled, timeout, unknown), translated from the queue's own words by one table
+per queue; ``cancel(ids)`` ends jobs. The engine (``cluster.engine``) knows nothing else.
+
+How to add a queue (e.g. Flux):
+
+1. Write a class with the attributes and methods of ``Queue``: a unique ``kind`` (it is
+   recorded in every cache entry the queue's jobs write, so ``terminate_tasks_in_cache``
+   can ask the same queue later), ``submit``, ``states``, ``cancel``.
+2. Give it a translation table from its own state words to ``JobState`` and answer
+   ``states`` through ``translate(table, word)``; a word missing from the table becomes
+   ``JobState.UNKNOWN``, which the engine treats as ended (a job no query can follow).
+3. Register a constructor in ``QUEUES`` (``kind`` -> factory taking the keyword arguments
+   of ``make_queue``) so ``cluster.terminate`` finds it, and build it in the executor
+   (``executors/cluster_jobs.py``) that uses it.
+
+What a job's resources become (the ``#SBATCH`` lines, the srun step of its ranks, template
+variables, pysqa's arguments) is rendered in ``scheduling.render``, beside srun's and
+mpiexec's flags.
 """
 
 from __future__ import annotations
@@ -17,17 +35,163 @@ from __future__ import annotations
 import math
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import threading
 import time
 import warnings
+from dataclasses import dataclass, field
+from enum import Enum
 
 from hpcfutures.scheduling.render import job_step_args, sbatch_lines, template_variables
 from hpcfutures.scheduling.resources import Resources
 
-# terminal SLURM states (squeue --states=all shows them for MinJobAge seconds)
-ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED", "GONE"}
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Protocol
+else:
+    Protocol = object
+
+
+class JobState(str, Enum):
+    """A job's state in words every queue can be translated to. ``str`` values, so logs
+    and messages read the same as before (``job 7: PENDING -> RUNNING``)."""
+
+    PENDING = "PENDING"  # waiting to start (held, queued, being configured, requeued)
+    RUNNING = "RUNNING"  # started and not ended (including suspended and completing)
+    COMPLETED = "COMPLETED"  # ended with exit code 0
+    FAILED = "FAILED"  # ended otherwise: a non-zero exit, a node failure, out of memory
+    CANCELLED = "CANCELLED"  # ended by a cancel (a user, an administrator, preemption)
+    TIMEOUT = "TIMEOUT"  # ended at its time limit
+    UNKNOWN = "UNKNOWN"  # the queue no longer knows the job, or said something untranslatable
+
+    def __str__(self) -> str:  # the word alone in messages, on every Python version
+        return self.value
+
+    @property
+    def ended(self) -> bool:
+        """Whether the job will not run (further): no query can see it change again."""
+        return self not in (JobState.PENDING, JobState.RUNNING)
+
+
+# terminal states, for the engine (UNKNOWN included: a job no query can follow)
+ENDED = frozenset(s for s in JobState if s.ended)
+
+# squeue's %T words (squeue(1) "JOB STATE CODES"); sacct's longer forms ("CANCELLED by 0")
+# are reduced to their first word by translate()
+SLURM_STATES = {
+    "PENDING": JobState.PENDING,
+    "CONFIGURING": JobState.PENDING,
+    "REQUEUED": JobState.PENDING,
+    "REQUEUE_HOLD": JobState.PENDING,
+    "REQUEUE_FED": JobState.PENDING,
+    "RESV_DEL_HOLD": JobState.PENDING,
+    "RUNNING": JobState.RUNNING,
+    "COMPLETING": JobState.RUNNING,
+    "SUSPENDED": JobState.RUNNING,
+    "STOPPED": JobState.RUNNING,
+    "SIGNALING": JobState.RUNNING,
+    "STAGE_OUT": JobState.RUNNING,
+    "RESIZING": JobState.RUNNING,
+    "COMPLETED": JobState.COMPLETED,
+    "FAILED": JobState.FAILED,
+    "NODE_FAIL": JobState.FAILED,
+    "BOOT_FAIL": JobState.FAILED,
+    "OUT_OF_MEMORY": JobState.FAILED,
+    "SPECIAL_EXIT": JobState.FAILED,
+    "CANCELLED": JobState.CANCELLED,
+    "PREEMPTED": JobState.CANCELLED,
+    "REVOKED": JobState.CANCELLED,
+    "TIMEOUT": JobState.TIMEOUT,
+    "DEADLINE": JobState.TIMEOUT,
+}
+
+# pysqa's get_status_of_jobs words; None and "finished": the job left the queue
+PYSQA_STATES = {
+    "pending": JobState.PENDING,
+    "running": JobState.RUNNING,
+    "error": JobState.FAILED,
+    "finished": JobState.UNKNOWN,
+}
+
+
+def translate(table: dict, word) -> JobState:
+    """A queue's state word as a ``JobState``.
+
+    Args:
+        table: the queue's translation table (word -> ``JobState``).
+        word: what the queue said, e.g. ``"CANCELLED by 0"`` or ``"CANCELLED+"``: only
+            the first word counts, without SLURM's trailing ``+``.
+
+    Returns:
+        The ``JobState``; ``JobState.UNKNOWN`` for None or a word missing from the table.
+    """
+    if not isinstance(word, str):
+        return table.get(word, JobState.UNKNOWN)
+    text = word.strip()
+    base = text.split(None, 1)[0].rstrip("+") if text else ""
+    return table.get(base, table.get(text, JobState.UNKNOWN))
+
+
+@dataclass
+class JobSpec:
+    """Everything a queue needs to submit one job.
+
+    Attributes:
+        command: the argv the job runs (for ``cores > 1`` the queue wraps it in its MPI
+            launcher: ``srun`` in a SLURM job, ``mpiexec`` for local processes).
+        name: the job name shown by the scheduler.
+        cwd: the directory the job starts in.
+        resources: the call's ``resource_dict`` (``cores`` = MPI ranks, ``threads_per_core``
+            = cores per rank, ``run_time_max`` in seconds, ...).
+        dependencies: job ids that must complete successfully before this one starts.
+        extra: scheduler options outside the resource keys (``partition``, ``account``, ...).
+        log: the file the job's stdout and stderr go to (where the queue decides that).
+    """
+
+    command: list
+    name: str
+    cwd: str
+    resources: dict = field(default_factory=dict)
+    dependencies: list = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+    log: str = os.devnull
+
+
+class Queue(Protocol):
+    """What the engine asks of a queue (implemented by ``SlurmQueue``, ``PysqaQueue``,
+    ``LocalQueue``).
+
+    Attributes:
+        kind: a short unique name, recorded in the cache entries of its jobs (``QUEUES``).
+        supports_dependencies: the queue starts a job only after its dependencies
+            succeeded; otherwise the executor holds the task until its inputs are done.
+        guard_kind: how a driver's guardian cancels live jobs if the driver dies:
+            ``"job"`` (by job id), ``"process"`` (a job id is a process group), or None.
+        writes_log: the job's output goes to ``JobSpec.log``.
+        pending_reasons: job id -> the scheduler's reason a pending job waits, from the
+            last ``states`` query (empty where the queue gives none).
+    """
+
+    kind: str
+    supports_dependencies: bool
+    guard_kind: "str | None"
+    writes_log: bool
+    pending_reasons: dict
+
+    def submit(self, spec: JobSpec) -> str:
+        """Submit one job. Returns its id; raises ``QueueError`` (the scheduler's message)."""
+
+    def states(self, job_ids: list) -> dict:
+        """One query for many jobs: job id -> ``JobState``."""
+
+    def cancel(self, job_ids: list) -> None:
+        """End the jobs (quietly skipping ended or unknown ones)."""
+
+    # optional, for a queue that holds something per job (LocalQueue: its processes):
+    #   forget(job_ids): the engine follows these jobs no more (their result arrived);
+    #   close(): the engine stopped; release what is left (called by the poller as it ends).
 
 
 class QueueError(RuntimeError):
@@ -45,8 +209,16 @@ def _run(argv: list[str], input_text: str | None = None) -> str:
 
 
 class SlurmQueue:
+    """SLURM through its client tools (``sbatch``, ``squeue``, ``scancel``).
+
+    Args:
+        pmi_mode: the ``srun --mpi`` plugin for jobs of several ranks (None: chosen).
+    """
+
+    kind = "slurm"
     supports_dependencies = True
     guard_kind = "job"  # a driver's death cancels its jobs by id (launch.guardian)
+    writes_log = True
 
     def __init__(self, pmi_mode: str | None = None):
         from hpcfutures.launch.srun import check_pmi_mode
@@ -56,7 +228,11 @@ class SlurmQueue:
         # pending reason of each job asked about in the last ``states`` query
         self.pending_reasons: dict[str, str] = {}
 
-    def submit(self, command: list[str], job_name: str, cwd: str, resources: dict, dependencies: list, extra: dict, log: str) -> str:
+    def submit(self, spec: JobSpec) -> str:
+        """Submit ``spec`` with ``sbatch``; returns the job id."""
+        return self._sbatch(spec.command, spec.name, spec.cwd, spec.resources, spec.dependencies, spec.extra, spec.log)
+
+    def _sbatch(self, command: list[str], job_name: str, cwd: str, resources: dict, dependencies: list, extra: dict, log: str) -> str:
         res = Resources.of(resources)
         if res.ranks > 1:  # the ranks are one srun step of the job, with the PMI this MPI needs
             from hpcfutures.launch.srun import pmi_for
@@ -78,24 +254,18 @@ class SlurmQueue:
         script = _render(template, lines, command, job_name, cwd, {**resources, **extra}, dependencies)
         return _run(["sbatch", "--parsable"], script).strip().split(";")[0]
 
-    def states(self, job_ids: list[str]) -> dict[str, str]:
+    def states(self, job_ids: list[str]) -> dict[str, JobState]:
+        """One ``squeue`` for all ``job_ids`` (the query ``launch.pending`` makes for srun's
+        jobs); a job squeue no longer lists is ``UNKNOWN``. Raises ``OSError`` or
+        ``subprocess.SubprocessError`` when squeue cannot answer (the engine asks again)."""
+        from hpcfutures.launch.pending import query_reasons
+
         if not job_ids:
             return {}
-        try:
-            out = _run(["squeue", "-h", "--states=all", "-j", ",".join(job_ids), "-o", "%i|%T|%r"])
-        except QueueError as exc:
-            if "Invalid job id" not in str(exc):
-                raise
-            out = ""  # every job asked about has left the queue's memory (MinJobAge): all GONE
-        found, reasons = {}, {}
-        for line in out.splitlines():
-            parts = line.split("|", 2)
-            if len(parts) == 3:
-                found[parts[0].strip()] = parts[1].strip()
-                if parts[1].strip() == "PENDING":
-                    reasons[parts[0].strip()] = parts[2].strip()
-        self.pending_reasons = reasons
-        return {job: found.get(job, "GONE") for job in job_ids}
+        found = query_reasons(job_ids)  # job -> (SLURM's state word, pending reason)
+        states = {job: translate(SLURM_STATES, found[job][0]) if job in found else JobState.UNKNOWN for job in job_ids}
+        self.pending_reasons = {job: found[job][1] for job, state in states.items() if state is JobState.PENDING}
+        return states
 
     def cancel(self, job_ids: list[str]) -> None:
         if job_ids:
@@ -134,9 +304,11 @@ class PysqaQueue:
     Its jobs are not cancelled when the driver dies: the guardian cannot tell which
     scheduler's cancel command applies."""
 
+    kind = "pysqa"
     supports_dependencies = True
     guard_kind = None
     writes_log = False  # the site's template decides where a job's output goes
+    pending_reasons: dict = {}  # pysqa reports none
 
     def __init__(self, config_directory: str, backend: str | None = None, pmi_mode: str | None = None):
         try:
@@ -150,7 +322,11 @@ class PysqaQueue:
         self.pmi_mode = pmi_mode
         self._queue_type = str((self._adapter.config or {}).get("queue_type", "")).upper()
 
-    def submit(self, command, job_name, cwd, resources, dependencies, extra, log) -> str:
+    def submit(self, spec: JobSpec) -> str:
+        """Submit ``spec`` through the adapter; returns the job id."""
+        return self._submit_job(spec.command, spec.name, spec.cwd, spec.resources, spec.dependencies, spec.extra, spec.log)
+
+    def _submit_job(self, command, job_name, cwd, resources, dependencies, extra, log) -> str:
         res = Resources.of(resources)
         if res.ranks > 1 and self._queue_type == "SLURM":  # the ranks as one srun step, as SlurmQueue's
             from hpcfutures.launch.srun import pmi_for
@@ -169,12 +345,12 @@ class PysqaQueue:
             raise QueueError("the queue adapter did not return a job id: the scheduler refused the job (see pysqa's log)")
         return str(job)
 
-    def states(self, job_ids: list[str]) -> dict[str, str]:
+    def states(self, job_ids: list[str]) -> dict[str, JobState]:
+        """One adapter query for all ``job_ids``."""
         if not job_ids:
             return {}
         statuses = self._adapter.get_status_of_jobs(process_id_lst=[int(j) for j in job_ids])
-        names = {"running": "RUNNING", "pending": "PENDING", "error": "FAILED", "finished": "GONE", None: "GONE"}
-        return {job: names.get(status, "GONE") for job, status in zip(job_ids, statuses)}
+        return {job: translate(PYSQA_STATES, status) for job, status in zip(job_ids, statuses)}
 
     def cancel(self, job_ids: list[str]) -> None:
         for job in job_ids:
@@ -185,20 +361,28 @@ class PysqaQueue:
 
 
 class LocalQueue:
-    """Each "job" a local process; dependencies are left to the executor (held futures)."""
+    """Each "job" a local process; dependencies are left to the executor (held futures).
+    A job id is the process's pid; its state comes from its exit code (``local_state``)."""
 
+    kind = "local"
     supports_dependencies = False
     guard_kind = "process"  # a job id is the pid of a process leading its own group
+    writes_log = True
+    pending_reasons: dict = {}  # a process starts at once
 
     def __init__(self):
         self._lock = threading.Lock()
         self._processes: dict[str, subprocess.Popen] = {}
         self._deadlines: dict[str, float] = {}  # job -> time.monotonic() at which its run_time_max is up
         self._timed_out: set[str] = set()
+        self._cancelled: set[str] = set()
+        self._ending: list[subprocess.Popen] = []  # forgotten, not yet ended: reaped later
 
-    def submit(self, command, job_name, cwd, resources, dependencies, extra, log) -> str:
+    def submit(self, spec: JobSpec) -> str:
+        """Start ``spec.command`` as a process of its own session; returns its pid."""
+        command, cwd, resources, log = spec.command, spec.cwd, spec.resources, spec.log
         res = Resources.of(resources)
-        for key in extra:  # partition, memory_max, ...: a local process has no queue to give them to
+        for key in spec.extra:  # partition, memory_max, ...: a local process has no queue to give them to
             warnings.warn(f"resource_dict[{key!r}] is a queue option; TestClusterExecutor's local jobs ignore it", stacklevel=4)
         if res.ranks > 1:
             from hpcfutures.launch.mpi import mpiexec_command
@@ -211,44 +395,115 @@ class LocalQueue:
             self._processes[str(process.pid)] = process
             if res.time_limit is not None:  # ended (TIMEOUT) by ``states``, as SLURM ends a job at its --time
                 self._deadlines[str(process.pid)] = time.monotonic() + res.time_limit
+        self._reap()
         return str(process.pid)
 
-    def states(self, job_ids: list[str]) -> dict[str, str]:
+    def forget(self, job_ids: list[str]) -> None:
+        """The engine has the jobs' results: wait for their processes (which end right
+        after writing them) without blocking, so none is left a zombie."""
+        with self._lock:
+            for job in job_ids:
+                process = self._processes.pop(job, None)
+                self._cancelled.discard(job)
+                if process is not None and process.poll() is None:
+                    self._ending.append(process)
+        self._reap()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Wait up to ``timeout`` seconds for processes whose results arrived; kill the
+        group of one that does not end (a rank hanging after rank 0 wrote the result)."""
+        with self._lock:
+            ending, self._ending = self._ending, []
+        deadline = time.monotonic() + timeout
+        for process in ending:
+            try:
+                process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                process.wait()
+
+    def _reap(self) -> None:
+        with self._lock:
+            self._ending = [p for p in self._ending if p.poll() is None]
+
+    def states(self, job_ids: list[str]) -> dict[str, JobState]:
+        """The state of each process started here (``UNKNOWN``: not one of them)."""
         states = {}
         with self._lock:
             for job in job_ids:
                 process = self._processes.get(job)
                 if process is None:
-                    states[job] = "GONE"
+                    states[job] = JobState.UNKNOWN
                 elif process.poll() is None and time.monotonic() > self._deadlines.get(job, math.inf):
                     _kill_group(process)
                     self._timed_out.add(job)
-                    states[job] = "TIMEOUT"
+                    states[job] = JobState.TIMEOUT
                 elif process.poll() is None:
-                    states[job] = "RUNNING"
+                    states[job] = JobState.RUNNING
                 elif job in self._timed_out:
-                    states[job] = "TIMEOUT"
+                    states[job] = JobState.TIMEOUT
                 else:
-                    states[job] = "COMPLETED" if process.returncode == 0 else "FAILED"
+                    states[job] = local_state(process.returncode, job in self._cancelled)
         return states
 
     def cancel(self, job_ids: list[str]) -> None:
         with self._lock:
             processes = [self._processes.get(j) for j in job_ids]
-        for process in processes:
+            self._cancelled.update(j for j, p in zip(job_ids, processes) if p is not None and p.poll() is None)
+        for job, process in zip(job_ids, processes):
             if process is not None and process.poll() is None:
                 _kill_group(process)
+            elif process is None and _foreign_file_task(job):  # started by another driver (terminate_tasks_in_cache)
+                try:
+                    os.killpg(int(job), signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
 
 
 def _kill_group(process: subprocess.Popen) -> None:
     """SIGKILL a local job's process group (it leads its own session) and reap it."""
-    import signal
-
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     process.wait()
+
+
+def _foreign_file_task(job: str) -> bool:
+    """Whether the pid ``job`` is a local job another driver started: a process group
+    leader running ``hpcfutures.worker.file_task`` (so a reused pid is never killed)."""
+    if not job.isdigit():
+        return False
+    try:
+        with open(f"/proc/{job}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+        with open(f"/proc/{job}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    # fields after the name: state, ppid, pgrp, ...; a job leads its own process group
+    return b"hpcfutures.worker.file_task" in argv and fields[0] not in ("Z", "X") and fields[2] == job
+
+
+def local_state(returncode: int, cancelled: bool = False) -> JobState:
+    """The ``JobState`` of an ended local process: exit 0 ``COMPLETED``; killed by this
+    queue's ``cancel`` ``CANCELLED``; anything else (a non-zero exit, a signal from
+    elsewhere) ``FAILED``."""
+    if returncode == 0:
+        return JobState.COMPLETED
+    return JobState.CANCELLED if cancelled else JobState.FAILED
+
+
+# kind -> factory(pysqa_config_directory=None, pmi_mode=None): the queues a cache directory's
+# entries can name, for ``cluster.terminate``
+QUEUES: "dict[str, Callable[..., Queue]]" = {
+    "slurm": lambda pysqa_config_directory=None, pmi_mode=None: SlurmQueue(pmi_mode),
+    "pysqa": lambda pysqa_config_directory=None, pmi_mode=None: PysqaQueue(pysqa_config_directory),
+    "local": lambda pysqa_config_directory=None, pmi_mode=None: LocalQueue(),
+}
 
 
 def file_task_command(entry_path: str, cores: int) -> list[str]:

@@ -139,6 +139,21 @@ class _FileJobExecutor(BaseExecutor):
         """How often the queue was asked about jobs (one query covers all of them)."""
         return getattr(self._engine, "queries", 0)  # graph-only mode asks nothing
 
+    def job_id(self, future) -> str | None:
+        """The queue's id of the job that runs ``future``'s call, while that job has not
+        finished (``squeue``/``scancel`` take it); None before the job is submitted, after
+        it ended, or for a future of another executor (or a cache hit: no job).
+
+        Args:
+            future: a future this executor's ``submit`` returned.
+
+        Returns:
+            The job id as the queue prints it, or None.
+        """
+        pending = getattr(self._engine, "pending", None)  # graph-only mode submits nothing
+        known = pending(future) if pending is not None else None
+        return None if known is None else known[0]
+
     def _dispatch(self, task: Task) -> None:
         from hpcfutures.worker.upstream import UpstreamResult
 
@@ -193,16 +208,9 @@ def _as_upstream(obj, owned):
     """Futures of this executor replaced by markers naming their entries."""
     from concurrent.futures import Future
 
-    if isinstance(obj, Future):
-        return owned[obj]
-    if isinstance(obj, list):
-        return [_as_upstream(x, owned) for x in obj]
-    if isinstance(obj, tuple):
-        items = [_as_upstream(x, owned) for x in obj]
-        return type(obj)(*items) if hasattr(obj, "_fields") else tuple(items)
-    if isinstance(obj, dict):
-        return {k: _as_upstream(v, owned) for k, v in obj.items()}
-    return obj
+    from hpcfutures.nested import replace
+
+    return replace(obj, Future, owned.__getitem__)
 
 
 _NO_LINK = "jobs exchange calls and results through files in the cache directory, not over a network link"
@@ -444,6 +452,10 @@ class _WarmSlurmCluster(SlurmClusterExecutor):
     def queue_queries(self) -> int:
         """0: warm workers never ask the queue about jobs."""
         return 0
+
+    def job_id(self, future) -> None:
+        """None: warm workers are jobs, calls are not (``info`` names the workers)."""
+        return None
 
 
 def _bound_arguments(args: tuple, kwargs: dict) -> dict:

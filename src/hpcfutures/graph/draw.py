@@ -177,10 +177,9 @@ def write_picture(filename, nodes: list[dict], edges: list[dict], legend: dict[s
 
 
 def _write_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    from hpcfutures.files import atomic_write
+
+    atomic_write(path, text)
 
 
 def _draw_matplotlib(path: str, fmt: str, nodes: list[dict], edges: list[dict]) -> None:

@@ -5,7 +5,6 @@ pyiron) can load what was submitted here."""
 from __future__ import annotations
 
 import json
-import os
 
 VERSION = "0.1.0"
 
@@ -34,10 +33,9 @@ def workflow_dict(nodes: list[dict], edges: list[dict]) -> dict:
 
 def write_workflow(path, nodes: list[dict], edges: list[dict]) -> None:
     text = json.dumps(workflow_dict(nodes, edges), indent=2, default=_fallback)
-    tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    from hpcfutures.files import atomic_write
+
+    atomic_write(path, text)
 
 
 def _jsonable(value):

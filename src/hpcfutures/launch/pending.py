@@ -5,7 +5,8 @@ at once, srun says so on stderr ("job N queued and waiting for resources") and w
 The launch (``WorkerProcess``) hands the job id to the one ``PendingJobs`` of this
 process. SLURM offers no event for "this job will never start", so its thread asks the
 queue about *all* watched jobs in one ``squeue`` per interval — and only while at least
-one job is watched; with none it sleeps on a condition variable. A job whose reason is of
+one job is watched; with none it waits on a condition variable, and ends after two idle
+seconds. A job whose reason is of
 the *never* class (``slurm_reasons.never_starts``) is reported to its launch, which
 cancels it and fails what waited for it.
 """
@@ -50,6 +51,8 @@ class PendingJobs:
         interval: seconds between two queries while jobs are watched.
     """
 
+    _IDLE_EXIT = 2.0  # seconds the thread waits for a new job before it ends
+
     def __init__(self, interval: float = 1.0):
         self.interval = interval
         self.queries = 0  # squeue calls made (tests and benchmarks read it)
@@ -80,7 +83,11 @@ class PendingJobs:
         while True:
             with self._cond:
                 while not self._jobs:
-                    self._cond.wait()
+                    # idle: end after a moment rather than live as long as the process
+                    # (watch() starts a new thread for the next job)
+                    if not self._cond.wait(self._IDLE_EXIT) and not self._jobs:
+                        self._thread = None
+                        return
                 jobs = list(self._jobs)
             try:
                 found = query_reasons(jobs)

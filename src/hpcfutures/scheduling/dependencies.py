@@ -11,42 +11,20 @@ import threading
 import weakref
 from concurrent.futures import Future
 
+from hpcfutures import nested
+
 TYPE_CHECKING = False  # typing costs milliseconds at import; checkers still see the names
 if TYPE_CHECKING:
     from typing import Any, Callable
 
-_CONTAINERS = (list, tuple, dict)
-
-
 def find_futures(obj: Any, found: list | None = None) -> list:
     """Every Future in ``obj``: itself, or inside lists, tuples and dict values, at any depth."""
-    if found is None:
-        found = []
-    if isinstance(obj, Future):
-        found.append(obj)
-    elif isinstance(obj, (list, tuple)):
-        for item in obj:
-            if isinstance(item, (Future,) + _CONTAINERS):
-                find_futures(item, found)
-    elif isinstance(obj, dict):
-        for item in obj.values():
-            if isinstance(item, (Future,) + _CONTAINERS):
-                find_futures(item, found)
-    return found
+    return nested.find(obj, Future, found)
 
 
 def substitute(obj: Any) -> Any:
     """A copy of ``obj`` with each (done) Future replaced by its result."""
-    if isinstance(obj, Future):
-        return obj.result()
-    if isinstance(obj, list):
-        return [substitute(x) for x in obj]
-    if isinstance(obj, tuple):
-        items = [substitute(x) for x in obj]
-        return type(obj)(*items) if hasattr(obj, "_fields") else tuple(items)
-    if isinstance(obj, dict):
-        return {k: substitute(v) for k, v in obj.items()}
-    return obj
+    return nested.replace(obj, Future, Future.result)
 
 
 def when_all_done(futures: list, on_ready: Callable[[], None], on_failed: Callable[[Future], None]) -> None:

@@ -16,9 +16,9 @@ import os
 import sys
 import time
 
-from hpcfutures.cache.entry import EntryReader, write_entry
+from hpcfutures.cache.entry import EntryReader, finish_header, write_entry
 from hpcfutures.wire.frames import loads
-from hpcfutures.wire.replies import combine
+from hpcfutures.wire.replies import combine, open_reply
 from hpcfutures.worker.directory import enter_working_directory
 from hpcfutures.worker.execute import adopt_driver_path, call, encode, error_reply, flush_std_streams
 from hpcfutures.worker.mpi_world import requested_ranks
@@ -43,14 +43,14 @@ def run_entry(path: str, world=None) -> int:
     flush_std_streams()
 
     def write(output: bytes, failed: bool) -> None:
-        header.update(status="error" if failed else "ok", runtime=time.monotonic() - started, host=os.uname().nodename)
-        write_entry(path, header, input_bytes, output)
+        done = finish_header(header, failed, runtime=time.monotonic() - started, host=os.uname().nodename)
+        write_entry(path, done, input_bytes, output)
 
     if world is not None:
         everyone, parts = world.end_of_call(output, failed)
         if not everyone:  # others wait for this rank in a collective: store its error, end the job
-            note = f"on MPI rank {world.rank} of {world.size} (it aborted the MPI job, since other ranks did not reach the end of the call):\n"
-            world.report_and_abort(output, write=lambda envelope: write(_with_note(output, note), True))
+            # opened as the driver opens a warm worker's envelope: one wording of the failure
+            world.report_and_abort(output, write=lambda envelope: write(_opened(envelope), True))
         if world.rank != 0:
             return 0
         combined = combine(parts)  # the entry holds one plain reply, as readers expect
@@ -71,30 +71,28 @@ def main(argv: list) -> int:
     world = World(MPI.COMM_WORLD, b"")
     wrong = world.check(ranks)
     if wrong is not None:  # the launcher's rank 0 writes the error into the entry
-        return exit_after_world_error(world, wrong, write=lambda envelope: _write_error(argv[1], wrong))
+        return exit_after_world_error(world, wrong, write=lambda envelope: _write_error(argv[1], _opened(envelope)))
     try:
         return run_entry(argv[1], world)
     except BaseException as exc:  # this rank's own path failed (an unreadable entry, ...): end the job, say why
         problem = RuntimeError(f"the MPI job's worker failed on rank {world.rank}: {type(exc).__name__}: {exc}")
-        world.report_and_abort(b"", write=lambda envelope: _write_error(argv[1], problem))
+        world.report_and_abort(encode(error_reply(problem))[0], write=lambda envelope: _write_error(argv[1], _opened(envelope)))
 
 
-def _with_note(output: bytes, note: str) -> bytes:
-    """An error reply with ``note`` before its traceback (``encode`` made sure it loads)."""
-    try:
-        reply = loads(output)
-        reply["traceback"] = note + (reply.get("traceback") or "")
-        return encode(reply)[0]
-    except Exception:
-        return output
+def _opened(envelope: bytes) -> bytes:
+    """The plain reply stored for an aborted rank's envelope (``wire.replies.aborted``),
+    with the note naming the rank that ``open_reply`` gives it for a warm worker."""
+    reply = open_reply(envelope).reply
+    if isinstance(reply, BaseException):  # cannot happen for an envelope built here; stay a reply
+        reply = error_reply(reply)
+    return encode(reply)[0]
 
 
-def _write_error(path: str, exc: BaseException) -> None:
+def _write_error(path: str, output: bytes) -> None:
     with EntryReader(path) as reader:
         header = dict(reader.header)
         input_bytes = reader.input_bytes()
-    header.update(status="error", host=os.uname().nodename)
-    write_entry(path, header, input_bytes, encode(error_reply(exc))[0])
+    write_entry(path, finish_header(header, True, host=os.uname().nodename), input_bytes, output)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ of a future of another job. A module of its own, so the class is the same object
 
 from __future__ import annotations
 
-from hpcfutures.cache.entry import EntryReader
+from hpcfutures.cache.entry import EntryReader, Status
+from hpcfutures.nested import replace
 
 
 class UpstreamResult:
@@ -21,21 +22,12 @@ class UpstreamResult:
         with EntryReader(self.path) as reader:
             reply = reader.output()
         if "result" not in reply:
-            raise RuntimeError(f"the upstream task {self.key!r} has no result (status {reader.header.get('status')!r})")
+            raise RuntimeError(f"the upstream task {self.key!r} has no result (status {Status.of(reader.header)})")
         return reply["result"]
 
 
 def resolve(obj):
     """``obj`` with every ``UpstreamResult`` replaced by its value (lists, tuples, dicts)."""
-    if isinstance(obj, UpstreamResult):
-        return obj.load()
-    if isinstance(obj, list):
-        return [resolve(x) for x in obj]
-    if isinstance(obj, tuple):
-        items = [resolve(x) for x in obj]
-        return type(obj)(*items) if hasattr(obj, "_fields") else tuple(items)
-    if isinstance(obj, dict):
-        return {k: resolve(v) for k, v in obj.items()}
-    return obj
+    return replace(obj, UpstreamResult, UpstreamResult.load)
 
 
