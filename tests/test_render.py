@@ -173,27 +173,27 @@ def _capture_sbatch(tmp_path, monkeypatch):
 
 def test_run_time_max_60_5_is_two_minutes_in_a_submission_template(tmp_path, monkeypatch):
     pytest.importorskip("jinja2")
-    from hpcfutures.cluster.queues import SlurmQueue
+    from hpcfutures.cluster.queues import JobSpec, SlurmQueue
 
     kept = _capture_sbatch(tmp_path, monkeypatch)
-    SlurmQueue().submit(["true"], "hpcf-t", "/w", {"run_time_max": 60.5, "submission_template": _pysqa_template_text()}, [], {}, "/w/t.log")
+    SlurmQueue().submit(JobSpec(["true"], "hpcf-t", "/w", {"run_time_max": 60.5, "submission_template": _pysqa_template_text()}, [], {}, "/w/t.log"))
     assert "#SBATCH --time=2\n" in kept.read_text()  # was 1: the job got less time than srun's steps
-    SlurmQueue().submit(["true"], "hpcf-t", "/w", {"run_time_max": 60.5}, [], {}, "/w/t.log")
+    SlurmQueue().submit(JobSpec(["true"], "hpcf-t", "/w", {"run_time_max": 60.5}, [], {}, "/w/t.log"))
     assert "#SBATCH --time=2\n" in kept.read_text()
 
 
 def test_run_time_max_60_5_is_two_minutes_through_pysqa(tmp_path, monkeypatch):
     pytest.importorskip("pysqa")
-    from hpcfutures.cluster.queues import PysqaQueue
+    from hpcfutures.cluster.queues import JobSpec, PysqaQueue
 
     kept = _capture_sbatch(tmp_path, monkeypatch)
     queue = PysqaQueue(os.path.join(TESTS, "pysqa_slurm"))
     work = tmp_path / "w"
     work.mkdir()
-    assert queue.submit(["true"], "hpcf-p", str(work), {"run_time_max": 60.5}, [], {}, str(work / "p.log")) == "4242"
+    assert queue.submit(JobSpec(["true"], "hpcf-p", str(work), {"run_time_max": 60.5}, [], {}, str(work / "p.log"))) == "4242"
     assert "#SBATCH --time=2\n" in kept.read_text()
     # several ranks become one srun step of the job, as with the built-in script
-    queue.submit(["python", "x.py"], "hpcf-p", str(work), {"cores": 2, "threads_per_core": 2}, [], {}, str(work / "p.log"))
+    queue.submit(JobSpec(["python", "x.py"], "hpcf-p", str(work), {"cores": 2, "threads_per_core": 2}, [], {}, str(work / "p.log")))
     text = kept.read_text()
     assert "srun --ntasks=2 --cpus-per-task=2 " in text and text.rstrip().endswith("python x.py")
     assert "env OMP_NUM_THREADS=2 " in text
