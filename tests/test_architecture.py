@@ -25,7 +25,7 @@ LAYERS = [
     {"worker"},  # the lean entry points run in worker processes (file_task reads cache entries)
     {"cache"},  # the entry format and the store
     {"wire"},  # authenticated frames and transports
-    {"errors", "logs"},
+    {"errors", "logs", "nested", "files"},  # stdlib-only helpers every layer may use
 ]
 
 # engines that still live beside the facades until the lead moves them into engines/
@@ -67,7 +67,9 @@ def _upward_imports() -> list[tuple[str, str, int]]:
         relative = path.relative_to(SRC)
         here = _package(relative)
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == "hpcfutures":
+                modules = [f"hpcfutures.{alias.name}" for alias in node.names]  # from hpcfutures import nested
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 modules = [node.module]
             elif isinstance(node, ast.Import):
                 modules = [alias.name for alias in node.names]

@@ -40,7 +40,7 @@ The packages, top to bottom; a module imports only its own package and those bel
     wire/          HMAC-authenticated frames; pipes, Unix sockets, zmq over tcp (a peer
       |            answers a challenge before it is sent anything); MPI ranks' replies
       |            travel unopened and are decoded in the driver. wire/ imports no launch/
-    errors, logs
+    errors, logs, nested (the one walk over nested arguments), files (the one atomic write)
 
 Data travels driver -> wire -> worker process and back; only the driver's engines and the
 worker entry points touch the wire.
