@@ -19,7 +19,7 @@ LAYERS = [
     {"compat"},  # pympipool's fronts over the executors
     {"executors", "progress_bar"},  # facades: check input, hold dependencies, answer from cache
     {"engines", "graph"},  # engines (and graph-only recording) and outcome.py: futures end here
-    {"cluster"},  # batch queues: sbatch/squeue/scancel, pysqa, local processes
+    {"batch"},  # batch queues: sbatch/squeue/scancel, pysqa, local processes; terminate
     {"launch"},  # how a worker process comes to exist (it renders resources through scheduling/)
     {"scheduling"},  # pure state: Task, TaskFuture, the resource model and its renderers, core budget
     {"worker"},  # the lean entry points run in worker processes (file_task reads cache entries)
@@ -30,7 +30,7 @@ LAYERS = [
 
 # engines that still live beside the facades until the lead moves them into engines/
 # (issue 13 item 5: other branches edit them now); they count as engines
-ENGINE_FILES = {"cluster/engine.py"}
+ENGINE_FILES: set = set()
 
 # known upward imports that another branch of issue 13 removes (item 1: wire/ stops importing
 # launch/ once launchers return handles); each entry names the file and the package it imports
@@ -104,7 +104,7 @@ def test_every_package_is_in_the_layer_table():
 
 
 def _engine_classes():
-    from hpcfutures.cluster.engine import JobEngine
+    from hpcfutures.engines.job_per_call import JobEngine
     from hpcfutures.engines.one_process import OneProcessPerTask
     from hpcfutures.engines.warm_pool import WarmPool
     from hpcfutures.graph.record import GraphRecorder
@@ -265,7 +265,7 @@ def test_a_new_backend_is_one_value(tmp_path):
 
 def _public_callables():
     """Public functions and methods of the modules the facades own (wire/, launch/, cache/
-    and cluster/ have their own reviews)."""
+    and batch/ have their own reviews)."""
     from hpcfutures.compat.pool import AsyncResult
 
     owned = ("hpcfutures.compat", "hpcfutures.executors", "hpcfutures.scheduling.derived_futures", "hpcfutures.progress_bar")

@@ -455,7 +455,7 @@ def test_sigkilled_driver_cancels_its_queued_cluster_jobs(tmp_path):
 @pytest.mark.slurm
 @pytest.mark.timeout(120)
 def test_wait_false_cluster_jobs_outlive_a_killed_driver(tmp_path):
-    from hpcfutures.cluster.queues import SlurmQueue  # noqa: F401  (same path as the executor)
+    from hpcfutures.batch.queues import SlurmQueue  # noqa: F401  (same path as the executor)
 
     cache = str(tmp_path / "cache")
     template = "#!/bin/bash\n#SBATCH --begin=now+600\n#SBATCH --chdir={{ working_directory }}\n{{ command }}\n"
@@ -552,7 +552,7 @@ def test_pending_watch_asks_about_all_jobs_in_one_query():
 @pytest.mark.slurm
 @pytest.mark.timeout(60)
 def test_slurm_queue_states_of_purged_jobs_are_gone():
-    from hpcfutures.cluster.queues import JobState, SlurmQueue
+    from hpcfutures.batch.queues import JobState, SlurmQueue
 
     # a job squeue no longer lists: the queue cannot tell, and the engine treats it as ended
     assert SlurmQueue().states(["999999994"]) == {"999999994": JobState.UNKNOWN}

@@ -13,7 +13,7 @@ import funcs
 from conftest import pid_alive, wait_until
 from hpcfutures import SlurmClusterExecutor, WorkerCrashedError, get_cache_data, terminate_tasks_in_cache
 from hpcfutures.api import TestClusterExecutor
-from hpcfutures.cluster.queues import QueueError
+from hpcfutures.batch.queues import QueueError
 
 
 def _squeue_states():
@@ -265,7 +265,7 @@ def _fake_sbatch(tmp_path, monkeypatch):
 
 
 def test_built_in_job_script(tmp_path, monkeypatch):
-    from hpcfutures.cluster.queues import JobSpec, SlurmQueue
+    from hpcfutures.batch.queues import JobSpec, SlurmQueue
 
     written = _fake_sbatch(tmp_path, monkeypatch)
     resources = {"cores": 2, "threads_per_core": 3, "run_time_max": 61, "exclusive": True}
@@ -285,7 +285,7 @@ def test_built_in_job_script(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("memory, line", [(4, "--mem=4G"), (2.0, "--mem=2G"), (1.5, "--mem=1536M"), (0.001, "--mem=2M")])
 def test_memory_max_is_rendered_as_sbatch_takes_it(tmp_path, monkeypatch, memory, line):
-    from hpcfutures.cluster.queues import JobSpec, SlurmQueue
+    from hpcfutures.batch.queues import JobSpec, SlurmQueue
 
     written = _fake_sbatch(tmp_path, monkeypatch)
     SlurmQueue().submit(JobSpec(["python", "x.py"], "hpcf-m", "/w", {"gpus_per_core": 2.0}, [], {"memory_max": memory}, "/w/m.log"))
@@ -316,7 +316,7 @@ def test_numbers_no_job_script_renders_are_refused(tmp_path, cls):
 
 
 def test_submission_template_is_rendered(tmp_path, monkeypatch):
-    from hpcfutures.cluster.queues import JobSpec, SlurmQueue
+    from hpcfutures.batch.queues import JobSpec, SlurmQueue
 
     written = _fake_sbatch(tmp_path, monkeypatch)
     template = "#!/bin/bash\n#SBATCH --job-name={{job_name}}\n#SBATCH -n {{cores}}\n{%- if dependency_list %}\n#SBATCH -d afterok:{{ dependency_list|join(':') }}\n{%- endif %}\n{{command}}\n"
@@ -372,7 +372,7 @@ def test_batch_job_runs_in_a_cwd_with_a_space(tmp_path):
 
 
 def test_every_queue_answers_in_neutral_job_states():
-    from hpcfutures.cluster.queues import ENDED, PYSQA_STATES, SLURM_STATES, JobState, local_state, translate
+    from hpcfutures.batch.queues import ENDED, PYSQA_STATES, SLURM_STATES, JobState, local_state, translate
 
     # SLURM: squeue's words, sacct's longer forms and suffixes, and words it may add later
     assert translate(SLURM_STATES, "PENDING") is JobState.PENDING
@@ -441,7 +441,7 @@ def test_a_job_that_ends_before_its_id_is_recorded_keeps_its_result(tmp_path, mo
     """A fast job can write its result before the driver learns its id: recording the id
     must not overwrite the entry (it did, and the future failed "COMPLETED without writing
     a result")."""
-    from hpcfutures.cluster.queues import LocalQueue
+    from hpcfutures.batch.queues import LocalQueue
 
     real_submit = LocalQueue.submit
 

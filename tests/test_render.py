@@ -173,7 +173,7 @@ def _capture_sbatch(tmp_path, monkeypatch):
 
 def test_run_time_max_60_5_is_two_minutes_in_a_submission_template(tmp_path, monkeypatch):
     pytest.importorskip("jinja2")
-    from hpcfutures.cluster.queues import JobSpec, SlurmQueue
+    from hpcfutures.batch.queues import JobSpec, SlurmQueue
 
     kept = _capture_sbatch(tmp_path, monkeypatch)
     SlurmQueue().submit(JobSpec(["true"], "hpcf-t", "/w", {"run_time_max": 60.5, "submission_template": _pysqa_template_text()}, [], {}, "/w/t.log"))
@@ -184,7 +184,7 @@ def test_run_time_max_60_5_is_two_minutes_in_a_submission_template(tmp_path, mon
 
 def test_run_time_max_60_5_is_two_minutes_through_pysqa(tmp_path, monkeypatch):
     pytest.importorskip("pysqa")
-    from hpcfutures.cluster.queues import JobSpec, PysqaQueue
+    from hpcfutures.batch.queues import JobSpec, PysqaQueue
 
     kept = _capture_sbatch(tmp_path, monkeypatch)
     queue = PysqaQueue(os.path.join(TESTS, "pysqa_slurm"))

@@ -17,11 +17,13 @@ The packages, top to bottom; a module imports only its own package and those bel
       |            cluster_jobs.py: SlurmClusterExecutor, TestClusterExecutor (a job per call)
       v
     engines/       interface.py: the one Engine interface (enqueue, queued, resize, stop,
-      |            kill_all, ...); the engines: one fresh process per task, a warm pool of
-      |            workers, one batch job per call, graph/ (graph-only mode: record, then
+      |            kill_all, ...); the engines: one_process.py (a fresh process per task),
+      |            warm_pool.py (warm workers), job_per_call.py (one batch job per call,
+      |            one queue query per interval), graph/ (graph-only mode: record, then
       |            draw or export at shutdown); outcome.py: the one place futures complete
       v
-    cluster/       batch queues: sbatch/squeue/scancel, pysqa, local processes; terminate
+    batch/         batch queues behind one interface (a JobSpec in, neutral JobState
+      |            out): sbatch/squeue/scancel, pysqa, local processes; terminate
     launch/        how a worker comes to exist: a launcher (python, mpiexec, srun) starts it
       |            and returns a handle (its end as an event, describe_exit, terminate, kill,
       |            stderr tail); the key, thread counts, GPUs; pending: queued srun jobs
@@ -87,8 +89,8 @@ _EXPORTS = {
     "SingleNodeExecutor": "hpcfutures.executors.single_node",
     "SlurmJobExecutor": "hpcfutures.executors.slurm_job",
     "SlurmClusterExecutor": "hpcfutures.executors.cluster_jobs",
-    "terminate_tasks_in_cache": "hpcfutures.cluster.terminate",
-    "terminate_task_in_cache": "hpcfutures.cluster.terminate",
+    "terminate_tasks_in_cache": "hpcfutures.batch.terminate",
+    "terminate_task_in_cache": "hpcfutures.batch.terminate",
     # pympipool's interfaces
     "Pool": "hpcfutures.compat.pool",
     "MPISpawnPool": "hpcfutures.compat.pool",
@@ -102,7 +104,7 @@ _EXPORTS = {
     "PoolBrokenError": "hpcfutures.errors",
     "RemoteTraceback": "hpcfutures.errors",
     "CacheEntryError": "hpcfutures.cache.entry",
-    "QueueError": "hpcfutures.cluster.queues",
+    "QueueError": "hpcfutures.batch.queues",
     "AuthenticationError": "hpcfutures.wire.frames",
     "MPIWorldError": "hpcfutures.errors",
     "get_cache_data": "hpcfutures.cache.store",

@@ -1,7 +1,7 @@
 """Stable API for libraries built on hpcfutures: the link to one worker and its helpers."""
 
 from hpcfutures.cache.entry import CacheEntryError
-from hpcfutures.cluster.queues import QueueError
+from hpcfutures.batch.queues import QueueError
 from hpcfutures.errors import MPIWorldError, PoolBrokenError, RemoteTraceback, UnsatisfiableRequestError, WorkerCrashedError
 from hpcfutures.executors.cluster_jobs import TestClusterExecutor
 from hpcfutures.launch.process import WorkerProcess, python_command, worker_environment

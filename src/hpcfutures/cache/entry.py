@@ -119,7 +119,7 @@ def write_job_record(entry_path: str, job_id: str, queue: str | None) -> None:
     Args:
         entry_path: the entry's file.
         job_id: the queue's id of the job.
-        queue: the queue's ``kind`` (``cluster.queues.QUEUES``), so ``terminate_tasks_in_cache``
+        queue: the queue's ``kind`` (``batch.queues.QUEUES``), so ``terminate_tasks_in_cache``
             and a later run ask the queue the job was submitted to.
 
     Raises:

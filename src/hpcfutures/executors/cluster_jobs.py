@@ -71,7 +71,7 @@ class _FileJobExecutor(BaseExecutor):
 
             engine = GraphRecorder(**graph_output)
         else:
-            from hpcfutures.cluster.engine import JobEngine
+            from hpcfutures.engines.job_per_call import JobEngine
 
             # wait=True: the jobs belong to this driver and end with it; wait=False: they outlive it
             engine = JobEngine(make_queue(), interval=max(0.05, float(refresh_rate)), guard=wait, log_obj_size=bool(log_obj_size))
@@ -270,7 +270,7 @@ class SlurmClusterExecutor(_FileJobExecutor):
     Raises:
         ValueError: a parameter this mode cannot honour (the message says why).
         NotImplementedError: ``block_allocation=True`` with ``pysqa_config_directory``.
-        hpcfutures.cluster.queues.QueueError: (from a future) ``sbatch`` refused the job.
+        hpcfutures.batch.queues.QueueError: (from a future) ``sbatch`` refused the job.
     """
 
     def __new__(cls, *args, **kwargs):
@@ -304,7 +304,7 @@ class SlurmClusterExecutor(_FileJobExecutor):
         graph_output = graph_mode(plot_dependency_graph, plot_dependency_graph_filename, export_workflow_filename)
 
         def make_queue():
-            from hpcfutures.cluster.queues import PysqaQueue, SlurmQueue
+            from hpcfutures.batch.queues import PysqaQueue, SlurmQueue
 
             return PysqaQueue(pysqa_config_directory, pmi_mode=pmi_mode) if pysqa_config_directory else SlurmQueue(pmi_mode)
 
@@ -369,7 +369,7 @@ class TestClusterExecutor(_FileJobExecutor):
         openmpi_oversubscribe: bool = False,
     ):
         def make_queue():
-            from hpcfutures.cluster.queues import LocalQueue
+            from hpcfutures.batch.queues import LocalQueue
 
             return LocalQueue()
 

@@ -5,8 +5,8 @@ side, so they cannot drift apart:
 
 - ``mpiexec_args``: ``launch.mpi.mpiexec_command`` (``SingleNodeExecutor``, ``TestClusterExecutor``).
 - ``srun_args``: ``launch.srun.srun_command`` (``SlurmJobExecutor``: one step per task or worker).
-- ``sbatch_lines``: ``cluster.queues.SlurmQueue``, the ``#SBATCH`` lines of the built-in job script.
-- ``job_step_args``: ``cluster.queues`` (built-in script and pysqa on SLURM), the ``srun``
+- ``sbatch_lines``: ``batch.queues.SlurmQueue``, the ``#SBATCH`` lines of the built-in job script.
+- ``job_step_args``: ``batch.queues`` (built-in script and pysqa on SLURM), the ``srun``
   step inside a job that starts its ranks.
 - ``template_variables``: the variables of a jinja2 ``submission_template``, and pysqa's
   keyword arguments.
@@ -72,7 +72,7 @@ SLURM_OPTIONS = (
     Option("exclusive", lambda r: r.exclusive, "--exact", "--exclusive", False),
     Option("time_limit", lambda r: r.time_minutes, "--time={}", "--time={}", False),
     # absolute: srun itself starts in cwd, where a relative --chdir would be taken again;
-    # a batch job's directory is the queue's (cluster.queues: made first, then --chdir)
+    # a batch job's directory is the queue's (batch.queues: made first, then --chdir)
     Option("cwd", lambda r: r.cwd, "--chdir={}", None, False),
     Option("priority", _nice, None, "--nice={}", False),
     Option("pmi", lambda r: r.pmi, "--mpi={}", None, True),

@@ -11,7 +11,7 @@ working directory, resources, dependencies, extra scheduler options, log file) a
 a job id or raises ``QueueError`` with the scheduler's own message; ``states(ids)`` asks
 about many jobs in one query and answers in ``JobState`` (pending, running, completed,
 failed, cancelled, timeout, unknown), translated from the queue's own words by one table
-per queue; ``cancel(ids)`` ends jobs. The engine (``cluster.engine``) knows nothing else.
+per queue; ``cancel(ids)`` ends jobs. The engine (``engines.job_per_call``) knows nothing else.
 
 How to add a queue (e.g. Flux):
 
@@ -22,7 +22,7 @@ How to add a queue (e.g. Flux):
    ``states`` through ``translate(table, word)``; a word missing from the table becomes
    ``JobState.UNKNOWN``, which the engine treats as ended (a job no query can follow).
 3. Register a constructor in ``QUEUES`` (``kind`` -> factory taking the keyword arguments
-   of ``make_queue``) so ``cluster.terminate`` finds it, and build it in the executor
+   of ``make_queue``) so ``batch.terminate`` finds it, and build it in the executor
    (``executors/cluster_jobs.py``) that uses it.
 
 What a job's resources become (the ``#SBATCH`` lines, the srun step of its ranks, template
@@ -498,7 +498,7 @@ def local_state(returncode: int, cancelled: bool = False) -> JobState:
 
 
 # kind -> factory(pysqa_config_directory=None, pmi_mode=None): the queues a cache directory's
-# entries can name, for ``cluster.terminate``
+# entries can name, for ``batch.terminate``
 QUEUES: "dict[str, Callable[..., Queue]]" = {
     "slurm": lambda pysqa_config_directory=None, pmi_mode=None: SlurmQueue(pmi_mode),
     "pysqa": lambda pysqa_config_directory=None, pmi_mode=None: PysqaQueue(pysqa_config_directory),

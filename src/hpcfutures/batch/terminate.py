@@ -3,7 +3,7 @@
 
 Each queued entry's job record (``cache.entry.write_job_record``) holds its job id and the
 ``kind`` of queue it was submitted to
-(``cluster.queues.QUEUES``); the job is cancelled by that same queue, so a cache directory
+(``batch.queues.QUEUES``); the job is cancelled by that same queue, so a cache directory
 of SLURM jobs, pysqa jobs or local processes (``TestClusterExecutor``) is cleaned the same
 way. Entries written before the queue was recorded count as ``backend`` (SLURM by default,
 pysqa where ``pysqa_config_directory`` is given).
@@ -16,7 +16,7 @@ from hpcfutures.cache.store import CacheStore, check_key, entry_paths
 
 
 def _check_backend(backend: str | None) -> None:
-    from hpcfutures.cluster.queues import QUEUES
+    from hpcfutures.batch.queues import QUEUES
 
     if backend is not None and backend not in QUEUES:
         known = ", ".join(sorted(QUEUES))
@@ -24,7 +24,7 @@ def _check_backend(backend: str | None) -> None:
 
 
 def _queue_for(kind: str | None, pysqa_config_directory=None, backend: str | None = None):
-    from hpcfutures.cluster.queues import QUEUES
+    from hpcfutures.batch.queues import QUEUES
 
     if kind is None:  # an entry from before queues were recorded
         kind = backend or ("pysqa" if pysqa_config_directory else "slurm")

@@ -25,7 +25,7 @@ import threading
 import time
 
 from hpcfutures.cache.entry import EntryReader, Status, make_header, read_job_record, remove_job_record, write_entry, write_job_record
-from hpcfutures.cluster.queues import JobSpec, JobState, file_task_command, translate
+from hpcfutures.batch.queues import JobSpec, JobState, file_task_command, translate
 from hpcfutures.errors import UnsatisfiableRequestError, WorkerCrashedError
 from hpcfutures.launch.guardian import guardian
 from hpcfutures.launch.slurm_reasons import explain, never_starts
@@ -44,7 +44,7 @@ class JobEngine(EngineDefaults):
     completes its future from the job's cache entry (see the module docstring).
 
     Args:
-        queue: a ``cluster.queues.Queue`` (``submit(JobSpec)``, ``states`` in ``JobState``,
+        queue: a ``batch.queues.Queue`` (``submit(JobSpec)``, ``states`` in ``JobState``,
             ``cancel``; optionally ``forget`` and ``close``).
         interval: seconds between two looks at the entries of live jobs.
         query_interval: seconds between two queue queries (one for all jobs).
