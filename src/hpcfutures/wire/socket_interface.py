@@ -1,6 +1,6 @@
 """``SocketInterface``: the driver's end of the link to one worker process.
 
-Two transports, one framing (``frames``: a keyed MAC over each pickled message, checked
+Two transports, one framing (``frames``: HMAC-SHA256 over each pickled message, checked
 before anything is unpickled; the key reaches the worker as ``WorkerProcess`` passes it: an
 inherited pipe, a 0600 file for a local ``mpiexec``, the environment through ``srun``):
 
@@ -111,7 +111,7 @@ def _tcp_interface() -> tuple[str, str]:
 class _ZmqTransport:
     """zmq over TCP, for workers on other nodes: a ROUTER socket, so that whoever connects
     first cannot take the place of the worker. Every peer must first answer a challenge
-    (a fresh random nonce; the answer is its keyed MAC under the executor's key): only then is
+    (a fresh random nonce; the answer is its HMAC under the executor's key): only then is
     anything sent to it. Peers that fail are ignored, and the driver keeps waiting for its
     worker. Frames travel as two zmq parts (MAC, payload), so a large payload is not copied."""
 
@@ -166,7 +166,7 @@ class _ZmqTransport:
             self._challenges.clear()
         # a wrong answer: that peer is never answered again (its next hello has no challenge
         # pending, but a new identity per connection means it may try anew: each try costs it
-        # a connection and us one MAC)
+        # a connection and us one HMAC)
 
     def accept_if_waiting(self) -> bool:
         self.accept()
@@ -191,7 +191,7 @@ class _ZmqTransport:
             raise AuthenticationError("a frame from a peer that is not our worker: dropped unread")
         mac, payload = parts[1].bytes, parts[2].buffer
         if not frames.mac_matches(key, mac, payload):
-            raise AuthenticationError("frame failed MAC authentication")
+            raise AuthenticationError("frame failed HMAC authentication")
         return payload
 
     def close(self) -> None:
