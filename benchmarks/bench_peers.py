@@ -174,26 +174,26 @@ def per_task_us(system, n):
     return (time.perf_counter() - t0) / n * 1e6
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def pending_bytes_per_task(system, n):
-    """Driver memory per pending task: both workers held by a gate, n tasks submitted,
-    resident memory grown, per task."""
+    """Driver memory per pending task: both workers held by a gate, n tasks submitted; the
+    Python memory they hold (tracemalloc: every thread of the driver), per task."""
+    import tracemalloc
+
     with tempfile.TemporaryDirectory() as folder:
         gate = os.path.join(folder, "gate")
         blockers = [system.submit(wait_for_path, gate, 600.0) for _ in range(2)]
         time.sleep(0.5)  # let both blockers reach their workers
         gc.collect()
-        before = _rss_bytes()
-        waitables = [system.submit(trivial, i) for i in range(n)]
-        grown = _rss_bytes() - before
+        tracemalloc.start()
+        try:
+            waitables = [system.submit(trivial, i) for i in range(n)]
+            held = tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
         open(gate, "w").close()
         for w in blockers + waitables:
             system.result(w)
-    return grown / n
+    return held / n
 
 
 # -- rows ------------------------------------------------------------------------------------
