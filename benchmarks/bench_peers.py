@@ -230,10 +230,11 @@ def fresh_rows(args):
                 exe.submit(trivial, i).result()
             return (time.perf_counter() - t0) / args.fresh * 1000
 
-    values, bare = {}, []
+    values, bare, forked = {}, [], []
     for _ in range(args.rounds):
         bare.append(timed_command_ms([sys.executable, "-c", "pass"], 5))
         values["hpcfutures"] = min(values.get("hpcfutures", 1e9), per_task_ms(SingleNodeExecutor))
+        forked.append(fork_server_per_task_ms(args.fresh))
     try:
         from executorlib import SingleNodeExecutor as ELExecutor
 
@@ -241,9 +242,46 @@ def fresh_rows(args):
     except ImportError:
         pass
     ROWS.append({
+        "name": "fresh process per task: fork server launcher", "unit": "ms", "target": "<= 1.0x bare",
+        "values": {"hpcfutures": min(forked)}, "better": "lower", "reference": ("bare python -c pass", min(bare)),
+    })  # fmt: skip
+    ROWS.append({
         "name": "fresh process per task (default mode), per task", "unit": "ms", "target": "<= 1.0x bare",
         "values": values, "better": "lower", "reference": ("bare python -c pass", min(bare)),
     })  # fmt: skip
+
+
+def fork_server_per_task_ms(n):
+    """One serial task after another, each a fork of the fork server: the launcher alone
+    (the engines take it once the launcher interface of issue 13 is merged)."""
+    from hpcfutures.launch.forkserver import ForkServerLauncher
+    from hpcfutures.launch.process import worker_environment
+    from hpcfutures.wire.frames import dumps_by_value, loads, new_key, read_frame, write_frame
+
+    key = new_key()
+    launcher = ForkServerLauncher()
+
+    def one(i):
+        task_r, task_w = os.pipe()
+        reply_r, reply_w = os.pipe()
+        handle = launcher.start_one_shot(task_r, reply_w, {"cores": 1}, worker_environment(key, 1), None)
+        os.close(task_r)
+        os.close(reply_w)
+        write_frame(task_w, key, dumps_by_value({"fn": trivial, "args": (i,), "kwargs": {}}))
+        os.close(task_w)
+        assert loads(read_frame(reply_r, key))["result"] == i
+        os.close(reply_r)
+        handle.wait_ended(10)
+        handle.close()
+
+    try:
+        one(0)
+        t0 = time.perf_counter()
+        for i in range(n):
+            one(i)
+        return (time.perf_counter() - t0) / n * 1000
+    finally:
+        launcher.close()
 
 
 def srun_row(args):
