@@ -90,3 +90,13 @@ def test_pool_map_and_imap_on_chunks():
             for r in pool.imap(lambda x: funcs.raise_at(x, 6), range(20), chunksize=4):
                 seen.append(r)
         assert seen == [1, 2, 3, 4, 5, 6]
+
+
+def test_not_callable_is_refused_at_map_and_cached_maps_keep_one_item_per_call(tmp_path):
+    with SingleNodeExecutor(max_workers=2, block_allocation=True) as exe:
+        with pytest.raises(TypeError, match="callable"):
+            exe.map(42, range(100))
+        assert exe.task_overview() == []  # nothing was submitted
+    with SingleNodeExecutor(max_workers=2, block_allocation=True, cache_directory=str(tmp_path)) as exe:
+        assert list(exe.map(funcs.identity, range(20))) == list(range(20))
+        assert len(exe.task_overview()) == 20  # each item its own call, so its own cache entry

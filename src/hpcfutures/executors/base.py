@@ -249,7 +249,7 @@ class BaseExecutor(Executor):
         message each (see ``hpcfutures.executors.mapping``): by default, on warm workers
         (``block_allocation=True``), ``ceil(items / (4 * max_workers))`` items per chunk, as
         ``multiprocessing.Pool`` chooses; elsewhere one item per call, each in its own
-        process or job. A failing item's exception is raised where its result is reached,
+        process or job (and with a ``cache_directory``, so that each item is cached alone). A failing item's exception is raised where its result is reached,
         after the results before it.
 
         Args:
@@ -281,6 +281,8 @@ class BaseExecutor(Executor):
             from hpcfutures.progress_bar import tqdm_class
 
             tqdm_class()  # a missing extra is an error now, before anything is submitted
+        if self._graph_output is None:
+            _check_function(fn)  # now, not inside the first chunk in a worker
         iterables = tuple(it.result() if isinstance(it, Future) else it for it in iterables)
         name = getattr(fn, "__name__", "map")
         if self._graph_output is None and callable(fn):
@@ -310,8 +312,10 @@ class BaseExecutor(Executor):
     def _map_workers(self) -> int:
         """Warm workers ``map`` spreads its items over (chunking policy, see
         ``hpcfutures.executors.mapping``); 0 where every call gets a fresh process or job,
-        which ``map`` keeps: one item per call."""
+        which ``map`` keeps, and where results are cached: one item per call."""
         if self._graph_output is not None or not self._info.get("block_allocation"):
+            return 0
+        if self._defaults.get("cache_directory"):  # each item its own cache entry, as before
             return 0
         return self._engine.max_workers or 1
 

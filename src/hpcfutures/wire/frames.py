@@ -117,9 +117,11 @@ def _nbytes(payload) -> int:
 
 def _mac(key: bytes, payload) -> bytes:
     if _nbytes(payload) >= _BIG:
-        from hmac import digest  # OpenSSL: loaded by the first large frame only
+        import hmac  # OpenSSL: loaded by the first large frame only
+        from hashlib import sha256
 
-        return digest(key, payload, "sha256")
+        # hmac.new, not hmac.digest: the one-shot digest refuses messages over 2 GiB
+        return hmac.new(key, payload, sha256).digest()
     return _blake2b(payload, key=key, digest_size=MAC_SIZE).digest()
 
 
