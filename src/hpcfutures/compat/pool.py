@@ -130,8 +130,7 @@ class Pool:
         if chunksize is not None and (not isinstance(chunksize, int) or isinstance(chunksize, bool) or chunksize < 1):
             raise ValueError(f"chunksize must be None (automatic) or an int >= 1, got {chunksize!r}")
         size = chunksize or auto_chunksize(len(items), self._workers)
-        arg_tuples = items if star else [(item,) for item in items]
-        return submit_chunks(self._executor.submit, run_chunk, func, arg_tuples, size)[0]
+        return submit_chunks(self._executor.submit, run_chunk, func, items, size, star)[0]
 
     def _chunk_results(self, future) -> Iterator:
         """A chunk's results; a failing item's exception after the results before it."""

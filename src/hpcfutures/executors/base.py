@@ -290,18 +290,19 @@ class BaseExecutor(Executor):
 
             fn = Prepickled.of(fn)  # pickled once for the whole map, not once per item
         end_time = None if timeout is None else timeout + time.monotonic()
-        arg_tuples = list(zip(*iterables))
+        star = len(iterables) != 1  # one iterable: its values are the arguments, no tuples
+        items = list(zip(*iterables)) if star else list(iterables[0])
         if chunksize is None:
             workers = self._map_workers()
-            chunksize = auto_chunksize(len(arg_tuples), workers) if workers else 1
+            chunksize = auto_chunksize(len(items), workers) if workers else 1
         if chunksize == 1:
-            futures = [self.submit(fn, *args) for args in arg_tuples]
+            futures = [self.submit(fn, *args) for args in items] if star else [self.submit(fn, item) for item in items]
             sizes = None
         else:
             from hpcfutures.worker.adapters import run_chunk
 
-            futures, sizes = submit_chunks(self.submit, run_chunk, fn, arg_tuples, chunksize)
-        del arg_tuples
+            futures, sizes = submit_chunks(self.submit, run_chunk, fn, items, chunksize, star)
+        del items
         bar_closed = None
         if progress:
             from hpcfutures.progress_bar import attach

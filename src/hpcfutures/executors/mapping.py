@@ -79,7 +79,7 @@ class ItemList:
 _PLAIN = frozenset({int, float, complex, str, bytes, bool, type(None)})
 
 
-def _plain_types(types: set, arg_tuples: list) -> bool:
+def _plain_types(types: set, args: list) -> bool:
     """Whether arguments of these types pickle the same with the standard pickler as with
     cloudpickle: nothing in them refers to a function or class by name."""
     rest = types - _PLAIN
@@ -89,13 +89,13 @@ def _plain_types(types: set, arg_tuples: list) -> bool:
     if numpy is None or rest != {numpy.ndarray}:
         return False
     # an object array may hold instances of a class defined in __main__
-    return not any(a.dtype.hasobject for a in itertools.chain.from_iterable(arg_tuples) if type(a) is numpy.ndarray)
+    return not any(a.dtype.hasobject for a in args if type(a) is numpy.ndarray)
 
 
-def _argument_types(arg_tuples: list) -> set:
-    """The types of all arguments of all items, in one C-level pass (``map(type, ...)``):
-    a map of 100,000 numbers costs ~5 ms here instead of a Python-level walk of every item."""
-    return set(map(type, itertools.chain.from_iterable(arg_tuples)))
+def _argument_types(args: list) -> set:
+    """The types of all arguments, in one C-level pass (``map(type, ...)``): a map of
+    100,000 numbers costs ~5 ms here instead of a Python-level walk of every item."""
+    return set(map(type, args))
 
 
 def _may_hold_futures(types: set) -> bool:
@@ -103,26 +103,31 @@ def _may_hold_futures(types: set) -> bool:
     return any(issubclass(t, _WALKED) for t in types)
 
 
-def submit_chunks(submit: Callable, run_chunk: Callable, fn, arg_tuples: list, size: int) -> tuple[list, list]:
-    """Submit ``run_chunk(fn, chunk, True)`` per chunk of ``size`` argument tuples.
+def submit_chunks(submit: Callable, run_chunk: Callable, fn, items: list, size: int, star: bool = True) -> tuple[list, list]:
+    """Submit ``run_chunk(fn, chunk, star)`` per chunk of ``size`` items.
 
     Args:
         submit: the executor's ``submit``.
         run_chunk: the worker-side adapter that calls ``fn`` on each item of a chunk.
         fn: the function.
-        arg_tuples: one tuple of positional arguments per item.
+        items: one tuple of positional arguments per item (``star``), or one argument each.
         size: items per chunk (1 or more).
+        star: whether each item is a tuple of arguments (``fn(*item)``) or one (``fn(item)``);
+            a map over one iterable sends the values themselves: no tuple per item to
+            pickle, unpickle and unpack.
 
     Returns:
         The futures (one per chunk) and the number of items each stands for.
     """
-    types = _argument_types(arg_tuples)
+    args = list(itertools.chain.from_iterable(items)) if star else items
+    types = _argument_types(args)
     opaque = not _may_hold_futures(types)  # futures among the items: let submit() find them
-    plain = opaque and _plain_types(types, arg_tuples)
+    plain = opaque and _plain_types(types, args)
+    del args
     futures, sizes = [], []
-    for start in range(0, len(arg_tuples), size):
-        chunk = arg_tuples[start : start + size]
-        futures.append(submit(run_chunk, fn, ItemList(chunk, plain) if opaque else chunk, True))
+    for start in range(0, len(items), size):
+        chunk = items[start : start + size]
+        futures.append(submit(run_chunk, fn, ItemList(chunk, plain) if opaque else chunk, star))
         sizes.append(len(chunk))
     return futures, sizes
 

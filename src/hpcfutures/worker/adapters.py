@@ -9,13 +9,14 @@ def run_chunk(func, chunk: list, star: bool) -> list:
     before it (attribute ``_hpcfutures_done``), so the driver yields those first and raises
     where the failing item's result would have been."""
     results = []
+    append = results.append
     try:
         if star:
             for item in chunk:
-                results.append(func(*item))
+                append(func(*item))
         else:
             for item in chunk:
-                results.append(func(item))
+                append(func(item))
     except BaseException as exc:
         try:
             exc._hpcfutures_done = results  # see hpcfutures.executors.mapping.PARTIAL_ATTR
