@@ -51,3 +51,40 @@ def test_small_and_large_messages_through_a_warm_worker():
         assert len(exe.submit(funcs.big_bytes, 5 << 20).result(timeout=30)) == 5 << 20
     with SingleNodeExecutor(max_workers=1) as exe:  # the pipe framing of fresh processes
         assert exe.submit(funcs.identity, big).result(timeout=30) == big
+
+
+def test_large_buffers_travel_out_of_band_and_load_without_a_copy():
+    np = pytest.importorskip("numpy")
+    array = np.arange(1 << 18, dtype=np.float64)  # 2 MiB
+    data = frames.dumps_with_buffers({"result": array, "small": [1, "x"]})
+    assert frames.is_container(data)
+    frame = bytearray(data)
+    loaded = frames.loads(frame)
+    assert np.array_equal(loaded["result"], array) and loaded["small"] == [1, "x"]
+    assert loaded["result"].flags.writeable
+    frame[len(frame) // 2] ^= 0xFF  # the array's memory is the frame's: no copy was made
+    assert not np.array_equal(loaded["result"], array)
+    from_bytes = frames.loads(bytes(data))  # read-only input: copied, still writable
+    assert np.array_equal(from_bytes["result"], array) and from_bytes["result"].flags.writeable
+    # small or strided buffers stay in band: a plain pickle
+    assert not frames.is_container(frames.dumps_with_buffers({"result": np.arange(10)}))
+    strided = np.arange(1 << 19, dtype=np.float64)[::2]
+    plain = frames.dumps_with_buffers({"result": strided})
+    assert not frames.is_container(plain) and np.array_equal(frames.loads(plain)["result"], strided)
+    # the MAC covers the buffers too
+    key = frames.new_key()
+    sealed = bytearray(frames.seal(key, data))
+    sealed[frames.MAC_SIZE + 100] ^= 1
+    with pytest.raises(frames.AuthenticationError):
+        frames.unseal(key, bytes(sealed))
+
+
+@pytest.mark.parametrize("block", [True, False])
+def test_large_array_result_through_workers_and_the_cache(block, tmp_path):
+    np = pytest.importorskip("numpy")
+    array = np.linspace(0.0, 1.0, 3 << 17)  # 3 MiB
+    with SingleNodeExecutor(max_workers=1, block_allocation=block, cache_directory=str(tmp_path)) as exe:
+        first = exe.submit(funcs.identity, array).result(timeout=60)
+        again = exe.submit(funcs.identity, array).result(timeout=60)  # a cache hit
+    for result in (first, again):
+        assert np.array_equal(result, array) and result.flags.writeable
