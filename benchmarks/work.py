@@ -18,3 +18,25 @@ def increment(x):
 
 def total(values):
     return sum(values)
+
+
+def identity(x):
+    return x
+
+
+def log_prob(theta):
+    """emcee's documented example: an isotropic Gaussian in 5 dimensions."""
+    import numpy as np
+
+    return -0.5 * np.sum(theta**2)
+
+
+def wait_for_path(path, timeout):
+    """Hold a worker until ``path`` exists (a gate the driver opens)."""
+    import os
+    import time
+
+    end = time.monotonic() + timeout
+    while not os.path.exists(path) and time.monotonic() < end:
+        time.sleep(0.01)
+    return path

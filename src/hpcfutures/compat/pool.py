@@ -5,10 +5,10 @@ failing call's exception is raised by ``map``/``starmap``, as multiprocessing do
 
 from __future__ import annotations
 
-import itertools
 from concurrent.futures import as_completed
 
 from hpcfutures.compat.backend_switches import refuse_missing_backends, warm_pool_class
+from hpcfutures.executors.mapping import auto_chunksize, submit_chunks, take_partial
 from hpcfutures.worker.pool_calls import call_with_comm, run_chunk
 
 TYPE_CHECKING = False
@@ -161,7 +161,7 @@ class Pool:
             An iterator; it raises a failing call's exception when it reaches that call.
         """
         for future in self._submit_chunks(func, list(iterable), chunksize, star=False):
-            yield from self._unwrap(future.result())
+            yield from self._chunk_results(future)
 
     def imap_unordered(self, func: Callable, iterable: Iterable, chunksize: int = 1) -> Iterator:
         """As ``imap``, the results in the order they finish (per chunk).
@@ -175,7 +175,7 @@ class Pool:
             An iterator of the results as they finish.
         """
         for future in as_completed(self._submit_chunks(func, list(iterable), chunksize, star=False)):
-            yield from self._unwrap(future.result())
+            yield from self._chunk_results(future)
 
     def apply(self, func: Callable, args: tuple = (), kwds: dict | None = None) -> Any:
         """``func(*args, **kwds)`` on a worker, waiting for its result.
@@ -224,17 +224,20 @@ class Pool:
         self._executor.__exit__(*exc)
 
     # -- internals ------------------------------------------------------------------
-    def _auto_chunksize(self, n: int) -> int:
-        chunks, extra = divmod(n, self._workers * 4)
-        return max(1, chunks + bool(extra))
-
     def _submit_chunks(self, func, items: list, chunksize: int | None, star: bool) -> list:
-        size = chunksize or self._auto_chunksize(len(items))
-        if not isinstance(size, int) or size < 1:
-            raise ValueError(f"chunksize must be an int >= 1, got {chunksize!r}")
-        it = iter(items)
-        chunks = iter(lambda: list(itertools.islice(it, size)), [])
-        return [self._executor.submit(run_chunk, func, chunk, star) for chunk in chunks]
+        if chunksize is not None and (not isinstance(chunksize, int) or isinstance(chunksize, bool) or chunksize < 1):
+            raise ValueError(f"chunksize must be None (automatic) or an int >= 1, got {chunksize!r}")
+        size = chunksize or auto_chunksize(len(items), self._workers)
+        return submit_chunks(self._executor.submit, run_chunk, func, items, size, star)[0]
+
+    def _chunk_results(self, future) -> Iterator:
+        """A chunk's results; a failing item's exception after the results before it."""
+        try:
+            result = future.result()
+        except BaseException as exc:
+            yield from take_partial(exc)
+            raise
+        yield from self._unwrap(result)
 
     def _unwrap(self, chunk_result) -> list:
         return chunk_result
@@ -250,7 +253,7 @@ class Pool:
             bar.close()
         results: list = []
         for future in futures:
-            results.extend(self._unwrap(future.result()))
+            results.extend(self._chunk_results(future))  # raises the first failing item's error
         return results
 
 

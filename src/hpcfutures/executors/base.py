@@ -16,6 +16,7 @@ import weakref
 from concurrent.futures import Executor, Future
 
 from hpcfutures.engines.outcome import cancel_unstarted, fail_unstarted, settle
+from hpcfutures.executors.mapping import auto_chunksize, ordered_results, submit_chunks
 from hpcfutures.scheduling.dependencies import find_futures, propagate, substitute, when_all_done
 from hpcfutures.scheduling.futures import TaskFuture
 from hpcfutures.scheduling.resources import check_seconds, merge, validate
@@ -257,22 +258,26 @@ class BaseExecutor(Executor):
         fn: Callable,
         *iterables: Iterable,
         timeout: float | None = None,
-        chunksize: int = 1,
+        chunksize: int | None = None,
         progress: bool | str = False,
     ) -> Iterator:
         """As ``Executor.map``: submit ``fn`` for every item now, return an iterator of the
         results in input order.
 
-        An iterable that is itself a Future is resolved first. ``chunksize > 1`` sends that
-        many items per message, as ``ProcessPoolExecutor.map`` does (the first failing
-        item's exception is raised when its result is reached).
+        An iterable that is itself a Future is resolved first. Items travel in chunks, one
+        message each (see ``hpcfutures.executors.mapping``): by default, on warm workers
+        (``block_allocation=True``), ``ceil(items / (4 * max_workers))`` items per chunk, as
+        ``multiprocessing.Pool`` chooses; elsewhere one item per call, each in its own
+        process or job (and with a ``cache_directory``, so that each item is cached alone). A failing item's exception is raised where its result is reached,
+        after the results before it.
 
         Args:
             fn: the function to call on each item (pickled once for the whole map).
             *iterables: as many iterables as ``fn`` takes arguments.
             timeout: seconds from this call after which a result not yet there raises
                 ``TimeoutError`` (``None``: wait as long as it takes).
-            chunksize: items per message (1 or more).
+            chunksize: items per message: ``None`` (default) for the policy above, or an
+                int >= 1 (``1``: one call per item).
             progress: ``True`` (or a description text) draws a progress bar of the items
                 as they finish, in a terminal or Jupyter; needs
                 ``pip install "hpcfutures[progress]"`` (tqdm).
@@ -281,13 +286,13 @@ class BaseExecutor(Executor):
             An iterator over the results; leaving it early cancels what has not started.
 
         Raises:
-            ValueError: ``chunksize`` is not an int >= 1; ``timeout`` is NaN, infinite or
+            ValueError: ``chunksize`` is neither None nor an int >= 1; ``timeout`` is NaN, infinite or
                 longer than 100 years (before anything is submitted).
             TypeError: ``timeout`` is not a number or None.
             ImportError: ``progress`` without tqdm installed (before anything is submitted).
         """
-        if not isinstance(chunksize, int) or isinstance(chunksize, bool) or chunksize < 1:
-            raise ValueError(f"chunksize must be an int >= 1, got {chunksize!r}")
+        if chunksize is not None and (not isinstance(chunksize, int) or isinstance(chunksize, bool) or chunksize < 1):
+            raise ValueError(f"chunksize must be None (automatic) or an int >= 1, got {chunksize!r}")
         # a negative timeout is already over, as in concurrent.futures; NaN or infinity would
         # fail only when the first result is awaited, after every call was submitted
         check_seconds(timeout, "map(timeout=...)", lowest=None, none_ok=True)
@@ -295,6 +300,8 @@ class BaseExecutor(Executor):
             from hpcfutures.progress_bar import tqdm_class
 
             tqdm_class()  # a missing extra is an error now, before anything is submitted
+        if not self._engine.records_calls:
+            _check_function(fn)  # now, not inside the first chunk in a worker
         iterables = tuple(it.result() if isinstance(it, Future) else it for it in iterables)
         name = getattr(fn, "__name__", "map")
         if not self._engine.records_calls and callable(fn):
@@ -302,24 +309,35 @@ class BaseExecutor(Executor):
 
             fn = Prepickled.of(fn)  # pickled once for the whole map, not once per item
         end_time = None if timeout is None else timeout + time.monotonic()
+        star = len(iterables) != 1  # one iterable: its values are the arguments, no tuples
+        items = list(zip(*iterables)) if star else list(iterables[0])
+        if chunksize is None:
+            workers = self._map_workers()
+            chunksize = auto_chunksize(len(items), workers) if workers else 1
         if chunksize == 1:
-            futures = [self.submit(fn, *args) for args in zip(*iterables)]
+            futures = [self.submit(fn, *args) for args in items] if star else [self.submit(fn, item) for item in items]
             sizes = None
         else:
-            import itertools
-
             from hpcfutures.worker.pool_calls import run_chunk
 
-            items = zip(*iterables)
-            chunks = list(iter(lambda: list(itertools.islice(items, chunksize)), []))
-            futures = [self.submit(run_chunk, fn, chunk, True) for chunk in chunks]
-            sizes = [len(chunk) for chunk in chunks]
+            futures, sizes = submit_chunks(self.submit, run_chunk, fn, items, chunksize, star)
+        del items
         bar_closed = None
         if progress:
             from hpcfutures.progress_bar import attach
 
             bar_closed = attach(futures, progress if isinstance(progress, str) else name, sizes)
-        return _results(futures, end_time, chunked=sizes is not None, bar_closed=bar_closed)
+        return ordered_results(futures, end_time, chunked=sizes is not None, bar_closed=bar_closed)
+
+    def _map_workers(self) -> int:
+        """Warm workers ``map`` spreads its items over (chunking policy, see
+        ``hpcfutures.executors.mapping``); 0 where every call gets a fresh process or job,
+        which ``map`` keeps, and where results are cached: one item per call."""
+        if self._engine.records_calls or not self._info.get("block_allocation"):
+            return 0
+        if self._defaults.get("cache_directory"):  # each item its own cache entry, as before
+            return 0
+        return self._engine.max_workers or 1
 
     def batched(self, iterable, n: int) -> list:
         """Futures of the results of ``iterable`` in groups of ``n``, in completion order.
@@ -470,31 +488,6 @@ class BaseExecutor(Executor):
             raise RuntimeError(f"cannot change max_workers of a {type(self).__name__} after shutdown()")
         self._engine.resize(n)
         self._info["max_workers"] = n
-
-
-def _results(futures: list, end_time: float | None, chunked: bool, bar_closed=None) -> Iterator:
-    """Yield the results in order (flattened chunks); leaving early cancels the rest.
-    ``bar_closed``: the progress bar's event, waited for before the last result."""
-    futures.reverse()  # pop() from the end is O(1)
-    try:
-        while futures:
-            future = futures.pop()
-            left = None if end_time is None else end_time - time.monotonic()
-            try:
-                result = future.result(left)
-            finally:
-                del future  # no reference to a result after it is yielded
-            if not futures and bar_closed is not None:
-                # result() returns before the future's done-callbacks ran: let the bar close
-                # first, so what the caller prints next does not land inside it
-                bar_closed.wait(None if end_time is None else max(0.0, end_time - time.monotonic()))
-            if chunked:
-                yield from result
-            else:
-                yield result
-    finally:
-        for future in futures:
-            future.cancel()
 
 
 def _succeeded(future: Future) -> bool:

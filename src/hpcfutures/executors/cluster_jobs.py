@@ -416,8 +416,8 @@ class _WarmSlurmCluster(SlurmClusterExecutor):
     def submit(self, fn, /, *args, resource_dict: dict | None = None, **kwargs):
         return self._inner.submit(fn, *args, resource_dict=resource_dict, **kwargs)
 
-    def map(self, fn, *iterables, timeout=None, chunksize: int = 1):
-        return self._inner.map(fn, *iterables, timeout=timeout, chunksize=chunksize)
+    def map(self, fn, *iterables, timeout=None, chunksize: int | None = None, progress: bool | str = False):
+        return self._inner.map(fn, *iterables, timeout=timeout, chunksize=chunksize, progress=progress)
 
     def batched(self, iterable, n: int) -> list:
         return self._inner.batched(iterable, n)

@@ -19,7 +19,7 @@ Imported by the workers too: standard library only.
 
 from __future__ import annotations
 
-from hpcfutures.wire.frames import dumps, loads
+from hpcfutures.wire.frames import dumps, is_container, loads
 
 REPORT_MARK = b"HPCF-RANK-REPORT "
 """Starts a stderr line that carries a sealed, hex-encoded envelope from a rank."""
@@ -97,7 +97,7 @@ def open_reply(payload) -> Opened:
             note = "the worker could not start"
         _prefix_traceback(inner, f"on MPI rank {rank} of {size} ({note}):\n")
         return Opened(inner, plain=False, ends_worker=True, startup=bool(info.get("startup")))
-    return Opened(reply)
+    return Opened(reply, plain=not is_container(payload))  # a cache stores plain pickles only
 
 
 def combine(parts: list) -> dict:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-from hpcfutures.wire.frames import DRIVER_PID_ENV, SYS_PATH_ENV, dumps, loads
+from hpcfutures.wire.frames import DRIVER_PID_ENV, SYS_PATH_ENV, dumps, dumps_with_buffers, loads
 
 WORKER_ID_NAME = "executorlib_worker_id"
 _listdir = os.listdir  # bound now: a user (or a test) patching os.listdir must not change how sessions end
@@ -71,7 +71,13 @@ def error_reply(exc: BaseException) -> dict:
 
 
 def encode_reply(reply: dict) -> bytes:
-    """``encode`` without the flag."""
+    """``encode`` without the flag, for a reply that goes over a link to the driver: a
+    large result's buffers travel out of band (``frames.dumps_with_buffers``)."""
+    if "result" in reply:
+        try:
+            return dumps_with_buffers(reply)
+        except BaseException:
+            pass  # encode() says what could not be pickled
     return encode(reply)[0]
 
 

@@ -69,7 +69,7 @@ class _UnixLink:
 
 class _ZmqLink:
     """Rank 0's end of a zmq link over TCP (workers on other nodes): a DEALER that first
-    proves it holds the key (HMAC of the driver's nonce); frames are (MAC, payload) parts."""
+    proves it holds the key (the keyed MAC of the driver's nonce); frames are (MAC, payload) parts."""
 
     def __init__(self, address: str, key: bytes):
         import zmq

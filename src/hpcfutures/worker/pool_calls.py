@@ -3,10 +3,27 @@ call, and a call given its MPI communicator. Standard library only, like every w
 
 
 def run_chunk(func, chunk: list, star: bool) -> list:
-    """``[func(*item) if star else func(item) for item in chunk]`` in one message."""
-    if star:
-        return [func(*item) for item in chunk]
-    return [func(item) for item in chunk]
+    """``[func(*item) if star else func(item) for item in chunk]`` in one message.
+
+    An item that raises stops the chunk; its exception carries the results of the items
+    before it (attribute ``_hpcfutures_done``), so the driver yields those first and raises
+    where the failing item's result would have been."""
+    results = []
+    append = results.append
+    try:
+        if star:
+            for item in chunk:
+                append(func(*item))
+        else:
+            for item in chunk:
+                append(func(item))
+    except BaseException as exc:
+        try:
+            exc._hpcfutures_done = results  # see hpcfutures.executors.mapping.PARTIAL_ATTR
+        except Exception:  # an exception type without a __dict__: only the error travels
+            pass
+        raise
+    return results
 
 
 def call_with_comm(func, args: tuple):

@@ -1,0 +1,266 @@
+"""A launcher that starts each serial one-shot task as a fork of a warm server: a fresh
+process per task at the cost of a ``fork()`` instead of an interpreter start and the
+worker's imports (issue 15).
+
+The server (``hpcfutures.worker.forkserver``) is started once, lazily, with the worker
+modules imported and nothing else. Each task's child gets its own session, its own
+environment (the thread variables of ``threads_per_core``, ``CUDA_VISIBLE_DEVICES``, the
+key) and ``cwd`` before the function's own imports run, and nothing from an earlier task:
+every child is forked from the same untouched server.
+
+Liveness: the handle's ``ended_fd`` is a pidfd of the child (opened by the server, its
+parent, so it cannot name a recycled pid) — readable when the child ends, even if the
+server is gone. ``kill()`` ends the child's whole session. A child watches the driver
+(``exit_with_driver``) as every worker does, and the server ends with the driver too.
+
+Only serial tasks: MPI tasks still start through ``mpiexec`` (``check`` refuses
+``cores > 1``). The shape follows ``launch/handle.py``'s ``Launcher``/``WorkerHandle``
+(duck-typed): ``start_one_shot`` is the entry an engine uses; ``start`` is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+
+from hpcfutures.errors import WorkerCrashedError
+from hpcfutures.wire.frames import DRIVER_PID_ENV, SYS_PATH_ENV
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Mapping
+
+ONE_SHOT_PIPES = "one_shot_pipes"  # as launch.handle.ONE_SHOT_PIPES
+INHERIT_FDS = "inherit_fds"  # as launch.handle.INHERIT_FDS
+
+
+class ForkedTask:
+    """The handle of one forked task process (``launch.handle.WorkerHandle``'s shape).
+
+    Attributes:
+        pid: the child's pid.
+        ended_fd: a pidfd of the child: readable once it ended; -1 once closed.
+        stderr_fd: ``None``: the child writes to the driver's stderr directly.
+        label: ``"forked pid N"``.
+        capabilities: ``{"inherit_fds"}``.
+    """
+
+    stderr_fd = None
+    capabilities = frozenset({INHERIT_FDS})
+
+    def __init__(self, pid: int, pidfd: int, status_fd: int):
+        self.pid = pid
+        self.ended_fd = pidfd
+        self._status_fd = status_fd
+        self._status: int | None = None
+        self.label = f"forked pid {pid}"
+        self._lock = threading.Lock()
+
+    @property
+    def stderr_open(self) -> bool:
+        return False
+
+    def pump_stderr(self) -> None:
+        """Nothing to pump: stderr is the driver's own."""
+
+    def take_reports(self) -> list:
+        return []
+
+    def stderr_tail(self) -> str:
+        return ""
+
+    def request(self) -> str:
+        return "a fork of the fork server"
+
+    def ended(self) -> bool:
+        """Whether the child has ended (never blocks)."""
+        return self.wait_ended(0)
+
+    def wait_ended(self, timeout: float | None) -> bool:
+        """Wait up to ``timeout`` seconds (None: no limit) for the child to end.
+
+        Returns:
+            True if it has ended.
+        """
+        fd = self.ended_fd
+        if fd < 0:
+            return True
+        return bool(select.select([fd], [], [], timeout)[0])
+
+    def _wait_status(self, timeout: float) -> int | None:
+        """The child's wait status, as the server reports it once it reaped the child."""
+        if self._status is None and self._status_fd >= 0:
+            if select.select([self._status_fd], [], [], timeout)[0]:
+                text = os.read(self._status_fd, 64)
+                if text:
+                    self._status = int(text)
+        return self._status
+
+    def describe_exit(self) -> str:
+        """How the child ended: "exit code N" or "killed by SIGX" (waits for the end)."""
+        self.wait_ended(None)
+        status = self._wait_status(5.0)
+        if status is None:
+            return "ended (its exit status was lost: the fork server is gone)"
+        if os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+            try:
+                name = signal.Signals(sig).name
+            except ValueError:
+                name = str(sig)
+            return f"killed by {name}"
+        return f"exit code {os.WEXITSTATUS(status)}"
+
+    def exit_error(self) -> BaseException:
+        """The error for a future whose task process ended without replying."""
+        return WorkerCrashedError(f"the task's process ({self.label}) ended without a reply: {self.describe_exit()}")
+
+    def _signal(self, sig: int) -> None:
+        with self._lock:
+            if self.ended_fd < 0:
+                return
+            if sig == signal.SIGKILL:
+                # the session first, while its leader (pid = session id) is alive or unreaped;
+                # an id in use as a session id is never given to a new process
+                from hpcfutures.worker.execute import end_session
+
+                end_session(self.pid)
+            try:
+                signal.pidfd_send_signal(self.ended_fd, sig)
+            except ProcessLookupError:
+                pass
+
+    def terminate(self, grace: float = 1.0) -> None:
+        """SIGTERM, then SIGKILL (the whole session) after ``grace`` seconds."""
+        self._signal(signal.SIGTERM)
+        if not self.wait_ended(grace):
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the child and everything in its session, now."""
+        self._signal(signal.SIGKILL)
+
+    def close(self) -> None:
+        """Release the descriptors; idempotent."""
+        with self._lock:
+            for name in ("ended_fd", "_status_fd"):
+                fd = getattr(self, name)
+                if fd >= 0:
+                    setattr(self, name, -1)
+                    os.close(fd)
+
+
+class ForkServerLauncher:
+    """Serial one-shot tasks as forks of one warm server on this machine.
+
+    Attributes:
+        name: ``"fork server"``.
+        capabilities: ``{"one_shot_pipes"}``.
+    """
+
+    name = "fork server"
+    capabilities = frozenset({ONE_SHOT_PIPES})
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._control: socket.socket | None = None
+        self._server: subprocess.Popen | None = None
+
+    def check(self, resources: Mapping) -> None:
+        """Refuse what a fork cannot be: an MPI task.
+
+        Raises:
+            ValueError: ``cores`` above 1 (MPI tasks start through ``mpiexec``).
+        """
+        if resources.get("cores", 1) != 1:
+            raise ValueError(
+                f"the fork server runs serial tasks only, got cores={resources.get('cores')}; "
+                "MPI tasks start through mpiexec (the default launcher)"
+            )
+
+    def start(self, argv, resources, env, cwd=None, pass_fds=()):
+        raise NotImplementedError("the fork server starts one-shot serial tasks only (start_one_shot)")
+
+    def _ensure_server(self) -> socket.socket:
+        if self._control is not None and self._server is not None and self._server.poll() is None:
+            return self._control
+        self._stop_server()
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = dict(os.environ)
+        env[DRIVER_PID_ENV] = f"{os.getpid()}@{os.uname().nodename}"
+        env[SYS_PATH_ENV] = os.pathsep.join(os.path.abspath(p) if p else os.getcwd() for p in sys.path if isinstance(p, str))
+        try:
+            self._server = subprocess.Popen(
+                [sys.executable, "-m", "hpcfutures.worker.forkserver", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+        finally:
+            theirs.close()
+        self._control = mine
+        return mine
+
+    def start_one_shot(
+        self, task_r: int, reply_w: int, resources: Mapping, env: Mapping[str, str], cwd: str | None = None
+    ) -> ForkedTask:
+        """Fork one serial one-shot worker reading its task from ``task_r`` and writing its
+        reply to ``reply_w`` (the caller closes its copies of both after the call).
+
+        Args:
+            task_r: read end of the task pipe.
+            reply_w: write end of the reply pipe.
+            resources: the task's merged ``resource_dict`` (``check`` was asked before).
+            env: the task's whole environment (``worker_environment``), key included: it
+                travels over the private socket pair, never a command line or ``environ``
+                file of a process.
+            cwd: the task's working directory, or None for the server's (the driver's).
+
+        Returns:
+            The child's handle; the caller owns it and must ``close()`` it.
+
+        Raises:
+            WorkerCrashedError: the server could not fork (it is restarted next time).
+        """
+        import pickle
+
+        message = pickle.dumps((dict(env), cwd), protocol=pickle.HIGHEST_PROTOCOL)
+        with self._lock:
+            control = self._ensure_server()
+            try:
+                socket.send_fds(control, [message], [task_r, reply_w])
+                answer, fds, _, _ = socket.recv_fds(control, 64, 2)
+            except OSError as exc:
+                self._stop_server()
+                raise WorkerCrashedError(f"the fork server is gone: {exc}") from None
+        if not answer or len(fds) != 2:
+            for fd in fds:
+                os.close(fd)
+            with self._lock:
+                self._stop_server()
+            raise WorkerCrashedError("the fork server ended before it forked the task")
+        return ForkedTask(int(answer), fds[0], fds[1])
+
+    def _stop_server(self) -> None:
+        if self._control is not None:
+            self._control.close()  # the server's recv reads the end and it exits
+            self._control = None
+        if self._server is not None:
+            try:
+                self._server.wait(5.0)
+            except subprocess.TimeoutExpired:
+                self._server.kill()
+                self._server.wait()
+            self._server = None
+
+    def close(self) -> None:
+        """Stop the server (the tasks it forked run on to their ends); idempotent."""
+        with self._lock:
+            self._stop_server()
+
+    def server_pid(self) -> int | None:
+        """The server's pid, or None while none runs (for tests and logs)."""
+        return self._server.pid if self._server is not None else None

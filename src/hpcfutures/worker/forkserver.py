@@ -1,0 +1,140 @@
+"""The fork server: a process with the serial worker already imported that forks one fresh
+child per task (``hpcfutures.launch.forkserver`` is the driver's side).
+
+Usage: ``python -m hpcfutures.worker.forkserver CONTROL_FD`` where ``CONTROL_FD`` is the
+server's end of a ``SOCK_SEQPACKET`` socket pair shared with the driver, and nothing else
+talks to it. Each request is one message: the pickled ``(env, cwd)`` of the task, with the
+task's two pipe ends (task read end, reply write end) attached as descriptors. The server
+forks; the child becomes the leader of a session of its own, replaces its environment with
+``env`` (the thread variables, ``CUDA_VISIBLE_DEVICES``, the key), enters ``cwd`` and runs
+``hpcfutures.worker.one_shot`` on the two pipes — before the function's own imports, so
+they see that environment. The server answers with the child's pid and two descriptors: a
+pidfd of the child (opened by its parent, so it cannot name a recycled pid) and a pipe on
+which the server writes the child's wait status once it has reaped it.
+
+Standard library only, and single-threaded: ``fork()`` is safe only without threads.
+The server ends when the driver closes the socket or dies (``exit_with_driver``).
+"""
+
+import os
+import signal
+import socket
+import sys
+
+from hpcfutures.wire.frames import DRIVER_PID_ENV
+from hpcfutures.worker import one_shot  # imported once here, inherited by every child
+
+_MAX_MESSAGE = 1 << 20  # one task's environment, pickled
+
+
+def _child(env: dict, cwd, task_fd: int, reply_fd: int) -> None:
+    """In the forked child: never returns."""
+    code = 1
+    try:
+        os.setsid()  # a session of its own: the driver ends the task and all it started
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
+        os.environ.clear()
+        os.environ.update(env)
+        if cwd is not None:
+            os.chdir(cwd)
+        code = one_shot.main(["one_shot", str(task_fd), str(reply_fd)])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def _driver_pidfd() -> int | None:
+    """A pidfd of the driver, watched in the server's own loop (no thread: the server forks)."""
+    pid_text = os.environ.get(DRIVER_PID_ENV, "0").partition("@")[0]
+    if not pid_text.isdigit() or int(pid_text) <= 0:
+        return None
+    try:
+        return os.pidfd_open(int(pid_text))
+    except ProcessLookupError:
+        os._exit(70)  # the driver is already gone
+
+
+def serve(control: socket.socket) -> None:
+    import pickle
+    import select
+
+    driver = _driver_pidfd()
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so the wakeup fd hears it
+    status_pipes: dict[int, int] = {}  # child pid -> write end of its status pipe
+    while True:
+        readable, _, _ = select.select([control, wake_r] + ([driver] if driver is not None else []), [], [])
+        if driver in readable:  # the driver died: its tasks end by their own watch of it
+            return
+        if wake_r in readable:
+            try:
+                while os.read(wake_r, 512):
+                    pass
+            except BlockingIOError:
+                pass
+            _reap(status_pipes)
+        if control not in readable:
+            continue
+        try:
+            message, fds, _, _ = socket.recv_fds(control, _MAX_MESSAGE, 2)
+        except OSError:
+            return
+        if not message:  # the driver closed its end
+            return
+        if len(fds) != 2:
+            for fd in fds:
+                os.close(fd)
+            continue
+        env, cwd = pickle.loads(message)
+        status_r, status_w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:
+            control.close()
+            for fd in (wake_r, wake_w, status_r, status_w, *status_pipes.values()):
+                os.close(fd)
+            if driver is not None:
+                os.close(driver)
+            _child(env, cwd, fds[0], fds[1])
+        for fd in fds:
+            os.close(fd)
+        pidfd = os.pidfd_open(pid)
+        status_pipes[pid] = status_w
+        try:
+            socket.send_fds(control, [str(pid).encode()], [pidfd, status_r])
+        finally:
+            os.close(pidfd)
+            os.close(status_r)
+
+
+def _reap(status_pipes: dict) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        fd = status_pipes.pop(pid, None)
+        if fd is not None:
+            try:
+                os.write(fd, str(status).encode())
+            except OSError:
+                pass
+            os.close(fd)
+
+
+def main(argv: list) -> int:
+    control = socket.socket(fileno=int(argv[1]))
+    serve(control)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

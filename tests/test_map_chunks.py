@@ -1,0 +1,102 @@
+"""``map`` in chunks (issue 15): the automatic policy on warm pools, results in order, a
+failing item raised where its result is reached, futures among items, and the pympipool
+``Pool`` on the same path."""
+
+import os
+from concurrent.futures import Future
+
+import numpy as np
+import pytest
+
+import funcs
+from hpcfutures import SingleNodeExecutor
+from hpcfutures.compat.pool import Pool
+from hpcfutures.executors.mapping import auto_chunksize
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Point:  # a class the worker can import only by value: must not take the plain-pickle path
+    def __init__(self, x):
+        self.x = x
+
+
+def test_policy_is_multiprocessing_pools():
+    assert auto_chunksize(20000, 2) == 2500
+    assert auto_chunksize(32, 2) == 4
+    assert auto_chunksize(33, 2) == 5
+    assert auto_chunksize(3, 2) == 1
+    assert auto_chunksize(0, 2) == 1
+
+
+def test_warm_pool_map_is_chunked_in_order():
+    with SingleNodeExecutor(max_workers=2, block_allocation=True) as exe:
+        assert list(exe.map(funcs.add, range(100), range(100))) == [2 * i for i in range(100)]
+        assert len(exe.task_overview()) == 8  # ceil(100 / 8) = 13 items per message, 8 messages
+        assert list(exe.map(funcs.identity, range(5), chunksize=1)) == list(range(5))
+        assert len(exe.task_overview()) == 8 + 5  # chunksize=1: one call per item still
+        assert list(exe.map(funcs.add, [])) == []
+
+
+def test_fresh_process_per_item_without_block_allocation():
+    with SingleNodeExecutor(max_workers=2) as exe:
+        pids = list(exe.map(lambda _: os.getpid(), range(6)))
+    assert len(set(pids)) == 6  # the mode's promise: every call its own process
+
+
+@pytest.mark.parametrize("chunksize", [None, 4, 1])
+def test_failing_item_raised_where_its_result_is_reached(chunksize):
+    with SingleNodeExecutor(max_workers=2, block_allocation=True) as exe:
+        results = exe.map(funcs.raise_at, range(40), [5] * 40, chunksize=chunksize)
+        seen = []
+        with pytest.raises(ValueError, match="bad value 5"):
+            for r in results:
+                seen.append(r)
+        assert seen == [1, 2, 3, 4, 5]  # the items before the failing one, and nothing after
+        # later chunks ran; the pool is fine
+        assert list(exe.map(funcs.identity, range(3))) == [0, 1, 2]
+
+
+def test_timeout_is_honoured_with_chunks():
+    with SingleNodeExecutor(max_workers=1, block_allocation=True) as exe:
+        results = exe.map(funcs.sleep_then, [0.0] * 7 + [30.0], timeout=0.5)
+        with pytest.raises(TimeoutError):
+            list(results)
+        exe.shutdown(wait=True, cancel_futures=True)
+
+
+def test_futures_and_objects_among_items():
+    with SingleNodeExecutor(max_workers=2, block_allocation=True) as exe:
+        upstream = exe.submit(funcs.add, 1, 1)
+        assert isinstance(upstream, Future)
+        assert list(exe.map(funcs.add, [upstream] + list(range(19)), [1] * 20)) == [3] + [i + 1 for i in range(19)]
+        points = [Point(i) for i in range(20)]  # defined in a test module: by reference is fine
+        assert list(exe.map(lambda p: p.x, points)) == list(range(20))
+        assert list(exe.map(lambda f: f(2), [lambda x: x + 1] * 20)) == [3] * 20  # needs cloudpickle
+        arrays = [np.arange(5.0) * i for i in range(20)]
+        assert list(exe.map(np.sum, arrays)) == [10.0 * i for i in range(20)]
+        mixed = [np.array([Point(i)], dtype=object) for i in range(20)]
+        assert list(exe.map(lambda a: a[0].x, mixed)) == list(range(20))
+
+
+def test_pool_map_and_imap_on_chunks():
+    with Pool(max_workers=2) as pool:
+        assert pool.map(funcs.identity, range(50)) == list(range(50))
+        assert pool.starmap(funcs.add, [(i, i) for i in range(50)]) == [2 * i for i in range(50)]
+        with pytest.raises(ValueError, match="bad value 3"):
+            pool.starmap(funcs.raise_at, [(i, 3) for i in range(20)])
+        seen = []
+        with pytest.raises(ValueError, match="bad value 6"):
+            for r in pool.imap(lambda x: funcs.raise_at(x, 6), range(20), chunksize=4):
+                seen.append(r)
+        assert seen == [1, 2, 3, 4, 5, 6]
+
+
+def test_not_callable_is_refused_at_map_and_cached_maps_keep_one_item_per_call(tmp_path):
+    with SingleNodeExecutor(max_workers=2, block_allocation=True) as exe:
+        with pytest.raises(TypeError, match="callable"):
+            exe.map(42, range(100))
+        assert exe.task_overview() == []  # nothing was submitted
+    with SingleNodeExecutor(max_workers=2, block_allocation=True, cache_directory=str(tmp_path)) as exe:
+        assert list(exe.map(funcs.identity, range(20))) == list(range(20))
+        assert len(exe.task_overview()) == 20  # each item its own call, so its own cache entry
