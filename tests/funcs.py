@@ -322,6 +322,18 @@ def wait_for_gate(path, timeout):
     return os.path.exists(path)
 
 
+def start_environment_key_like():
+    """Values that look like an executor's key (64 hex digits, the form it travels in) in the
+    environment this process started with or its command line: none should be there."""
+    import re
+
+    with open("/proc/self/environ", "rb") as f:
+        environ = f.read()
+    with open("/proc/self/cmdline", "rb") as f:
+        cmdline = f.read()
+    return sorted({m.decode() for m in re.findall(rb"(?:^|[=\0 ])([0-9a-f]{64})(?=\0|$| )", environ + b"\0" + cmdline)})
+
+
 def start_environment_has(text):
     """Whether ``text`` is in the environment this process started with (/proc/self/environ,
     which removing a variable later does not change) or in its command line."""

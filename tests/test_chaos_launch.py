@@ -552,7 +552,8 @@ def test_pending_watch_asks_about_all_jobs_in_one_query():
 @pytest.mark.slurm
 @pytest.mark.timeout(60)
 def test_slurm_queue_states_of_purged_jobs_are_gone():
-    from hpcfutures.batch.queues import JobState, SlurmQueue
+    from hpcfutures.batch.queues import SlurmQueue
+    from hpcfutures.scheduling.job_states import JobState
 
     # a job squeue no longer lists: the queue cannot tell, and the engine treats it as ended
     assert SlurmQueue().states(["999999994"]) == {"999999994": JobState.UNKNOWN}

@@ -372,7 +372,8 @@ def test_batch_job_runs_in_a_cwd_with_a_space(tmp_path):
 
 
 def test_every_queue_answers_in_neutral_job_states():
-    from hpcfutures.batch.queues import ENDED, PYSQA_STATES, SLURM_STATES, JobState, local_state, translate
+    from hpcfutures.batch.queues import local_state
+    from hpcfutures.scheduling.job_states import ENDED, PYSQA_STATES, SLURM_STATES, JobState, translate
 
     # SLURM: squeue's words, sacct's longer forms and suffixes, and words it may add later
     assert translate(SLURM_STATES, "PENDING") is JobState.PENDING

@@ -22,8 +22,9 @@ The packages, top to bottom; a module imports only its own package and those bel
       |            one queue query per interval), graph/ (graph-only mode: record, then
       |            draw or export at shutdown); outcome.py: the one place futures complete
       v
-    batch/         batch queues behind one interface (a JobSpec in, neutral JobState
-      |            out): sbatch/squeue/scancel, pysqa, local processes; terminate
+    batch/         batch queues behind one interface (a JobSpec in, neutral JobStates
+      |            out: scheduling/job_states.py): sbatch/squeue/scancel, pysqa, local
+      |            processes; terminate
     launch/        how a worker comes to exist: a launcher (python, mpiexec, srun) starts it
       |            and returns a handle (its end as an event, describe_exit, terminate, kill,
       |            stderr tail); the key, thread counts, GPUs; pending: queued srun jobs
@@ -33,13 +34,14 @@ The packages, top to bottom; a module imports only its own package and those bel
     scheduling/    pure state: Task, TaskFuture (cancel() wakes waiters at once), resource
       |            keys and their validated value (resources.py), rendered per backend
       |            (render.py: mpiexec, srun, #SBATCH, templates, pysqa, Flux), which keys
-      |            each backend honours (honoured.py), core budget, dependency helpers
+      |            each backend honours (honoured.py), neutral job states (job_states.py),
+      |            core budget, dependency helpers
       v
     worker/        lean entry points run in the worker processes (stdlib + cloudpickle, +
       |            mpi4py): one_shot, interactive, file_task; mpi_world: one world of the
       |            size asked for, an end for every call (MPI_Abort when needed)
     cache/         the entry format (entry.py) and the store (lookups, the writer thread)
-    wire/          HMAC-authenticated frames; pipes, Unix sockets, zmq over tcp (a peer
+    wire/          MAC-authenticated frames; pipes, Unix sockets, zmq over tcp (a peer
       |            answers a challenge before it is sent anything); MPI ranks' replies
       |            travel unopened and are decoded in the driver. wire/ imports no launch/
     errors, logs, nested (the one walk over nested arguments), files (the one atomic write)

@@ -25,7 +25,8 @@ import threading
 import time
 
 from hpcfutures.cache.entry import EntryReader, Status, make_header, read_job_record, remove_job_record, write_entry, write_job_record
-from hpcfutures.batch.queues import JobSpec, JobState, file_task_command, translate
+from hpcfutures.batch.queues import JobSpec, file_task_command
+from hpcfutures.scheduling.job_states import JobState, translate
 from hpcfutures.errors import UnsatisfiableRequestError, WorkerCrashedError
 from hpcfutures.launch.guardian import guardian
 from hpcfutures.launch.slurm_reasons import explain, never_starts

@@ -18,6 +18,7 @@ import threading
 import time
 
 from hpcfutures.launch.slurm_reasons import never_starts
+from hpcfutures.scheduling.job_states import SLURM_STATES, JobState, translate
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -96,12 +97,13 @@ class PendingJobs:
                 found = None  # squeue slow or missing: ask again next interval
             if found is not None:
                 for job in jobs:
-                    state, reason = found.get(job, ("GONE", ""))
-                    if state == "PENDING" and not never_starts(reason):
+                    word, reason = found.get(job, (None, ""))  # None: squeue forgot it (UNKNOWN)
+                    state = translate(SLURM_STATES, word)
+                    if state is JobState.PENDING and not never_starts(reason):
                         continue
                     with self._cond:
                         on_never = self._jobs.pop(job, None)
-                    if on_never is not None and state == "PENDING":
+                    if on_never is not None and state is JobState.PENDING:
                         try:
                             on_never(reason)
                         except Exception:
