@@ -20,6 +20,15 @@ _STALE_TEMPORARY = 3600.0
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``hpcfutures`` command (``python -m hpcfutures``): ``cache list``,
+    ``cache show``, ``cache delete``.
+
+    Args:
+        argv: the arguments after the program name; ``None``: ``sys.argv[1:]``.
+
+    Returns:
+        The exit status (0: done).
+    """
     from hpcfutures.cache.entry import Status
 
     statuses = [s.value for s in Status]  # the statuses an entry is listed or deleted by

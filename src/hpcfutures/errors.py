@@ -37,6 +37,15 @@ class RemoteTraceback(Exception):
 
 
 def rebuild(reply: dict) -> BaseException:
+    """The exception of a worker's error reply, with the worker's traceback as its
+    ``__cause__`` (a ``RemoteTraceback``, as ``concurrent.futures.process`` does).
+
+    Args:
+        reply: a reply dict with ``error`` and, optionally, ``traceback`` (text).
+
+    Returns:
+        The exception, ready to raise or to set on a future.
+    """
     exc = reply["error"]
     text = reply.get("traceback")
     if text:
@@ -46,7 +55,12 @@ def rebuild(reply: dict) -> BaseException:
 
 def add_note(exc: BaseException, note: str) -> None:
     """``exc.add_note`` where Python has it (3.11+); on 3.10 the note is kept in
-    ``__notes__`` where a reader can still find it."""
+    ``__notes__`` where a reader can still find it.
+
+    Args:
+        exc: the exception to annotate.
+        note: one line of text shown under its message.
+    """
     try:
         exc.add_note(note)
     except AttributeError:

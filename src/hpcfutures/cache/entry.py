@@ -166,7 +166,17 @@ def finish_header(header: dict, failed: bool, runtime: float | None = None, **fi
 
 
 def write_entry(path: str, header: dict, input_bytes, output_bytes) -> int:
-    """Write atomically; return the entry's size in bytes."""
+    """Write atomically; return the entry's size in bytes.
+
+    Args:
+        path: the entry's file; written beside it and renamed into place.
+        header: the JSON header (``make_header``); version and checksums are added here.
+        input_bytes: the pickled call (function, arguments, resources).
+        output_bytes: the pickled reply, or ``None`` for an entry still without one.
+
+    Returns:
+        The entry's size in bytes.
+    """
     name = os.path.basename(path)
     header = dict(
         header,
@@ -243,6 +253,14 @@ class EntryReader:
         return data
 
     def input_bytes(self) -> bytes:
+        """The stored call's pickle, checked against its checksum.
+
+        Returns:
+            The bytes as written by ``write_entry``.
+
+        Raises:
+            CacheEntryError: the bytes do not match the header's checksum.
+        """
         self._file.seek(self._input_at)
         data = self._part()
         if _digest(data) != self.header.get("input_sha256"):
@@ -250,6 +268,11 @@ class EntryReader:
         return data
 
     def input(self) -> dict:
+        """The stored call, unpickled (``fn``, ``args``, ``kwargs``, ``resource_dict``).
+
+        Raises:
+            CacheEntryError: damaged bytes, or a pickle that cannot be loaded here.
+        """
         return _unpickle(self.path, self.input_bytes(), "input")
 
     def output(self) -> dict:

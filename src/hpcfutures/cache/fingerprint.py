@@ -21,6 +21,18 @@ _SIMPLE = (type(None), bool, int, float, complex, str, bytes, bytearray, range, 
 
 
 def default_key(fn, args: tuple, kwargs: dict) -> str:
+    """The cache key of a call with no ``cache_key``: the function's name and a
+    fingerprint of the function (by its code for functions defined in ``__main__``) and its
+    arguments.
+
+    Args:
+        fn: the function (map's ``Prepickled`` wrapper is looked through).
+        args: its positional arguments.
+        kwargs: its keyword arguments.
+
+    Returns:
+        ``<name>_<32 hex digits>``, a relative path below the cache directory.
+    """
     from hpcfutures.wire.prepickled import Prepickled  # stdlib-only, loaded by map already
 
     if isinstance(fn, Prepickled):  # map's wrapper: the key is the function's own
@@ -30,6 +42,12 @@ def default_key(fn, args: tuple, kwargs: dict) -> str:
 
 
 def fingerprint(obj) -> str:
+    """A stable digest of ``obj``: equal for equal values across processes and runs
+    (functions and classes of ``__main__`` by their code, importable ones by their path).
+
+    Returns:
+        32 hex digits (the first 128 bits of a SHA-256).
+    """
     h = hashlib.sha256()
     _Walker(h).feed(obj)
     return h.hexdigest()[:32]

@@ -26,7 +26,19 @@ if TYPE_CHECKING:
 
 
 def check_key(key: str, where: str = "cache_key") -> str:
-    """A key is a relative path below the cache directory: ``/`` makes subfolders."""
+    """A key is a relative path below the cache directory: ``/`` makes subfolders.
+
+    Args:
+        key: the key to check.
+        where: the parameter named in the error (``cache_key``, ``resource_dict['cache_key']``).
+
+    Returns:
+        ``key`` unchanged.
+
+    Raises:
+        ValueError: an absolute key, an empty, ``.`` or ``..`` part, a NUL, or the
+            temporary-file mark.
+    """
     parts = key.split("/")
     if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\0" in key:
         raise ValueError(f"{where}={key!r}: a cache key is a relative name; '/' separates subfolders, no '..' or empty parts")
@@ -58,6 +70,7 @@ class CacheStore:
     default_key = staticmethod(default_key)
 
     def path(self, key: str) -> str:
+        """The entry file of ``key`` (a relative key; ``/`` makes subfolders)."""
         return os.path.join(self.directory, key + SUFFIX)
 
     def lookup(self, key: str) -> dict | None:
@@ -86,7 +99,15 @@ class CacheStore:
         return reply if isinstance(reply, dict) and "result" in reply else None
 
     def save(self, key: str, task, reply: dict, raw, runtime: float | None) -> None:
-        """Queue the entry for the writer thread."""
+        """Queue the entry for the writer thread.
+
+        Args:
+            key: the entry's key.
+            task: the task whose call is stored (its pickle is the entry's input).
+            reply: the reply dict (``result`` or ``error`` and ``traceback``).
+            raw: the reply's pickle as the worker sent it; ``None``: pickled here.
+            runtime: the call's run time in seconds, ``None`` when unknown.
+        """
         if raw is None:
             from hpcfutures.wire.frames import dumps
 
@@ -143,6 +164,13 @@ def entry_paths(cache_directory) -> list[str]:
 
 
 def key_of(cache_directory, path: str) -> str:
+    """The key of the entry file ``path`` below ``cache_directory`` (the inverse of
+    ``CacheStore.path``).
+
+    Args:
+        cache_directory: the cache's root folder.
+        path: an entry file below it.
+    """
     rel = os.path.relpath(path, os.fspath(cache_directory))
     return rel[: -len(SUFFIX)].replace(os.sep, "/")
 
@@ -154,7 +182,13 @@ def _unreadable(exc: BaseException) -> None:
 
 
 def read_entry(cache_directory, path: str, load: bool = True) -> dict[str, Any]:
-    """One entry as a flat dict (the shape ``get_cache_data`` returns)."""
+    """One entry as a flat dict (the shape ``get_cache_data`` returns).
+
+    Args:
+        cache_directory: the cache's root folder.
+        path: the entry's file below it.
+        load: unpickle the stored input and output (``False``: the header's fields only).
+    """
     record: dict[str, Any] = {
         "cache_key": key_of(cache_directory, path),
         "filename": path,
@@ -228,7 +262,20 @@ def get_cache_data(cache_directory) -> list[dict]:
 
 def get_future_from_cache(cache_directory, cache_key: str) -> Future:
     """A done future holding the stored result (or the stored exception) of ``cache_key``.
-    ``FileNotFoundError`` when there is no such entry; ``CacheEntryError`` when it cannot be read."""
+    ``FileNotFoundError`` when there is no such entry; ``CacheEntryError`` when it cannot be read.
+
+    Args:
+        cache_directory: the folder passed as ``cache_directory`` to the executor.
+        cache_key: the entry's key (as listed by ``get_cache_data``).
+
+    Returns:
+        A done ``Future``.
+
+    Raises:
+        FileNotFoundError: no entry of that key.
+        CacheEntryError: the entry cannot be read.
+        ValueError: a key that is not a relative name.
+    """
     path = CacheStore(cache_directory).path(check_key(cache_key))
     try:
         reader = EntryReader(path)

@@ -12,7 +12,21 @@ def refuse_missing_backends(
 ) -> bool:
     """Whether to start the workers with ``srun`` (``enable_slurm_backend``); a clear error
     for a backend hpcfutures has not built — never a silent fallback to local processes,
-    which would run a cluster's worth of work on a login node."""
+    which would run a cluster's worth of work on a login node.
+
+    Args:
+        where: the class named in the error (``Pool``, ``Executor``, ...).
+        enable_flux_backend: refused (``NotImplementedError``).
+        enable_slurm_backend: start the workers as ``srun`` steps.
+        queue_adapter, queue_adapter_kwargs: refused (``NotImplementedError``).
+
+    Returns:
+        ``enable_slurm_backend``.
+
+    Raises:
+        NotImplementedError: Flux or a queue adapter asked for.
+        ValueError: ``enable_slurm_backend`` together with a queue adapter.
+    """
     if enable_flux_backend:
         raise NotImplementedError(f"{where}(enable_flux_backend=True): the Flux launcher is not part of hpcfutures yet")
     if enable_slurm_backend and (queue_adapter is not None or queue_adapter_kwargs):

@@ -18,7 +18,13 @@ if TYPE_CHECKING:
 
 class AsyncResult:
     """What ``apply_async`` returns, as in ``multiprocessing``: ``get``, ``wait``,
-    ``ready``, ``successful``."""
+    ``ready``, ``successful``.
+
+    Args:
+        future: the future behind the result.
+        callback: called with the value once it succeeded (``multiprocessing``'s ``callback``).
+        error_callback: called with the exception once it failed or was cancelled.
+    """
 
     def __init__(self, future, callback=None, error_callback=None):
         self._future = future

@@ -18,7 +18,15 @@ if TYPE_CHECKING:
     from typing import Any, Callable
 
 def find_futures(obj: Any, found: list | None = None) -> list:
-    """Every Future in ``obj``: itself, or inside lists, tuples and dict values, at any depth."""
+    """Every Future in ``obj``: itself, or inside lists, tuples and dict values, at any depth.
+
+    Args:
+        obj: a call's argument (or the tuple of all of them).
+        found: a list to append to (``None``: a new one).
+
+    Returns:
+        The futures found, in the order of a depth-first walk.
+    """
     return nested.find(obj, Future, found)
 
 
@@ -29,7 +37,13 @@ def substitute(obj: Any) -> Any:
 
 def when_all_done(futures: list, on_ready: Callable[[], None], on_failed: Callable[[Future], None]) -> None:
     """Call ``on_ready()`` once every future succeeded, or ``on_failed(first_bad)`` once
-    one of them failed or was cancelled — whichever comes first, exactly once."""
+    one of them failed or was cancelled — whichever comes first, exactly once.
+
+    Args:
+        futures: the futures to wait for (done-callbacks, no thread, no polling).
+        on_ready: called with no argument once all succeeded.
+        on_failed: called with the first future that failed or was cancelled.
+    """
     pending = {id(f) for f in futures}
     lock = threading.Lock()
     finished = [False]
@@ -59,6 +73,13 @@ _FAILED_CALLS: "weakref.WeakKeyDictionary[Future, str]" = weakref.WeakKeyDiction
 
 
 def remember_failure(future: Future, call: str) -> None:
+    """Record that ``future`` failed in the call named ``call``, so the note on a
+    downstream call's error names where the failure began.
+
+    Args:
+        future: the failed future.
+        call: a readable name of its call (``fn(...)``).
+    """
     _FAILED_CALLS[future] = call
 
 
@@ -68,7 +89,13 @@ def propagate(upstream: Future, downstream: Future, name: str | None = None) -> 
     A failure arrives as a copy of the original exception — same type and message, so
     ``except ValueError`` still works — whose ``__cause__`` is the original (traceback and
     all) and whose note names the upstream call that raised it and the call that did not
-    run. However long the chain, the cause is the original, not a chain of copies."""
+    run. However long the chain, the cause is the original, not a chain of copies.
+
+    Args:
+        upstream: a done future that failed or was cancelled.
+        downstream: the future of the call that consumed it; cancelled or failed here.
+        name: the downstream call's readable name, for the note.
+    """
     from hpcfutures.scheduling.futures import claim
 
     if upstream.cancelled():
@@ -84,6 +111,15 @@ def propagate(upstream: Future, downstream: Future, name: str | None = None) -> 
 
 
 def upstream_error(upstream: Future, name: str | None) -> BaseException:
+    """The exception a downstream call fails with (see ``propagate``).
+
+    Args:
+        upstream: a done, failed future.
+        name: the downstream call's readable name, for the note; ``None``: unnamed.
+
+    Returns:
+        A copy of the original exception whose ``__cause__`` is the original.
+    """
     exc = upstream.exception()
     root = getattr(exc, "_hpcfutures_root", None) or exc
     origin = getattr(exc, "_hpcfutures_origin", None) or _FAILED_CALLS.get(upstream)

@@ -260,6 +260,14 @@ def _exception_classes(value) -> bool:
 def merge(defaults: dict, task: dict, where: str = "submit()") -> dict:
     """The task's resources over the executor's defaults, checked as a whole.
 
+    Args:
+        defaults: the executor's ``resource_dict``.
+        task: the call's ``resource_dict``; its keys win.
+        where: where the error points to (``submit()``, ``map()``).
+
+    Returns:
+        A new dict; neither argument is changed.
+
     Raises:
         ValueError: a combination no executor can honour (``check_combination``).
     """

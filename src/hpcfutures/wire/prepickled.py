@@ -14,7 +14,12 @@ from collections import OrderedDict
 
 
 class Prepickled:
-    """Calls like ``fn``; pickles as ``load_function(<fn's pickle>)``."""
+    """Calls like ``fn``; pickles as ``load_function(<fn's pickle>)``.
+
+    Args:
+        fn: the function, kept for its name and for the cache key.
+        data: its pickle, made once (bytes).
+    """
 
     def __init__(self, fn, data: bytes):
         self.__wrapped__ = fn

@@ -61,6 +61,9 @@ class Opened:
         plain: the payload is itself a storable reply (a cache may keep the bytes as sent).
         ends_worker: the worker aborted after sending it; it takes no further calls.
         startup: the worker failed before it could run anything (wrong MPI world).
+
+    Args:
+        reply, plain, ends_worker, startup: as the attributes of the same names.
     """
 
     __slots__ = ("reply", "plain", "ends_worker", "startup")

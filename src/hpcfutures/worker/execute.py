@@ -42,7 +42,16 @@ def decode_message(payload: bytes):
 
 def inject(fn, kwargs: dict, store: dict) -> dict:
     """Add the entries of the ``init_function`` store that ``fn`` has a parameter for,
-    unless the caller passed them: explicit arguments win."""
+    unless the caller passed them: explicit arguments win.
+
+    Args:
+        fn: the function to be called.
+        kwargs: the caller's keyword arguments.
+        store: what ``init_function`` returned (plus ``worker_id``).
+
+    Returns:
+        ``kwargs`` with the store's matching entries added (a new dict when any is).
+    """
     if not store:
         return kwargs
     import inspect
@@ -56,6 +65,16 @@ def inject(fn, kwargs: dict, store: dict) -> dict:
 
 
 def call(message: dict, store: dict) -> dict:
+    """Run one task message.
+
+    Args:
+        message: ``fn``, ``args``, ``kwargs``.
+        store: the worker's ``init_function`` store.
+
+    Returns:
+        ``{"result": value}``, or an ``error_reply`` (``SystemExit`` included: it must reach
+        the caller, not end the worker).
+    """
     fn = message["fn"]
     try:
         kwargs = inject(fn, message.get("kwargs", {}), store)
@@ -65,6 +84,9 @@ def call(message: dict, store: dict) -> dict:
 
 
 def error_reply(exc: BaseException) -> dict:
+    """The reply of a call that raised ``exc``: the exception and its traceback as text
+    (the driver rebuilds them with ``errors.rebuild``).
+    """
     import traceback
 
     return {"error": exc, "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))}
@@ -121,6 +143,18 @@ def _stand_in(original: BaseException, what: str, why: BaseException) -> Runtime
 
 
 def run_init(init_function, worker_id: int) -> dict:
+    """Run a warm worker's ``init_function``.
+
+    Args:
+        init_function: called once, with ``worker_id`` when it has that parameter.
+        worker_id: the worker's number (0 ... max_workers - 1).
+
+    Returns:
+        Its dict plus ``worker_id``.
+
+    Raises:
+        TypeError: it returned something other than a dict.
+    """
     kwargs = {WORKER_ID_NAME: worker_id} if _accepts(init_function, WORKER_ID_NAME) else {}
     store = init_function(**kwargs)
     if not isinstance(store, dict):
@@ -243,6 +277,9 @@ def end_own_session() -> None:
 
 
 def flush_std_streams() -> None:
+    """Flush ``sys.stdout`` and ``sys.stderr`` (a closed stream is no error), so a
+    call's prints reach the log before its reply.
+    """
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -26,6 +26,15 @@ from hpcfutures.worker.upstream import resolve
 
 
 def run_entry(path: str, world=None) -> int:
+    """Run the call stored in a cache entry and write its reply into the entry.
+
+    Args:
+        path: the entry's file (written by the driver with status ``queued``).
+        world: the MPI world of a call with ``cores > 1``; ``None``: serial.
+
+    Returns:
+        The exit status (0: the reply, success or failure, is written).
+    """
     started = time.monotonic()
     with EntryReader(path) as reader:
         header = dict(reader.header)
@@ -60,6 +69,14 @@ def run_entry(path: str, world=None) -> int:
 
 
 def main(argv: list) -> int:
+    """``python -m hpcfutures.worker.file_task ENTRY [...]``: a batch job's worker.
+
+    Args:
+        argv: ``sys.argv``; ``argv[1]`` the entry, then the ranks asked for, if any.
+
+    Returns:
+        The process's exit status.
+    """
     adopt_driver_path()
     ranks = requested_ranks(argv[2:])
     if ranks is None:

@@ -61,6 +61,9 @@ def _driver_pidfd() -> int | None:
 
 
 def serve(control: socket.socket) -> None:
+    """Fork one child per request read from ``control`` until the driver ends or
+    closes the socket (each request carries the child's descriptors).
+    """
     import pickle
     import select
 
@@ -131,6 +134,12 @@ def _reap(status_pipes: dict) -> None:
 
 
 def main(argv: list) -> int:
+    """``python -m hpcfutures.worker.forkserver FD``: serve the control socket
+    inherited as descriptor ``argv[1]``.
+
+    Returns:
+        0 once the driver is gone.
+    """
     control = socket.socket(fileno=int(argv[1]))
     serve(control)
     return 0

@@ -101,6 +101,15 @@ class _ZmqLink:
 
 
 def connect(address: str, key: bytes):
+    """The link to the driver.
+
+    Args:
+        address: ``unix:<path>`` or a zmq ``tcp://host:port``.
+        key: the MAC key of every frame.
+
+    Returns:
+        A link with ``send`` and ``receive``.
+    """
     if address.startswith("unix:"):
         return _UnixLink(address[len("unix:"):], key)
     return _ZmqLink(address, key)
@@ -122,6 +131,7 @@ def _handle(message: dict, store: dict) -> dict:
 
 
 def serve_serial(link) -> None:
+    """Answer task messages on ``link`` one at a time until a ``shutdown`` message."""
     store: dict = {}
     while True:
         message, problem = decode_message(link.receive())
@@ -135,7 +145,12 @@ def serve_serial(link) -> None:
 def serve_mpi(link, world) -> None:
     """Rank 0 receives each message and broadcasts it; every rank runs it; the ranks meet
     at the end (``World.end_of_call``) and rank 0 forwards their replies unopened. A rank
-    that fails while others cannot reach the end reports and aborts the job."""
+    that fails while others cannot reach the end reports and aborts the job.
+
+    Args:
+        link: rank 0's link to the driver (``None`` on the other ranks).
+        world: this worker's ``mpi_world.World``.
+    """
     from hpcfutures.wire.replies import mpi_parts
 
     rank = world.rank
@@ -158,6 +173,14 @@ def serve_mpi(link, world) -> None:
 
 
 def main(argv: list) -> int:
+    """``python -m hpcfutures.worker.interactive ADDRESS [--mpi...]``: a warm worker.
+
+    Args:
+        argv: ``sys.argv``; the key comes from the environment or a file, never argv.
+
+    Returns:
+        The process's exit status.
+    """
     address = argv[1]
     exit_with_driver()
     adopt_driver_path()

@@ -56,6 +56,9 @@ def requested_ranks(argv: list) -> int | None:
 
 
 def library_version(mpi) -> str:
+    """The first line of the MPI library's version (``"unknown MPI"`` when it cannot
+    be read), for errors that name the MPI in use.
+    """
     try:
         return mpi.Get_library_version().replace("\x00", "").strip().splitlines()[0].strip()
     except Exception:
@@ -92,7 +95,12 @@ def world_error(expected: int, size: int, mpi) -> MPIWorldError:
 
 class World:
     """``COMM_WORLD`` of a worker, checked, with a private duplicate for its own messages
-    (so that the ends of calls never meet a user's collective on ``COMM_WORLD``)."""
+    (so that the ends of calls never meet a user's collective on ``COMM_WORLD``).
+
+    Args:
+        comm: the world communicator (``MPI.COMM_WORLD``).
+        key: the MAC key; a rank's reports on stderr are signed with it.
+    """
 
     def __init__(self, comm, key: bytes):
         self.comm = comm
@@ -125,7 +133,12 @@ class World:
         """Meet the other ranks after a call. Returns ``(True, parts)`` once every rank
         arrived (``parts``: every rank's reply at rank 0, ``None`` elsewhere), or
         ``(False, None)`` when this rank failed and the others did not all arrive in
-        ``AGREE_GRACE`` seconds: the caller then reports and aborts."""
+        ``AGREE_GRACE`` seconds: the caller then reports and aborts.
+
+        Args:
+            part: this rank's pickled reply.
+            failed: whether this rank's call raised.
+        """
         request = self._ctl.Ibarrier()
         if failed:
             deadline = time.monotonic() + AGREE_GRACE
@@ -170,6 +183,9 @@ class World:
         self.abort()
 
     def abort(self) -> None:
+        """Flush the streams and ``MPI_Abort`` the world: the launcher then ends every
+        rank, so none is left waiting in a collective.
+        """
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
@@ -214,6 +230,12 @@ def exit_after_world_error(world: World, error: MPIWorldError, link_factory=None
     own world: one report, not N racing ones), then exit with an error. The others exit
     quietly (0): a failing exit would let ``srun --kill-on-bad-exit`` stop the reporter
     before it has spoken.
+
+    Args:
+        world: the world that is not what was asked for.
+        error: the error to report.
+        link_factory: makes the link to the driver (``None``: the reply goes to ``write``).
+        write: writes the pickled report (``None`` and no link: signed, on stderr).
 
     Returns:
         The exit code for this process.

@@ -24,6 +24,15 @@ from hpcfutures.worker.execute import (
 
 
 def main(argv: list) -> int:
+    """``python -m hpcfutures.worker.one_shot TASK_FD REPLY_FD`` (or ``stdio``): read
+    one task, run it, write its reply, exit.
+
+    Args:
+        argv: ``sys.argv``.
+
+    Returns:
+        The process's exit status.
+    """
     if argv[1] == "stdio":  # started through a launcher (srun) that carries stdin and stdout
         task_fd, reply_fd = 0, os.dup(1)
         os.dup2(2, 1)  # the function's own prints must not mix into the reply

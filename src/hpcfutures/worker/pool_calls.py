@@ -7,7 +7,16 @@ def run_chunk(func, chunk: list, star: bool) -> list:
 
     An item that raises stops the chunk; its exception carries the results of the items
     before it (attribute ``_hpcfutures_done``), so the driver yields those first and raises
-    where the failing item's result would have been."""
+    where the failing item's result would have been.
+
+    Args:
+        func: the function of the ``map``.
+        chunk: the items of one message.
+        star: unpack each item as positional arguments (``starmap``).
+
+    Returns:
+        The results, in order.
+    """
     results = []
     append = results.append
     try:
@@ -29,7 +38,15 @@ def run_chunk(func, chunk: list, star: bool) -> list:
 def call_with_comm(func, args: tuple):
     """Call ``func(*args, comm=...)`` on every rank of this worker; only rank 0's result
     is kept by the caller. The communicator is the worker's own ``COMM_WORLD``: each
-    worker of an ``MPISpawnPool`` is one ``mpiexec`` of ``ranks_per_task`` ranks."""
+    worker of an ``MPISpawnPool`` is one ``mpiexec`` of ``ranks_per_task`` ranks.
+
+    Args:
+        func: a function with a ``comm`` parameter.
+        args: its positional arguments.
+
+    Returns:
+        What ``func`` returned on this rank.
+    """
     from mpi4py import MPI
 
     return func(*args, comm=MPI.COMM_WORLD)

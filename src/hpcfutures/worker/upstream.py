@@ -9,7 +9,12 @@ from hpcfutures.nested import replace
 
 
 class UpstreamResult:
-    """Stands for the result stored in another entry (``path``)."""
+    """Stands for the result stored in another entry (``path``).
+
+    Args:
+        path: the upstream task's cache entry.
+        key: its cache key, for errors.
+    """
 
     def __init__(self, path: str, key: str):
         self.path = path
@@ -19,6 +24,12 @@ class UpstreamResult:
         return (UpstreamResult, (self.path, self.key))
 
     def load(self):
+        """The upstream task's result, read from its entry in the job.
+
+        Raises:
+            RuntimeError: the entry holds no result (the upstream failed or has not run).
+            CacheEntryError: the entry cannot be read.
+        """
         with EntryReader(self.path) as reader:
             reply = reader.output()
         if "result" not in reply:
