@@ -6,6 +6,7 @@ import ast
 import inspect
 import pathlib
 import pydoc
+import textwrap
 
 import pytest
 
@@ -263,33 +264,132 @@ def test_a_new_backend_is_one_value(tmp_path):
     assert [(colour, launcher.closed) for colour, launcher in launchers] == [("blue", 1), ("red", 1)]
 
 
-def _public_callables():
-    """Public functions and methods of the modules the facades own (wire/, launch/, cache/
-    and batch/ have their own reviews)."""
-    from hpcfutures.compat.pool import AsyncResult
+# files other branches edit now: the lead documents their public functions after the merge
+# (each entry is one file; the check still runs on every other module)
+UNDOCUMENTED_UNTIL_MERGE = {
+    "launch/process.py",  # fork: Popen fork-safety
+    "launch/forkserver.py",  # fork: the fork server as the default launcher
+    "launch/flux.py",  # fluxport: new
+    "engines/warm_pool.py",  # perf2: message overhead
+    "engines/one_process.py",  # fork
+    "wire/frames.py",  # perf2: arguments out of band
+    "scheduling/task.py",  # perf2: memory per pending task
+    "executors/mapping.py",  # perf2
+    "batch/queues.py",  # fluxport: the flux queue
+}
 
-    owned = ("hpcfutures.compat", "hpcfutures.executors", "hpcfutures.scheduling.derived_futures", "hpcfutures.progress_bar")
+
+def _public_modules(root: pathlib.Path = SRC) -> list[pathlib.Path]:
+    """Every module of the package whose path has no part with a leading underscore
+    (a package's ``__init__.py`` counts as the package)."""
     found = []
-    for cls in _public_classes() + [AsyncResult]:
-        for name, member in inspect.getmembers(cls, callable):
-            if not name.startswith("_") and getattr(member, "__module__", "").startswith(owned):
-                found.append((f"{cls.__name__}.{name}", member))
-    for name in hpcfutures.__all__:
-        value = getattr(hpcfutures, name)
-        if inspect.isfunction(value) and value.__module__.startswith(owned):
-            found.append((name, value))
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root).with_suffix("").parts
+        if not any(part.startswith("_") and part != "__init__" for part in parts):
+            found.append(path)
     return found
 
 
-@pytest.mark.parametrize("name,member", _public_callables(), ids=lambda x: x if isinstance(x, str) else "")
-def test_public_functions_document_their_arguments(name, member):
-    parameters = [p for p in inspect.signature(member).parameters if p not in ("self", "cls", "args", "kwargs")]
-    parameters = [p for p in parameters if inspect.signature(member).parameters[p].kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
-    doc = inspect.getdoc(member) or ""
-    assert doc, f"{name} has no docstring"
-    if len(parameters) > 1:  # one obvious argument may be described in prose
-        missing = [p for p in parameters if p not in _documented_arguments(doc)]
-        assert missing == [], f"{name}'s docstring has no Args entry for {missing}"
+def _parameters(function: ast.FunctionDef | ast.AsyncFunctionDef, method: bool) -> list[str]:
+    """The named parameters a caller passes (not self/cls, not *args/**kwargs)."""
+    arguments = function.args
+    names = [a.arg for a in arguments.posonlyargs + arguments.args + arguments.kwonlyargs]
+    if method and names and not any(
+        isinstance(d, ast.Name) and d.id == "staticmethod" for d in function.decorator_list
+    ):
+        names = names[1:]
+    return names
+
+
+def _documentation_gaps(path: pathlib.Path, root: pathlib.Path = SRC) -> list[str]:
+    """What the module's public functions, classes and methods leave undocumented: a missing
+    docstring, or (with more than one parameter) a parameter with no ``Args:`` entry. A
+    constructor's parameters may be documented in the class docstring or ``__init__``'s."""
+    relative = path.relative_to(root).as_posix()
+    gaps = []
+
+    def check(name: str, function, doc: str | None, method: bool) -> None:
+        if not doc:
+            gaps.append(f"{relative}: {name} has no docstring")
+            return
+        parameters = _parameters(function, method)
+        if len(parameters) > 1:  # one obvious argument may be described in prose
+            missing = [p for p in parameters if p not in _documented_arguments(inspect.cleandoc(doc))]
+            if missing:
+                gaps.append(f"{relative}: {name}'s docstring has no Args entry for {missing}")
+
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_"):
+            check(node.name, node, ast.get_docstring(node), method=False)
+        elif isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+            class_doc = ast.get_docstring(node)
+            if not class_doc:
+                gaps.append(f"{relative}: {node.name} has no docstring")
+            for member in node.body:
+                if not isinstance(member, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    continue
+                if member.name == "__init__":
+                    doc = "\n".join(filter(None, [class_doc, ast.get_docstring(member)]))
+                    check(f"{node.name}()", member, doc or None, method=True)
+                elif not member.name.startswith("_"):
+                    check(f"{node.name}.{member.name}", member, ast.get_docstring(member), method=True)
+    return gaps
+
+
+@pytest.mark.parametrize(
+    "path", _public_modules(), ids=lambda p: p.relative_to(SRC).as_posix()
+)
+def test_public_functions_document_their_arguments(path):
+    """Every public function, class and method of every public module has a docstring, and
+    one that takes more than one argument names each in ``Args:``."""
+    if path.relative_to(SRC).as_posix() in UNDOCUMENTED_UNTIL_MERGE:
+        pytest.skip("another branch edits this file now: the lead documents it after the merge")
+    assert _documentation_gaps(path) == []
+
+
+def test_the_documentation_check_sees_gaps(tmp_path):
+    """The check itself can fail: a missing docstring, a missing Args entry, an undocumented
+    constructor parameter; private names and modules are not asked."""
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "_private.py").write_text("def f(a, b): pass\n")
+    (tmp_path / "pkg" / "mod.py").write_text(
+        textwrap.dedent(
+            '''
+            def bare(a):
+                pass
+
+            def half(a, b):
+                """Two.
+
+                Args:
+                    a: one.
+                """
+
+            def _hidden(a, b):
+                pass
+
+            class Thing:
+                """A thing.
+
+                Args:
+                    x: one.
+                """
+
+                def __init__(self, x, y):
+                    pass
+
+                def method(self, z):
+                    """One argument, in prose."""
+            '''
+        )
+    )
+    modules = _public_modules(tmp_path)
+    assert [p.name for p in modules] == ["mod.py"]
+    assert _documentation_gaps(modules[0], tmp_path) == [
+        "pkg/mod.py: bare has no docstring",
+        "pkg/mod.py: half's docstring has no Args entry for ['b']",
+        "pkg/mod.py: Thing()'s docstring has no Args entry for ['y']",
+    ]
 
 
 FACADES = ["executors/base.py", "executors/launched.py", "executors/cluster_jobs.py", "executors/single_node.py",

@@ -67,7 +67,20 @@ def progress(
 def attach(futures: list, desc: str | None = None, sizes: list[int] | None = None, **tqdm_kwargs: Any) -> threading.Event:
     """Start a bar over ``futures`` (see ``progress``) and return an event that is set once
     the bar is full and closed (``map`` waits for it before its last result, so nothing
-    printed after the map lands in the middle of the bar)."""
+    printed after the map lands in the middle of the bar).
+
+    Args:
+        futures: the futures the bar counts.
+        desc: the bar's label.
+        sizes: how many items each future stands for (a ``map`` chunk); ``None``: one each.
+
+    Returns:
+        The event set once the bar is closed.
+
+    Raises:
+        ImportError: tqdm is not installed.
+        ValueError: ``sizes`` and ``futures`` differ in length.
+    """
     tqdm = tqdm_class()
     if sizes is None:
         sizes = [1] * len(futures)

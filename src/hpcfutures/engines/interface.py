@@ -88,7 +88,15 @@ class Engine:
 
     def abandon(self, future: Future, error: BaseException | None) -> bool:
         """An upstream task failed: cancel ``future``'s job and end the future with
-        ``error`` (``None``: cancelled). ``False`` when no job of it is known."""
+        ``error`` (``None``: cancelled). ``False`` when no job of it is known.
+
+        Args:
+            future: the downstream task's future.
+            error: what it ends with; ``None``: it is cancelled.
+
+        Returns:
+            Whether a job of it was known (and is now cancelled).
+        """
         raise NotImplementedError
 
 
@@ -99,13 +107,21 @@ class EngineDefaults:
     supports_dependencies = False
 
     def still_queued(self, task: Task) -> bool:
+        """No outside queue: a started task runs (see ``Engine.still_queued``)."""
         return False
 
     def provide_gpus(self, devices: list) -> None:
+        """GPUs are not this engine's to assign: ignored (see ``Engine.provide_gpus``)."""
         pass
 
     def pending(self, future: Future) -> tuple | None:
+        """No batch jobs: ``None`` (see ``Engine.pending``)."""
         return None
 
     def abandon(self, future: Future, error: BaseException | None) -> bool:
+        """No batch jobs to cancel: ``False`` (see ``Engine.abandon``).
+
+        Args:
+            future, error: as Engine.abandon.
+        """
         return False

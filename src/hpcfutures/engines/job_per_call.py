@@ -76,6 +76,14 @@ class JobEngine(EngineDefaults):
 
     # -- submitting -----------------------------------------------------------------
     def enqueue(self, task: Task, after: list | None = None) -> None:
+        """Submit the task as one batch job (or follow the job an earlier run recorded in
+        its entry); its future ends when the poller sees the entry written or the job gone.
+
+        Args:
+            task: a task with a cache entry (``task.cache``: store and key).
+            after: the job ids of upstream tasks this job waits for (the queue's dependency,
+                e.g. ``--dependency=afterok``).
+        """
         store, key = task.cache
         path = store.path(key)
         try:
@@ -163,7 +171,12 @@ class JobEngine(EngineDefaults):
 
     def abandon(self, future, error) -> bool:
         """An upstream failed: cancel this future's job and end it with ``error`` (None:
-        cancelled). False when no job of it is tracked (not submitted yet, or over)."""
+        cancelled). False when no job of it is tracked (not submitted yet, or over).
+
+        Args:
+            future: the downstream task's future.
+            error: what it ends with; ``None``: it is cancelled.
+        """
         known = self._by_future.get(future)
         if known is None:
             return False
@@ -300,12 +313,15 @@ class JobEngine(EngineDefaults):
 
     # -- the engine interface ---------------------------------------------------------
     def queued(self) -> int:
+        """Jobs the queue reports pending, as of the last query."""
         return sum(1 for state in list(self._state.values()) if state is JobState.PENDING)
 
     def resize(self, n: int) -> None:
+        """The batch queue decides how many jobs run: nothing to change here."""
         pass
 
     def cancel_queued(self) -> None:
+        """Cancel every job still pending in the queue (one cancel for all)."""
         pending = [job for job, state in list(self._state.items()) if state is JobState.PENDING]
         self._cancel(pending)
 
@@ -319,6 +335,9 @@ class JobEngine(EngineDefaults):
                 self._finish(job, task, stopped_by_shutdown())
 
     def stop(self, wait: bool) -> None:
+        """Take no more tasks; ``wait=True`` returns once every tracked job has ended and
+        the poller has stopped.
+        """
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
@@ -327,6 +346,7 @@ class JobEngine(EngineDefaults):
                     self._cond.wait()
 
     def kill_all(self) -> None:
+        """Cancel every tracked job, then stop and wait for the poller."""
         self._cancel(list(self._jobs))
         self.stop(wait=True)
 

@@ -21,7 +21,13 @@ if TYPE_CHECKING:
 
 def settle(task: Task, reply, raw: bytes | None = None) -> None:
     """Complete ``task.future`` from a reply dict or an exception instance (``raw``: the
-    reply's pickle as the worker sent it, stored as is when the task is cached)."""
+    reply's pickle as the worker sent it, stored as is when the task is cached).
+
+    Args:
+        task: the task; its future ends here (unless it already ended).
+        reply: ``{"result": ...}``, ``{"error": exc, "traceback": text}``, or an exception.
+        raw: the reply's pickle as sent; ``None``: pickled again if the task is cached.
+    """
     try:
         _settle(task, reply, raw)
     finally:
@@ -70,7 +76,14 @@ def finish(task: Task, reply, retry: Callable[[Task], None], raw: bytes | None =
 
     A task is retried (up to its ``retries`` count) when its worker died or it ran out of
     time — failures of the machine, not of the function — and when the function raised one
-    of the exception classes in ``retry_on``."""
+    of the exception classes in ``retry_on``.
+
+    Args:
+        task: the task the reply belongs to.
+        reply: a reply dict, its pickle as the worker sent it, or an exception.
+        retry: requeues the task (the engine's own queue).
+        raw: the reply's pickle, when ``reply`` is already a dict.
+    """
     if isinstance(reply, (bytes, memoryview)):  # a worker's reply, still pickled
         opened = open_reply(reply)
         raw, reply = (reply if opened.plain else None), opened.reply
@@ -113,7 +126,12 @@ def _log_error(task: Task, exc: BaseException) -> None:
 
 
 def fail_unstarted(task: Task, exc: BaseException) -> None:
-    """End a task that never reached a worker."""
+    """End a task that never reached a worker.
+
+    Args:
+        task: the task; ended only if it was not started or ended already.
+        exc: the exception its future gets.
+    """
     if task.start():
         settle(task, exc)
 
@@ -129,6 +147,9 @@ def cancel_unstarted(task: Task) -> None:
 
 
 def stopped_by_shutdown() -> BaseException:
+    """The error of a task stopped by ``shutdown(cancel_futures=True)`` after it had
+    started: a ``CancelledError`` saying so.
+    """
     from concurrent.futures import CancelledError
 
     return CancelledError("the task was stopped because the executor was shut down")

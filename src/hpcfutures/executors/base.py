@@ -75,7 +75,20 @@ def _check_function(fn) -> None:
 
 def graph_mode(plot: bool, plot_filename, workflow_filename) -> dict | None:
     """Graph-only mode when any of the three is set: checked now (a bad suffix or a missing
-    matplotlib is an error at construction, not at exit)."""
+    matplotlib is an error at construction, not at exit).
+
+    Args:
+        plot: draw the graph at shutdown (``plot_dependency_graph``).
+        plot_filename: write the drawing there (the suffix names the format).
+        workflow_filename: write the graph as workflow JSON there.
+
+    Returns:
+        The three as keyword arguments of ``GraphRecorder``, or ``None`` (run the calls).
+
+    Raises:
+        ValueError: a file name without a known format suffix.
+        ImportError: a format that needs matplotlib, which is missing.
+    """
     if not (plot or plot_filename or workflow_filename):
         return None
     if plot_filename is not None:
@@ -87,7 +100,13 @@ def graph_mode(plot: bool, plot_filename, workflow_filename) -> dict | None:
 
 def refuse_unsupported(resources: dict, where: str, refused: dict) -> None:
     """Raise ``ValueError`` for a key this executor cannot honour (``refused``: key ->
-    (test of an accepted value, reason))."""
+    (test of an accepted value, reason)).
+
+    Args:
+        resources: the call's merged ``resource_dict``.
+        where: where the error points to (``submit()``, ``Cls(resource_dict=...)``).
+        refused: key -> (accepts(value) -> bool, the reason given when it does not).
+    """
     for key, value in resources.items():
         rule = refused.get(key)
         if rule is not None and not rule[0](value):
@@ -95,7 +114,15 @@ def refuse_unsupported(resources: dict, where: str, refused: dict) -> None:
 
 
 class BaseExecutor(Executor):
-    """Shared behaviour; subclasses choose the engine and the accepted resource keys."""
+    """Shared behaviour; subclasses choose the engine and the accepted resource keys.
+
+    Args:
+        engine: any ``engines.interface.Engine``; a recording one (graph-only mode) runs nothing.
+        defaults: the executor's ``resource_dict``, merged under each call's.
+        max_cores: the core budget ``submit()`` checks a call against (``None``: no check).
+        info: what ``executor.info`` shows.
+        disable_dependencies: refuse futures as arguments instead of waiting for them.
+    """
 
     _task_keys: frozenset = frozenset()
     _pass_unknown_keys = False  # queued-job executors hand unknown keys to the queue adapter

@@ -50,7 +50,12 @@ class TaskBook:
         self._on_done = self._future_done  # one bound method, made once, shared by every future
 
     def add(self, task: Task, upstream: list | None = None) -> None:
-        """Register a task at ``submit()``; ``upstream``: the futures among its arguments."""
+        """Register a task at ``submit()``; ``upstream``: the futures among its arguments.
+
+        Args:
+            task: the submitted task; it gets its number and submit time here.
+            upstream: the futures among its arguments (edges of ``task_graph``).
+        """
         number = next(self._numbers)  # itertools.count is atomic under the GIL
         task.number = number
         task.submitted_at = task.queued_at = time.time()
@@ -204,6 +209,10 @@ class TaskGraph:
     Shown inline by Jupyter (it has ``_repr_svg_``); ``save()`` writes it to a file.
     Colours: grey waiting for dependencies, yellow queued, blue running, green done,
     red failed, violet cancelled.
+
+    Args:
+        nodes: one dict per task or input (``id``, ``type``, ``name``, ...).
+        edges: one dict per dependency (``source``, ``target``, ``targetPort``).
     """
 
     def __init__(self, nodes: list[dict], edges: list[dict]):

@@ -37,6 +37,9 @@ def check_format(filename) -> str:
 
 
 def label(node: dict) -> str:
+    """A node's text in a drawing: ``name=value`` for an input, the function's name
+    otherwise, cut to 40 characters.
+    """
     if node["type"] == "input":
         text = f"{node['name']}={_short(node['value'])}"
     else:
@@ -52,7 +55,12 @@ def _short(value) -> str:
 
 
 def layout(nodes: list[dict], edges: list[dict]) -> dict[int, tuple[float, float, float]]:
-    """Node id -> (x centre, y centre, width)."""
+    """Node id -> (x centre, y centre, width).
+
+    Args:
+        nodes: the graph's nodes (dicts with ``id``, ``type``, ``name``).
+        edges: the graph's edges (dicts with ``source``, ``target``).
+    """
     sources: dict[int, list[int]] = {n["id"]: [] for n in nodes}
     targets: dict[int, list[int]] = {n["id"]: [] for n in nodes}
     for edge in edges:
@@ -99,7 +107,16 @@ def layout(nodes: list[dict], edges: list[dict]) -> dict[int, tuple[float, float
 
 def to_svg(nodes: list[dict], edges: list[dict], legend: dict[str, str] | None = None) -> str:
     """The graph as SVG text; a node's ``fill`` (a colour) overrides the default fill, and
-    ``legend`` (label -> colour) adds a key in the top left corner."""
+    ``legend`` (label -> colour) adds a key in the top left corner.
+
+    Args:
+        nodes: the graph's nodes; an optional ``fill`` colour each.
+        edges: the graph's edges.
+        legend: label -> colour, drawn as a key; ``None``: no key.
+
+    Returns:
+        A complete SVG document.
+    """
     pos = layout(nodes, edges)
     top = _BOX_H if legend else 0.0
     pos = {k: (x, y + top, w) for k, (x, y, w) in pos.items()}
@@ -145,6 +162,15 @@ def to_svg(nodes: list[dict], edges: list[dict], legend: dict[str, str] | None =
 
 
 def to_dot(nodes: list[dict], edges: list[dict]) -> str:
+    """The graph in Graphviz's dot language (no Graphviz needed to write it).
+
+    Args:
+        nodes: the graph's nodes.
+        edges: the graph's edges.
+
+    Returns:
+        The dot text.
+    """
     def quote(text: str) -> str:
         return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -166,6 +192,19 @@ def _edge_label(edge: dict) -> str:
 
 
 def write_picture(filename, nodes: list[dict], edges: list[dict], legend: dict[str, str] | None = None) -> None:
+    """Draw the graph into ``filename`` (atomically): SVG and dot natively, other
+    formats through matplotlib.
+
+    Args:
+        filename: the file; its suffix names the format.
+        nodes: the graph's nodes.
+        edges: the graph's edges.
+        legend: label -> colour, drawn as a key; ``None``: no key.
+
+    Raises:
+        ValueError: no or an unknown suffix.
+        ImportError: a matplotlib format without matplotlib.
+    """
     fmt = check_format(filename)
     path = os.fspath(filename)
     if fmt == "svg":

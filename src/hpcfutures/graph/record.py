@@ -50,6 +50,12 @@ class GraphRecorder(EngineDefaults):
         """Add a call to the graph; ``future`` is its node's future (``None``: a new
         one, already done with ``None``).
 
+        Args:
+            fn: the called function (its name labels the node).
+            args: its positional arguments; futures among them become edges.
+            kwargs: its keyword arguments, likewise.
+            future: the future the node answers for; ``None``: a new one.
+
         Returns:
             The call's future.
         """
@@ -124,12 +130,15 @@ class GraphRecorder(EngineDefaults):
             settle(task, {"result": None})
 
     def queued(self) -> int:
+        """Nothing waits: every call is recorded at once."""
         return 0
 
     def resize(self, n: int) -> None:
+        """Nothing runs: there is no concurrency to change."""
         pass
 
     def cancel_queued(self) -> None:
+        """Nothing is queued: nothing to cancel."""
         pass
 
     def stop(self, wait: bool) -> None:
@@ -142,6 +151,7 @@ class GraphRecorder(EngineDefaults):
             write_graph(self, **output)
 
     def kill_all(self) -> None:
+        """Nothing runs: nothing to kill (the graph is still written at ``stop``)."""
         pass
 
 

@@ -8,6 +8,14 @@ import warnings
 
 
 def write_graph(recorder, plot: bool, plot_filename=None, workflow_filename=None) -> None:
+    """Where the graph of a graph-only executor goes at shutdown.
+
+    Args:
+        recorder: the ``GraphRecorder`` (its ``nodes`` and ``edges``).
+        plot: show the drawing (inline in Jupyter) when no file is asked for.
+        plot_filename: write the drawing there; the suffix names the format.
+        workflow_filename: write the workflow JSON there.
+    """
     nodes, edges = recorder.nodes, recorder.edges
     if workflow_filename is not None:
         from hpcfutures.graph.workflow_json import write_workflow

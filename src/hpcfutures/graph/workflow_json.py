@@ -12,7 +12,15 @@ VERSION = "0.1.0"
 def workflow_dict(nodes: list[dict], edges: list[dict]) -> dict:
     """The PWD document: function nodes carry ``module.function`` as their value, input
     nodes a name and a JSON value, and every call whose result nothing consumes feeds an
-    output node (``result``, or ``result_<n>`` when there are several)."""
+    output node (``result``, or ``result_<n>`` when there are several).
+
+    Args:
+        nodes: the recorded nodes.
+        edges: the recorded edges.
+
+    Returns:
+        A JSON-ready dict with ``nodes`` and ``edges``.
+    """
     out_nodes = []
     for node in nodes:
         if node["type"] == "function":
@@ -32,6 +40,14 @@ def workflow_dict(nodes: list[dict], edges: list[dict]) -> dict:
 
 
 def write_workflow(path, nodes: list[dict], edges: list[dict]) -> None:
+    """Write ``workflow_dict`` as indented JSON, atomically (a value JSON cannot hold
+    is written as its ``repr``).
+
+    Args:
+        path: the file.
+        nodes: the recorded nodes.
+        edges: the recorded edges.
+    """
     text = json.dumps(workflow_dict(nodes, edges), indent=2, default=_fallback)
     from hpcfutures.files import atomic_write
 

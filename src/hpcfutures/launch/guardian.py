@@ -82,6 +82,7 @@ class Guardian:
         self._say(f"+p {pid}")
 
     def remove_process(self, pid: int) -> None:
+        """Forget the process group led by ``pid``: it ended and was reaped."""
         self._say(f"-p {pid}")
 
     def add_job(self, job: str) -> None:
@@ -89,6 +90,7 @@ class Guardian:
         self._say(f"+j {job}")
 
     def remove_job(self, job: str) -> None:
+        """Forget SLURM job ``job``: it ended or was cancelled."""
         self._say(f"-j {job}")
 
     @property

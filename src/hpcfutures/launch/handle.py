@@ -174,6 +174,13 @@ class Launcher:
         ``ONE_SHOT_PIPES`` have it; the others run serial tasks over a socket link, like MPI
         tasks. The caller closes its copies of both descriptors after the call.
 
+        Args:
+            task_r: the read end of the task pipe (inherited by the worker).
+            reply_w: the write end of the reply pipe (inherited by the worker).
+            resources: the task's merged ``resource_dict``.
+            env: the worker's full environment.
+            cwd: its working directory; ``None``: the driver's.
+
         Returns:
             The handle; the caller owns it and must ``close()`` it.
         """

@@ -26,7 +26,12 @@ def check_can_launch(cores: int) -> None:
 
 def one_shot_command(task_fd: int, reply_fd: int) -> list[str]:
     """The serial one-shot worker's command line, reading its task from ``task_fd`` and
-    writing its reply to ``reply_fd`` (both inherited)."""
+    writing its reply to ``reply_fd`` (both inherited).
+
+    Args:
+        task_fd: the inherited descriptor the task is read from.
+        reply_fd: the inherited descriptor the reply is written to.
+    """
     return python_command(ONE_SHOT, str(task_fd), str(reply_fd))
 
 
@@ -61,7 +66,15 @@ class LocalLauncher(Launcher):
 
     def start(self, argv: Sequence[str], resources: Mapping, env: Mapping[str, str], cwd: str | None = None,
               pass_fds: Sequence[int] = ()) -> LocalProcessHandle:
-        """Start ``argv`` (under ``mpiexec`` for ``cores > 1``); see ``Launcher.start``."""
+        """Start ``argv`` (under ``mpiexec`` for ``cores > 1``); see ``Launcher.start``.
+
+        Args:
+            argv: the worker's command line.
+            resources: its merged ``resource_dict`` (``cores``: MPI ranks).
+            env: its full environment.
+            cwd: its working directory; ``None``: the driver's.
+            pass_fds: descriptors it inherits.
+        """
         return LocalProcessHandle(self.prefix(resources) + list(argv), env, cwd=cwd, pass_fds=pass_fds)
 
     def start_one_shot(self, task_r: int, reply_w: int, resources: Mapping, env: Mapping[str, str],
@@ -69,13 +82,25 @@ class LocalLauncher(Launcher):
         """Start a serial one-shot worker that inherits the two pipe ends (the caller closes
         its copies).
 
+        Args:
+            task_r: the read end of the task pipe.
+            reply_w: the write end of the reply pipe.
+            resources: the task's merged ``resource_dict``.
+            env: the worker's full environment.
+            cwd: its working directory; ``None``: the driver's.
+
         Raises:
             FileNotFoundError: the interpreter is gone.
         """
         return LocalProcessHandle(one_shot_command(task_r, reply_w), env, cwd=cwd, pass_fds=(task_r, reply_w))
 
     def worker_command(self, address: str, resources: Mapping) -> list[str]:
-        """The interactive worker's full command line (launcher included)."""
+        """The interactive worker's full command line (launcher included).
+
+        Args:
+            address: where the worker connects (``unix:<path>`` or ``tcp://host:port``).
+            resources: its merged ``resource_dict`` (``cores``: MPI ranks).
+        """
         return self.prefix(resources) + interactive_worker(address, resources.get("cores", 1))
 
 
@@ -92,5 +117,13 @@ class CommandLauncher(Launcher):
 
     def start(self, argv: Sequence[str], resources: Mapping, env: Mapping[str, str], cwd: str | None = None,
               pass_fds: Sequence[int] = ()) -> LocalProcessHandle:
-        """Start ``argv``; see ``Launcher.start``."""
+        """Start ``argv``; see ``Launcher.start``.
+
+        Args:
+            argv: the full command line, started as given.
+            resources: unused: the command says everything.
+            env: the process's full environment.
+            cwd: its working directory; ``None``: the driver's.
+            pass_fds: descriptors it inherits.
+        """
         return LocalProcessHandle(argv, env, cwd=cwd, pass_fds=pass_fds)

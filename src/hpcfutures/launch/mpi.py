@@ -23,6 +23,14 @@ def _search_path() -> str:
 
 
 def find_mpiexec() -> str:
+    """The ``mpiexec`` to use: on PATH, or beside this interpreter (a venv's MPI wheel).
+
+    Returns:
+        Its absolute path.
+
+    Raises:
+        FileNotFoundError: none found; the message names the wheels that provide one.
+    """
     path = shutil.which("mpiexec", path=_search_path())
     if path is None:
         raise FileNotFoundError(
@@ -33,6 +41,12 @@ def find_mpiexec() -> str:
 
 
 def require_mpi4py() -> None:
+    """Refuse ``cores > 1`` where mpi4py is not installed (at ``submit()``, not in the
+    worker).
+
+    Raises:
+        ImportError: mpi4py is missing; the message names the extra to install.
+    """
     if importlib.util.find_spec("mpi4py") is None:
         raise ImportError(
             "cores > 1 runs the function on several MPI ranks and needs mpi4py in this "

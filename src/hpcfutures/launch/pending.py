@@ -63,7 +63,12 @@ class PendingJobs:
 
     def watch(self, job: str, on_never: Callable[[str], None]) -> None:
         """Watch ``job`` until it leaves the pending state; call ``on_never(reason)`` (from
-        the watch thread, once) if its reason says it will never start."""
+        the watch thread, once) if its reason says it will never start.
+
+        Args:
+            job: the SLURM job id.
+            on_never: called with the explanation when SLURM will never start it.
+        """
         with self._cond:
             self._jobs[job] = on_never
             if self._thread is None:
@@ -77,6 +82,7 @@ class PendingJobs:
             self._jobs.pop(job, None)
 
     def watched(self) -> list[str]:
+        """The ids of the jobs being watched now."""
         with self._cond:
             return list(self._jobs)
 

@@ -55,7 +55,12 @@ def never_starts(reason: str | None) -> bool:
 
 
 def explain(reason: str, request: str) -> str:
-    """The message a future fails with: the scheduler's reason and the request behind it."""
+    """The message a future fails with: the scheduler's reason and the request behind it.
+
+    Args:
+        reason: SLURM's pending reason (``squeue %r``).
+        request: the request as a readable string (cores, nodes, time, ...).
+    """
     return (
         f"SLURM will never start this request: it stays pending with the reason {reason!r} "
         f"(the request exceeds what the partition, account or QOS allows, or names nodes or "
@@ -114,7 +119,12 @@ def srun_refusal(text: str, verdict: bool = False) -> str | None:
 
 
 def explain_refusal(refusal: str, request: str) -> str:
-    """The message of a request SLURM refused at once (``srun_refusal``'s lines)."""
+    """The message of a request SLURM refused at once (``srun_refusal``'s lines).
+
+    Args:
+        refusal: srun's or sbatch's refusal line.
+        request: the request as a readable string.
+    """
     return (
         f"SLURM will never start this request ({request}): {refusal}; ask for fewer nodes, cores, GPUs, "
         "memory or time, or another partition (sinfo, scontrol show partition)"

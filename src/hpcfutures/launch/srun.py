@@ -29,6 +29,14 @@ PMI_MODES = ("pmix", "pmi1", "pmi2", "none", "cray_shasta")
 
 
 def find_srun() -> str:
+    """The ``srun`` on PATH.
+
+    Returns:
+        Its absolute path.
+
+    Raises:
+        FileNotFoundError: no ``srun``; the message says where one is found.
+    """
     path = shutil.which("srun")
     if path is None:
         raise FileNotFoundError(
@@ -198,6 +206,13 @@ class SrunLauncher(Launcher):
               pass_fds: Sequence[int] = ()) -> LocalProcessHandle:
         """Start ``argv`` as one srun step of ``cores`` ranks; see ``Launcher.start``.
 
+        Args:
+            argv: the worker's command line.
+            resources: its merged ``resource_dict`` (rendered as srun flags).
+            env: its full environment.
+            cwd: its working directory (``srun --chdir``); ``None``: the driver's.
+            pass_fds: must be empty.
+
         Raises:
             ValueError: ``pass_fds`` given: srun does not carry descriptors to its tasks.
         """
@@ -209,12 +224,25 @@ class SrunLauncher(Launcher):
                        cwd: str | None = None) -> LocalProcessHandle:
         """A serial one-shot worker through srun: srun carries its stdin and stdout, which
         become the task and reply pipes (the worker moves the function's own prints to
-        stderr). No socket, no zmq: the step costs little more than srun itself."""
+        stderr). No socket, no zmq: the step costs little more than srun itself.
+
+        Args:
+            task_r: the read end of the task pipe: srun's stdin.
+            reply_w: the write end of the reply pipe: srun's stdout.
+            resources: the task's merged ``resource_dict``.
+            env: the worker's full environment.
+            cwd: its working directory; ``None``: the driver's.
+        """
         argv = self.prefix(resources) + python_command(ONE_SHOT, "stdio")
         return LocalProcessHandle(argv, env, cwd=cwd, stdin=task_r, stdout=reply_w)
 
     def worker_command(self, address: str, resources: Mapping) -> list[str]:
-        """The interactive worker's full command line (srun included)."""
+        """The interactive worker's full command line (srun included).
+
+        Args:
+            address: where the worker connects (``unix:<path>`` or ``tcp://host:port``).
+            resources: its merged ``resource_dict`` (rendered as srun flags).
+        """
         return self.prefix(resources) + interactive_worker(address, resources.get("cores", 1))
 
 

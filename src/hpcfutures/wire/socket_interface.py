@@ -363,7 +363,12 @@ class WorkerLink:
     def receive_payload(self, timeout: float | None = None, wake_fd: int | None = None) -> bytes | memoryview:
         """Next authentic reply, still pickled: a caller that must keep replies matched to
         requests decodes it itself, so a reply that fails to unpickle costs only that reply.
-        Raises as ``receive_dict``."""
+        Raises as ``receive_dict``.
+
+        Args:
+            timeout: seconds to wait; ``None``: until a reply or the worker's end.
+            wake_fd: a descriptor whose readability ends the wait early (``None``: none).
+        """
         payload = wait_for_reply(self._transport, self.key, self.process, timeout, wake_fd)
         if self._log_obj_size:
             import logging
@@ -393,7 +398,12 @@ class WorkerLink:
     def shutdown(self, wait: bool = True, grace: float = 5.0) -> None:
         """Ask the worker to stop; if it does not within ``grace`` seconds (or ``wait`` is
         False), terminate it (its launcher's way: its process group, its job). Closes the
-        handle and the socket; the link can not be used afterwards."""
+        handle and the socket; the link can not be used afterwards.
+
+        Args:
+            wait: give the worker ``grace`` seconds to finish and exit.
+            grace: seconds.
+        """
         process = self.process
         if process is not None:
             # a worker that never connected has had no task: nothing to finish, stop it now

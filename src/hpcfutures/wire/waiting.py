@@ -68,29 +68,45 @@ class PipeTransport:
         self._reply_r = reply_r
 
     def poller(self):
+        """A ``select.poll`` object for ``wait_for_reply``."""
         return select.poll()
 
     def pollable(self) -> int:
+        """The descriptor that becomes readable when the reply arrives."""
         return self._reply_r
 
     def connected(self) -> bool:
+        """Always ``True``: the pipes exist before the worker starts."""
         return True
 
     def accept(self) -> None:
+        """Nothing to accept: the worker inherited its pipe ends."""
         pass
 
     def accept_if_waiting(self) -> bool:
+        """Always ``True``: there is no connection to wait for."""
         return True
 
     def send(self, key: bytes, payload: bytes) -> None:
         """Write the one task and close the pipe (the worker reads to its end). A worker
-        that died before reading raises ``BrokenPipeError``."""
+        that died before reading raises ``BrokenPipeError``.
+
+        Args:
+            key: the MAC key of the frame.
+            payload: the pickled task.
+        """
         try:
             frames.write_frame(self._task_w, key, payload)
         finally:
             self._close_task()
 
     def recv(self, key: bytes) -> bytes:
+        """Read the reply frame.
+
+        Raises:
+            AuthenticationError: a frame without a valid MAC.
+            EOFError: the worker closed its end without a reply.
+        """
         return frames.read_frame(self._reply_r, key)
 
     def _close_task(self) -> None:
@@ -99,6 +115,7 @@ class PipeTransport:
             self._task_w = -1
 
     def close(self) -> None:
+        """Close both pipe ends this side holds (once)."""
         self._close_task()
         if self._reply_r >= 0:
             os.close(self._reply_r)
@@ -184,6 +201,10 @@ def worker_gone(key: bytes, handle):
     on stderr before it aborted the job is the reply, if there is an authentic one
     (``wire.replies``).
 
+    Args:
+        key: the link's MAC key (a rank's report is signed with it).
+        handle: the worker's handle; ``None``: none to ask.
+
     Returns:
         That report's payload.
 
@@ -204,7 +225,15 @@ def worker_gone(key: bytes, handle):
 def lost(handle, wait: float = _END_WAIT) -> BaseException:
     """The error for a link that broke: the worker's exit error once it has ended; a worker
     still running after ``wait`` seconds (a launcher whose worker is gone) cannot serve the
-    link any more and is killed, so describing its end never waits for ever."""
+    link any more and is killed, so describing its end never waits for ever.
+
+    Args:
+        handle: the worker's handle; ``None``: a link without one.
+        wait: seconds to wait for the worker's end before it is killed.
+
+    Returns:
+        The exception to raise (a ``WorkerCrashedError`` or the handle's exit error).
+    """
     if handle is None:
         return WorkerCrashedError("the worker closed the connection")
     if not handle.wait_ended(wait):
