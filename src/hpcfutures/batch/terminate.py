@@ -11,8 +11,7 @@ pysqa where ``pysqa_config_directory`` is given).
 
 from __future__ import annotations
 
-from hpcfutures.cache.entry import EntryReader, Status, read_job_record
-from hpcfutures.cache.store import CacheStore, check_key, entry_paths
+from hpcfutures.cache.store import CacheStore, check_key, entry_paths, queued_job
 
 
 def _check_backend(backend: str | None) -> None:
@@ -37,15 +36,8 @@ def _queue_for(kind: str | None, pysqa_config_directory=None, backend: str | Non
 
 def _queued_job(path: str) -> tuple[str, str | None] | None:
     """(job id, queue kind) of an entry whose job has not written its result; None otherwise."""
-    try:
-        with EntryReader(path) as reader:
-            header = reader.header
-    except (OSError, ValueError):
-        return None
-    record = read_job_record(path)
-    if Status.of(header) is not Status.QUEUED or record is None:
-        return None
-    return str(record["job_id"]), record.get("queue")
+    record = queued_job(path)
+    return None if record is None else (str(record["job_id"]), record.get("queue"))
 
 
 def _cancel(found: list, pysqa_config_directory, backend) -> list[str]:

@@ -12,6 +12,7 @@ hashed through their pickle.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import pickle
 import sys
@@ -98,16 +99,28 @@ class _Walker:
         else:
             self.put(f"pickle:{kind.__module__}.{kind.__qualname__}", _pickled(obj))
 
+    @contextlib.contextmanager
+    def entered(self, obj, kind: str):
+        """Walk a function or class once per path: one met again inside itself (recursion,
+        a method naming its class) is fed as a name, so the walk ends."""
+        if id(obj) in self.active:
+            self.put("recursive", obj.__qualname__.encode())
+            yield False
+            return
+        self.active.add(id(obj))
+        try:
+            self.put(kind, obj.__qualname__.encode())
+            yield True
+        finally:
+            self.active.discard(id(obj))
+
     def function(self, fn: types.FunctionType) -> None:
         if _importable(fn):
             self.put("ref", _path(fn).encode())
             return
-        if id(fn) in self.active:
-            self.put("recursive", fn.__qualname__.encode())
-            return
-        self.active.add(id(fn))
-        try:
-            self.put("function", fn.__qualname__.encode())
+        with self.entered(fn, "function") as first:
+            if not first:
+                return
             self.code(fn.__code__)
             self.feed(fn.__defaults__)
             self.feed(fn.__kwdefaults__)
@@ -118,18 +131,13 @@ class _Walker:
                     self.put("global", name.encode())
                     value = fn_globals[name]
                     self.feed(value.__name__ if isinstance(value, types.ModuleType) else value)
-        finally:
-            self.active.discard(id(fn))
 
     def klass(self, cls: type) -> None:
         """A class defined in ``__main__`` or a notebook: by its name, bases and the
         attributes it defines (methods walked like functions)."""
-        if id(cls) in self.active:
-            self.put("recursive", cls.__qualname__.encode())
-            return
-        self.active.add(id(cls))
-        try:
-            self.put("class", cls.__qualname__.encode())
+        with self.entered(cls, "class") as first:
+            if not first:
+                return
             self.feed(cls.__bases__)
             for name in sorted(vars(cls)):
                 if name in ("__dict__", "__weakref__", "__module__", "__doc__") or isinstance(
@@ -143,8 +151,6 @@ class _Walker:
                 if isinstance(value, property):
                     value = (value.fget, value.fset, value.fdel)
                 self.feed(value)
-        finally:
-            self.active.discard(id(cls))
 
     def code(self, code: types.CodeType) -> None:
         self.put("code", code.co_code)

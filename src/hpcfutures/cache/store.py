@@ -163,6 +163,29 @@ def entry_paths(cache_directory) -> list[str]:
     return sorted(found)
 
 
+
+def queued_job(entry_path: str) -> dict | None:
+    """The job record of an entry whose batch job has not written its result yet: the
+    entry's status is ``queued`` and the record names a job (what a later run adopts and
+    ``terminate_tasks_in_cache`` cancels).
+
+    Args:
+        entry_path: the entry's file.
+
+    Returns:
+        ``{"job_id": str, "queue": kind}``, or ``None`` (no such entry, another status, no
+        job record, or an unreadable header).
+    """
+    try:
+        with EntryReader(entry_path) as reader:
+            header = reader.header
+    except (OSError, ValueError):  # CacheEntryError is a ValueError: damaged, not queued
+        return None
+    if Status.of(header) is not Status.QUEUED:
+        return None
+    return read_job_record(entry_path)
+
+
 def key_of(cache_directory, path: str) -> str:
     """The key of the entry file ``path`` below ``cache_directory`` (the inverse of
     ``CacheStore.path``).

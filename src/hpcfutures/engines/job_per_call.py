@@ -24,7 +24,8 @@ import os
 import threading
 import time
 
-from hpcfutures.cache.entry import EntryReader, Status, make_header, read_job_record, remove_job_record, write_entry, write_job_record
+from hpcfutures.cache.entry import EntryReader, Status, make_header, remove_job_record, write_entry, write_job_record
+from hpcfutures.cache.store import queued_job
 from hpcfutures.batch.queues import JobSpec, file_task_command
 from hpcfutures.scheduling.job_states import JobState, translate
 from hpcfutures.errors import UnsatisfiableRequestError, WorkerCrashedError
@@ -99,15 +100,10 @@ class JobEngine(EngineDefaults):
         """Follow the job an earlier run recorded in this entry. Whether it still runs is
         learnt from the poller's next query (one for all adopted jobs, asked at once): one
         that ended without a result is then submitted again."""
-        try:
-            with EntryReader(path) as reader:
-                header = reader.header
-        except (OSError, ValueError):
+        record = queued_job(path)
+        if record is None:
             return False
-        record = read_job_record(path)
-        job = record and record["job_id"]
-        if Status.of(header) is not Status.QUEUED or not job:
-            return False
+        job = record["job_id"]
         _log.info("job %s of an earlier run followed for %s()", job, task.name)
         with self._cond:
             self._adopted[job] = after
