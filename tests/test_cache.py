@@ -377,3 +377,27 @@ def test_lookups_never_list_the_cache_directory(tmp_path, monkeypatch):
     with SingleNodeExecutor(max_workers=1, cache_directory=cache) as exe:
         assert exe.submit(funcs.add, 1, 1).result(timeout=30) == 2  # hit
         assert exe.submit(funcs.add, 2, 2).result(timeout=30) == 4  # miss, then stored
+
+
+def test_queued_job_is_the_record_of_an_entry_still_waiting_for_its_job(tmp_path):
+    """The one reader behind terminate_tasks_in_cache and a later run's adoption of a job:
+    only a queued entry with a job record names a job; a finished, damaged or missing
+    entry names none."""
+    import pickle
+
+    from hpcfutures.cache.entry import Status, make_header, write_entry, write_job_record
+    from hpcfutures.cache.store import queued_job
+
+    queued, done, damaged = (str(tmp_path / f"{name}.hpcfcache") for name in ("queued", "done", "damaged"))
+    write_entry(queued, make_header("queued", Status.QUEUED), pickle.dumps({}), b"")
+    assert queued_job(queued) is None  # no job recorded yet
+    write_job_record(queued, "42", "slurm")
+    assert queued_job(queued) == {"job_id": "42", "queue": "slurm"}
+    write_entry(done, make_header("done", Status.OK), pickle.dumps({}), pickle.dumps({"result": 1}))
+    write_job_record(done, "43", "slurm")
+    assert queued_job(done) is None  # its job wrote the result
+    with open(damaged, "wb") as f:
+        f.write(b"not an entry")
+    write_job_record(damaged, "44", "slurm")
+    assert queued_job(damaged) is None
+    assert queued_job(str(tmp_path / "missing.hpcfcache")) is None

@@ -172,7 +172,7 @@ def write_entry(path: str, header: dict, input_bytes, output_bytes) -> int:
         path: the entry's file; written beside it and renamed into place.
         header: the JSON header (``make_header``); version and checksums are added here.
         input_bytes: the pickled call (function, arguments, resources).
-        output_bytes: the pickled reply, or ``None`` for an entry still without one.
+        output_bytes: the pickled reply; ``b""`` for an entry whose job has not written one.
 
     Returns:
         The entry's size in bytes.

@@ -331,9 +331,7 @@ class JobEngine(EngineDefaults):
                 self._finish(job, task, stopped_by_shutdown())
 
     def stop(self, wait: bool) -> None:
-        """Take no more tasks; ``wait=True`` returns once every tracked job has ended and
-        the poller has stopped.
-        """
+        """Take no more tasks; ``wait=True`` returns once every tracked job has ended."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
@@ -342,7 +340,7 @@ class JobEngine(EngineDefaults):
                     self._cond.wait()
 
     def kill_all(self) -> None:
-        """Cancel every tracked job, then stop and wait for the poller."""
+        """Cancel every tracked job (one cancel for all), then stop and wait for them to end."""
         self._cancel(list(self._jobs))
         self.stop(wait=True)
 
