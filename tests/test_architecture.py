@@ -424,3 +424,34 @@ def test_a_subclass_with_the_old_hooks_is_refused():
         class OldStyle(SingleNodeExecutor):
             def _make_launcher(self):
                 return None
+
+
+def _question_files(text: str) -> dict[str, list[str]]:
+    """The files each newcomer question names: question text -> the ``*.py`` paths in its
+    answer (the package docstring's list, or the table of docs/architecture.md)."""
+    import re
+
+    answers: dict[str, list[str]] = {}
+    for question in ("cores", "warm worker", "SIGKILL"):
+        line = next(
+            (block for block in re.split(r"\n(?=- |\| )", text) if question in block.split("?")[0] and "?" in block),
+            "",
+        )
+        answers[question] = re.findall(r"[\w/]+\.py", line.split("?", 1)[-1])
+    return answers
+
+
+def test_the_three_newcomer_questions_name_at_most_three_existing_files_in_both_places():
+    """The package docstring and docs/architecture.md answer "where does a task get its
+    cores?", "how does a result get back from a warm worker?" and "what happens when a
+    worker is SIGKILLed?" with the same files, which exist, three main files each at most
+    (one may name an alternative: ``launched.py`` beside ``base.py``, ``one_process.py``
+    beside ``warm_pool.py``)."""
+    package = _question_files(inspect.getdoc(hpcfutures) or "")
+    docs = _question_files((SRC.parent.parent / "docs" / "architecture.md").read_text())
+    for question, files in package.items():
+        assert 3 <= len(files) <= 4, (question, files)
+        assert {f.split("/")[-1] for f in files} == {f.split("/")[-1] for f in docs[question]}, question
+        for name in files:
+            matches = [p for p in SRC.rglob(name.split("/")[-1]) if p.as_posix().endswith(name)]
+            assert matches, f"{question}: {name} is no file of the package"

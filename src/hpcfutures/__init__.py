@@ -68,10 +68,11 @@ Which thread completes a future (always through ``engines/outcome.py``):
 
 Three questions, three files each:
 
-- Where does a task get its cores? ``scheduling/resources.py`` (keys, defaults, the
-  validated value; ``render.py`` beside it turns it into each backend's flags), ``executors/base.py`` (``submit`` merges
-  the call's ``resource_dict`` over the executor's; ``launched.py`` checks it against the
-  budget and the backend), ``launch/mpi.py`` or ``launch/srun.py`` (the command line).
+- Where does a task get its cores? ``scheduling/resources.py`` (the keys, ``cores``
+  defaulting to 1 rank, the validated ``Resources`` value), ``executors/base.py``
+  (``submit`` merges the call's ``resource_dict`` over the executor's; ``launched.py``
+  then checks it against the core budget and the backend), ``scheduling/render.py`` (the
+  value as each backend's words: ``mpiexec -n``, ``srun --ntasks``, ``#SBATCH``, Flux).
 - How does a result get back from a warm worker to its future? ``worker/interactive.py``
   (runs the call, sends the reply), ``engines/warm_pool.py`` (the worker's thread waits
   for it), ``engines/outcome.py`` (``finish``/``settle``: retry, or complete the future).
