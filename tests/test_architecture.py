@@ -301,10 +301,25 @@ def _parameters(function: ast.FunctionDef | ast.AsyncFunctionDef, method: bool) 
     return names
 
 
+def _raised_here(function: ast.FunctionDef | ast.AsyncFunctionDef) -> list[str]:
+    """The exception classes ``function`` raises by name in its own body (``raise X(...)``),
+    not counting ``NotImplementedError`` (an interface's abstract method) or a re-raise of a
+    caught exception (``raise exc``)."""
+    raised = set()
+    for node in ast.walk(function):
+        if isinstance(node, ast.Raise) and node.exc is not None:
+            target = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+            name = ast.unparse(target)
+            if name.split(".")[-1][:1].isupper() and name != "NotImplementedError":
+                raised.add(name)
+    return sorted(raised)
+
+
 def _documentation_gaps(path: pathlib.Path, root: pathlib.Path = SRC) -> list[str]:
     """What the module's public functions, classes and methods leave undocumented: a missing
-    docstring, or (with more than one parameter) a parameter with no ``Args:`` entry. A
-    constructor's parameters may be documented in the class docstring or ``__init__``'s."""
+    docstring, an exception raised by name with no ``Raises:`` section, or (with more than
+    one parameter) a parameter with no ``Args:`` entry. A constructor may be documented in
+    the class docstring or ``__init__``'s."""
     relative = path.relative_to(root).as_posix()
     gaps = []
 
@@ -312,6 +327,9 @@ def _documentation_gaps(path: pathlib.Path, root: pathlib.Path = SRC) -> list[st
         if not doc:
             gaps.append(f"{relative}: {name} has no docstring")
             return
+        raised = _raised_here(function)
+        if raised and "Raises:" not in doc:
+            gaps.append(f"{relative}: {name} raises {raised} but its docstring has no Raises section")
         parameters = _parameters(function, method)
         if len(parameters) > 1:  # one obvious argument may be described in prose
             missing = [p for p in parameters if p not in _documented_arguments(inspect.cleandoc(doc))]
@@ -380,6 +398,11 @@ def test_the_documentation_check_sees_gaps(tmp_path):
 
                 def method(self, z):
                     """One argument, in prose."""
+
+                def check(self, z):
+                    """Refuses a bad ``z``."""
+                    if z is None:
+                        raise ValueError("z")
             '''
         )
     )
@@ -389,6 +412,7 @@ def test_the_documentation_check_sees_gaps(tmp_path):
         "pkg/mod.py: bare has no docstring",
         "pkg/mod.py: half's docstring has no Args entry for ['b']",
         "pkg/mod.py: Thing()'s docstring has no Args entry for ['y']",
+        "pkg/mod.py: Thing.check raises ['ValueError'] but its docstring has no Raises section",
     ]
 
 

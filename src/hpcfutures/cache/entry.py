@@ -278,7 +278,11 @@ class EntryReader:
     def output(self) -> dict:
         """The stored reply, unpickled from the file as it is read — after a first pass
         over the same bytes has checked them against their checksum (reading twice costs
-        far less than holding a second copy of a large result)."""
+        far less than holding a second copy of a large result).
+
+        Raises:
+            CacheEntryError: the bytes do not match their checksum, or cannot be unpickled here.
+        """
         start = self._input_at + 8 + self.header["input_size"] + 8
         self._file.seek(start)
         hasher = hashlib.sha256()

@@ -57,7 +57,11 @@ class AsyncResult:
         return self._future.done()
 
     def successful(self) -> bool:
-        """Whether the call ended with a result. Raises ``ValueError`` before it ended."""
+        """Whether the call ended with a result (``multiprocessing``'s ``AsyncResult.successful``).
+
+        Raises:
+            ValueError: the call has not ended yet.
+        """
         if not self._future.done():
             raise ValueError(f"{self!r} not ready")
         return not self._future.cancelled() and self._future.exception() is None

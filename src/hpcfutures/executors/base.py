@@ -106,6 +106,9 @@ def refuse_unsupported(resources: dict, where: str, refused: dict) -> None:
         resources: the call's merged ``resource_dict``.
         where: where the error points to (``submit()``, ``Cls(resource_dict=...)``).
         refused: key -> (accepts(value) -> bool, the reason given when it does not).
+
+    Raises:
+        ValueError: a refused value, naming the key, the value and the reason.
     """
     for key, value in resources.items():
         rule = refused.get(key)

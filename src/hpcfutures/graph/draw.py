@@ -17,7 +17,18 @@ _X_GAP, _Y_GAP, _CHAR_W, _BOX_H = 24.0, 70.0, 7.2, 30.0
 
 
 def check_format(filename) -> str:
-    """The format named by the file suffix; a clear error now rather than at exit."""
+    """The format named by the file suffix; a clear error now rather than at exit.
+
+    Args:
+        filename: the picture's file (str or path).
+
+    Returns:
+        The suffix without its dot, lower case (``svg``, ``dot``, ``png``, ...).
+
+    Raises:
+        ValueError: no suffix, or one matplotlib cannot write.
+        ImportError: a format other than .svg/.dot/.gv without matplotlib.
+    """
     fmt = os.path.splitext(os.fspath(filename))[1].lstrip(".").lower()
     if fmt in NATIVE:
         return fmt

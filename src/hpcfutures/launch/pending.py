@@ -27,8 +27,19 @@ if TYPE_CHECKING:
 
 def query_reasons(job_ids: list[str]) -> dict[str, tuple[str, str]]:
     """``{job: (state, reason)}`` for the given jobs, in one ``squeue`` call; a job the
-    queue no longer knows is left out. Raises ``OSError``/``subprocess.SubprocessError``
-    when squeue cannot be run or the controller does not answer."""
+    queue no longer knows is left out.
+
+    Args:
+        job_ids: SLURM job ids.
+
+    Returns:
+        Job id -> (SLURM state word, pending reason).
+
+    Raises:
+        OSError: squeue cannot be run.
+        subprocess.SubprocessError: the controller does not answer (or squeue times out
+            after 60 seconds).
+    """
     out = subprocess.run(
         ["squeue", "-h", "--states=all", "-j", ",".join(job_ids), "-o", "%i|%T|%r"],
         capture_output=True,

@@ -341,6 +341,12 @@ class Resources:
             ``memory_max`` in GB, ...), as given.
         pmi: the ``srun --mpi`` plugin, None: none chosen (set by the launcher, not a key).
         rest: the keys no backend renders (``cache_key``, ``retries``, ...), as given.
+
+    Args:
+        values: the attributes above by name; the ones left out take their defaults.
+
+    Raises:
+        TypeError: a name that is not one of the attributes.
     """
 
     __slots__ = (
