@@ -44,7 +44,8 @@ def default_key(fn, args: tuple, kwargs: dict) -> str:
 
 def fingerprint(obj) -> str:
     """A stable digest of ``obj``: equal for equal values across processes and runs
-    (functions and classes of ``__main__`` by their code, importable ones by their path).
+    (functions and classes of ``__main__`` by their code, importable ones by their path;
+    keying a cache on a function's code is the idea of ``joblib.Memory``).
 
     Returns:
         32 hex digits (the first 128 bits of a SHA-256).

@@ -34,7 +34,8 @@ def _follow(source: Future, target: Future, transform) -> None:
 def get_item_from_future(future: Future, key) -> Future:
     """A future for ``future.result()[key]``, ended the moment ``future`` ends (no thread,
     no polling); passed to ``submit()`` it is a dependency like any future, and the
-    dependency graph draws it as an edge labelled ``key``.
+    dependency graph draws it as an edge labelled ``key``. The name and behaviour are
+    executorlib's ``get_item_from_future``.
 
     Args:
         future: the source (a ``concurrent.futures.Future`` of a dict, list, tuple, ...).
@@ -86,7 +87,7 @@ def split_future(future: Future, n: int) -> list:
 
 
 def batched(futures, n: int) -> list:
-    """Group results in batches of ``n`` in completion order.
+    """Group results in batches of ``n`` in completion order (executorlib's ``batched``).
 
     Args:
         futures: an iterable of futures.

@@ -85,7 +85,8 @@ def call(message: dict, store: dict) -> dict:
 
 def error_reply(exc: BaseException) -> dict:
     """The reply of a call that raised ``exc``: the exception and its traceback as text
-    (the driver rebuilds them with ``errors.rebuild``).
+    (the driver rebuilds them with ``errors.rebuild``; ``concurrent.futures.process``
+    carries a worker's traceback the same way, as text beside the exception).
     """
     import traceback
 

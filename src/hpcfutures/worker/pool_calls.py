@@ -3,7 +3,8 @@ call, and a call given its MPI communicator. Standard library only, like every w
 
 
 def run_chunk(func, chunk: list, star: bool) -> list:
-    """``[func(*item) if star else func(item) for item in chunk]`` in one message.
+    """``[func(*item) if star else func(item) for item in chunk]`` in one message (the
+    ``chunksize`` idea of ``multiprocessing.Pool.map`` and ``ProcessPoolExecutor.map``).
 
     An item that raises stops the chunk; its exception carries the results of the items
     before it (attribute ``_hpcfutures_done``), so the driver yields those first and raises
