@@ -102,7 +102,7 @@ def test_ten_node_warm_pool_is_refused_at_construction(tmp_path):
 
     name = f"hpcf-never-{os.getpid()}-{tmp_path.name}"
     try:
-        with pytest.raises(UnsatisfiableRequestError, match="-N10") as info:
+        with pytest.raises(UnsatisfiableRequestError, match="--nodes=10") as info:
             SlurmJobExecutor(max_workers=2, block_allocation=True, resource_dict=dict(TEN_NODES, slurm_cmd_args=[f"--job-name={name}"]))
         assert "not available" in str(info.value)
         assert not _jobs(name)
@@ -120,7 +120,7 @@ def test_ten_node_task_is_refused_at_submit(tmp_path):
     name = f"hpcf-never-{os.getpid()}-{tmp_path.name}"
     try:
         with SlurmJobExecutor(max_workers=2, resource_dict={"slurm_cmd_args": [f"--job-name={name}"]}) as exe:
-            with pytest.raises(UnsatisfiableRequestError, match="-N10"):
+            with pytest.raises(UnsatisfiableRequestError, match="--nodes=10"):
                 exe.submit(sum, [1, 2], resource_dict=TEN_NODES)
             assert exe.submit(sum, [1, 2]).result(timeout=60) == 3  # the executor goes on
         # the one job made, the task's own, ends (it may show COMPLETING a moment)
@@ -203,7 +203,7 @@ def test_shutdown_does_not_wait_for_warm_workers_still_queued(tmp_path):
 def test_pympipool_front_with_slurm_backend_is_refused(tmp_path):
     from hpcfutures import HPCExecutor
 
-    with pytest.raises(UnsatisfiableRequestError, match="-n 100"):
+    with pytest.raises(UnsatisfiableRequestError, match="--ntasks=100"):
         HPCExecutor(max_workers=1, cores_per_worker=100, enable_slurm_backend=True)
 
 
