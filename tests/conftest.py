@@ -117,7 +117,7 @@ def _children() -> dict:
             continue
         fields = stat.rsplit(")", 1)[1].split()
         if fields[1] == me:
-            found[int(entry)] = (fields[0], command[:120])
+            found[int(entry)] = (fields[0], command)  # whole: a long venv path must not hide the guardian
     return found
 
 
@@ -137,7 +137,7 @@ def _leftovers(threads_before: set, children_before: set) -> list[str]:
     ]
     for pid, (state, command) in _children().items():
         if pid not in children_before and not any(name in command for name in _PROCESS_WIDE_CHILDREN):
-            left.append(f"{'zombie (never waited for) ' if state == 'Z' else ''}child process {pid}: {command}")
+            left.append(f"{'zombie (never waited for) ' if state == 'Z' else ''}child process {pid}: {command[:300]}")
     return left
 
 

@@ -472,7 +472,10 @@ def test_the_three_newcomer_questions_name_at_most_three_existing_files_in_both_
     (one may name an alternative: ``launched.py`` beside ``base.py``, ``one_process.py``
     beside ``warm_pool.py``)."""
     package = _question_files(inspect.getdoc(hpcfutures) or "")
-    docs = _question_files((SRC.parent.parent / "docs" / "architecture.md").read_text())
+    page = pathlib.Path(__file__).resolve().parent.parent / "docs" / "architecture.md"
+    if not page.exists():  # the packaging run tests the wheel with tests/ alone
+        pytest.skip("docs/architecture.md is not beside these tests (a test run against the wheel)")
+    docs = _question_files(page.read_text())
     for question, files in package.items():
         assert 3 <= len(files) <= 4, (question, files)
         assert {f.split("/")[-1] for f in files} == {f.split("/")[-1] for f in docs[question]}, question

@@ -16,12 +16,13 @@ from concurrent.futures import Future
 import pytest
 
 import funcs
+import hpcfutures
 from hpcfutures.errors import WorkerCrashedError
 from hpcfutures.launch.handle import WorkerHandle
 from hpcfutures.wire.frames import dumps, loads, new_key, seal, write_frame
 from hpcfutures.wire.waiting import PipeTransport, wait_for_reply
 
-SRC = pathlib.Path(__file__).resolve().parent.parent / "src" / "hpcfutures"
+SRC = pathlib.Path(hpcfutures.__file__).resolve().parent  # the package under test (the source tree or the wheel)
 
 
 class EventHandle(WorkerHandle):
