@@ -29,6 +29,7 @@ import sys
 import threading
 
 from hpcfutures.errors import WorkerCrashedError
+from hpcfutures.launch.process import spawn
 from hpcfutures.wire.frames import DRIVER_PID_ENV, SYS_PATH_ENV
 
 TYPE_CHECKING = False
@@ -37,6 +38,26 @@ if TYPE_CHECKING:
 
 ONE_SHOT_PIPES = "one_shot_pipes"  # as launch.handle.ONE_SHOT_PIPES
 INHERIT_FDS = "inherit_fds"  # as launch.handle.INHERIT_FDS
+# variables an interpreter or the dynamic loader reads once, at its start: a forked child
+# inherits the server's reading of them, so a task whose values differ gets a new server
+_START_PREFIXES = ("PYTHON", "LD_")
+
+
+def start_variables(env: Mapping[str, str]) -> dict:
+    """The variables of ``env`` read at an interpreter's start (``PYTHON*``, ``LD_*``)."""
+    return {name: value for name, value in env.items() if name.startswith(_START_PREFIXES)}
+
+
+def forkable(env: Mapping[str, str], cwd: str | None) -> str | None:
+    """Why a fork of the server would not see what a fresh ``python -m`` would, or None.
+
+    A relative ``PYTHONPATH`` entry is resolved against the interpreter's cwd at its start:
+    a task with another cwd must start fresh to resolve it against its own.
+    """
+    relative = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and not os.path.isabs(p)]
+    if relative and cwd is not None and os.path.realpath(cwd) != os.path.realpath(os.getcwd()):
+        return f"PYTHONPATH has relative entries ({', '.join(relative)}) and the task's cwd is {cwd}"
+    return None
 
 
 class ForkedTask:
@@ -170,6 +191,8 @@ class ForkServerLauncher:
         self._lock = threading.Lock()
         self._control: socket.socket | None = None
         self._server: subprocess.Popen | None = None
+        self._server_start: dict | None = None  # start_variables the server runs with
+        self._server_cwd: str | None = None
 
     def check(self, resources: Mapping) -> None:
         """Refuse what a fork cannot be: an MPI task.
@@ -186,22 +209,32 @@ class ForkServerLauncher:
     def start(self, argv, resources, env, cwd=None, pass_fds=()):
         raise NotImplementedError("the fork server starts one-shot serial tasks only (start_one_shot)")
 
-    def _ensure_server(self) -> socket.socket:
-        if self._control is not None and self._server is not None and self._server.poll() is None:
+    def _ensure_server(self, task_env: Mapping[str, str] | None = None) -> socket.socket:
+        wanted = start_variables(task_env if task_env is not None else os.environ)
+        cwd = os.getcwd()
+        running = self._control is not None and self._server is not None and self._server.poll() is None
+        # a server started with other PYTHON*/LD_* values, or in another cwd (a relative
+        # PYTHONPATH entry, sys.path[0]), would not give what a fresh interpreter gives
+        if running and wanted == self._server_start and cwd == self._server_cwd:
             return self._control
         self._stop_server()
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        env = dict(os.environ)
+        env = {name: value for name, value in os.environ.items() if not name.startswith(_START_PREFIXES)}
+        env.update(wanted)
         env[DRIVER_PID_ENV] = f"{os.getpid()}@{os.uname().nodename}"
         env[SYS_PATH_ENV] = os.pathsep.join(os.path.abspath(p) if p else os.getcwd() for p in sys.path if isinstance(p, str))
         try:
-            self._server = subprocess.Popen(
+            self._server = spawn(
                 [sys.executable, "-m", "hpcfutures.worker.forkserver", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
+        except BaseException:
+            mine.close()
+            raise
         finally:
             theirs.close()
         self._control = mine
+        self._server_start, self._server_cwd = wanted, cwd
         return mine
 
     def start_one_shot(
@@ -227,9 +260,10 @@ class ForkServerLauncher:
         """
         import pickle
 
-        message = pickle.dumps((dict(env), cwd), protocol=pickle.HIGHEST_PROTOCOL)
+        # no cwd: the driver's now, as a fresh process started now would have it
+        message = pickle.dumps((dict(env), cwd if cwd is not None else os.getcwd()), protocol=pickle.HIGHEST_PROTOCOL)
         with self._lock:
-            control = self._ensure_server()
+            control = self._ensure_server(env)
             try:
                 socket.send_fds(control, [message], [task_r, reply_w])
                 answer, fds, _, _ = socket.recv_fds(control, 64, 2)
