@@ -67,7 +67,7 @@ def test_each_task_is_a_fresh_process_with_its_own_env_and_cwd(launcher, tmp_pat
     assert pid1 != pid2 and sid1 == pid1 and sid2 == pid2  # each its own process and session
     assert launcher.server_pid() not in (pid1, pid2)
     for task in (first, second):
-        assert task.handle.wait_ended(10) and task.handle.describe_exit() == "exit code 0"
+        assert task.handle.wait_ended(10) and task.handle.describe_exit().endswith("(forked) exited with code 0")
         task.handle.close()
     threads = Running(launcher, key, funcs.env, ("OMP_NUM_THREADS",), threads=3, extra={"CUDA_VISIBLE_DEVICES": "1"})
     assert threads.reply()["result"] == "3"
@@ -86,7 +86,7 @@ def test_exit_code_and_kill(launcher, tmp_path):
     key = new_key()
     dead = Running(launcher, key, funcs.exit_hard, (3,))
     assert dead.handle.wait_ended(10)
-    assert dead.handle.describe_exit() == "exit code 3"
+    assert dead.handle.describe_exit().endswith("(forked) exited with code 3")
     assert isinstance(dead.handle.exit_error(), WorkerCrashedError)
     os.close(dead.reply_r)
     dead.handle.close()
@@ -97,7 +97,7 @@ def test_exit_code_and_kill(launcher, tmp_path):
     assert not hung.handle.ended()
     hung.handle.kill()
     assert hung.handle.wait_ended(10)
-    assert hung.handle.describe_exit() == "killed by SIGKILL"
+    assert hung.handle.describe_exit().endswith("(forked) killed by signal SIGKILL")
     assert wait_until(lambda: not pid_alive(hung.handle.pid), 10)
     os.close(hung.reply_r)
     hung.handle.close()

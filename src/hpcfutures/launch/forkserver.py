@@ -123,23 +123,26 @@ class ForkedTask:
         return self._status
 
     def describe_exit(self) -> str:
-        """How the child ended: "exit code N" or "killed by SIGX" (waits for the end)."""
+        """How the child ended, worded as ``LocalProcessHandle.describe_exit`` words it
+        ("worker process N (forked) exited with code 3", "... killed by signal SIGKILL");
+        waits for the end."""
         self.wait_ended(None)
         status = self._wait_status(5.0)
+        text = f"worker process {self.pid} (forked)"
         if status is None:
-            return "ended (its exit status was lost: the fork server is gone)"
+            return f"{text} ended (its exit status was lost: the fork server is gone)"
         if os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
             try:
                 name = signal.Signals(sig).name
             except ValueError:
                 name = str(sig)
-            return f"killed by {name}"
-        return f"exit code {os.WEXITSTATUS(status)}"
+            return f"{text} killed by signal {name}"
+        return f"{text} exited with code {os.WEXITSTATUS(status)}"
 
     def exit_error(self) -> BaseException:
         """The error for a future whose task process ended without replying."""
-        return WorkerCrashedError(f"the task's process ({self.label}) ended without a reply: {self.describe_exit()}")
+        return WorkerCrashedError(self.describe_exit())
 
     def _signal(self, sig: int) -> None:
         with self._lock:

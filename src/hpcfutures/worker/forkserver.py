@@ -44,6 +44,8 @@ def _child(env: dict, cwd, task_fd: int, reply_fd: int) -> None:
         if _CWD_FIRST:
             sys.path[0] = os.getcwd()
         sys.argv = [one_shot.__file__, str(task_fd), str(reply_fd)]  # as ``python -m ...one_shot`` has it
+        # as in ``python -m``, the entry module is no importable module of the task's process
+        sys.modules.pop("hpcfutures.worker.one_shot", None)
         code = one_shot.main(["one_shot", str(task_fd), str(reply_fd)])
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
