@@ -67,7 +67,7 @@ class ForkedTask:
         pid: the child's pid.
         ended_fd: a pidfd of the child: readable once it ended; -1 once closed.
         stderr_fd: ``None``: the child writes to the driver's stderr directly.
-        label: ``"forked pid N"``.
+        label: ``"pid N"``, as for any local process.
         capabilities: ``{"inherit_fds"}``.
     """
 
@@ -79,7 +79,7 @@ class ForkedTask:
         self.ended_fd = pidfd
         self._status_fd = status_fd
         self._status: int | None = None
-        self.label = f"forked pid {pid}"
+        self.label = f"pid {pid}"  # as a local process: task_overview and logs read "pid N"
         self._lock = threading.Lock()
 
     @property
