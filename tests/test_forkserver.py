@@ -275,3 +275,16 @@ def test_a_user_fork_while_workers_start_inherits_no_popen_pipe():
     child lived (issue 15). The fork now waits until no Popen runs."""
     out = subprocess.run([sys.executable, "-c", _FORK_WHILE_STARTING], capture_output=True, text=True, timeout=100)
     assert "RESULT True SHUTDOWN ok" in out.stdout, out.stdout + out.stderr[-2000:]
+
+
+def test_a_killed_fork_server_is_replaced_and_no_task_is_lost():
+    """The server SIGKILLed between tasks: the next serial task gets a new server."""
+    from hpcfutures import SingleNodeExecutor
+
+    with SingleNodeExecutor(max_workers=1) as exe:
+        server = exe.submit(_parent_and_modules).result(timeout=60)[0]
+        os.kill(server, signal.SIGKILL)
+        assert wait_until(lambda: not pid_alive(server), timeout=20)
+        again = exe.submit(_parent_and_modules).result(timeout=60)[0]
+        assert again not in (server, os.getpid())
+        assert exe.submit(funcs.add, 1, 2).result(timeout=60) == 3

@@ -283,6 +283,10 @@ class ForkServerLauncher:
 
     def _stop_server(self) -> None:
         if self._control is not None:
+            try:  # the end reaches the server even if a fork of the driver holds a copy of our end
+                self._control.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             self._control.close()  # the server's recv reads the end and it exits
             self._control = None
         if self._server is not None:
