@@ -288,3 +288,25 @@ def test_a_killed_fork_server_is_replaced_and_no_task_is_lost():
         again = exe.submit(_parent_and_modules).result(timeout=60)[0]
         assert again not in (server, os.getpid())
         assert exe.submit(funcs.add, 1, 2).result(timeout=60) == 3
+
+
+def test_a_task_too_large_for_the_fork_server_starts_as_a_fresh_interpreter(monkeypatch):
+    """An environment larger than one message of the server's socket: that task starts as a
+    fresh interpreter (the driver's child) with the whole environment, the next task forks."""
+    from hpcfutures import SingleNodeExecutor
+
+    with SingleNodeExecutor(max_workers=1) as exe:
+        server = exe.submit(_parent_and_modules).result(timeout=60)[0]
+        monkeypatch.setenv("HPCF_BIG_TEST_VARIABLE", "x" * 100_000)
+        monkeypatch.setenv("HPCF_BIG_TEST_VARIABLE2", "y" * 100_000)  # a lone variable is capped at 128 KiB
+        for i in range(12):
+            monkeypatch.setenv(f"HPCF_BIG_TEST_VARIABLE_{i}", "z" * 100_000)
+        big = exe.submit(_parent_and_big, "HPCF_BIG_TEST_VARIABLE_11").result(timeout=60)
+        assert big == (os.getpid(), 100_000)
+        for i in range(12):
+            monkeypatch.delenv(f"HPCF_BIG_TEST_VARIABLE_{i}")
+        assert exe.submit(_parent_and_modules).result(timeout=60)[0] == server
+
+
+def _parent_and_big(name):
+    return os.getppid(), len(os.environ[name])

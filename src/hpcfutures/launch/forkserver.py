@@ -20,6 +20,7 @@ Only serial tasks: MPI tasks still start through ``mpiexec`` (``check`` refuses
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import signal
@@ -38,6 +39,14 @@ if TYPE_CHECKING:
 
 ONE_SHOT_PIPES = "one_shot_pipes"  # as launch.handle.ONE_SHOT_PIPES
 INHERIT_FDS = "inherit_fds"  # as launch.handle.INHERIT_FDS
+MESSAGE_MAX = 1 << 20  # bytes: the largest pickled (env, cwd) the server reads (worker.forkserver)
+
+
+class NotForkable(Exception):
+    """This one task cannot go through the fork server (the server itself is fine): it must
+    start as a fresh interpreter."""
+
+
 # variables an interpreter or the dynamic loader reads once, at its start: a forked child
 # inherits the server's reading of them, so a task whose values differ gets a new server
 _START_PREFIXES = ("PYTHON", "LD_")
@@ -222,6 +231,10 @@ class ForkServerLauncher:
             return self._control
         self._stop_server()
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:  # room for one message of MESSAGE_MAX (the kernel caps it at net.core.wmem_max)
+            mine.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2 * MESSAGE_MAX)
+        except OSError:
+            pass
         env = {name: value for name, value in os.environ.items() if not name.startswith(_START_PREFIXES)}
         env.update(wanted)
         env[DRIVER_PID_ENV] = f"{os.getpid()}@{os.uname().nodename}"
@@ -260,15 +273,26 @@ class ForkServerLauncher:
 
         Raises:
             WorkerCrashedError: the server could not fork (it is restarted next time).
+            NotForkable: this task's environment is too large for one message: start it
+                as a fresh interpreter.
+            OSError: the server could not be started.
         """
         import pickle
 
         # no cwd: the driver's now, as a fresh process started now would have it
         message = pickle.dumps((dict(env), cwd if cwd is not None else os.getcwd()), protocol=pickle.HIGHEST_PROTOCOL)
+        if len(message) > MESSAGE_MAX:
+            raise NotForkable(f"its environment takes {len(message)} bytes pickled, the fork server reads at most {MESSAGE_MAX}")
         with self._lock:
             control = self._ensure_server(env)
             try:
                 socket.send_fds(control, [message], [task_r, reply_w])
+            except OSError as exc:
+                if exc.errno == errno.EMSGSIZE:  # nothing was sent: the server is fine
+                    raise NotForkable(f"its environment ({len(message)} bytes pickled) exceeds the socket's buffer") from None
+                self._stop_server()
+                raise WorkerCrashedError(f"the fork server is gone: {exc}") from None
+            try:
                 answer, fds, _, _ = socket.recv_fds(control, 64, 2)
             except OSError as exc:
                 self._stop_server()

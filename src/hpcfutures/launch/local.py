@@ -105,7 +105,7 @@ class LocalLauncher(Launcher):
         """The task as a fork of the server, or None where it must start as a fresh
         interpreter (the server cannot start or keeps failing: said once in a log line)."""
         from hpcfutures.errors import WorkerCrashedError
-        from hpcfutures.launch.forkserver import ForkServerLauncher, forkable
+        from hpcfutures.launch.forkserver import ForkServerLauncher, NotForkable, forkable
 
         why = forkable(env, cwd)
         if why is not None:
@@ -119,6 +119,9 @@ class LocalLauncher(Launcher):
             forks = self._forks
         try:
             handle = forks.start_one_shot(task_r, reply_w, resources, env, cwd)
+        except NotForkable as exc:
+            _log().debug("a fresh interpreter for this task, not a fork: %s", exc)
+            return None
         except (OSError, WorkerCrashedError) as exc:
             with self._forks_lock:
                 self._fork_failures += 1

@@ -24,7 +24,7 @@ import sys
 from hpcfutures.wire.frames import DRIVER_PID_ENV
 from hpcfutures.worker import one_shot  # imported once here, inherited by every child
 
-_MAX_MESSAGE = 1 << 20  # one task's environment, pickled
+_MAX_MESSAGE = 1 << 20  # one task's environment, pickled (launch.forkserver.MESSAGE_MAX)
 # a fresh ``python -m`` puts its cwd first on sys.path (unless PYTHONSAFEPATH): so does each
 # child, with its own cwd — the driver starts a new server when a PYTHON* variable changes
 _CWD_FIRST = bool(sys.path) and sys.path[0] == os.getcwd()
