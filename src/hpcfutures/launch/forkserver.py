@@ -303,6 +303,8 @@ class ForkServerLauncher:
             with self._lock:
                 self._stop_server()
             raise WorkerCrashedError("the fork server ended before it forked the task")
+        for fd in fds:  # recv_fds does not set close-on-exec: a program the driver runs must not hold them
+            os.set_inheritable(fd, False)
         return ForkedTask(int(answer), fds[0], fds[1])
 
     def _stop_server(self) -> None:
