@@ -310,3 +310,48 @@ def test_a_task_too_large_for_the_fork_server_starts_as_a_fresh_interpreter(monk
 
 def _parent_and_big(name):
     return os.getppid(), len(os.environ[name])
+
+
+def test_a_command_run_while_the_driver_forks_ends_with_the_command():
+    """run_command (squeue, scancel, srun --test-only, mpiexec --version) while another
+    thread forks: no forked process holds its output pipe, so each run ends when its command
+    does, not when the forked processes end; a Popen with preexec_fn does not deadlock."""
+    import threading
+
+    from hpcfutures.launch.spawn import run_command, spawn
+
+    stop, runs, problems = threading.Event(), [], []
+
+    def keep_running():
+        while not stop.is_set():
+            try:
+                runs.append(run_command(["true"], capture_output=True, timeout=30).returncode)
+            except BaseException as exc:  # a hang shows as TimeoutExpired
+                problems.append(exc)
+                return
+
+    runner = threading.Thread(target=keep_running)
+    runner.start()
+    kids = []
+    try:
+        while len(kids) < 40 and runner.is_alive():
+            pid = os.fork()
+            if pid == 0:
+                import time
+
+                time.sleep(60)  # lives longer than any run's timeout: a held pipe would show
+                os._exit(0)
+            kids.append(pid)
+            os.sched_yield()
+    finally:
+        stop.set()
+        runner.join(45)
+        alive = runner.is_alive()
+        for pid in kids:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        runner.join(45)
+    assert not alive and not problems, problems
+    assert runs and set(runs) == {0}
+    with spawn(["true"], preexec_fn=lambda: None) as process:
+        assert process.wait(30) == 0

@@ -30,7 +30,7 @@ import sys
 import threading
 
 from hpcfutures.errors import WorkerCrashedError
-from hpcfutures.launch.process import spawn
+from hpcfutures.launch.spawn import spawn
 from hpcfutures.wire.frames import DRIVER_PID_ENV, SYS_PATH_ENV
 
 TYPE_CHECKING = False

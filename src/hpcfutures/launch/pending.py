@@ -18,6 +18,7 @@ import threading
 import time
 
 from hpcfutures.launch.slurm_reasons import never_starts
+from hpcfutures.launch.spawn import run_command
 from hpcfutures.scheduling.job_states import SLURM_STATES, JobState, translate
 
 TYPE_CHECKING = False
@@ -29,7 +30,7 @@ def query_reasons(job_ids: list[str]) -> dict[str, tuple[str, str]]:
     """``{job: (state, reason)}`` for the given jobs, in one ``squeue`` call; a job the
     queue no longer knows is left out. Raises ``OSError``/``subprocess.SubprocessError``
     when squeue cannot be run or the controller does not answer."""
-    out = subprocess.run(
+    out = run_command(
         ["squeue", "-h", "--states=all", "-j", ",".join(job_ids), "-o", "%i|%T|%r"],
         capture_output=True,
         text=True,

@@ -35,6 +35,7 @@ import threading
 from hpcfutures.errors import UnsatisfiableRequestError, WorkerCrashedError
 from hpcfutures.launch.guardian import guardian
 from hpcfutures.launch.handle import INHERIT_FDS, MAY_QUEUE, WorkerHandle
+from hpcfutures.launch.spawn import run_command, spawn
 from hpcfutures.wire.frames import DRIVER_PID_ENV, KEY_ENV, KEY_FD_ENV, KEY_FILE_ENV, SYS_PATH_ENV
 from hpcfutures.wire.replies import REPORT_MARK
 from hpcfutures.worker.execute import end_session
@@ -56,69 +57,6 @@ _SRUN_QUEUED = re.compile(rb"srun: job (\d+) queued and waiting for resources")
 _SRUN_ALLOCATED = re.compile(rb"srun: job (\d+) has been allocated resources")
 _REPORT_MAX = 64 << 20  # a report line longer than this is dropped, not buffered
 SRUN_GRACE = 3.0  # seconds an srun asked to stop (SIGTERM) gets before SIGKILL
-
-
-class _ForkGate:
-    """Keeps ``os.fork()`` (a user's ``multiprocessing.Pool``, anything that forks the
-    driver) out of the moments our threads are inside ``subprocess.Popen``.
-
-    While ``Popen`` runs, the driver holds the write end of its exec-error pipe (and the
-    child's pipe ends); a fork at that moment copies them into the forked process, and
-    ``Popen`` then reads that pipe until the forked process exits too: a warm pool's start
-    hangs for as long as the user's pool lives (issue 15). Any number of our ``Popen`` calls
-    may run at once; a fork waits until none runs, and holds new ones back until it is done
-    (``os.register_at_fork``). ``Popen``'s own fork (``_posixsubprocess``) runs no at-fork
-    hooks, so it never waits on this gate.
-    """
-
-    def __init__(self):
-        self._reinit()
-        os.register_at_fork(before=self._before_fork, after_in_parent=self._after_fork, after_in_child=self._reinit)
-
-    def _reinit(self) -> None:
-        # in a forked child: no thread of ours runs there, whatever the lock's state was
-        self._cond = threading.Condition(threading.Lock())
-        self._spawning = 0
-
-    def _before_fork(self) -> None:
-        self._cond.acquire()  # held until after the fork: no new Popen starts meanwhile
-        while self._spawning:
-            self._cond.wait()
-
-    def _after_fork(self) -> None:
-        self._cond.release()
-
-    def popen(self, *args, **kwargs) -> subprocess.Popen:
-        with self._cond:
-            self._spawning += 1
-        try:
-            return subprocess.Popen(*args, **kwargs)
-        finally:
-            with self._cond:
-                self._spawning -= 1
-                if not self._spawning:
-                    self._cond.notify_all()
-
-
-_gate = _ForkGate()
-
-
-def spawn(argv: Sequence[str], **kwargs) -> subprocess.Popen:
-    """``subprocess.Popen(argv, **kwargs)``, safe against a fork of the driver by another
-    thread at the same moment (see ``_ForkGate``). Every process this package starts on
-    this machine is started through here.
-
-    Args:
-        argv: the command line.
-        **kwargs: ``subprocess.Popen``'s keyword arguments.
-
-    Returns:
-        The ``Popen`` object.
-
-    Raises:
-        OSError: as ``subprocess.Popen`` (FileNotFoundError: no such command).
-    """
-    return _gate.popen(argv, **kwargs)
 
 
 def worker_environment(key: bytes, threads_per_core: int, extra: Mapping[str, str] | None = None) -> dict:
@@ -367,7 +305,7 @@ class LocalProcessHandle(WorkerHandle):
             return
         self._cancelled_job = job
         try:
-            subprocess.run(["scancel", job], capture_output=True, timeout=60)
+            run_command(["scancel", job], capture_output=True, timeout=60)
         except (OSError, subprocess.SubprocessError):
             pass  # the guardian still holds the job and cancels it when the driver ends
 
