@@ -53,7 +53,14 @@ _START_PREFIXES = ("PYTHON", "LD_")
 
 
 def start_variables(env: Mapping[str, str]) -> dict:
-    """The variables of ``env`` read at an interpreter's start (``PYTHON*``, ``LD_*``)."""
+    """The variables of ``env`` read at an interpreter's start (``PYTHON*``, ``LD_*``).
+
+    Args:
+        env: an environment.
+
+    Returns:
+        Those of its variables, name -> value.
+    """
     return {name: value for name, value in env.items() if name.startswith(_START_PREFIXES)}
 
 
@@ -62,6 +69,13 @@ def forkable(env: Mapping[str, str], cwd: str | None) -> str | None:
 
     A relative ``PYTHONPATH`` entry is resolved against the interpreter's cwd at its start:
     a task with another cwd must start fresh to resolve it against its own.
+
+    Args:
+        env: the task's whole environment.
+        cwd: the task's working directory, or None for the driver's.
+
+    Returns:
+        None when a fork is equivalent; otherwise the reason, for a log line.
     """
     relative = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and not os.path.isabs(p)]
     if relative and cwd is not None and os.path.realpath(cwd) != os.path.realpath(os.getcwd()):

@@ -24,7 +24,11 @@ not as forks of a fork server (read when a launcher is made, i.e. per executor).
 
 
 def fork_server_wanted() -> bool:
-    """Whether ``HPCFUTURES_FORK_SERVER`` lets serial fresh tasks start as forks (the default)."""
+    """Whether ``HPCFUTURES_FORK_SERVER`` lets serial fresh tasks start as forks.
+
+    Returns:
+        False for ``0``, ``no``, ``false`` or ``off``; True otherwise, and when it is unset.
+    """
     return os.environ.get(FORK_SERVER_ENV, "1").strip().lower() not in ("0", "no", "false", "off")
 
 
@@ -90,7 +94,18 @@ class LocalLauncher(Launcher):
     def start_one_shot(self, task_r: int, reply_w: int, resources: Mapping, env: Mapping[str, str],
                        cwd: str | None = None) -> LocalProcessHandle:
         """Start a serial one-shot worker that inherits the two pipe ends (the caller closes
-        its copies).
+        its copies): a fork of this launcher's fork server (started at the first call) where
+        it is on and can run the task, else a fresh interpreter.
+
+        Args:
+            task_r: read end of the task pipe.
+            reply_w: write end of the reply pipe.
+            resources: the task's merged ``resource_dict`` (``cores`` 1).
+            env: the task's whole environment, key included.
+            cwd: its working directory, or None for the driver's.
+
+        Returns:
+            A ``ForkedTask`` or a ``LocalProcessHandle``; the caller must ``close()`` it.
 
         Raises:
             FileNotFoundError: the interpreter is gone.
