@@ -49,6 +49,8 @@ def _child(env: dict, cwd, task_fd: int, reply_fd: int) -> None:
         code = one_shot.main(["one_shot", str(task_fd), str(reply_fd)])
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
+    except EOFError:
+        pass  # no task came: the driver gave up on this child (its server died as it forked)
     except BaseException:
         import traceback
 
