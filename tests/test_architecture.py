@@ -224,6 +224,7 @@ def test_a_new_backend_is_one_value(tmp_path):
 
         def close(self):
             self.closed += 1
+            super().close()  # the fork server the local launcher may have started
 
     def make_launcher(colour=None):
         launchers.append((colour, ClosingLauncher()))

@@ -63,8 +63,17 @@ def descendants(root: int | None = None) -> dict:
 
 
 def workers() -> list[int]:
-    """Pids of this process's serial worker processes (MPI ranks excluded)."""
-    return [pid for pid, cmd in descendants().items() if "hpcfutures.worker" in cmd and "--mpi" not in cmd]
+    """Pids of this process's serial worker processes (MPI ranks and fork servers excluded;
+    a server's forked tasks, which share its command line, are workers)."""
+    servers = set(fork_servers())
+    return [pid for pid, cmd in descendants().items() if "hpcfutures.worker" in cmd and "--mpi" not in cmd and pid not in servers]
+
+
+def fork_servers() -> list[int]:
+    """Pids of the fork servers of this process's executors (its children; their forked
+    tasks are their children)."""
+    table = _processes()
+    return [pid for pid, (ppid, cmd) in table.items() if ppid == os.getpid() and "hpcfutures.worker.forkserver" in cmd]
 
 
 def mpi_ranks() -> list[int]:
@@ -138,6 +147,38 @@ def test_random_sigkill_of_workers_during_a_stream(block):
         # still serving after the storm
         again = [exe.submit(funcs.add, i, 1, resource_dict={"retries": 2}) for i in range(10)]  # the last kill may be landing
         assert [f.result(timeout=60) for f in again] == list(range(1, 11))
+        watcher.look()
+    finally:
+        stop.set()
+        exe.shutdown(wait=True)
+    watcher.assert_all_gone()
+
+
+def test_random_sigkill_of_the_fork_server_during_a_stream():
+    """The fork server SIGKILLed again and again while serial fresh tasks stream through it:
+    the tasks it had forked run on (they watch the driver, not the server), the next task
+    gets a new server, every future ends with its own value or a WorkerCrashedError, and
+    nothing is left after shutdown."""
+    watcher, kills, stop = Watcher(), [], threading.Event()
+    exe = SingleNodeExecutor(max_workers=2)
+    try:
+        killer = threading.Thread(target=_kill_randomly, args=(stop, fork_servers, watcher, kills))
+        killer.start()
+        futures = [exe.submit(funcs.sleep_then, 0.02, ("task", i)) for i in range(150)]
+        try:
+            assert_every_future_ended(futures, 150)
+        finally:
+            stop.set()
+            killer.join()
+        for i, fut in enumerate(futures):
+            exc = fut.exception()
+            if exc is None:
+                assert fut.result() == ("task", i), "a wrong value was returned"
+            else:
+                assert isinstance(exc, WorkerCrashedError), repr(exc)
+        print(f"fork server: {len(kills)} kills, {sum(f.exception() is None for f in futures)} results")
+        assert kills and sum(f.exception() is None for f in futures) > 0
+        assert [exe.submit(funcs.add, i, 1).result(timeout=60) for i in range(5)] == list(range(1, 6))
         watcher.look()
     finally:
         stop.set()

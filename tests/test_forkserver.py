@@ -67,7 +67,7 @@ def test_each_task_is_a_fresh_process_with_its_own_env_and_cwd(launcher, tmp_pat
     assert pid1 != pid2 and sid1 == pid1 and sid2 == pid2  # each its own process and session
     assert launcher.server_pid() not in (pid1, pid2)
     for task in (first, second):
-        assert task.handle.wait_ended(10) and task.handle.describe_exit() == "exit code 0"
+        assert task.handle.wait_ended(10) and task.handle.describe_exit().endswith("(forked) exited with code 0")
         task.handle.close()
     threads = Running(launcher, key, funcs.env, ("OMP_NUM_THREADS",), threads=3, extra={"CUDA_VISIBLE_DEVICES": "1"})
     assert threads.reply()["result"] == "3"
@@ -86,7 +86,7 @@ def test_exit_code_and_kill(launcher, tmp_path):
     key = new_key()
     dead = Running(launcher, key, funcs.exit_hard, (3,))
     assert dead.handle.wait_ended(10)
-    assert dead.handle.describe_exit() == "exit code 3"
+    assert dead.handle.describe_exit().endswith("(forked) exited with code 3")
     assert isinstance(dead.handle.exit_error(), WorkerCrashedError)
     os.close(dead.reply_r)
     dead.handle.close()
@@ -97,7 +97,7 @@ def test_exit_code_and_kill(launcher, tmp_path):
     assert not hung.handle.ended()
     hung.handle.kill()
     assert hung.handle.wait_ended(10)
-    assert hung.handle.describe_exit() == "killed by SIGKILL"
+    assert hung.handle.describe_exit().endswith("(forked) killed by signal SIGKILL")
     assert wait_until(lambda: not pid_alive(hung.handle.pid), 10)
     os.close(hung.reply_r)
     hung.handle.close()
@@ -160,3 +160,198 @@ def test_driver_killed_ends_server_and_tasks(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# -- the default mode uses it (issue 15 item 2) ------------------------------------------
+
+
+def _parent_and_modules(module_to_import=None):
+    import importlib
+    import sys
+
+    before = module_to_import in sys.modules
+    if module_to_import:
+        importlib.import_module(module_to_import)
+    return os.getppid(), before
+
+
+def _import_path_view(module):
+    import importlib
+    import sys
+
+    return sys.path[0], os.getcwd(), sys.argv[0].endswith("one_shot.py"), importlib.import_module(module).VALUE
+
+
+def test_the_default_mode_forks_serial_tasks_and_leaves_nothing_over():
+    """SingleNodeExecutor's fresh tasks are forks of a server (their parent is not the
+    driver), and a module one task imported is not in the next one's process."""
+    from hpcfutures import SingleNodeExecutor
+
+    with SingleNodeExecutor(max_workers=1) as exe:
+        parent1, had1 = exe.submit(_parent_and_modules, "colorsys").result(timeout=60)
+        parent2, had2 = exe.submit(_parent_and_modules, "colorsys").result(timeout=60)
+    assert parent1 == parent2 != os.getpid()  # one fork server per executor
+    assert had1 is False and had2 is False  # the server never runs user code
+    assert not pid_alive(parent1) or wait_until(lambda: not pid_alive(parent1))  # gone with the executor
+
+
+def test_the_fork_server_can_be_turned_off(monkeypatch):
+    """HPCFUTURES_FORK_SERVER=0: each serial task is a fresh interpreter, the driver's child."""
+    from hpcfutures import SingleNodeExecutor
+
+    monkeypatch.setenv("HPCFUTURES_FORK_SERVER", "0")
+    with SingleNodeExecutor(max_workers=1) as exe:
+        assert exe.submit(_parent_and_modules).result(timeout=60)[0] == os.getpid()
+
+
+@pytest.mark.parametrize("fork_server", ["1", "0"])
+def test_a_forked_task_imports_as_a_fresh_interpreter_would(fork_server, monkeypatch, tmp_path):
+    """cwd first on sys.path, a PYTHONPATH set after the executor started honoured: the
+    same answers with and without the fork server."""
+    from hpcfutures import SingleNodeExecutor
+
+    monkeypatch.setenv("HPCFUTURES_FORK_SERVER", fork_server)
+    here, later = tmp_path / "here", tmp_path / "later"
+    here.mkdir()
+    later.mkdir()
+    (here / "beside_cwd_mod.py").write_text("VALUE = 'cwd'\n")
+    (later / "on_pythonpath_mod.py").write_text("VALUE = 'pythonpath'\n")
+    with SingleNodeExecutor(max_workers=1) as exe:
+        first = exe.submit(_import_path_view, "beside_cwd_mod", resource_dict={"cwd": str(here)}).result(timeout=60)
+        assert first == (str(here), str(here), True, "cwd")
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(later), os.environ.get("PYTHONPATH", "")]))
+        second = exe.submit(_import_path_view, "on_pythonpath_mod").result(timeout=60)
+        assert second[1:] == (os.getcwd(), True, "pythonpath")
+
+
+def test_forked_tasks_keep_the_liveness_promises(tmp_path):
+    """run_time_max stops a forked task; a process a task left running dies at its end; a
+    task that kills itself is reported as a crash."""
+    from hpcfutures import SingleNodeExecutor
+    from hpcfutures.errors import WorkerCrashedError as Crashed
+
+    with SingleNodeExecutor(max_workers=2) as exe:
+        slow = exe.submit(funcs.sleep_then, 60, resource_dict={"run_time_max": 1})
+        with pytest.raises(TimeoutError, match="run_time_max"):
+            slow.result(timeout=60)
+        left = exe.submit(funcs.start_child, "popen", 120).result(timeout=60)
+        assert wait_until(lambda: not pid_alive(left), timeout=20)
+        with pytest.raises(Crashed, match="SIGKILL"):
+            exe.submit(funcs.kill_self).result(timeout=60)
+
+
+_FORK_WHILE_STARTING = textwrap.dedent(
+    """
+    import os, signal, threading, time
+    from hpcfutures import SingleNodeExecutor
+    exe = SingleNodeExecutor(max_workers=4, block_allocation=True)
+    kids = []
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:  # the user forks while the warm workers start
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(60)
+            os._exit(0)
+        kids.append(pid)
+        time.sleep(0.005)
+    ok = exe.submit(sum, [1, 2]).result(timeout=30) == 3
+    t = threading.Thread(target=exe.shutdown, daemon=True)
+    t.start()
+    t.join(20)
+    print("RESULT", ok, "SHUTDOWN", "hangs" if t.is_alive() else "ok", flush=True)
+    for pid in kids:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    t.join(20)
+    os._exit(0)
+    """
+)
+
+
+@pytest.mark.timeout(120)
+def test_a_user_fork_while_workers_start_inherits_no_popen_pipe():
+    """A fork of the driver while a warm pool starts (threads inside Popen) used to copy
+    Popen's exec-error pipe into the forked child: shutdown then hung as long as that
+    child lived (issue 15). The fork now waits until no Popen runs."""
+    out = subprocess.run([sys.executable, "-c", _FORK_WHILE_STARTING], capture_output=True, text=True, timeout=100)
+    assert "RESULT True SHUTDOWN ok" in out.stdout, out.stdout + out.stderr[-2000:]
+
+
+def test_a_killed_fork_server_is_replaced_and_no_task_is_lost():
+    """The server SIGKILLed between tasks: the next serial task gets a new server."""
+    from hpcfutures import SingleNodeExecutor
+
+    with SingleNodeExecutor(max_workers=1) as exe:
+        server = exe.submit(_parent_and_modules).result(timeout=60)[0]
+        os.kill(server, signal.SIGKILL)
+        assert wait_until(lambda: not pid_alive(server), timeout=20)
+        again = exe.submit(_parent_and_modules).result(timeout=60)[0]
+        assert again not in (server, os.getpid())
+        assert exe.submit(funcs.add, 1, 2).result(timeout=60) == 3
+
+
+def test_a_task_too_large_for_the_fork_server_starts_as_a_fresh_interpreter(monkeypatch):
+    """An environment larger than one message of the server's socket: that task starts as a
+    fresh interpreter (the driver's child) with the whole environment, the next task forks."""
+    from hpcfutures import SingleNodeExecutor
+
+    with SingleNodeExecutor(max_workers=1) as exe:
+        server = exe.submit(_parent_and_modules).result(timeout=60)[0]
+        monkeypatch.setenv("HPCF_BIG_TEST_VARIABLE", "x" * 100_000)
+        monkeypatch.setenv("HPCF_BIG_TEST_VARIABLE2", "y" * 100_000)  # a lone variable is capped at 128 KiB
+        for i in range(12):
+            monkeypatch.setenv(f"HPCF_BIG_TEST_VARIABLE_{i}", "z" * 100_000)
+        big = exe.submit(_parent_and_big, "HPCF_BIG_TEST_VARIABLE_11").result(timeout=60)
+        assert big == (os.getpid(), 100_000)
+        for i in range(12):
+            monkeypatch.delenv(f"HPCF_BIG_TEST_VARIABLE_{i}")
+        assert exe.submit(_parent_and_modules).result(timeout=60)[0] == server
+
+
+def _parent_and_big(name):
+    return os.getppid(), len(os.environ[name])
+
+
+def test_a_command_run_while_the_driver_forks_ends_with_the_command():
+    """run_command (squeue, scancel, srun --test-only, mpiexec --version) while another
+    thread forks: no forked process holds its output pipe, so each run ends when its command
+    does, not when the forked processes end; a Popen with preexec_fn does not deadlock."""
+    import threading
+
+    from hpcfutures.launch.spawn import run_command, spawn
+
+    stop, runs, problems = threading.Event(), [], []
+
+    def keep_running():
+        while not stop.is_set():
+            try:
+                runs.append(run_command(["true"], capture_output=True, timeout=30).returncode)
+            except BaseException as exc:  # a hang shows as TimeoutExpired
+                problems.append(exc)
+                return
+
+    runner = threading.Thread(target=keep_running)
+    runner.start()
+    kids = []
+    try:
+        while len(kids) < 40 and runner.is_alive():
+            pid = os.fork()
+            if pid == 0:
+                import time
+
+                time.sleep(60)  # lives longer than any run's timeout: a held pipe would show
+                os._exit(0)
+            kids.append(pid)
+            os.sched_yield()
+    finally:
+        stop.set()
+        runner.join(45)
+        alive = runner.is_alive()
+        for pid in kids:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        runner.join(45)
+    assert not alive and not problems, problems
+    assert runs and set(runs) == {0}
+    with spawn(["true"], preexec_fn=lambda: None) as process:
+        assert process.wait(30) == 0

@@ -299,7 +299,9 @@ def test_key_of_a_serial_worker_is_not_in_its_proc_environ(block):
     """A worker the driver starts itself gets the key through a pipe: nothing in
     /proc/PID/environ (which keeps the start-up environment even after os.environ.pop)."""
     with SingleNodeExecutor(max_workers=1, block_allocation=block) as exe:
-        assert exe.submit(funcs.start_environment_has, "HPCFUTURES_KEY").result(timeout=30) is True  # the probe works
+        # the probe works: a variable every worker starts with (a forked task's start
+        # environment is its fork server's, which never held a key)
+        assert exe.submit(funcs.start_environment_has, "HPCFUTURES_DRIVER_PID").result(timeout=30) is True
         # no value of the key's form (64 hex digits) where other processes can read it
         assert exe.submit(funcs.start_environment_key_like).result(timeout=30) == []
 

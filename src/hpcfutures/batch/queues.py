@@ -43,6 +43,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 
+from hpcfutures.launch.spawn import run_command, spawn
 from hpcfutures.scheduling.job_states import PYSQA_STATES, SLURM_STATES, JobState, translate
 from hpcfutures.scheduling.render import job_step_args, sbatch_lines, template_variables
 from hpcfutures.scheduling.resources import Resources
@@ -120,7 +121,7 @@ class QueueError(RuntimeError):
 
 def _run(argv: list[str], input_text: str | None = None) -> str:
     try:
-        out = subprocess.run(argv, input=input_text, capture_output=True, text=True, timeout=120)
+        out = run_command(argv, input=input_text, capture_output=True, text=True, timeout=120)
     except FileNotFoundError:
         raise FileNotFoundError(f"{argv[0]!r} is not on PATH: SlurmClusterExecutor needs the SLURM client tools") from None
     if out.returncode != 0:
@@ -189,7 +190,7 @@ class SlurmQueue:
 
     def cancel(self, job_ids: list[str]) -> None:
         if job_ids:
-            subprocess.run(["scancel", *job_ids], capture_output=True, timeout=60)
+            run_command(["scancel", *job_ids], capture_output=True, timeout=60)
 
 
 def _with_threads(command: list[str], res: Resources) -> list[str]:
@@ -310,7 +311,7 @@ class LocalQueue:
             command = mpiexec_command(res.ranks, res.oversubscribe) + command
         command = _with_threads(command, res)
         with open(log, "ab") as out:
-            process = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            process = spawn(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         with self._lock:
             self._processes[str(process.pid)] = process
             if res.time_limit is not None:  # ended (TIMEOUT) by ``states``, as SLURM ends a job at its --time

@@ -46,7 +46,9 @@ class OneProcessPerTask(EngineDefaults):
         launcher=None,
     ):
         self._key = key
-        self._launcher = launcher or LocalLauncher()
+        # a launcher made here is ours to close (its fork server) once every task ended
+        self._own_launcher = LocalLauncher() if launcher is None else None
+        self._launcher = launcher or self._own_launcher
         self._hostname_localhost = hostname_localhost
         self._log_obj_size = log_obj_size
         self._lock = threading.Lock()
@@ -295,6 +297,9 @@ class OneProcessPerTask(EngineDefaults):
         with self._lock:
             while self._queue or self._threads or self._starting:
                 self._drained.wait()
+            own, self._own_launcher = self._own_launcher, None
+        if own is not None:
+            own.close()
 
     def kill_all(self) -> None:
         """Stop everything now: queued tasks are cancelled, running processes killed."""

@@ -20,6 +20,7 @@ Only serial tasks: MPI tasks still start through ``mpiexec`` (``check`` refuses
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import signal
@@ -29,6 +30,7 @@ import sys
 import threading
 
 from hpcfutures.errors import WorkerCrashedError
+from hpcfutures.launch.spawn import spawn
 from hpcfutures.wire.frames import DRIVER_PID_ENV, SYS_PATH_ENV
 
 TYPE_CHECKING = False
@@ -37,6 +39,48 @@ if TYPE_CHECKING:
 
 ONE_SHOT_PIPES = "one_shot_pipes"  # as launch.handle.ONE_SHOT_PIPES
 INHERIT_FDS = "inherit_fds"  # as launch.handle.INHERIT_FDS
+MESSAGE_MAX = 1 << 20  # bytes: the largest pickled (env, cwd) the server reads (worker.forkserver)
+
+
+class NotForkable(Exception):
+    """This one task cannot go through the fork server (the server itself is fine): it must
+    start as a fresh interpreter."""
+
+
+# variables an interpreter or the dynamic loader reads once, at its start: a forked child
+# inherits the server's reading of them, so a task whose values differ gets a new server
+_START_PREFIXES = ("PYTHON", "LD_")
+
+
+def start_variables(env: Mapping[str, str]) -> dict:
+    """The variables of ``env`` read at an interpreter's start (``PYTHON*``, ``LD_*``).
+
+    Args:
+        env: an environment.
+
+    Returns:
+        Those of its variables, name -> value.
+    """
+    return {name: value for name, value in env.items() if name.startswith(_START_PREFIXES)}
+
+
+def forkable(env: Mapping[str, str], cwd: str | None) -> str | None:
+    """Why a fork of the server would not see what a fresh ``python -m`` would, or None.
+
+    A relative ``PYTHONPATH`` entry is resolved against the interpreter's cwd at its start:
+    a task with another cwd must start fresh to resolve it against its own.
+
+    Args:
+        env: the task's whole environment.
+        cwd: the task's working directory, or None for the driver's.
+
+    Returns:
+        None when a fork is equivalent; otherwise the reason, for a log line.
+    """
+    relative = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and not os.path.isabs(p)]
+    if relative and cwd is not None and os.path.realpath(cwd) != os.path.realpath(os.getcwd()):
+        return f"PYTHONPATH has relative entries ({', '.join(relative)}) and the task's cwd is {cwd}"
+    return None
 
 
 class ForkedTask:
@@ -46,7 +90,7 @@ class ForkedTask:
         pid: the child's pid.
         ended_fd: a pidfd of the child: readable once it ended; -1 once closed.
         stderr_fd: ``None``: the child writes to the driver's stderr directly.
-        label: ``"forked pid N"``.
+        label: ``"pid N"``, as for any local process.
         capabilities: ``{"inherit_fds"}``.
     """
 
@@ -58,7 +102,7 @@ class ForkedTask:
         self.ended_fd = pidfd
         self._status_fd = status_fd
         self._status: int | None = None
-        self.label = f"forked pid {pid}"
+        self.label = f"pid {pid}"  # as a local process: task_overview and logs read "pid N"
         self._lock = threading.Lock()
 
     @property
@@ -102,23 +146,26 @@ class ForkedTask:
         return self._status
 
     def describe_exit(self) -> str:
-        """How the child ended: "exit code N" or "killed by SIGX" (waits for the end)."""
+        """How the child ended, worded as ``LocalProcessHandle.describe_exit`` words it
+        ("worker process N (forked) exited with code 3", "... killed by signal SIGKILL");
+        waits for the end."""
         self.wait_ended(None)
         status = self._wait_status(5.0)
+        text = f"worker process {self.pid} (forked)"
         if status is None:
-            return "ended (its exit status was lost: the fork server is gone)"
+            return f"{text} ended (its exit status was lost: the fork server is gone)"
         if os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
             try:
                 name = signal.Signals(sig).name
             except ValueError:
                 name = str(sig)
-            return f"killed by {name}"
-        return f"exit code {os.WEXITSTATUS(status)}"
+            return f"{text} killed by signal {name}"
+        return f"{text} exited with code {os.WEXITSTATUS(status)}"
 
     def exit_error(self) -> BaseException:
         """The error for a future whose task process ended without replying."""
-        return WorkerCrashedError(f"the task's process ({self.label}) ended without a reply: {self.describe_exit()}")
+        return WorkerCrashedError(self.describe_exit())
 
     def _signal(self, sig: int) -> None:
         with self._lock:
@@ -170,6 +217,8 @@ class ForkServerLauncher:
         self._lock = threading.Lock()
         self._control: socket.socket | None = None
         self._server: subprocess.Popen | None = None
+        self._server_start: dict | None = None  # start_variables the server runs with
+        self._server_cwd: str | None = None
 
     def check(self, resources: Mapping) -> None:
         """Refuse what a fork cannot be: an MPI task.
@@ -186,22 +235,36 @@ class ForkServerLauncher:
     def start(self, argv, resources, env, cwd=None, pass_fds=()):
         raise NotImplementedError("the fork server starts one-shot serial tasks only (start_one_shot)")
 
-    def _ensure_server(self) -> socket.socket:
-        if self._control is not None and self._server is not None and self._server.poll() is None:
+    def _ensure_server(self, task_env: Mapping[str, str] | None = None) -> socket.socket:
+        wanted = start_variables(task_env if task_env is not None else os.environ)
+        cwd = os.getcwd()
+        running = self._control is not None and self._server is not None and self._server.poll() is None
+        # a server started with other PYTHON*/LD_* values, or in another cwd (a relative
+        # PYTHONPATH entry, sys.path[0]), would not give what a fresh interpreter gives
+        if running and wanted == self._server_start and cwd == self._server_cwd:
             return self._control
         self._stop_server()
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        env = dict(os.environ)
+        try:  # room for one message of MESSAGE_MAX (the kernel caps it at net.core.wmem_max)
+            mine.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2 * MESSAGE_MAX)
+        except OSError:
+            pass
+        env = {name: value for name, value in os.environ.items() if not name.startswith(_START_PREFIXES)}
+        env.update(wanted)
         env[DRIVER_PID_ENV] = f"{os.getpid()}@{os.uname().nodename}"
         env[SYS_PATH_ENV] = os.pathsep.join(os.path.abspath(p) if p else os.getcwd() for p in sys.path if isinstance(p, str))
         try:
-            self._server = subprocess.Popen(
+            self._server = spawn(
                 [sys.executable, "-m", "hpcfutures.worker.forkserver", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
+        except BaseException:
+            mine.close()
+            raise
         finally:
             theirs.close()
         self._control = mine
+        self._server_start, self._server_cwd = wanted, cwd
         return mine
 
     def start_one_shot(
@@ -224,14 +287,26 @@ class ForkServerLauncher:
 
         Raises:
             WorkerCrashedError: the server could not fork (it is restarted next time).
+            NotForkable: this task's environment is too large for one message: start it
+                as a fresh interpreter.
+            OSError: the server could not be started.
         """
         import pickle
 
-        message = pickle.dumps((dict(env), cwd), protocol=pickle.HIGHEST_PROTOCOL)
+        # no cwd: the driver's now, as a fresh process started now would have it
+        message = pickle.dumps((dict(env), cwd if cwd is not None else os.getcwd()), protocol=pickle.HIGHEST_PROTOCOL)
+        if len(message) > MESSAGE_MAX:
+            raise NotForkable(f"its environment takes {len(message)} bytes pickled, the fork server reads at most {MESSAGE_MAX}")
         with self._lock:
-            control = self._ensure_server()
+            control = self._ensure_server(env)
             try:
                 socket.send_fds(control, [message], [task_r, reply_w])
+            except OSError as exc:
+                if exc.errno == errno.EMSGSIZE:  # nothing was sent: the server is fine
+                    raise NotForkable(f"its environment ({len(message)} bytes pickled) exceeds the socket's buffer") from None
+                self._stop_server()
+                raise WorkerCrashedError(f"the fork server is gone: {exc}") from None
+            try:
                 answer, fds, _, _ = socket.recv_fds(control, 64, 2)
             except OSError as exc:
                 self._stop_server()
@@ -242,10 +317,16 @@ class ForkServerLauncher:
             with self._lock:
                 self._stop_server()
             raise WorkerCrashedError("the fork server ended before it forked the task")
+        for fd in fds:  # recv_fds does not set close-on-exec: a program the driver runs must not hold them
+            os.set_inheritable(fd, False)
         return ForkedTask(int(answer), fds[0], fds[1])
 
     def _stop_server(self) -> None:
         if self._control is not None:
+            try:  # the end reaches the server even if a fork of the driver holds a copy of our end
+                self._control.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             self._control.close()  # the server's recv reads the end and it exits
             self._control = None
         if self._server is not None:

