@@ -22,6 +22,7 @@ from hpcfutures.executors.outcome import cancel_unstarted, finish, settle, stopp
 from hpcfutures.launch.gpus import GpuPool, gpu_environment
 from hpcfutures.launch.local import LocalLauncher
 from hpcfutures.launch.process import WorkerProcess, deadline_after, poll_ms, remaining, worker_environment
+from hpcfutures.launch.starter import starter_for
 from hpcfutures.logs import get_logger
 from hpcfutures.scheduling.budget import CoreBudget
 from hpcfutures.scheduling.task import Task
@@ -171,7 +172,8 @@ class OneProcessPerTask:
         if cwd is not None:
             env[CWD_ENV] = cwd  # the worker enters it itself: srun -D falls back to /tmp
         timeout = res.get("run_time_max")
-        if task.cores > 1:
+        # a launcher whose workers inherit no descriptors (a Flux job) uses the socket for all
+        if task.cores > 1 or "inherit_fds" not in getattr(self._launcher, "capabilities", ("inherit_fds",)):
             return self._execute_linked(task, env, cwd, timeout)
         return self._execute_serial(task, env, cwd, timeout)
 
@@ -241,7 +243,7 @@ class OneProcessPerTask:
         link = SocketInterface(key=self._key, hostname_localhost=self._hostname_localhost, log_obj_size=self._log_obj_size)
         try:
             address = link.bind()
-            process = link.bootup(self._launcher.worker_command(address, task.resources), env, cwd)
+            process = link.bootup(self._launcher.worker_command(address, task.resources), env, cwd, starter_for(self._launcher, task.resources))
             if not self._track(task, process):
                 return stopped_by_shutdown()
             try:

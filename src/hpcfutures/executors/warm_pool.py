@@ -20,6 +20,7 @@ from hpcfutures.executors.outcome import cancel_unstarted, fail_unstarted, finis
 from hpcfutures.launch.gpus import check_enough, gpu_environment
 from hpcfutures.launch.local import LocalLauncher
 from hpcfutures.launch.process import worker_environment
+from hpcfutures.launch.starter import starter_for
 from hpcfutures.logs import get_logger
 from hpcfutures.scheduling.task import Task
 from hpcfutures.wire.replies import open_reply
@@ -167,7 +168,8 @@ class WarmPool:
             env = worker_environment(self._key, res.get("threads_per_core", 1), gpu_environment(devices, g))
             if cwd is not None:
                 env[CWD_ENV] = cwd  # the worker enters it itself: srun -D falls back to /tmp
-            link.bootup(command, env, cwd)
+            # run_time_max limits each call, not the worker's life: not the job's duration
+            link.bootup(command, env, cwd, starter_for(self._launcher, {k: v for k, v in res.items() if k != "run_time_max"}))
             with self._cond:
                 self._links[worker_id] = link
                 killing = self._killing

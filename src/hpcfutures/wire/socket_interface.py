@@ -234,9 +234,11 @@ class SocketInterface:
         return self._transport.port
 
     # -- process -------------------------------------------------------------------
-    def bootup(self, command, env: dict | None = None, cwd: str | None = None) -> WorkerProcess:
+    def bootup(self, command, env: dict | None = None, cwd: str | None = None, start=None) -> WorkerProcess:
+        """Start the worker: ``start(command, env, cwd)`` when a launcher starts its workers
+        itself (a Flux job), a local process otherwise."""
         env = env if env is not None else worker_environment(self.key, 1)
-        self.process = WorkerProcess(command, env, cwd=cwd)
+        self.process = start(command, env, cwd) if start is not None else WorkerProcess(command, env, cwd=cwd)
         return self.process
 
     def wait_connected(self, wake_fd: int | None = None, timeout: float | None = None) -> None:

@@ -1,0 +1,50 @@
+"""Functions the Flux tests submit (workers import them by name)."""
+
+import os
+import time
+
+
+def job_id_then_wait(path, gate, timeout=60.0):
+    """Write this job's Flux id to ``path``, then hold until ``gate`` exists."""
+    with open(path + ".tmp", "w") as f:
+        f.write(os.environ.get("FLUX_JOB_ID", ""))
+    os.replace(path + ".tmp", path)
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(gate):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{gate} never appeared")
+        time.sleep(0.01)
+    return "finished"
+
+
+def job_env():
+    """What Flux set for this job: its id, the broker it runs on, the urgency it asked for."""
+    return {k: os.environ.get(k) for k in ("FLUX_JOB_ID", "FLUX_URI", "FLUX_TASK_RANK", "FLUX_JOB_SIZE")}
+
+
+def rank_broker(i):
+    """(rank, world size, the URI of the Flux broker this rank runs under)."""
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size(), os.environ.get("FLUX_URI")
+
+
+def broker(i=None):
+    return os.environ.get("FLUX_URI")
+
+
+def say_and_return(x):
+    import sys
+
+    print(f"stdout of the task {x}", flush=True)
+    print(f"stderr of the task {x}", file=sys.stderr, flush=True)
+    return x
+
+
+def nested_uri():
+    """The URI of the instance this task runs in and its size (a nested one under
+    flux_executor_nesting)."""
+    import flux
+
+    h = flux.Flux()
+    return os.environ.get("FLUX_URI"), int(h.attr_get("size")), h.attr_get("parent-uri") if True else None
