@@ -239,3 +239,24 @@ def test_killed_driver_leaves_no_job(tmp_path, no_jobs_left):
     finally:
         driver.kill()
         driver.wait(timeout=30)
+
+
+def test_pympipool_fronts_with_enable_flux_backend(no_jobs_left):
+    from hpcfutures import Executor, HPCExecutor, Pool
+
+    with Executor(enable_flux_backend=True) as exe:
+        assert exe.submit(funcs_flux.job_env).result(timeout=60)["FLUX_JOB_ID"]
+    with HPCExecutor(max_workers=2, enable_flux_backend=True) as exe:
+        ids = {exe.submit(funcs_flux.job_env).result(timeout=60)["FLUX_JOB_ID"] for _ in range(4)}
+    assert None not in ids and 1 <= len(ids) <= 2
+    with Pool(max_workers=2, enable_flux_backend=True) as pool:
+        assert pool.map(funcs.add, [1, 2, 3]) == [1, 2, 3]
+        assert all(pool.map(funcs.env, ["FLUX_JOB_ID"] * 2))
+
+
+@pytest.mark.mpi
+def test_pympipool_mpi_executor_with_enable_flux_backend(no_jobs_left):
+    from hpcfutures import Executor
+
+    with Executor(cores=2, enable_flux_backend=True) as exe:
+        assert exe.submit(funcs.mpi_ranks, 5).result(timeout=90) == [(5, 2, 0), (5, 2, 1)]

@@ -22,28 +22,54 @@ def _worker_resources(cores: int, gpus: int | float, cwd) -> dict:
 
 
 class _WarmFront(SingleNodeExecutor):
-    """What the three fronts share: refuse a backend that does not exist yet, then start a
-    warm pool shaped by pympipool's parameters."""
+    """What the three fronts share: refuse a backend that does not exist, then start a warm
+    pool shaped by pympipool's parameters, of local processes, srun steps
+    (``enable_slurm_backend``, as in ``SlurmJobExecutor``) or Flux jobs (``enable_flux_backend``,
+    as in ``FluxJobExecutor``)."""
 
-    _srun = False  # enable_slurm_backend: the workers are srun steps, as in SlurmJobExecutor
+    _backend = "local"
     _pmi_mode = None
 
     def _make_launcher(self):
-        return SlurmJobExecutor._make_launcher(self) if self._srun else super()._make_launcher()
+        if self._backend == "flux":
+            from hpcfutures.launch.flux import FluxLauncher
+
+            return FluxLauncher()
+        return SlurmJobExecutor._make_launcher(self) if self._backend == "srun" else super()._make_launcher()
 
     def _default_cores(self):
-        return SlurmJobExecutor._default_cores(self) if self._srun else super()._default_cores()
+        if self._backend == "flux":
+            from hpcfutures.executors.flux_job import FluxJobExecutor
+
+            return FluxJobExecutor._default_cores(self)
+        return SlurmJobExecutor._default_cores(self) if self._backend == "srun" else super()._default_cores()
 
     def _check_warm_pool(self, n_workers: int, resources: dict) -> None:
-        if self._srun:
+        if self._backend == "flux":
+            from hpcfutures.executors.flux_job import FluxJobExecutor
+
+            FluxJobExecutor._check_warm_pool(self, n_workers, resources)
+        elif self._backend == "srun":
             SlurmJobExecutor._check_warm_pool(self, n_workers, resources)
 
     @property
     def _assigns_gpus(self) -> bool:
-        return not self._srun  # srun binds GPUs itself
+        return self._backend == "local"  # srun and Flux bind GPUs themselves
+
+    def _drain_and_stop(self) -> None:
+        try:
+            super()._drain_and_stop()
+        finally:
+            close = getattr(self._launcher, "close", None)  # the Flux launcher's FluxExecutor thread
+            if close is not None:
+                close()
 
     def _open(self, max_workers, cores, gpus, init_function, oversubscribe, cwd, hostname_localhost, backends) -> None:
-        self._srun = refuse_missing_backends(type(self).__name__, **backends)
+        self._backend = refuse_missing_backends(type(self).__name__, **backends)
+        if self._backend == "flux" and hostname_localhost is None:
+            from hpcfutures.executors.flux_job import _one_node_instance
+
+            hostname_localhost = _one_node_instance()  # TCP when the instance spans nodes
         super().__init__(
             max_workers=max_workers,
             block_allocation=True,

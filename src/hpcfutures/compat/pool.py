@@ -70,7 +70,7 @@ class Pool:
         cwd: str | None = None,
         progress: bool = False,
     ):
-        self._srun = refuse_missing_backends(
+        self._backend = refuse_missing_backends(
             type(self).__name__, enable_flux_backend, enable_slurm_backend, queue_adapter, queue_adapter_kwargs
         )
         if progress:
@@ -80,7 +80,7 @@ class Pool:
         self._workers = self._executor.max_workers
 
     def _make_executor(self, max_workers: int, oversubscribe: bool, cwd):
-        return warm_pool_class(self._srun)(
+        return warm_pool_class(self._backend)(
             max_workers=max_workers,
             block_allocation=True,
             resource_dict={"cwd": cwd} if cwd is not None else None,
@@ -194,7 +194,7 @@ class MPISpawnPool(Pool):
         resources: dict = {"cores": self._ranks_per_task}
         if cwd is not None:
             resources["cwd"] = cwd
-        return warm_pool_class(self._srun)(
+        return warm_pool_class(self._backend)(
             max_workers=max_workers, block_allocation=True, resource_dict=resources, openmpi_oversubscribe=oversubscribe
         )
 
