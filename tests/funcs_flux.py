@@ -48,3 +48,17 @@ def nested_uri():
 
     h = flux.Flux()
     return os.environ.get("FLUX_URI"), int(h.attr_get("size")), h.attr_get("parent-uri") if True else None
+
+
+def meet_then_broker(folder, n, timeout=60.0):
+    """Wait until ``n`` calls have arrived here (each on its own worker), then return the
+    URI of the broker this one runs under."""
+    import uuid
+
+    open(os.path.join(folder, uuid.uuid4().hex), "w").close()
+    deadline = time.monotonic() + timeout
+    while len(os.listdir(folder)) < n:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(os.listdir(folder))} of {n} calls met")
+        time.sleep(0.01)
+    return os.environ.get("FLUX_URI")

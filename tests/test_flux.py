@@ -260,3 +260,15 @@ def test_pympipool_mpi_executor_with_enable_flux_backend(no_jobs_left):
 
     with Executor(cores=2, enable_flux_backend=True) as exe:
         assert exe.submit(funcs.mpi_ranks, 5).result(timeout=90) == [(5, 2, 0), (5, 2, 1)]
+
+
+def test_exclusive_without_a_node_count_takes_whole_nodes(no_jobs_left):
+    """Flux wants a node count with exclusive: the count the cores need is given, not a
+    jobspec error in a worker thread."""
+    with flux_executor(resource_dict={"exclusive": True}) as exe:
+        env = exe.submit(funcs_flux.job_env).result(timeout=60)
+    out = subprocess.run(["flux", "jobs", "-n", "-a", "-o", "{nnodes} {ncores}", env["FLUX_JOB_ID"]],
+                         capture_output=True, text=True, timeout=60)
+    from hpcfutures.launch.flux import instance_resources
+
+    assert out.stdout.split() == ["1", str(instance_resources()["cores"] // instance_resources()["nodes"])], out

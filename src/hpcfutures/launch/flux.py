@@ -435,6 +435,22 @@ class FluxLauncher:
             raise UnsatisfiableRequestError(f"num_nodes={nodes} asked for one job, but {where} {info['nodes']} node(s)")
         if nodes and cores < nodes:
             raise UnsatisfiableRequestError(f"num_nodes={nodes} with cores={cores}: Flux needs at least one rank per node")
+        # whatever else Flux would refuse in the jobspec is refused now, not in a worker thread
+        try:
+            jobspec_for(["true"], self._shaped(resources), {}, None, pmi=None, nesting=self.nesting)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"Flux cannot take this resource_dict: {exc}") from exc
+
+    @staticmethod
+    def _shaped(resources: dict) -> dict:
+        """``resources`` as the jobspec takes them: ``exclusive`` without ``num_nodes`` means
+        whole nodes, as many as the job's cores need (Flux wants a node count with it)."""
+        if not resources.get("exclusive") or resources.get("num_nodes"):
+            return resources
+        info = instance_resources()
+        per_node = max(1, info["cores"] // max(1, info["nodes"]))
+        need = int(resources.get("cores", 1)) * int(resources.get("threads_per_core", 1))
+        return {**resources, "num_nodes": max(1, -(-need // per_node))}
 
     def worker_command(self, address: str, resources: dict) -> list[str]:
         """The worker's own command line (Flux starts one per rank)."""
@@ -474,7 +490,7 @@ class FluxLauncher:
         else:
             outdir = tempfile.mkdtemp(prefix="hpcf-flux-")
             out, err = os.path.join(outdir, "out"), os.path.join(outdir, "err")
-        spec = jobspec_for(argv, resources, env, cwd, pmi=pmi, nesting=self.nesting, duration=duration,
+        spec = jobspec_for(argv, self._shaped(resources), env, cwd, pmi=pmi, nesting=self.nesting, duration=duration,
                            stdout=out, stderr=err)
         return FluxJob(self, spec, resources.get("priority"), outdir, (out, err), run_time_max=duration)
 

@@ -1,0 +1,67 @@
+"""Several nodes on one machine: inside ``flux start --test-size=2`` (two brokers acting
+as two nodes; ``bash scripts/flux.sh run -s 2 -- python -m pytest -m flux_multinode``)."""
+
+import pytest
+
+import funcs
+import funcs_flux
+from test_flux import active_jobs
+from conftest import wait_until
+
+pytestmark = [pytest.mark.flux_multinode, pytest.mark.timeout(180)]
+
+
+@pytest.fixture
+def no_jobs_left():
+    assert wait_until(lambda: not active_jobs(), timeout=30), f"jobs of an earlier test still run: {active_jobs()}"
+    yield
+    assert wait_until(lambda: not active_jobs(), timeout=30), f"jobs left after shutdown: {active_jobs()}"
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("block_allocation", [False, True])
+def test_mpi_task_spans_both_brokers(block_allocation, no_jobs_left):
+    from hpcfutures.executors.flux_job import FluxJobExecutor
+
+    resources = {"cores": 2, "num_nodes": 2}
+    with FluxJobExecutor(resource_dict=resources, block_allocation=block_allocation, max_workers=1) as exe:
+        ranks = exe.submit(funcs_flux.rank_broker, 0).result(timeout=120)
+    assert [r[:2] for r in ranks] == [(0, 2), (1, 2)], ranks
+    assert len({r[2] for r in ranks}) == 2, f"both ranks ran under the same broker: {ranks}"
+
+
+def test_default_link_across_nodes_is_tcp():
+    from hpcfutures.executors.flux_job import FluxJobExecutor
+
+    with FluxJobExecutor() as exe:
+        assert exe.info["hostname_localhost"] is False
+
+
+def test_warm_workers_on_the_second_broker_reach_the_driver_over_tcp(tmp_path, no_jobs_left):
+    """Two warm workers that each fill a node: one runs under the second broker and talks
+    to the driver over the authenticated TCP wire. Two calls that wait for each other must
+    run on different workers at once."""
+    from hpcfutures.executors.flux_job import FluxJobExecutor
+    from hpcfutures.launch.flux import instance_resources
+
+    per_node = instance_resources()["cores"] // instance_resources()["nodes"]
+    with FluxJobExecutor(
+        block_allocation=True,
+        max_workers=2,
+        hostname_localhost=False,
+        resource_dict={"threads_per_core": per_node, "exclusive": True},
+    ) as exe:
+        assert exe.info["hostname_localhost"] is False
+        futures = [exe.submit(funcs_flux.meet_then_broker, str(tmp_path), 2) for _ in range(2)]
+        uris = {f.result(timeout=120) for f in futures}
+    assert len(uris) == 2, f"the warm workers all ran under one broker: {uris}"
+
+
+def test_serial_tasks_on_both_brokers(no_jobs_left):
+    from hpcfutures.executors.flux_job import FluxJobExecutor
+    from hpcfutures.launch.flux import instance_resources
+
+    per_node = instance_resources()["cores"] // instance_resources()["nodes"]
+    with FluxJobExecutor(resource_dict={"threads_per_core": per_node}) as exe:
+        uris = {f.result(timeout=120) for f in [exe.submit(funcs_flux.broker, i) for i in range(4)]}
+    assert len(uris) == 2, uris
