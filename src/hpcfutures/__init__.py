@@ -42,6 +42,8 @@ _EXPORTS = {
     "SingleNodeExecutor": "hpcfutures.executors.single_node",
     "SlurmJobExecutor": "hpcfutures.executors.slurm_job",
     "SlurmClusterExecutor": "hpcfutures.executors.cluster",
+    "FluxJobExecutor": "hpcfutures.executors.flux_job",
+    "FluxClusterExecutor": "hpcfutures.executors.flux_cluster",
     "terminate_tasks_in_cache": "hpcfutures.cluster.terminate",
     "terminate_task_in_cache": "hpcfutures.cluster.terminate",
     # pympipool's interfaces

@@ -10,9 +10,15 @@ from hpcfutures.cache.store import CacheStore, check_key, entry_paths
 def _queue(pysqa_config_directory=None, backend=None):
     from hpcfutures.cluster.queues import PysqaQueue, SlurmQueue
 
-    if backend not in (None, "slurm"):
-        raise NotImplementedError(f"backend={backend!r}: only SLURM queues are supported so far")
-    return PysqaQueue(pysqa_config_directory) if pysqa_config_directory else SlurmQueue()
+    if backend not in (None, "slurm", "flux"):
+        raise ValueError(f"backend={backend!r}: the queues are 'slurm' (the default) and 'flux'")
+    if pysqa_config_directory:
+        return PysqaQueue(pysqa_config_directory)
+    if backend == "flux":
+        from hpcfutures.cluster.flux_queue import FluxQueue
+
+        return FluxQueue()
+    return SlurmQueue()
 
 
 def _queued_job(path: str) -> str | None:
