@@ -31,6 +31,7 @@ from hpcfutures.worker.directory import CWD_ENV, make_working_directory
 
 
 _log = get_logger("process")
+_SETTLED = object()  # what _execute returns when it has ended the future itself
 
 
 class OneProcessPerTask:
@@ -150,7 +151,9 @@ class OneProcessPerTask:
     def _run(self, task: Task) -> None:
         devices = task.devices  # this run's; a retry may be admitted with others before we end
         try:
-            finish(task, self._execute(task), self._retry)
+            reply = self._execute(task)
+            if reply is not _SETTLED:
+                finish(task, reply, self._retry)
         except BaseException as exc:  # nothing may leave a future pending
             settle(task, exc)
         finally:
@@ -249,7 +252,10 @@ class OneProcessPerTask:
             try:
                 link.send_payload(task.payload)
                 task.sent()
-                return link.receive_payload(timeout=timeout)
+                # the future ends as the reply arrives; the worker's exit (a Flux job's end
+                # event comes ~25 ms later) is waited for after, still holding the task's slots
+                finish(task, link.receive_payload(timeout=timeout), self._retry)
+                return _SETTLED
             except (WorkerCrashedError, UnsatisfiableRequestError):
                 return self._died(process)
             except TimeoutError:

@@ -416,6 +416,7 @@ class FluxLauncher:
             UnsatisfiableRequestError: more cores, GPUs or nodes than the instance has.
         """
         info = instance_resources()
+        self.executor()  # its thread and Flux handle start now, not in the first call
         cores = int(resources.get("cores", 1))
         threads = int(resources.get("threads_per_core", 1))
         if cores > 1:
