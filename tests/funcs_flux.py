@@ -42,12 +42,16 @@ def say_and_return(x):
 
 
 def nested_uri():
-    """The URI of the instance this task runs in and its size (a nested one under
-    flux_executor_nesting)."""
+    """The URI of the instance this task runs in, its size, and its parent's URI (set only
+    in a nested instance, as under flux_executor_nesting)."""
     import flux
 
     h = flux.Flux()
-    return os.environ.get("FLUX_URI"), int(h.attr_get("size")), h.attr_get("parent-uri") if True else None
+    try:
+        parent = h.attr_get("parent-uri")
+    except OSError:
+        parent = None
+    return os.environ.get("FLUX_URI"), int(h.attr_get("size")), parent
 
 
 def meet_then_broker(folder, n, timeout=60.0):

@@ -4,7 +4,6 @@ each task or warm worker is a Flux job. Runs with both MPI wheels (scripts/test.
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -213,9 +212,9 @@ def test_callers_flux_executor_is_used_and_left_running(no_jobs_left):
 def test_nesting_runs_each_task_in_its_own_instance(no_jobs_left):
     outer = os.environ["FLUX_URI"]
     with flux_executor(flux_executor_nesting=True) as exe:
-        uri, size, _ = exe.submit(funcs_flux.nested_uri).result(timeout=90)
+        uri, size, parent = exe.submit(funcs_flux.nested_uri).result(timeout=90)
         ranks = exe.submit(funcs.mpi_ranks, 3, resource_dict={"cores": 2}).result(timeout=90)
-    assert uri != outer and size == 1
+    assert uri != outer and size == 1 and parent is not None
     assert ranks == [(3, 2, 0), (3, 2, 1)]
 
 
@@ -272,3 +271,28 @@ def test_exclusive_without_a_node_count_takes_whole_nodes(no_jobs_left):
     from hpcfutures.launch.flux import instance_resources
 
     assert out.stdout.split() == ["1", str(instance_resources()["cores"] // instance_resources()["nodes"])], out
+
+
+@pytest.mark.parametrize("block_allocation", [False, True])
+def test_ctrl_c_in_the_driver_leaves_no_job(tmp_path, block_allocation, no_jobs_left):
+    """SIGINT (Ctrl-C) inside the with block: the running job is cancelled, the driver exits."""
+    import signal
+
+    marker, gate = str(tmp_path / "id"), str(tmp_path / "gate")
+    script = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "import funcs_flux\n"
+        "from hpcfutures.executors.flux_job import FluxJobExecutor\n"
+        "with FluxJobExecutor(block_allocation=%r, max_workers=1) as exe:\n"
+        "    exe.submit(funcs_flux.job_id_then_wait, %r, %r, 600).result()\n"
+    ) % (os.path.dirname(__file__), block_allocation, marker, gate)
+    driver = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE)
+    try:
+        assert wait_until(lambda: os.path.exists(marker), timeout=60)
+        driver.send_signal(signal.SIGINT)
+        _, err = driver.communicate(timeout=60)
+        assert driver.returncode != 0 and b"KeyboardInterrupt" in err
+        assert wait_until(lambda: not active_jobs(), timeout=30), f"jobs outlived Ctrl-C: {active_jobs()}"
+    finally:
+        driver.kill()
+        driver.wait(timeout=30)

@@ -2,7 +2,6 @@
 directory (``bash scripts/flux.sh run -- python -m pytest -m flux``)."""
 
 import json
-import os
 import subprocess
 import sys
 import textwrap

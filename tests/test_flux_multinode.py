@@ -3,7 +3,6 @@ as two nodes; ``bash scripts/flux.sh run -s 2 -- python -m pytest -m flux_multin
 
 import pytest
 
-import funcs
 import funcs_flux
 from test_flux import active_jobs
 from conftest import wait_until
