@@ -64,3 +64,21 @@ def test_serial_tasks_on_both_brokers(no_jobs_left):
     with FluxJobExecutor(resource_dict={"threads_per_core": per_node}) as exe:
         uris = {f.result(timeout=120) for f in [exe.submit(funcs_flux.broker, i) for i in range(4)]}
     assert len(uris) == 2, uris
+
+
+@pytest.mark.parametrize("block_allocation", [False, True])
+def test_a_request_flux_can_never_place_fails_with_the_reason(block_allocation, no_jobs_left):
+    """More cores per task than one node has passes the instance-wide check; Flux's own
+    refusal (alloc: unsatisfiable) ends the future, never a wait."""
+    from hpcfutures import UnsatisfiableRequestError
+    from hpcfutures.executors.flux_job import FluxJobExecutor
+    from hpcfutures.launch.flux import instance_resources
+
+    per_node = instance_resources()["cores"] // instance_resources()["nodes"]
+    with FluxJobExecutor(block_allocation=block_allocation, max_workers=1,
+                         resource_dict={"threads_per_core": per_node + 1, "num_nodes": 1}) as exe:
+        future = exe.submit(funcs_flux.broker)
+        with pytest.raises(Exception, match="unsatisfiable") as info:
+            future.result(timeout=60)
+    cause = info.value if isinstance(info.value, UnsatisfiableRequestError) else info.value.__cause__
+    assert isinstance(cause, UnsatisfiableRequestError), info.value
