@@ -296,3 +296,16 @@ def test_ctrl_c_in_the_driver_leaves_no_job(tmp_path, block_allocation, no_jobs_
     finally:
         driver.kill()
         driver.wait(timeout=30)
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("block_allocation", [False, True])
+def test_a_failing_rank_ends_the_call_with_its_error(block_allocation, no_jobs_left):
+    """Rank 1 fails while rank 0 waits for it in a barrier: rank 1's report travels in the
+    job's stderr file, and the call ends with rank 1's own exception."""
+    with flux_executor(block_allocation=block_allocation, max_workers=1, resource_dict={"cores": 2}) as exe:
+        with pytest.raises(ValueError, match="rank 1 failed on 5"):
+            exe.submit(funcs.mpi_fail_then_others_wait, 1, 5).result(timeout=90)
+        with pytest.raises(ValueError, match="rank 0 failed on 6"):
+            exe.submit(funcs.mpi_fail_then_others_wait, 0, 6).result(timeout=90)
+        assert exe.submit(funcs.mpi_ranks, 1).result(timeout=90) == [(1, 2, 0), (1, 2, 1)]

@@ -29,7 +29,8 @@ import threading
 from hpcfutures.errors import UnsatisfiableRequestError, WorkerCrashedError
 from hpcfutures.launch.local import INTERACTIVE
 from hpcfutures.launch.mpi import mpi4py_family, require_mpi4py
-from hpcfutures.launch.process import STDERR_TAIL, WorkerProcess, python_command
+from hpcfutures.launch.process import STDERR_TAIL, _partial_mark, python_command
+from hpcfutures.wire.replies import REPORT_MARK
 
 # values of the flux-shell ``pmi`` option (a comma-separated list of these is also taken)
 PMI_NAMES = ("simple", "pmi1", "pmi2", "pmix", "cray-pals", "off")
@@ -182,14 +183,20 @@ def jobspec_for(argv: list[str], resources: dict, env: dict, cwd: str | None, *,
     return spec
 
 
-class FluxJob(WorkerProcess):
-    """A worker handle over one Flux job (the shape of ``WorkerProcess``, which the engines
-    use).
+class FluxJob:
+    """A worker handle over one Flux job.
 
-    ``pidfd`` is a pipe the job future's done-callback writes when Flux reports the job
-    finished (or failed: cancelled, timed out, never allocated); ``stderr_fd`` is None and
-    ``stderr_open`` False: the job's output is in files, read by ``pump_stderr`` whenever the
-    engine looks (and always once the job ended). ``kill_group`` cancels the job.
+    It has the shape of the agreed ``WorkerHandle`` (``ended_fd``, ``stderr_fd``, ``label``,
+    ``capabilities``, ``pump_stderr``, ``take_reports``, ``ended``, ``wait_ended``,
+    ``describe_exit``, ``exit_error``, ``stderr_tail()``, ``request``, ``terminate``,
+    ``kill``, ``close``) and, for the engines that still take a ``WorkerProcess``, its names
+    too (``pidfd``, ``pid``, ``reports``, ``exited``, ``wait_exit``, ``kill_group``,
+    ``is_srun``).
+
+    ``ended_fd`` is a pipe the job future's done-callback writes when Flux reports the job
+    finished (or failed: cancelled, timed out, never allocated); ``stderr_fd`` is None: the
+    job's output is in files, read by ``pump_stderr`` whenever the engine looks (and always
+    once the job ended). ``kill`` cancels the job.
 
     Args:
         launcher: the ``FluxLauncher`` whose FluxExecutor submits it and whose handle cancels it.
@@ -204,27 +211,23 @@ class FluxJob(WorkerProcess):
         WorkerCrashedError: Flux refused the submission (with its reason).
     """
 
+    capabilities = frozenset({"may_queue"})  # a job may wait in Flux's queue; it inherits no fds
+    stderr_fd = None
+    is_srun = False
+
     def __init__(self, launcher, spec, urgency, outdir, log_files, run_time_max=None):
         from flux.job import JobID
 
         self._launcher = launcher
         self.argv = list(spec.tasks[0]["command"]) if spec.tasks else []
-        self.job = None
-        self.refusal = None
-        self._srun = False
-        self._line = bytearray()
-        self._key_dir = None
         self._tail = bytearray()
-        self._carry = b""
-        self.reports = []
-        self._pieces = {}
-        self._stderr_open = False  # nothing to poll: output is read from files
-        self.stderr_fd = -1
+        self._carry = b""  # the start of a line that may be a rank's report
+        self.reports: list[bytes] = []  # sealed envelopes failing ranks wrote (wire.replies), hex
+        self._pieces: dict[bytes, dict[int, bytes]] = {}
         self._outdir = outdir
         self._run_time_max = run_time_max
         self._closed = False
         self._ended_r, self._ended_w = os.pipe()
-        self.pidfd = self._ended_r
         self.future = launcher.executor().submit(spec, urgency=16 if urgency is None else urgency)
         self.future.add_done_callback(self._on_done)
         try:
@@ -234,13 +237,20 @@ class FluxJob(WorkerProcess):
             if outdir:
                 shutil.rmtree(outdir, ignore_errors=True)
             raise WorkerCrashedError(f"Flux refused the job ({' '.join(self.argv[:3])} ...): {exc}") from exc
-        self.pid = int(self.jobid)
+        self.pid = int(self.jobid)  # for the engines' logs: a job id, not a process
         self.name = JobID(self.jobid).f58
+        self.label = f"Flux job {self.name}"
         out, err = log_files
         self._paths = [p.replace("{{id}}", self.name) for p in (out, err)]
         self._offsets = [0, 0]
 
     # -- end ------------------------------------------------------------------------
+    @property
+    def ended_fd(self) -> int:
+        return self._ended_r
+
+    pidfd = ended_fd  # the engines on main poll the "pidfd"
+
     def _on_done(self, _future) -> None:
         """Runs in the FluxExecutor's thread when the job finished or failed."""
         try:
@@ -248,17 +258,18 @@ class FluxJob(WorkerProcess):
         except OSError:
             pass  # closed already: nobody waits any more
 
-    def _poll(self):
-        return 0 if self.future.done() else None
-
-    def exited(self) -> bool:
+    def ended(self) -> bool:
         return self.future.done()
 
-    def wait_exit(self, timeout: float) -> bool:
+    exited = ended
+
+    def wait_ended(self, timeout: float | None) -> bool:
         import concurrent.futures
 
         done, _ = concurrent.futures.wait([self.future], timeout=timeout)
         return bool(done)
+
+    wait_exit = wait_ended
 
     def _exception(self):
         if not self.future.done() or self.future.cancelled():
@@ -266,7 +277,9 @@ class FluxJob(WorkerProcess):
         return self.future.exception()
 
     def describe_exit(self) -> str:
-        self.wait_exit(None)
+        """How the job ended: its exit code or signal, or Flux's exception on it (type and
+        note: a cancel, a timeout, an allocation it can never get), with its stderr tail."""
+        self.wait_ended(None)
         self.pump_stderr()
         exc = self._exception()
         if exc is not None:
@@ -281,7 +294,7 @@ class FluxJob(WorkerProcess):
             else:
                 how = f"exited with code {code}"
         text = f"Flux job {self.name} ({os.path.basename(self.argv[0]) if self.argv else '?'}) {how}"
-        tail = self.stderr_tail
+        tail = self.stderr_tail()
         if tail:
             text += "; its stderr ends with:\n" + tail[-2000:]
         return text
@@ -300,6 +313,10 @@ class FluxJob(WorkerProcess):
         return WorkerCrashedError(text)
 
     # -- output ---------------------------------------------------------------------
+    @property
+    def stderr_open(self) -> bool:
+        return False  # nothing to poll: the output is read from files
+
     def pump_stderr(self) -> None:
         """Show what the job wrote since the last look: its stdout on ours, its stderr on ours
         (without the report lines of failing ranks, which go to ``reports``)."""
@@ -316,22 +333,54 @@ class FluxJob(WorkerProcess):
                 continue
             self._offsets[i] += len(data)
             if i == 0:
-                try:
-                    sys.stdout.write(data.decode(errors="replace"))
-                except Exception:
-                    pass
+                _write(sys.stdout, data)
             else:
                 self._show(self._take_reports(self._carry + data))
         if self.future.done() and self._carry:
             carry, self._carry = self._carry, b""
             self._show(carry)
 
-    @property
+    def _take_reports(self, data: bytes) -> bytes:
+        """``data`` without the report lines of failing ranks (kept in ``reports``); an
+        incomplete line that may be one waits for the next read."""
+        shown = []
+        while True:
+            at = data.find(REPORT_MARK)
+            if at < 0:
+                keep = _partial_mark(data)
+                shown.append(data[: len(data) - keep])
+                self._carry = data[len(data) - keep :]
+                break
+            shown.append(data[:at])
+            end = data.find(b"\n", at)
+            if end < 0:
+                self._carry = data[at:]
+                break
+            fields = data[at + len(REPORT_MARK) : end].split()  # id index count hex
+            if len(fields) == 4 and fields[1].isdigit() and fields[2].isdigit():
+                pieces = self._pieces.setdefault(fields[0], {})
+                pieces[int(fields[1])] = fields[3]
+                if len(pieces) == int(fields[2]):
+                    del self._pieces[fields[0]]
+                    self.reports.append(b"".join(pieces[k] for k in sorted(pieces)))
+            data = data[end + 1 :]
+        return b"".join(shown)
+
+    def _show(self, chunk: bytes) -> None:
+        if chunk:
+            self._tail += chunk
+            del self._tail[:-STDERR_TAIL]
+            _write(sys.stderr, chunk)
+
+    def take_reports(self) -> list[bytes]:
+        reports, self.reports = self.reports, []
+        return reports
+
     def stderr_tail(self) -> str:
-        return self._tail[-STDERR_TAIL:].decode(errors="replace").strip()
+        return self._tail.decode(errors="replace").strip()
 
     def request(self) -> str:
-        return f"Flux job {getattr(self, 'name', '?')}"
+        return self.label if hasattr(self, "label") else "a Flux job"
 
     # -- stopping -------------------------------------------------------------------
     def terminate(self, grace: float = 1.0) -> None:
@@ -339,17 +388,20 @@ class FluxJob(WorkerProcess):
         if self.future.done():
             return
         self._launcher.signal(self.jobid, signal.SIGTERM)
-        if not self.wait_exit(grace):
+        if not self.wait_ended(grace):
             self._launcher.cancel(self.jobid, "stopped by hpcfutures")
-            self.wait_exit(_SIGNAL_GRACE)
+            self.wait_ended(_SIGNAL_GRACE)
+
+    def kill(self) -> None:
+        """Cancel the job (Flux kills all its tasks); safe from any thread, never waits."""
+        if not self.future.done():
+            self._launcher.cancel(self.jobid, "stopped by hpcfutures")
 
     def kill_group(self, sig: int = signal.SIGKILL) -> None:
-        """Cancel the job (SIGKILL) or send it ``sig``; safe from any thread."""
-        if self.future.done():
-            return
+        """``kill`` for SIGKILL, otherwise ``sig`` to the job's tasks."""
         if sig == signal.SIGKILL:
-            self._launcher.cancel(self.jobid, "stopped by hpcfutures")
-        else:
+            self.kill()
+        elif not self.future.done():
             self._launcher.signal(self.jobid, sig)
 
     def _close_fds(self) -> None:
@@ -358,7 +410,7 @@ class FluxJob(WorkerProcess):
                 os.close(fd)
             except OSError:
                 pass
-        self.pidfd = -1
+        self._ended_r = self._ended_w = -1
 
     def close(self) -> None:
         """Release the handle: the output read one last time, the pipe closed, the private
@@ -367,12 +419,19 @@ class FluxJob(WorkerProcess):
             return
         if not self.future.done():
             self._launcher.cancel(self.jobid, "abandoned by hpcfutures")
-            self.wait_exit(_SIGNAL_GRACE)
+            self.wait_ended(_SIGNAL_GRACE)
         self.pump_stderr()
         self._closed = True
         self._close_fds()
         if self._outdir:
             shutil.rmtree(self._outdir, ignore_errors=True)
+
+
+def _write(stream, data: bytes) -> None:
+    try:
+        stream.write(data.decode(errors="replace"))
+    except Exception:
+        pass  # a closed or odd stream must not cost the task its result
 
 
 class FluxLauncher:
