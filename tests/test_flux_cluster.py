@@ -2,6 +2,7 @@
 directory (``bash scripts/flux.sh run -- python -m pytest -m flux``)."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -176,3 +177,14 @@ def test_refused_parameters_and_graph_only_mode(tmp_path):
         a = exe.submit(funcs.add, 1, 2)
         exe.submit(funcs.add, a, 3)
     assert picture.exists() and "add" in picture.read_text()
+
+
+def test_through_a_pysqa_flux_queue(tmp_path, no_jobs_left):
+    pytest.importorskip("pysqa")
+    config = os.path.join(os.path.dirname(__file__), "pysqa_flux")
+    calls = str(tmp_path / "calls")
+    with cluster(cache_directory=str(tmp_path / "cache"), pysqa_config_directory=config) as exe:
+        first = exe.submit(funcs.count_call, calls, 1)
+        second = exe.submit(funcs.add, first, 10)
+        assert second.result(timeout=120) == 12
+    assert funcs.runs(calls) == 1
