@@ -309,3 +309,24 @@ def test_a_failing_rank_ends_the_call_with_its_error(block_allocation, no_jobs_l
         with pytest.raises(ValueError, match="rank 0 failed on 6"):
             exe.submit(funcs.mpi_fail_then_others_wait, 0, 6).result(timeout=90)
         assert exe.submit(funcs.mpi_ranks, 1).result(timeout=90) == [(1, 2, 0), (1, 2, 1)]
+
+
+def test_retries_run_a_crashed_job_again(tmp_path, no_jobs_left):
+    path = str(tmp_path / "attempts")
+    with flux_executor() as exe:
+        future = exe.submit(funcs.die_until_attempt, path, 2, "ok", resource_dict={"retries": 1})
+        assert future.result(timeout=90) == "ok"
+    with open(path) as f:
+        assert f.read() == "xx", "the first job died, the second ran the call"
+
+
+def test_warm_pool_resizes_with_more_jobs(tmp_path, no_jobs_left):
+    """max_workers grows the pool by one job per worker; two calls that wait for each other
+    then run at once."""
+    with flux_executor(block_allocation=True, max_workers=1) as exe:
+        first = exe.submit(funcs_flux.job_env).result(timeout=60)["FLUX_JOB_ID"]
+        exe.max_workers = 2
+        futures = [exe.submit(funcs_flux.meet_then_broker, str(tmp_path), 2) for _ in range(2)]
+        # with one worker the first call would wait for the second until its timeout
+        assert all(f.result(timeout=90) for f in futures)
+    assert first
