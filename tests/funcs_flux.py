@@ -66,3 +66,11 @@ def meet_then_broker(folder, n, timeout=60.0):
             raise TimeoutError(f"only {len(os.listdir(folder))} of {n} calls met")
         time.sleep(0.01)
     return os.environ.get("FLUX_URI")
+
+
+def say_then_exit(message, code):
+    """Write ``message`` on stderr (and this broker's URI), then die with exit ``code``."""
+    import sys
+
+    print(f"{message} under {os.environ.get('FLUX_URI')}", file=sys.stderr, flush=True)
+    os._exit(code)

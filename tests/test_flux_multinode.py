@@ -82,3 +82,34 @@ def test_a_request_flux_can_never_place_fails_with_the_reason(block_allocation, 
             future.result(timeout=60)
     cause = info.value if isinstance(info.value, UnsatisfiableRequestError) else info.value.__cause__
     assert isinstance(cause, UnsatisfiableRequestError), info.value
+
+
+def test_a_crash_on_either_node_carries_its_stderr(no_jobs_left):
+    """Across nodes Flux keeps the output (another node's /tmp is not ours): the error of a
+    job that died on either broker still ends with its stderr."""
+    from hpcfutures import WorkerCrashedError
+    from hpcfutures.executors.flux_job import FluxJobExecutor
+    from hpcfutures.launch.flux import instance_resources
+
+    per_node = instance_resources()["cores"] // instance_resources()["nodes"]
+    with FluxJobExecutor(resource_dict={"threads_per_core": per_node}) as exe:
+        futures = [exe.submit(funcs_flux.say_then_exit, f"last words {i}", 3) for i in range(2)]
+        errors = []
+        for i, f in enumerate(futures):
+            with pytest.raises(WorkerCrashedError, match=f"(?s)exited with code 3.*last words {i}") as info:
+                f.result(timeout=120)
+            errors.append(str(info.value))
+    brokers = {e.rsplit("under ", 1)[1].split()[0] for e in errors}
+    assert len(brokers) == 2, errors
+
+
+@pytest.mark.mpi
+def test_a_failing_rank_on_the_other_node_ends_the_call_with_its_error(no_jobs_left):
+    """Rank 1 (on the second broker) fails while rank 0 waits in a barrier: its report comes
+    back through the output Flux kept, and the call ends with rank 1's exception."""
+    import funcs
+    from hpcfutures.executors.flux_job import FluxJobExecutor
+
+    with FluxJobExecutor(resource_dict={"cores": 2, "num_nodes": 2}) as exe:
+        with pytest.raises(ValueError, match="rank 1 failed on 5"):
+            exe.submit(funcs.mpi_fail_then_others_wait, 1, 5).result(timeout=120)

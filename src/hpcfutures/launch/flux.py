@@ -204,7 +204,8 @@ class FluxJob:
         urgency: Flux urgency 0..31 (None: 16, the default).
         outdir: a private directory holding ``out`` and ``err`` (removed at ``close``), or None
             when the output goes to ``log_files`` the user keeps.
-        log_files: (stdout path, stderr path) to read back, with ``{{id}}`` still in them.
+        log_files: (stdout path, stderr path) to read back, with ``{{id}}`` still in them;
+            (None, None): Flux keeps the output in the job's log.
         run_time_max: the time limit given to Flux, for the error message (seconds).
 
     Raises:
@@ -240,9 +241,10 @@ class FluxJob:
         self.pid = int(self.jobid)  # for the engines' logs: a job id, not a process
         self.name = JobID(self.jobid).f58
         self.label = f"Flux job {self.name}"
-        out, err = log_files
-        self._paths = [p.replace("{{id}}", self.name) for p in (out, err)]
+        # None: Flux keeps the output in the job's log (read once the job ended)
+        self._paths = [p.replace("{{id}}", self.name) if p is not None else None for p in log_files]
         self._offsets = [0, 0]
+        self._kvs_read = False
 
     # -- end ------------------------------------------------------------------------
     @property
@@ -322,13 +324,7 @@ class FluxJob:
         (without the report lines of failing ranks, which go to ``reports``)."""
         if self._closed:
             return
-        for i, path in enumerate(self._paths):
-            try:
-                with open(path, "rb") as f:
-                    f.seek(self._offsets[i])
-                    data = f.read()
-            except OSError:
-                continue
+        for i, data in enumerate(self._new_output()):
             if not data:
                 continue
             self._offsets[i] += len(data)
@@ -339,6 +335,26 @@ class FluxJob:
         if self.future.done() and self._carry:
             carry, self._carry = self._carry, b""
             self._show(carry)
+
+    def _new_output(self) -> list:
+        """What the job wrote to stdout and stderr since the last look: from its files, or,
+        when Flux keeps the output (an instance of several nodes, whose other nodes may not
+        share this node's /tmp), from the job's output log once the job has ended."""
+        if self._paths[0] is None:
+            if not self.future.done() or self._kvs_read:
+                return [b"", b""]
+            self._kvs_read = True
+            output = self._launcher.job_output(self.jobid)
+            return [text.encode()[offset:] for text, offset in zip(output, self._offsets)]
+        chunks = []
+        for path, offset in zip(self._paths, self._offsets):
+            try:
+                with open(path, "rb") as f:
+                    f.seek(offset)
+                    chunks.append(f.read())
+            except OSError:
+                chunks.append(b"")
+        return chunks
 
     def _take_reports(self, data: bytes) -> bytes:
         """``data`` without the report lines of failing ranks (kept in ``reports``); an
@@ -543,13 +559,18 @@ class FluxLauncher:
         if pmi is not None and "pmix" in pmi:
             for name, value in _PMIX_QUIET.items():
                 env.setdefault(name, value)
+        outdir = None
         if self.log_files:
-            outdir = None
             where = os.path.abspath(cwd) if cwd is not None else os.getcwd()
             out, err = os.path.join(where, "flux-{{id}}.out"), os.path.join(where, "flux-{{id}}.err")
-        else:
+        elif instance_resources()["size"] == 1:
+            # one node: a private directory, read as the job writes (no size limit)
             outdir = tempfile.mkdtemp(prefix="hpcf-flux-")
             out, err = os.path.join(outdir, "out"), os.path.join(outdir, "err")
+        else:
+            # several nodes: rank 0's shell may run where this node's /tmp is not seen; Flux
+            # keeps the output in the job's log, read back once the job ended
+            out = err = None
         spec = jobspec_for(argv, self._shaped(resources), env, cwd, pmi=pmi, nesting=self.nesting, duration=duration,
                            stdout=out, stderr=err)
         return FluxJob(self, spec, resources.get("priority"), outdir, (out, err), run_time_max=duration)
@@ -583,6 +604,22 @@ class FluxLauncher:
         import flux.job
 
         self._with_handle(lambda h: flux.job.cancel(h, jobid, reason))
+
+    def job_output(self, jobid) -> tuple[str, str]:
+        """(stdout, stderr) Flux kept for an ended job; empty strings where it has none."""
+        from flux.job.output import job_output
+
+        result: list = []
+
+        def fetch(handle):
+            try:
+                got = job_output(handle, jobid, nowait=True)
+                result.extend((got.stdout, got.stderr))
+            except FileNotFoundError:  # the job never started: no output
+                pass
+
+        self._with_handle(fetch)
+        return (result[0], result[1]) if result else ("", "")
 
     def signal(self, jobid, signum: int) -> None:
         """Send ``signum`` to every task of a running job."""
