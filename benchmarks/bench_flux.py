@@ -133,12 +133,22 @@ def main():
             import executorlib as el
         except ImportError:
             el = None
+    work = tempfile.mkdtemp(dir=os.getcwd(), prefix="bench-flux-")
+    try:
+        rows = _measure(args, el, work, FluxJobExecutor, FluxClusterExecutor, SingleNodeExecutor)
+    finally:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+    _print(rows)
+
+
+def _measure(args, el, work, FluxJobExecutor, FluxClusterExecutor, SingleNodeExecutor) -> list:
     rows = []
 
     def add(name, ours, peer_name, peer, target, el_value=None, kind="time"):
         rows.append((name, ours, peer_name, peer, target, el_value, kind))
 
-    work = tempfile.mkdtemp(dir=os.getcwd(), prefix="bench-flux-")
     r = args.rounds
     ours = statistics.median(one_call(FluxJobExecutor, trivial, 1) for _ in range(r))
     bare = median_of(r, bare_run_serial)
@@ -188,6 +198,10 @@ def main():
     elv = try_row(lambda: el_cluster(k)) if el else None
     add(f"FluxClusterExecutor, {k} calls", ours, f"{k} x flux batch + wait (API)", bare, "<= 1.0x", elv)
 
+    return rows
+
+
+def _print(rows) -> None:
     print(f"| {'measure':34} | {'hpcfutures':>11} | {'peer':40} | {'peer value':>11} | {'ratio':>5} | {'target':>8} | {'executorlib':>11} |")
     print("|" + "|".join("-" * w for w in (36, 13, 42, 13, 7, 10, 13)) + "|")
     for name, o, peer_name, p, target, elv, kind in rows:
@@ -195,9 +209,6 @@ def main():
         fmt = (lambda v: f"{v:8.1f}{unit}") if kind == "rate" else (lambda v: f"{v:8.4f}{unit}")
         el_text = fmt(elv) if isinstance(elv, float) else (elv or "-")
         print(f"| {name:34} | {fmt(o):>11} | {peer_name:40} | {fmt(p):>11} | {o / p:5.2f} | {target:>8} | {el_text:>11} |")
-    import shutil
-
-    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
