@@ -91,6 +91,8 @@ _EXPORTS = {
     "SingleNodeExecutor": "hpcfutures.executors.single_node",
     "SlurmJobExecutor": "hpcfutures.executors.slurm_job",
     "SlurmClusterExecutor": "hpcfutures.executors.cluster_jobs",
+    "FluxJobExecutor": "hpcfutures.executors.flux_job",
+    "FluxClusterExecutor": "hpcfutures.executors.flux_cluster",
     "terminate_tasks_in_cache": "hpcfutures.batch.terminate",
     "terminate_task_in_cache": "hpcfutures.batch.terminate",
     # pympipool's interfaces
