@@ -78,7 +78,8 @@ def say_then_exit(message, code):
 
 def return_then_hold_exit(gate: str, value):
     """Return ``value`` at once, but keep the worker process from exiting until ``gate``
-    exists (a non-daemon thread: interpreter exit waits for it), at most 120 s."""
+    exists (a non-daemon thread: interpreter exit waits for it), at most 120 s; a worker
+    that saw the gate open writes ``gate + ".seen"`` (one stopped before does not)."""
     import os
     import threading
     import time
@@ -87,6 +88,8 @@ def return_then_hold_exit(gate: str, value):
         deadline = time.monotonic() + 120
         while not os.path.exists(gate) and time.monotonic() < deadline:
             time.sleep(0.05)
+        if os.path.exists(gate):
+            open(gate + ".seen", "w").close()
 
     threading.Thread(target=hold, daemon=False).start()
     return value

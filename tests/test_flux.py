@@ -341,12 +341,12 @@ def test_warm_pool_resizes_with_more_jobs(tmp_path, no_jobs_left):
 
 def test_a_future_ends_when_its_reply_arrives_not_when_its_job_ends(tmp_path, no_jobs_left):
     """engines/one_process.py settles a linked task's future as the reply arrives; the job's
-    end (Flux's end event comes later) is waited for after. Here the worker cannot exit
-    before the gate opens, so a future that waited for the exit would not end."""
+    end (Flux's end event comes later) is waited for after. The worker here cannot exit
+    before the gate opens, and the gate opens only when the future ends: a future that
+    waited for the job's end would see it stopped (after the link's grace) instead."""
     gate = str(tmp_path / "gate")
     with flux_executor(max_workers=1) as exe:
         future = exe.submit(funcs_flux.return_then_hold_exit, gate, 42)
-        try:
-            assert future.result(timeout=60) == 42
-        finally:
-            open(gate, "w").close()  # the worker may exit now; shutdown waits for it
+        future.add_done_callback(lambda _: open(gate, "w").close())
+        assert future.result(timeout=60) == 42
+    assert os.path.exists(gate + ".seen"), "the future ended only after its job was stopped"
