@@ -157,7 +157,7 @@ def test_requests_larger_than_the_instance_are_refused_at_submit(no_jobs_left):
         with pytest.raises(UnsatisfiableRequestError, match="this Flux instance"):
             exe.submit(funcs.add, 1, resource_dict={"cores": 1, "threads_per_core": info["cores"] + 1})
         with pytest.raises(UnsatisfiableRequestError, match="node"):
-            exe.submit(funcs.add, 1, resource_dict={"cores": 2, "num_nodes": info["nodes"] + 1})
+            exe.submit(funcs.add, 1, resource_dict={"cores": info["nodes"] + 1, "num_nodes": info["nodes"] + 1})
 
 
 def test_bad_parameters_are_refused():
