@@ -20,6 +20,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# the batch jobs of the cluster rows unpickle work.* by reference: they need this directory too
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (os.path.dirname(os.path.abspath(__file__)), os.environ.get("PYTHONPATH")) if p)
 
 from work import mpi_rank, trivial  # noqa: E402
 
