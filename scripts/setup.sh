@@ -49,3 +49,6 @@ case "$which_envs" in
   all) openmpi_env; mpich_env; compile_package .venv ;;
   *) echo "usage: $0 [openmpi|mpich|all]" >&2; exit 2 ;;
 esac
+# Flux (prebuilt, unpacked to /opt/flux) and its Python bindings in both venvs; where this
+# machine cannot have it the flux tests skip with the reason (scripts/flux.sh)
+bash scripts/flux.sh install || echo "[setup] no Flux here: the flux tests will say why" >&2

@@ -36,7 +36,30 @@ def _slurm_missing() -> str | None:
     return None
 
 
-_MISSING = {"mpi": _mpi_missing, "slurm": _slurm_missing}
+def _flux_missing() -> str | None:
+    if importlib.util.find_spec("flux") is None:
+        return "no Flux Python bindings (bash scripts/flux.sh install)"
+    if "FLUX_URI" not in os.environ:
+        return "not inside a Flux instance: run the flux tests under bash scripts/flux.sh run -- python -m pytest -m flux"
+    return None
+
+
+def _flux_multinode_missing() -> str | None:
+    missing = _flux_missing()
+    if missing is not None:
+        return missing
+    try:
+        from hpcfutures.launch.flux import instance_resources
+
+        nodes = instance_resources()["nodes"]
+    except Exception as exc:  # the instance does not answer
+        return f"the Flux instance does not answer: {exc}"
+    if nodes < 2:
+        return f"this Flux instance has {nodes} node; run under bash scripts/flux.sh run -s 2 -- ..."
+    return None
+
+
+_MISSING = {"mpi": _mpi_missing, "slurm": _slurm_missing, "flux": _flux_missing, "flux_multinode": _flux_multinode_missing}
 _REASONS: dict = {}
 
 

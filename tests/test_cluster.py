@@ -373,7 +373,7 @@ def test_batch_job_runs_in_a_cwd_with_a_space(tmp_path):
 
 def test_every_queue_answers_in_neutral_job_states():
     from hpcfutures.batch.queues import local_state
-    from hpcfutures.scheduling.job_states import ENDED, PYSQA_STATES, SLURM_STATES, JobState, translate
+    from hpcfutures.scheduling.job_states import ENDED, FLUX_STATES, PYSQA_STATES, SLURM_STATES, JobState, translate
 
     # SLURM: squeue's words, sacct's longer forms and suffixes, and words it may add later
     assert translate(SLURM_STATES, "PENDING") is JobState.PENDING
@@ -393,6 +393,12 @@ def test_every_queue_answers_in_neutral_job_states():
         JobState.UNKNOWN,
         JobState.UNKNOWN,
     ]
+    # Flux (batch.flux_queue): an active job's state, an ended one's result
+    flux_words = ("DEPEND", "PRIORITY", "SCHED", "RUN", "CLEANUP", "COMPLETED", "FAILED", "CANCELED", "TIMEOUT", "NEW_WORD")
+    assert [translate(FLUX_STATES, s) for s in flux_words] == [
+        *[JobState.PENDING] * 3, *[JobState.RUNNING] * 2,
+        JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.TIMEOUT, JobState.UNKNOWN,
+    ]  # fmt: skip
     # local processes: by exit code, and whether this queue killed it
     assert (local_state(0), local_state(1), local_state(-9), local_state(-9, cancelled=True)) == (
         JobState.COMPLETED,
@@ -428,7 +434,7 @@ def test_terminate_tasks_in_cache_refuses_what_it_cannot_honour(tmp_path):
     from hpcfutures.cache.store import CacheStore
 
     cache = str(tmp_path)
-    with pytest.raises(ValueError, match="backend='nope' is not a queue hpcfutures knows; use one of: local, pysqa, slurm"):
+    with pytest.raises(ValueError, match="backend='nope' is not a queue hpcfutures knows; use one of: flux, local, pysqa, slurm"):
         terminate_tasks_in_cache(cache, backend="nope")
     path = CacheStore(cache).path("k")
     write_entry(path, make_header("k", Status.QUEUED), b"", b"")

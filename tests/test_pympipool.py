@@ -209,8 +209,6 @@ def test_pool_executor_runs_in_parallel(tmp_path):
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: Pool(enable_flux_backend=True),
-        lambda: Executor(enable_flux_backend=True),
         lambda: HPCExecutor(queue_adapter=object()),
         lambda: PoolExecutor(queue_adapter_kwargs={"queue": "x"}),
         lambda: MPISpawnPool(max_ranks=2, ranks_per_task=1, queue_adapter=object()),
@@ -219,6 +217,18 @@ def test_pool_executor_runs_in_parallel(tmp_path):
 def test_missing_backends_are_named(make):
     with pytest.raises(NotImplementedError, match="not part of hpcfutures yet"):
         make()
+
+
+def test_flux_backend_outside_flux_says_how_to_get_one(monkeypatch):
+    """enable_flux_backend=True starts Flux jobs (tests/test_flux.py); outside an instance
+    it refuses with the reason instead of running locally."""
+    monkeypatch.delenv("FLUX_URI", raising=False)
+    with pytest.raises((RuntimeError, ImportError), match="flux"):
+        Executor(enable_flux_backend=True)
+    with pytest.raises((RuntimeError, ImportError), match="flux"):
+        Pool(enable_flux_backend=True)
+    with pytest.raises(ValueError, match="not both"):
+        HPCExecutor(enable_flux_backend=True, enable_slurm_backend=True)
 
 
 @pytest.mark.slurm

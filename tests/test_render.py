@@ -263,7 +263,7 @@ def test_the_table_has_a_cell_for_every_key_and_backend():
 
 
 def _executor(backend, resource_dict, tmp_path):
-    from hpcfutures import SingleNodeExecutor, SlurmClusterExecutor, SlurmJobExecutor
+    from hpcfutures import FluxClusterExecutor, FluxJobExecutor, SingleNodeExecutor, SlurmClusterExecutor, SlurmJobExecutor
     from hpcfutures.api import TestClusterExecutor
 
     make = {
@@ -271,6 +271,9 @@ def _executor(backend, resource_dict, tmp_path):
         honoured.SRUN: lambda: SlurmJobExecutor(resource_dict=resource_dict),
         honoured.SBATCH: lambda: SlurmClusterExecutor(cache_directory=str(tmp_path), resource_dict=resource_dict),
         honoured.LOCAL_JOBS: lambda: TestClusterExecutor(cache_directory=str(tmp_path), resource_dict=resource_dict),
+        # refused before any Flux is needed: these run outside an instance too
+        honoured.FLUX: lambda: FluxJobExecutor(resource_dict=resource_dict),
+        honoured.FLUX_BATCH: lambda: FluxClusterExecutor(cache_directory=str(tmp_path), resource_dict=resource_dict),
     }
     return make[backend]()
 
@@ -278,7 +281,7 @@ def _executor(backend, resource_dict, tmp_path):
 # a value that no cell's "accept" takes as neutral
 NOT_NEUTRAL = {
     "num_nodes": 2, "exclusive": True, "slurm_cmd_args": ["-v"], "submission_template": "#!/bin/sh\n{{command}}",
-    "priority": 1, "gpus_per_core": 0.5, "retries": 1, "retry_on": ValueError,
+    "priority": 1, "gpus_per_core": 0.5, "retries": 1, "retry_on": ValueError, "openmpi_oversubscribe": True,
 }  # fmt: skip
 
 REFUSED = [(backend, key) for backend in honoured.BACKENDS for key in sorted(honoured.refusals(backend))]
@@ -298,6 +301,11 @@ def test_a_warm_workers_keys_come_from_the_table():
     assert honoured.worker_keys(honoured.LOCAL) == ("cores", "threads_per_core", "gpus_per_core", "cwd", "openmpi_oversubscribe")
     assert set(honoured.worker_keys(honoured.SRUN)) == {*honoured.worker_keys(honoured.LOCAL), "num_nodes", "exclusive", "slurm_cmd_args"}
     assert honoured.worker_keys(honoured.SBATCH) == ()
+    # a warm Flux worker is one job: its shape, nodes, exclusivity and urgency are fixed
+    assert set(honoured.worker_keys(honoured.FLUX)) == {
+        "cores", "threads_per_core", "gpus_per_core", "cwd", "num_nodes", "exclusive", "priority"
+    }  # fmt: skip
+    assert honoured.worker_keys(honoured.FLUX_BATCH) == ()
     with pytest.raises(KeyError, match="unknown backend"):
         honoured.worker_keys("pbs")
 

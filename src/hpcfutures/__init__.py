@@ -12,9 +12,10 @@ The packages, top to bottom; a module imports only its own package and those bel
     executors/     facades: validate input at submit(), merge resource defaults, pickle the
       |            call in the caller's thread, hold calls whose arguments are futures
       |            (done-callbacks, no polling), answer from cache/ when the result is stored.
-      |            One body (launched.py) + a Backend value (backends.py: local, srun; Flux
-      |            is one more) make SingleNodeExecutor, SlurmJobExecutor and the fronts;
-      |            cluster_jobs.py: SlurmClusterExecutor, TestClusterExecutor (a job per call)
+      |            One body (launched.py) + a Backend value (backends.py: local, srun,
+      |            flux) make SingleNodeExecutor, SlurmJobExecutor, FluxJobExecutor and the
+      |            fronts; cluster_jobs.py: SlurmClusterExecutor, TestClusterExecutor (a job
+      |            per call); flux_cluster.py: FluxClusterExecutor (a Flux batch job per call)
       v
     engines/       interface.py: the one Engine interface (enqueue, queued, resize, stop,
       |            kill_all, ...); the engines: one_process.py (a fresh process per task),
@@ -24,8 +25,8 @@ The packages, top to bottom; a module imports only its own package and those bel
       v
     batch/         batch queues behind one interface (a JobSpec in, neutral JobStates
       |            out: scheduling/job_states.py): sbatch/squeue/scancel, pysqa, local
-      |            processes; terminate
-    launch/        how a worker comes to exist: a launcher (python, mpiexec, srun) starts it
+      |            processes, Flux batch jobs (flux_queue.py); terminate
+    launch/        how a worker comes to exist: a launcher (python, mpiexec, srun, flux) starts it
       |            and returns a handle (its end as an event, describe_exit, terminate, kill,
       |            stderr tail); the key, thread counts, GPUs; pending: queued srun jobs
       |            watched, hopeless ones (slurm_reasons) cancelled; guardian: one process
@@ -92,6 +93,8 @@ _EXPORTS = {
     "SingleNodeExecutor": "hpcfutures.executors.single_node",
     "SlurmJobExecutor": "hpcfutures.executors.slurm_job",
     "SlurmClusterExecutor": "hpcfutures.executors.cluster_jobs",
+    "FluxJobExecutor": "hpcfutures.executors.flux_job",
+    "FluxClusterExecutor": "hpcfutures.executors.flux_cluster",
     "terminate_tasks_in_cache": "hpcfutures.batch.terminate",
     "terminate_task_in_cache": "hpcfutures.batch.terminate",
     # pympipool's interfaces

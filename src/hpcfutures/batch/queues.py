@@ -5,6 +5,7 @@
 - ``PysqaQueue``: through a pysqa ``QueueAdapter`` (``pysqa_config_directory``), for sites
   whose queues and templates users already configured for executorlib.
 - ``LocalQueue``: local processes instead of jobs (``TestClusterExecutor``).
+- ``FluxQueue`` (``batch/flux_queue.py``): Flux batch jobs (``FluxClusterExecutor``).
 
 The interface (``Queue``): ``submit(spec)`` takes one ``JobSpec`` (command, job name,
 working directory, resources, dependencies, extra scheduler options, log file) and returns
@@ -13,7 +14,7 @@ about many jobs in one query and answers in ``JobState`` (pending, running, comp
 failed, cancelled, timeout, unknown), translated from the queue's own words by one table
 per queue; ``cancel(ids)`` ends jobs. The engine (``engines.job_per_call``) knows nothing else.
 
-How to add a queue (e.g. Flux):
+How to add a queue (``batch/flux_queue.py`` is the latest example):
 
 1. Write a class with the attributes and methods of ``Queue``: a unique ``kind`` (it is
    recorded in every cache entry the queue's jobs write, so ``terminate_tasks_in_cache``
@@ -89,7 +90,8 @@ class Queue(Protocol):
         supports_dependencies: the queue starts a job only after its dependencies
             succeeded; otherwise the executor holds the task until its inputs are done.
         guard_kind: how a driver's guardian cancels live jobs if the driver dies:
-            ``"job"`` (by job id), ``"process"`` (a job id is a process group), or None.
+            ``"job"`` (``scancel`` by job id), ``"flux"`` (``flux cancel`` by job id),
+            ``"process"`` (a job id is a process group), or None.
         writes_log: the job's output goes to ``JobSpec.log``.
         pending_reasons: job id -> the scheduler's reason a pending job waits, from the
             last ``states`` query (empty where the queue gives none).
@@ -424,7 +426,14 @@ QUEUES: "dict[str, Callable[..., Queue]]" = {
     "slurm": lambda pysqa_config_directory=None, pmi_mode=None: SlurmQueue(pmi_mode),
     "pysqa": lambda pysqa_config_directory=None, pmi_mode=None: PysqaQueue(pysqa_config_directory),
     "local": lambda pysqa_config_directory=None, pmi_mode=None: LocalQueue(),
+    "flux": lambda pysqa_config_directory=None, pmi_mode=None: _flux_queue(pmi_mode),
 }
+
+
+def _flux_queue(pmi_mode=None):
+    from hpcfutures.batch.flux_queue import FluxQueue  # imports this module: loaded late
+
+    return FluxQueue(pmi_mode)
 
 
 def file_task_command(entry_path: str, cores: int) -> list[str]:

@@ -4,8 +4,8 @@
 Each queued entry's job record (``cache.entry.write_job_record``) holds its job id and the
 ``kind`` of queue it was submitted to
 (``batch.queues.QUEUES``); the job is cancelled by that same queue, so a cache directory
-of SLURM jobs, pysqa jobs or local processes (``TestClusterExecutor``) is cleaned the same
-way. Entries written before the queue was recorded count as ``backend`` (SLURM by default,
+of SLURM jobs, Flux jobs, pysqa jobs or local processes (``TestClusterExecutor``) is
+cleaned the same way. Entries written before the queue was recorded count as ``backend`` (SLURM by default,
 pysqa where ``pysqa_config_directory`` is given).
 """
 
@@ -57,7 +57,7 @@ def terminate_tasks_in_cache(cache_directory, pysqa_config_directory=None, backe
         cache_directory: the executor's ``cache_directory``.
         pysqa_config_directory: the pysqa configuration the jobs were submitted with
             (needed for entries of jobs submitted through pysqa).
-        backend: the queue (``"slurm"``, ``"pysqa"``, ``"local"``) of entries that do not
+        backend: the queue (``"slurm"``, ``"flux"``, ``"pysqa"``, ``"local"``) of entries that do not
             record one (written by an older hpcfutures); None: SLURM, or pysqa where
             ``pysqa_config_directory`` is given.
 

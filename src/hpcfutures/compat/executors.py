@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from hpcfutures.compat.backend_switches import refuse_missing_backends
-from hpcfutures.executors.backends import LOCAL, SRUN
+from hpcfutures.executors.backends import FLUX, LOCAL, SRUN
 from hpcfutures.executors.launched import LaunchedExecutor
 
 TYPE_CHECKING = False
@@ -22,15 +22,16 @@ def _worker_resources(cores: int, gpus: int | float, cwd) -> dict:
 
 
 class _WarmFront(LaunchedExecutor):
-    """What the three fronts share: refuse a backend that does not exist yet, then start a
-    warm pool shaped by pympipool's parameters, on this machine or as srun steps
-    (``enable_slurm_backend``, the ``SRUN`` backend of ``SlurmJobExecutor``)."""
+    """What the three fronts share: refuse a combination of backends that makes no sense,
+    then start a warm pool shaped by pympipool's parameters, on this machine, as srun steps
+    (``enable_slurm_backend``, the ``SRUN`` backend of ``SlurmJobExecutor``) or as Flux jobs
+    (``enable_flux_backend``, the ``FLUX`` backend of ``FluxJobExecutor``)."""
 
     def _open_front(self, max_workers, cores, gpus, init_function, oversubscribe, cwd, hostname_localhost, backends) -> None:
         name = type(self).__name__
-        use_srun = refuse_missing_backends(name, **backends)
+        which = refuse_missing_backends(name, **backends)
         self._open(
-            SRUN if use_srun else LOCAL,
+            {"flux": FLUX, "srun": SRUN, "local": LOCAL}[which],
             name,
             max_workers=max_workers,
             cache_directory=None,
@@ -63,8 +64,8 @@ class Executor(_WarmFront):
         init_function: runs once in the worker and returns a dict whose entries calls
             receive by parameter name.
         oversubscribe: let Open MPI place more ranks than cores (``--oversubscribe``).
-        enable_flux_backend: refused (``NotImplementedError``): hpcfutures has no Flux
-            launcher yet; never a silent fallback to local processes.
+        enable_flux_backend: ``True``: the workers are Flux jobs (as ``FluxJobExecutor``'s),
+            GPUs bound by Flux; not together with ``enable_slurm_backend``.
         enable_slurm_backend: ``True``: the workers are ``srun`` steps (as
             ``SlurmJobExecutor``'s), GPUs bound by srun.
         queue_adapter, queue_adapter_kwargs: refused (``NotImplementedError``): warm workers
@@ -79,7 +80,7 @@ class Executor(_WarmFront):
         ValueError: a count below 1, ``enable_slurm_backend`` together with a queue
             adapter, a ``cwd`` that cannot be a directory, a pool larger than the
             allocation (srun).
-        NotImplementedError: ``enable_flux_backend`` or a queue adapter.
+        NotImplementedError: a queue adapter.
         TypeError: an ``init_function`` that is not callable.
     """
 
@@ -117,8 +118,8 @@ class HPCExecutor(_WarmFront):
         init_function: runs once in each worker and returns a dict whose entries calls
             receive by parameter name.
         oversubscribe: let Open MPI place more ranks than cores (``--oversubscribe``).
-        enable_flux_backend: refused (``NotImplementedError``): hpcfutures has no Flux
-            launcher yet; never a silent fallback to local processes.
+        enable_flux_backend: ``True``: the workers are Flux jobs (as ``FluxJobExecutor``'s),
+            GPUs bound by Flux; not together with ``enable_slurm_backend``.
         enable_slurm_backend: ``True``: the workers are ``srun`` steps (as
             ``SlurmJobExecutor``'s), GPUs bound by srun.
         queue_adapter, queue_adapter_kwargs: refused (``NotImplementedError``): warm workers
@@ -133,7 +134,7 @@ class HPCExecutor(_WarmFront):
         ValueError: a count below 1, ``enable_slurm_backend`` together with a queue
             adapter, a ``cwd`` that cannot be a directory, a pool larger than the
             allocation (srun).
-        NotImplementedError: ``enable_flux_backend`` or a queue adapter.
+        NotImplementedError: a queue adapter.
         TypeError: an ``init_function`` that is not callable.
     """
 
@@ -166,8 +167,8 @@ class PoolExecutor(_WarmFront):
     Args:
         max_workers: warm serial workers (>= 1).
         oversubscribe: let Open MPI place more ranks than cores (``--oversubscribe``).
-        enable_flux_backend: refused (``NotImplementedError``): hpcfutures has no Flux
-            launcher yet; never a silent fallback to local processes.
+        enable_flux_backend: ``True``: the workers are Flux jobs (as ``FluxJobExecutor``'s),
+            GPUs bound by Flux; not together with ``enable_slurm_backend``.
         enable_slurm_backend: ``True``: the workers are ``srun`` steps (as
             ``SlurmJobExecutor``'s), GPUs bound by srun.
         queue_adapter, queue_adapter_kwargs: refused (``NotImplementedError``): warm workers
@@ -182,7 +183,7 @@ class PoolExecutor(_WarmFront):
         ValueError: a count below 1, ``enable_slurm_backend`` together with a queue
             adapter, a ``cwd`` that cannot be a directory, a pool larger than the
             allocation (srun).
-        NotImplementedError: ``enable_flux_backend`` or a queue adapter.
+        NotImplementedError: a queue adapter.
     """
 
     def __init__(

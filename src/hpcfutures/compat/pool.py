@@ -76,8 +76,8 @@ class Pool:
 
     Args:
         max_workers: warm serial workers (>= 1).
-        enable_flux_backend: refused (``NotImplementedError``): hpcfutures has no Flux
-            launcher yet; never a silent fallback to local processes.
+        enable_flux_backend: ``True``: the workers are Flux jobs (as ``FluxJobExecutor``'s),
+            GPUs bound by Flux; not together with ``enable_slurm_backend``.
         enable_slurm_backend: ``True``: the workers are ``srun`` steps.
         oversubscribe: let Open MPI place more ranks than cores (``--oversubscribe``).
         queue_adapter, queue_adapter_kwargs: refused (``NotImplementedError``): warm workers
@@ -89,7 +89,7 @@ class Pool:
 
     Raises:
         ValueError: a count below 1, ``enable_slurm_backend`` together with a queue adapter.
-        NotImplementedError: ``enable_flux_backend`` or a queue adapter.
+        NotImplementedError: a queue adapter.
         ImportError: ``progress=True`` without tqdm.
     """
 
@@ -104,7 +104,7 @@ class Pool:
         cwd: str | None = None,
         progress: bool = False,
     ):
-        self._srun = refuse_missing_backends(
+        self._backend = refuse_missing_backends(
             type(self).__name__, enable_flux_backend, enable_slurm_backend, queue_adapter, queue_adapter_kwargs
         )
         if progress:
@@ -114,7 +114,7 @@ class Pool:
         self._workers = self._executor.max_workers
 
     def _make_executor(self, max_workers: int, oversubscribe: bool, cwd):
-        return warm_pool_class(self._srun)(
+        return warm_pool_class(self._backend)(
             max_workers=max_workers,
             block_allocation=True,
             resource_dict={"cwd": cwd} if cwd is not None else None,
@@ -322,7 +322,7 @@ class MPISpawnPool(Pool):
         resources: dict = {"cores": self._ranks_per_task}
         if cwd is not None:
             resources["cwd"] = cwd
-        return warm_pool_class(self._srun)(
+        return warm_pool_class(self._backend)(
             max_workers=max_workers, block_allocation=True, resource_dict=resources, openmpi_oversubscribe=oversubscribe
         )
 

@@ -153,6 +153,8 @@ class JobEngine(EngineDefaults):
         kind = self._guard_kind
         if kind == "job":
             (guardian().add_job if live else guardian().remove_job)(job)
+        elif kind == "flux":
+            (guardian().add_flux_job if live else guardian().remove_flux_job)(job)
         elif kind == "process" and job.isdigit():
             (guardian().add_process if live else guardian().remove_process)(int(job))
 

@@ -33,6 +33,7 @@ from hpcfutures.worker.directory import CWD_ENV, make_working_directory
 
 
 _log = get_logger("process")
+_SETTLED = object()  # what _execute returns when it has ended the future itself
 
 
 class OneProcessPerTask(EngineDefaults):
@@ -154,7 +155,9 @@ class OneProcessPerTask(EngineDefaults):
     def _run(self, task: Task) -> None:
         devices = task.devices  # this run's; a retry may be admitted with others before we end
         try:
-            finish(task, self._execute(task), self._retry)
+            reply = self._execute(task)
+            if reply is not _SETTLED:
+                finish(task, reply, self._retry)
         except BaseException as exc:  # nothing may leave a future pending
             settle(task, exc)
         finally:
@@ -247,7 +250,11 @@ class OneProcessPerTask(EngineDefaults):
             except (WorkerCrashedError, UnsatisfiableRequestError) as exc:
                 return self._died(exc)
             task.sent()
-            return self._reply(process, lambda: link.receive_payload(timeout=timeout), timeout)
+            reply = self._reply(process, lambda: link.receive_payload(timeout=timeout), timeout)
+            # the future ends as the reply arrives; the worker's exit (a Flux job's end event
+            # comes ~25 ms later) is waited for after, still holding the task's slots
+            finish(task, reply, self._retry)
+            return _SETTLED
         finally:
             self._untrack(task)
             link.shutdown(wait=True)

@@ -209,7 +209,10 @@ class WarmPool(EngineDefaults):
             env = worker_environment(self._key, res.get("threads_per_core", 1), gpu_environment(devices, g))
             if cwd is not None:
                 env[CWD_ENV] = cwd  # the worker enters it itself: srun -D falls back to /tmp
-            link.attach(self._launcher.start(command, res, env, cwd))
+            # run_time_max limits each call, not the worker's life: it is no job duration or
+            # srun --time of the worker (the warm-pool engine enforces it per call)
+            worker_res = {k: v for k, v in res.items() if k != "run_time_max"}
+            link.attach(self._launcher.start(command, worker_res, env, cwd))
             with self._cond:
                 self._links[worker_id] = link
                 killing = self._killing

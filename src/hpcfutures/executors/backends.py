@@ -4,7 +4,7 @@
 (``executors/launched.py``); what sets them apart is only this value: which launcher
 starts a worker, the core budget when the user sets none, the ``resource_dict`` keys it
 cannot honour (with the reason), what a warm worker fixes at start, and whether the
-executor hands out GPUs itself. A new place to run (Flux) is one more ``Backend``.
+executor hands out GPUs itself. Flux (``FLUX``) is one more ``Backend``.
 """
 
 from __future__ import annotations
@@ -157,4 +157,53 @@ SRUN = Backend(
     check_pool=_pool_fits_allocation,
     local_link=_one_node_allocation,
     launcher_parameters=("pmi_mode",),
+)
+
+
+# -- jobs of the enclosing Flux instance ------------------------------------------------
+def _flux_launcher(
+    pmi_mode: str | None = None, flux_executor=None, flux_executor_nesting: bool = False, flux_log_files: bool = False
+):
+    from hpcfutures.launch.flux import FluxLauncher
+
+    return FluxLauncher(flux_executor, pmi_mode, flux_executor_nesting, flux_log_files)
+
+
+def _instance_cores() -> int:
+    from hpcfutures.launch.flux import instance_resources
+
+    return instance_resources()["cores"]
+
+
+def _pool_fits_instance(n_workers: int, resources: dict) -> None:
+    available = _instance_cores()
+    cores, threads = resources.get("cores", 1), resources.get("threads_per_core", 1)
+    needed = n_workers * cores * threads
+    if needed > available:
+        raise ValueError(
+            f"{n_workers} warm workers x {cores} cores x {threads} threads need {needed} cores, but this Flux "
+            f"instance has {available}; lower max_workers or start Flux on more resources"
+        )
+
+
+def _one_broker_instance() -> bool:
+    """A one-broker instance runs every job on this machine: a Unix socket serves; an
+    instance of several brokers (nodes) needs the authenticated TCP wire."""
+    from hpcfutures.launch.flux import instance_resources
+
+    return instance_resources()["size"] == 1
+
+
+FLUX = Backend(
+    name="flux",
+    make_launcher=_flux_launcher,
+    default_cores=_instance_cores,
+    # a warm worker is one Flux job: its shape, nodes, exclusivity and urgency are fixed
+    # when it starts (the flux column of scheduling.honoured.HONOURED)
+    refused=honoured.refusals(honoured.FLUX),
+    worker_keys=honoured.worker_keys(honoured.FLUX),
+    assigns_gpus=False,  # the jobspec's gpus per task: Flux binds devices itself
+    check_pool=_pool_fits_instance,
+    local_link=_one_broker_instance,
+    launcher_parameters=("pmi_mode", "flux_executor", "flux_executor_nesting", "flux_log_files"),
 )

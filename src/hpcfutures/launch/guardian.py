@@ -4,12 +4,14 @@ A worker watches its driver and exits when it dies; but a launcher that has not 
 its worker yet (an ``srun`` waiting for its job to be scheduled, an ``mpiexec`` still
 starting its ranks) and a batch job still in the queue have nobody watching. The
 guardian is one small process per driver, started with the first such launch. The driver
-tells it over a pipe (the guardian's stdin) which process groups and which SLURM jobs are
-live ("+p PID", "-p PID", "+j JOB", "-j JOB"). When the driver ends — however it ends —
-the kernel closes the pipe's write end and the guardian reads end-of-file: it sends
-SIGTERM to every registered group whose leader is still alive (srun cancels its pending
-job on SIGTERM, mpiexec stops its ranks), SIGKILL after a grace period, and ``scancel``
-for the registered jobs, then exits.
+tells it over a pipe (the guardian's stdin) which process groups, which SLURM jobs and
+which Flux jobs are live ("+p PID", "-p PID", "+j JOB", "-j JOB", "+f JOB", "-f JOB").
+When the driver ends — however it ends — the kernel closes the pipe's write end and the
+guardian reads end-of-file: it sends SIGTERM to every registered group whose leader is
+still alive (srun cancels its pending job on SIGTERM, mpiexec stops its ranks), SIGKILL
+after a grace period, ``scancel`` for the registered SLURM jobs and ``flux cancel`` for
+the registered Flux jobs (of the instance in the driver's ``FLUX_URI``, which the
+guardian inherits), then exits.
 
 Why a process, not ``prctl(PR_SET_PDEATHSIG)``: the death signal fires when the *thread*
 that forked the child ends, not the process (our launches come from short-lived threads),
@@ -93,6 +95,13 @@ class Guardian:
         """Forget SLURM job ``job``: it ended or was cancelled."""
         self._say(f"-j {job}")
 
+    def add_flux_job(self, job: str) -> None:
+        """``flux cancel`` Flux job ``job`` (of the driver's ``FLUX_URI``) when the driver ends."""
+        self._say(f"+f {job}")
+
+    def remove_flux_job(self, job: str) -> None:
+        self._say(f"-f {job}")
+
     @property
     def pid(self) -> int | None:
         """The guardian process's pid (None before the first registration)."""
@@ -113,6 +122,7 @@ def _main() -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     groups: dict[int, int] = {}  # pid -> pidfd
     jobs: set[str] = set()
+    flux_jobs: set[str] = set()
     buffer = b""
     while True:
         try:
@@ -140,10 +150,16 @@ def _main() -> None:
                 jobs.add(value)
             elif op == "-j":
                 jobs.discard(value)
+            elif op == "+f" and value:
+                flux_jobs.add(value)
+            elif op == "-f":
+                flux_jobs.discard(value)
     # the driver has ended
-    if jobs:
+    for argv, ids in ((["scancel"], jobs), (["flux", "cancel"], flux_jobs)):
+        if not ids:
+            continue
         try:
-            subprocess.run(["scancel", *sorted(jobs)], capture_output=True, timeout=60)
+            subprocess.run([*argv, *sorted(ids)], capture_output=True, timeout=60)
         except (OSError, subprocess.SubprocessError):
             pass
     for sig in (signal.SIGTERM, signal.SIGKILL):

@@ -1,6 +1,6 @@
 """What a launcher gives back: a handle on one started worker.
 
-A *launcher* (this machine: a plain interpreter or ``mpiexec``; ``srun``; later Flux, a
+A *launcher* (this machine: a plain interpreter or ``mpiexec``; ``srun``; Flux, a
 fork server) turns a worker's Python command line and its resources into a running worker
 and returns a ``WorkerHandle``. Nothing above ``launch/`` starts processes, opens pidfds,
 sends signals to process groups or reads a launcher's stderr: the engines and the wait

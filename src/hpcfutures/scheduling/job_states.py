@@ -1,6 +1,6 @@
 """Neutral job states: the words every queue's own states are translated to.
 
-A queue (``batch.queues``: SLURM, pysqa, local processes; Flux next) answers ``states``
+A queue (``batch.queues``: SLURM, pysqa, local processes; ``batch.flux_queue``) answers ``states``
 in ``JobState``, through one translation table of its own and ``translate``; the engine
 (``engines/job_per_call.py``) and srun's pending-job watcher (``launch/pending.py``) read
 only these values. Stdlib only; below ``launch/`` so that both can use it.
@@ -70,6 +70,21 @@ PYSQA_STATES = {
     "running": JobState.RUNNING,
     "error": JobState.FAILED,
     "finished": JobState.UNKNOWN,
+}
+
+# Flux's words for a job (``flux.job.JobInfo``): an active job's state; an inactive one's
+# result. The queue asks for the result once the state is INACTIVE (batch.flux_queue).
+FLUX_STATES = {
+    "DEPEND": JobState.PENDING,
+    "PRIORITY": JobState.PENDING,
+    "SCHED": JobState.PENDING,
+    "NEW": JobState.PENDING,
+    "RUN": JobState.RUNNING,
+    "CLEANUP": JobState.RUNNING,
+    "COMPLETED": JobState.COMPLETED,
+    "FAILED": JobState.FAILED,
+    "CANCELED": JobState.CANCELLED,
+    "TIMEOUT": JobState.TIMEOUT,
 }
 
 

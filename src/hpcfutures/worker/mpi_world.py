@@ -80,11 +80,18 @@ def world_error(expected: int, size: int, mpi) -> MPIWorldError:
     family = "Open MPI" if "open mpi" in library.lower() else "MPICH" if "mpich" in library.lower() else None
     if "SLURM_STEP_ID" in os.environ:  # srun sets SLURM_MPI_TYPE for every plugin but none
         launcher = f"srun --mpi={os.environ.get('SLURM_MPI_TYPE', 'none')}"
+    elif "FLUX_JOB_ID" in os.environ:  # a Flux job: the shell's pmi option is the knob
+        launcher = "the Flux job shell"
     else:
         launcher = "the launcher"
-    remedy = {"Open MPI": "pmi_mode='pmix' (srun --mpi=pmix)", "MPICH": "pmi_mode='pmi2' (srun --mpi=pmi2)"}.get(
-        family, "pmi_mode='pmix' for Open MPI or 'pmi2' for MPICH"
-    )
+    if launcher == "the Flux job shell":
+        remedy = {"Open MPI": "pmi_mode='pmix' (flux run -o pmi=pmix)", "MPICH": "pmi_mode=None (Flux's default, simple)"}.get(
+            family, "pmi_mode='pmix' for Open MPI or None for MPICH"
+        )
+    else:
+        remedy = {"Open MPI": "pmi_mode='pmix' (srun --mpi=pmix)", "MPICH": "pmi_mode='pmi2' (srun --mpi=pmi2)"}.get(
+            family, "pmi_mode='pmix' for Open MPI or 'pmi2' for MPICH"
+        )
     shape = "separate single-rank worlds" if size == 1 else f"worlds of {size} ranks"
     return MPIWorldError(
         f"the task asked for {expected} MPI ranks, but this rank's MPI_COMM_WORLD has {size}: {launcher} started "
