@@ -100,6 +100,7 @@ class Guardian:
         self._say(f"+f {job}")
 
     def remove_flux_job(self, job: str) -> None:
+        """Forget Flux job ``job``: it ended or was cancelled."""
         self._say(f"-f {job}")
 
     @property
