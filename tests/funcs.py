@@ -369,3 +369,14 @@ def meet_then_pid(folder, n, timeout=60.0):
 def devices_at_barrier(folder, n, timeout=60.0):
     """``(pid, CUDA_VISIBLE_DEVICES)`` once ``n`` calls are running at once (``meet_then_pid``)."""
     return meet_then_pid(folder, n, timeout), os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+class Token:
+    """A small argument the driver can watch (weak references) while its call is queued."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+def token_value(token):
+    return token.value

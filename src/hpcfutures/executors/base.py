@@ -190,6 +190,7 @@ class BaseExecutor(Executor):
         """Answer from the cache if it holds the result, otherwise hand to the engine."""
         directory = task.resources.get("cache_directory")
         if directory is None or not self._answered_from_cache(task, directory):
+            task.compact()  # the cache key is made: a small call's pickle is all it needs now
             self._engine.enqueue(task)
 
     def _cache_slot(self, task: Task, directory) -> tuple:
