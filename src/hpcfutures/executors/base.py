@@ -9,6 +9,7 @@ polling), and hands ready tasks to an engine (one process per task, or a warm po
 from __future__ import annotations
 
 import atexit
+import pickle as _pickle
 import sys
 import threading
 import time
@@ -176,6 +177,24 @@ class BaseExecutor(Executor):
             self._dispatch(task)
         return future
 
+    def _submit_plain_chunk(self, run_chunk: Callable, fn, chunk: list, star: bool) -> Future:
+        """``submit(run_chunk, fn, chunk, star)`` for ``map``'s own chunks whose items are
+        plain values (``mapping.ItemList``) and whose ``fn`` is already pickled
+        (``Prepickled``): nothing in it can be a future or need cloudpickle, and the executor's
+        own resources apply, so the checks of ``submit`` are skipped and the call is pickled
+        in one C-level ``pickle.dumps`` (~40 us less per chunk; issue 15)."""
+        if self._shutdown:
+            raise RuntimeError("cannot submit to an executor after shutdown()")
+        future: Future = TaskFuture()
+        task = Task(future, run_chunk, (fn, chunk, star), {}, self._defaults)
+        self._book.add(task)
+        try:
+            task.payload = _pickle.dumps({"fn": run_chunk, "args": task.args, "kwargs": {}}, protocol=_pickle.HIGHEST_PROTOCOL)
+        except Exception:  # cloudpickle's turn; an error names the call
+            task.payload = task.pickle()
+        self._dispatch(task)
+        return future
+
     def _with_upstream(self, task: Task, upstream: list) -> None:
         """A call with futures among its arguments: run it once they have results."""
         if all(_succeeded(f) for f in upstream):  # nothing to wait for
@@ -321,7 +340,13 @@ class BaseExecutor(Executor):
         else:
             from hpcfutures.worker.pool_calls import run_chunk
 
-            futures, sizes = submit_chunks(self.submit, run_chunk, fn, items, chunksize, star)
+            from hpcfutures.wire.prepickled import Prepickled
+
+            # the cheaper submit only where the call as a whole is plain data: fn pickled
+            # already, no graph recording, no cache key (which names the call as submit makes it)
+            plain_ok = isinstance(fn, Prepickled) and not self._engine.records_calls and not self._defaults.get("cache_directory")
+            submit_plain = self._submit_plain_chunk if plain_ok else None
+            futures, sizes = submit_chunks(self.submit, run_chunk, fn, items, chunksize, star, submit_plain)
         del items
         bar_closed = None
         if progress:
