@@ -380,3 +380,12 @@ class Token:
 
 def token_value(token):
     return token.value
+
+
+def array_memory(a):
+    """How a numpy argument arrived: the type of what holds its memory, whether it is
+    writable, and its sum (to check the bytes)."""
+    base = a.base
+    while getattr(base, "base", None) is not None and not isinstance(base, memoryview):
+        base = base.base
+    return type(base).__name__, bool(a.flags.writeable), float(a.sum())

@@ -173,9 +173,14 @@ class BaseExecutor(Executor):
                 )
             self._with_upstream(task, upstream)
         else:
-            task.payload = task.pickle()
+            task.payload = self._pickle_call(task)
             self._dispatch(task)
         return future
+
+    def _pickle_call(self, task: Task) -> bytes:
+        """The call's pickle: large buffers out of band where the engine sends frames and no
+        cache entry will store it (an entry's input is a plain pickle)."""
+        return task.pickle(out_of_band=self._engine.sends_frames and not task.resources.get("cache_directory"))
 
     def _submit_plain_chunk(self, run_chunk: Callable, fn, chunk: list, star: bool) -> Future:
         """``submit(run_chunk, fn, chunk, star)`` for ``map``'s own chunks whose items are
@@ -200,7 +205,7 @@ class BaseExecutor(Executor):
         if all(_succeeded(f) for f in upstream):  # nothing to wait for
             task.args = substitute(task.args)
             task.kwargs = substitute(task.kwargs)
-            task.payload = task.pickle()
+            task.payload = self._pickle_call(task)
             self._dispatch(task)
         else:
             self._hold(task, upstream)
@@ -250,7 +255,7 @@ class BaseExecutor(Executor):
                 task.queued_at = time.time()
                 task.args = substitute(task.args)
                 task.kwargs = substitute(task.kwargs)
-                task.payload = task.pickle()
+                task.payload = self._pickle_call(task)
                 self._dispatch(task)
             except BaseException as exc:
                 fail_unstarted(task, exc)

@@ -56,19 +56,28 @@ class Task:
             self.started_at = time.monotonic()
         return self.running
 
-    def pickle(self) -> bytes:
+    def pickle(self, out_of_band: bool = False) -> bytes:
         """The call pickled for a worker (functions of ``__main__`` and of unimportable
         modules by value).
+
+        Args:
+            out_of_band: large contiguous buffers (numpy arrays' data, 1 MiB or more) go
+                beside the pickle (``wire.frames.dumps_by_value_with_buffers``), for a worker
+                reached by frames; False: one plain pickle, as a cache entry's input must be.
+
+        Returns:
+            The bytes to send (or store).
 
         Raises:
             TypeError: the function or an argument cannot be pickled (names the call).
         """
-        from hpcfutures.wire.frames import dumps_by_value  # loaded by the executor already
+        from hpcfutures.wire.frames import dumps_by_value, dumps_by_value_with_buffers  # loaded by the executor already
 
         if self.args is None:  # compacted: the pickle is all that is left of the call
             return self.payload
+        dump = dumps_by_value_with_buffers if out_of_band else dumps_by_value
         try:
-            return dumps_by_value({"fn": self.fn, "args": self.args, "kwargs": self.kwargs})
+            return dump({"fn": self.fn, "args": self.args, "kwargs": self.kwargs})
         except Exception as exc:
             raise TypeError(
                 f"the call {self.name}(...) cannot be pickled to send it to a worker: {type(exc).__name__}: {exc}"
