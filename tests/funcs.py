@@ -271,14 +271,17 @@ def mpi_unpicklable_on_rank(rank):
 
 def mpi_break_worker_loop_on_rank(rank):
     """Makes the worker's own loop fail on one rank after this call returns: its reply
-    encoder (in the worker's ``__main__``) raises there."""
+    encoder (in the worker's entry module, imported by name or run as ``__main__``) raises there."""
     from mpi4py import MPI
 
     if MPI.COMM_WORLD.Get_rank() == rank:
         def broken(reply):
             raise OSError("the worker loop broke")
 
-        sys.modules["__main__"].encode = broken
+        for name in ("__main__", "hpcfutures.worker.interactive", "hpcfutures.worker.one_shot", "hpcfutures.worker.file_task"):
+            module = sys.modules.get(name)
+            if module is not None and hasattr(module, "encode"):
+                module.encode = broken
     return MPI.COMM_WORLD.Get_rank()
 
 
@@ -389,3 +392,10 @@ def array_memory(a):
     while getattr(base, "base", None) is not None and not isinstance(base, memoryview):
         base = base.base
     return type(base).__name__, bool(a.flags.writeable), float(a.sum())
+
+
+def runpy_and_first_path_entry():
+    """Whether this worker process loaded runpy (``python -m``), and its ``sys.path[0]``."""
+    import sys
+
+    return "runpy" in sys.modules, sys.path[0]
