@@ -10,7 +10,11 @@ Items are therefore grouped into chunks, each one message and one future:
   balance; a pool of 2 workers sends a 32-item map as 8 messages of 4;
 * executors that start a fresh process (or a SLURM job) per call keep one item per call:
   that isolation is what the mode promises;
-* ``chunksize=1`` (or any number) overrides the policy.
+* ``chunksize=1`` (or any number) overrides the policy;
+* a chunk of plain items (numbers, strings, bytes, numpy arrays: ``ItemList.plain``) whose
+  function is pickled already goes through the executor's cheaper ``submit_plain``: no
+  futures can hide in it, so ``submit()``'s walk and checks are skipped and the whole call is
+  one C-level ``pickle.dumps``.
 
 Results are yielded in input order. An item that fails stops its chunk: the results of
 the items before it are yielded first, then its exception is raised — the same place it
