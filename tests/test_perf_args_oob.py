@@ -79,3 +79,12 @@ def test_a_cache_entry_input_stays_a_plain_pickle_with_large_arguments(tmp_path)
         data = reader.input_bytes()
         assert not frames.is_container(data)
         assert np.array_equal(pickle.loads(data)["args"][0], array)
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(120)
+def test_a_large_argument_reaches_every_rank_of_a_warm_mpi_worker():
+    array = np.arange(1 << 18, dtype=np.float64)
+    with SingleNodeExecutor(max_workers=1, block_allocation=True, resource_dict={"cores": 2}) as exe:
+        ranks = exe.submit(funcs.mpi_rank_and_sum, array).result(timeout=90)
+    assert sorted(ranks) == [(0, float(array.sum())), (1, float(array.sum()))]
