@@ -271,14 +271,17 @@ def mpi_unpicklable_on_rank(rank):
 
 def mpi_break_worker_loop_on_rank(rank):
     """Makes the worker's own loop fail on one rank after this call returns: its reply
-    encoder (in the worker's ``__main__``) raises there."""
+    encoder (in the worker's entry module, imported by name or run as ``__main__``) raises there."""
     from mpi4py import MPI
 
     if MPI.COMM_WORLD.Get_rank() == rank:
         def broken(reply):
             raise OSError("the worker loop broke")
 
-        sys.modules["__main__"].encode = broken
+        for name in ("__main__", "hpcfutures.worker.interactive", "hpcfutures.worker.one_shot", "hpcfutures.worker.file_task"):
+            module = sys.modules.get(name)
+            if module is not None and hasattr(module, "encode"):
+                module.encode = broken
     return MPI.COMM_WORLD.Get_rank()
 
 
@@ -369,3 +372,37 @@ def meet_then_pid(folder, n, timeout=60.0):
 def devices_at_barrier(folder, n, timeout=60.0):
     """``(pid, CUDA_VISIBLE_DEVICES)`` once ``n`` calls are running at once (``meet_then_pid``)."""
     return meet_then_pid(folder, n, timeout), os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+class Token:
+    """A small argument the driver can watch (weak references) while its call is queued."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+def token_value(token):
+    return token.value
+
+
+def array_memory(a):
+    """How a numpy argument arrived: the type of what holds its memory, whether it is
+    writable, and its sum (to check the bytes)."""
+    base = a.base
+    while getattr(base, "base", None) is not None and not isinstance(base, memoryview):
+        base = base.base
+    return type(base).__name__, bool(a.flags.writeable), float(a.sum())
+
+
+def runpy_and_first_path_entry():
+    """Whether this worker process loaded runpy (``python -m``), and its ``sys.path[0]``."""
+    import sys
+
+    return "runpy" in sys.modules, sys.path[0]
+
+
+def mpi_rank_and_sum(a):
+    """Each MPI rank's rank and the sum of the array it received."""
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD.Get_rank(), float(a.sum())

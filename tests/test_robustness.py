@@ -264,8 +264,20 @@ def test_one_shot_worker_imports_nothing_of_the_driver_side():
         "hpcfutures.worker",
         "hpcfutures.worker.directory",  # cwd: stdlib only
         "hpcfutures.worker.execute",
-    ]  # the entry module itself runs as __main__
+        "hpcfutures.worker.one_shot",  # the entry point, imported by name (not runpy's __main__)
+    ]
     assert has_zmq is False
+
+
+@pytest.mark.parametrize("block", [False, True])
+def test_workers_start_without_runpy_and_keep_the_start_directory_on_the_path(block):
+    """``python -m`` costs runpy and importlib.util (~5-8 ms per fresh worker, issue 15):
+    the entry point is imported by ``-c``; the start directory stays ``sys.path[0]``, as
+    ``-m`` puts it there (not ``''``, which would follow a later chdir)."""
+    with SingleNodeExecutor(max_workers=1, block_allocation=block) as exe:
+        loaded, first_entry = exe.submit(funcs.runpy_and_first_path_entry).result(timeout=30)
+    assert loaded is False
+    assert first_entry == os.getcwd()
 
 
 def test_warm_worker_imports_nothing_of_the_driver_side():
@@ -278,6 +290,7 @@ def test_warm_worker_imports_nothing_of_the_driver_side():
         "hpcfutures.worker",
         "hpcfutures.worker.directory",
         "hpcfutures.worker.execute",
+        "hpcfutures.worker.interactive",  # the entry point, imported by name
     }
     assert has_zmq is False  # zmq only for workers on other nodes
 

@@ -30,6 +30,9 @@ class Engine:
         records_calls: ``True`` for an engine that records calls instead of running them
             (graph-only mode): ``submit()`` hands it every task as submitted — futures still
             among the arguments, nothing pickled, no cache lookup — and it ends the future.
+        sends_frames: ``True`` for an engine that sends each call's pickle in an
+            authenticated frame to a worker that loads it with ``wire.frames.loads``: the
+            call's large buffers may then travel out of band (``Task.pickle``).
         supports_dependencies: ``True`` for an engine that can start a task whose upstream
             tasks have not finished (a scheduler-side ``afterok``): then ``enqueue`` takes
             ``after`` and ``pending``/``abandon`` answer.
@@ -37,6 +40,7 @@ class Engine:
 
     max_workers: int | None
     records_calls: bool
+    sends_frames: bool
     supports_dependencies: bool
 
     def enqueue(self, task: Task) -> None:
@@ -104,6 +108,7 @@ class EngineDefaults:
     """The neutral answers to the optional parts of ``Engine``, for engines to inherit."""
 
     records_calls = False
+    sends_frames = False
     supports_dependencies = False
 
     def still_queued(self, task: Task) -> bool:

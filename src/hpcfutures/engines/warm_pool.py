@@ -71,6 +71,8 @@ class WarmPool(EngineDefaults):
         ValueError: more GPUs asked for than ``gpus`` holds.
     """
 
+    sends_frames = True  # workers load calls with wire.frames.loads: large arguments out of band
+
     def __init__(
         self,
         key: bytes,

@@ -9,6 +9,7 @@ polling), and hands ready tasks to an engine (one process per task, or a warm po
 from __future__ import annotations
 
 import atexit
+import pickle as _pickle
 import sys
 import threading
 import time
@@ -202,8 +203,31 @@ class BaseExecutor(Executor):
                 )
             self._with_upstream(task, upstream)
         else:
-            task.payload = task.pickle()
+            task.payload = self._pickle_call(task)
             self._dispatch(task)
+        return future
+
+    def _pickle_call(self, task: Task) -> bytes:
+        """The call's pickle: large buffers out of band where the engine sends frames and no
+        cache entry will store it (an entry's input is a plain pickle)."""
+        return task.pickle(out_of_band=self._engine.sends_frames and not task.resources.get("cache_directory"))
+
+    def _submit_plain_chunk(self, run_chunk: Callable, fn, chunk: list, star: bool) -> Future:
+        """``submit(run_chunk, fn, chunk, star)`` for ``map``'s own chunks whose items are
+        plain values (``mapping.ItemList``) and whose ``fn`` is already pickled
+        (``Prepickled``): nothing in it can be a future or need cloudpickle, and the executor's
+        own resources apply, so the checks of ``submit`` are skipped and the call is pickled
+        in one C-level ``pickle.dumps`` (~40 us less per chunk; issue 15)."""
+        if self._shutdown:
+            raise RuntimeError("cannot submit to an executor after shutdown()")
+        future: Future = TaskFuture()
+        task = Task(future, run_chunk, (fn, chunk, star), {}, self._defaults)
+        self._book.add(task)
+        try:
+            task.payload = _pickle.dumps({"fn": run_chunk, "args": task.args, "kwargs": {}}, protocol=_pickle.HIGHEST_PROTOCOL)
+        except Exception:  # cloudpickle's turn; an error names the call
+            task.payload = task.pickle()
+        self._dispatch(task)
         return future
 
     def _with_upstream(self, task: Task, upstream: list) -> None:
@@ -211,7 +235,7 @@ class BaseExecutor(Executor):
         if all(_succeeded(f) for f in upstream):  # nothing to wait for
             task.args = substitute(task.args)
             task.kwargs = substitute(task.kwargs)
-            task.payload = task.pickle()
+            task.payload = self._pickle_call(task)
             self._dispatch(task)
         else:
             self._hold(task, upstream)
@@ -220,6 +244,7 @@ class BaseExecutor(Executor):
         """Answer from the cache if it holds the result, otherwise hand to the engine."""
         directory = task.resources.get("cache_directory")
         if directory is None or not self._answered_from_cache(task, directory):
+            task.compact()  # the cache key is made: a small call's pickle is all it needs now
             self._engine.enqueue(task)
 
     def _cache_slot(self, task: Task, directory) -> tuple:
@@ -260,7 +285,7 @@ class BaseExecutor(Executor):
                 task.queued_at = time.time()
                 task.args = substitute(task.args)
                 task.kwargs = substitute(task.kwargs)
-                task.payload = task.pickle()
+                task.payload = self._pickle_call(task)
                 self._dispatch(task)
             except BaseException as exc:
                 fail_unstarted(task, exc)
@@ -350,7 +375,13 @@ class BaseExecutor(Executor):
         else:
             from hpcfutures.worker.pool_calls import run_chunk
 
-            futures, sizes = submit_chunks(self.submit, run_chunk, fn, items, chunksize, star)
+            from hpcfutures.wire.prepickled import Prepickled
+
+            # the cheaper submit only where the call as a whole is plain data: fn pickled
+            # already, no graph recording, no cache key (which names the call as submit makes it)
+            plain_ok = isinstance(fn, Prepickled) and not self._engine.records_calls and not self._defaults.get("cache_directory")
+            submit_plain = self._submit_plain_chunk if plain_ok else None
+            futures, sizes = submit_chunks(self.submit, run_chunk, fn, items, chunksize, star, submit_plain)
         del items
         bar_closed = None
         if progress:

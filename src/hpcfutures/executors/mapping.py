@@ -10,7 +10,11 @@ Items are therefore grouped into chunks, each one message and one future:
   balance; a pool of 2 workers sends a 32-item map as 8 messages of 4;
 * executors that start a fresh process (or a SLURM job) per call keep one item per call:
   that isolation is what the mode promises;
-* ``chunksize=1`` (or any number) overrides the policy.
+* ``chunksize=1`` (or any number) overrides the policy;
+* a chunk of plain items (numbers, strings, bytes, numpy arrays: ``ItemList.plain``) whose
+  function is pickled already goes through the executor's cheaper ``submit_plain``: no
+  futures can hide in it, so ``submit()``'s walk and checks are skipped and the whole call is
+  one C-level ``pickle.dumps``.
 
 Results are yielded in input order. An item that fails stops its chunk: the results of
 the items before it are yielded first, then its exception is raised — the same place it
@@ -103,11 +107,17 @@ def _may_hold_futures(types: set) -> bool:
     return any(issubclass(t, _WALKED) for t in types)
 
 
-def submit_chunks(submit: Callable, run_chunk: Callable, fn, items: list, size: int, star: bool = True) -> tuple[list, list]:
+def submit_chunks(
+    submit: Callable, run_chunk: Callable, fn, items: list, size: int, star: bool = True, submit_plain: Callable | None = None
+) -> tuple[list, list]:
     """Submit ``run_chunk(fn, chunk, star)`` per chunk of ``size`` items.
 
     Args:
         submit: the executor's ``submit``.
+        submit_plain: ``submit_plain(run_chunk, fn, chunk, star)``, the executor's cheaper
+            submit for a chunk whose items are all plain (see ``ItemList``): the whole call
+            pickles with the standard pickler and skips the walk for futures; ``None``:
+            every chunk goes through ``submit``.
         run_chunk: the worker-side adapter that calls ``fn`` on each item of a chunk.
         fn: the function.
         items: one tuple of positional arguments per item (``star``), or one argument each.
@@ -127,7 +137,10 @@ def submit_chunks(submit: Callable, run_chunk: Callable, fn, items: list, size: 
     futures, sizes = [], []
     for start in range(0, len(items), size):
         chunk = items[start : start + size]
-        futures.append(submit(run_chunk, fn, ItemList(chunk, plain) if opaque else chunk, star))
+        if plain and submit_plain is not None:
+            futures.append(submit_plain(run_chunk, fn, chunk, star))
+        else:
+            futures.append(submit(run_chunk, fn, ItemList(chunk, plain) if opaque else chunk, star))
         sizes.append(len(chunk))
     return futures, sizes
 

@@ -48,6 +48,7 @@ class TaskBook:
         self._upstream: dict[int, list] = {}  # task number -> numbers of its upstream tasks
         self._ended: deque = deque(maxlen=history)
         self._on_done = self._future_done  # one bound method, made once, shared by every future
+        self._id = id(self)  # one int object shared by every task's mark, not one each
 
     def add(self, task: Task, upstream: list | None = None) -> None:
         """Register a task at ``submit()``; ``upstream``: the futures among its arguments.
@@ -60,10 +61,10 @@ class TaskBook:
         task.number = number
         task.submitted_at = task.queued_at = time.time()
         future = task.future
-        setattr(future, _MARK, (id(self), number))
+        setattr(future, _MARK, (self._id, number))
         with self._lock:
             if upstream:
-                mine = id(self)
+                mine = self._id
                 self._upstream[number] = [
                     mark[1] for mark in (_mark_of(f) for f in upstream) if mark is not None and mark[0] == mine
                 ]

@@ -6,6 +6,13 @@ import time
 
 from hpcfutures.scheduling.futures import claim
 
+SMALL_CALL = 64 * 1024
+"""Bytes of a pickled call up to which a queued task keeps only the pickle (``Task.compact``):
+the arguments are dropped. Above it the arguments stay and the pickle goes once sent, so a
+large argument's pickle and its reply's buffer are never alive at once."""
+
+_NO_DEVICES: tuple = ()  # shared: a task that never held a GPU needs no list of its own
+
 
 class Task:
     """One call: its future, the call itself, its merged resources and, once known, the
@@ -30,7 +37,7 @@ class Task:
         self.running = False
         self.started_at = 0.0
         self.cache = None  # (CacheStore, key) when the result is to be stored
-        self.devices: list = []  # GPUs assigned while it runs (one-process-per-task mode)
+        self.devices = _NO_DEVICES  # GPUs assigned while it runs (one-process-per-task mode)
         # for the task overview: where it runs (warm worker id, process id, "job 123"), and its
         # number in its executor's book (0 when the executor keeps none)
         self.worker = None
@@ -49,27 +56,48 @@ class Task:
             self.started_at = time.monotonic()
         return self.running
 
-    def pickle(self) -> bytes:
+    def pickle(self, out_of_band: bool = False) -> bytes:
         """The call pickled for a worker (functions of ``__main__`` and of unimportable
         modules by value).
+
+        Args:
+            out_of_band: large contiguous buffers (numpy arrays' data, 1 MiB or more) go
+                beside the pickle (``wire.frames.dumps_by_value_with_buffers``), for a worker
+                reached by frames; False: one plain pickle, as a cache entry's input must be.
+
+        Returns:
+            The bytes to send (or store).
 
         Raises:
             TypeError: the function or an argument cannot be pickled (names the call).
         """
-        from hpcfutures.wire.frames import dumps_by_value  # loaded by the executor already
+        from hpcfutures.wire.frames import dumps_by_value, dumps_by_value_with_buffers  # loaded by the executor already
 
+        if self.args is None:  # compacted: the pickle is all that is left of the call
+            return self.payload
+        dump = dumps_by_value_with_buffers if out_of_band else dumps_by_value
         try:
-            return dumps_by_value({"fn": self.fn, "args": self.args, "kwargs": self.kwargs})
+            return dump({"fn": self.fn, "args": self.args, "kwargs": self.kwargs})
         except Exception as exc:
             raise TypeError(
                 f"the call {self.name}(...) cannot be pickled to send it to a worker: {type(exc).__name__}: {exc}"
             ) from exc
 
+    def compact(self) -> None:
+        """Queued with its pickle: drop the arguments when the pickle is small
+        (``SMALL_CALL``) and nothing reads them again (an ``error_log_file`` writes them):
+        100,000 pending calls then hold one bytes object each, not their arguments, their
+        ``kwargs`` dict and the pickle (issue 15, memory per pending task)."""
+        payload = self.payload
+        if payload is not None and len(payload) <= SMALL_CALL and not self.resources.get("error_log_file"):
+            self.args = self.kwargs = None
+
     def sent(self) -> None:
         """The worker has the call and runs it now: its pickle is dropped unless it may have
-        to be sent again (retries) or stored (cache), so that a large argument's pickle and
-        the reply's buffer are never alive at once."""
-        if not self.resources.get("retries") and self.cache is None:
+        to be sent again (retries, a failed worker start), stored (cache), or is all that is
+        left of the call (``compact``), so that a large argument's pickle and the reply's
+        buffer are never alive at once."""
+        if self.args is not None and not self.resources.get("retries") and self.cache is None:
             self.payload = None
 
     def release(self) -> None:

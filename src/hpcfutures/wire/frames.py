@@ -225,14 +225,33 @@ def dumps_with_buffers(obj: object) -> bytes:
 
         buffers = []
         head = cloudpickle.dumps(obj, protocol=HIGHEST_PROTOCOL, buffer_callback=buffers.append)
+    return _container(head, buffers) or dumps(obj)
+
+
+def dumps_by_value_with_buffers(obj: object) -> bytes:
+    """``dumps_by_value`` (cloudpickle: functions of ``__main__`` by value) with large
+    contiguous buffers beside the pickle, as ``dumps_with_buffers``: a call's large numpy
+    arguments then load in the worker without a copy. Not for a cache entry's input, which
+    is a plain pickle (``is_container`` tells them apart)."""
+    import cloudpickle
+
+    buffers: list = []
+    head = cloudpickle.dumps(obj, protocol=HIGHEST_PROTOCOL, buffer_callback=buffers.append)
+    return _container(head, buffers) or dumps_by_value(obj)
+
+
+def _container(head: bytes, buffers: list) -> bytes | None:
+    """``head`` (a protocol-5 pickle) and its out-of-band ``buffers`` as one container;
+    ``head`` itself when there are none; ``None`` when they are better in band (not
+    contiguous, or under ``_OOB_MIN`` bytes in all): the caller pickles again in band."""
     if not buffers:
         return head
     try:
         raws = [b.raw() for b in buffers]
     except BufferError:  # not contiguous: in band, as before
-        return dumps(obj)
+        return None
     if sum(r.nbytes for r in raws) < _OOB_MIN:
-        return dumps(obj)
+        return None
     # one b"".join: a single allocation, filled once (a zeroed bytearray would write every
     # byte twice)
     parts = [_OOB_MAGIC, len(raws).to_bytes(8, "little"), len(head).to_bytes(8, "little")]
