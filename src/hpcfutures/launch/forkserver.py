@@ -31,6 +31,7 @@ import threading
 
 from hpcfutures.errors import WorkerCrashedError
 from hpcfutures.launch.spawn import spawn
+from hpcfutures.launch.process import python_command
 from hpcfutures.wire.frames import DRIVER_PID_ENV, SYS_PATH_ENV
 
 TYPE_CHECKING = False
@@ -255,7 +256,7 @@ class ForkServerLauncher:
         env[SYS_PATH_ENV] = os.pathsep.join(os.path.abspath(p) if p else os.getcwd() for p in sys.path if isinstance(p, str))
         try:
             self._server = spawn(
-                [sys.executable, "-m", "hpcfutures.worker.forkserver", str(theirs.fileno())],
+                python_command("hpcfutures.worker.forkserver", str(theirs.fileno())),
                 pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
         except BaseException:

@@ -81,7 +81,9 @@ def python_command(module: str, *args: str) -> list[str]:
     ``-m`` imports ``runpy`` and with it ``importlib.util``, ``contextlib`` and
     ``collections`` (~5-8 ms of every fresh worker and every srun task here, issue 15); the
     entry point is imported by ``-c`` instead. As with ``-m``, the working directory at start
-    is ``sys.path[0]`` (``-c`` would put ``''`` there, which follows a later ``chdir``).
+    is ``sys.path[0]`` (``-c`` puts ``''`` there, which would follow a later ``chdir``; with
+    ``PYTHONSAFEPATH`` neither adds an entry) and
+    ``sys.argv[0]`` is the entry point's file.
 
     Args:
         module: the entry point's module (it defines ``main(argv) -> int``).
@@ -90,7 +92,11 @@ def python_command(module: str, *args: str) -> list[str]:
     Returns:
         The argv list.
     """
-    bootstrap = f"import sys, os; sys.path[0] = os.getcwd(); from {module} import main; sys.exit(main(sys.argv))"
+    # sys.argv[0] the entry point's file, as ``-m`` sets it (``-c`` would leave "-c")
+    bootstrap = (
+        f"import sys, os; sys.path[0] = sys.path[0] or os.getcwd(); import {module} as entry; "
+        "sys.argv[0] = entry.__file__; sys.exit(entry.main(sys.argv))"
+    )
     return [sys.executable, "-c", bootstrap, *args]
 
 

@@ -46,6 +46,7 @@ def _child(env: dict, cwd, task_fd: int, reply_fd: int) -> None:
         sys.argv = [one_shot.__file__, str(task_fd), str(reply_fd)]  # as ``python -m ...one_shot`` has it
         # as in ``python -m``, the entry module is no importable module of the task's process
         sys.modules.pop("hpcfutures.worker.one_shot", None)
+        sys.modules.pop("hpcfutures.worker.forkserver", None)  # the server's own code is no part of a task
         code = one_shot.main(["one_shot", str(task_fd), str(reply_fd)])
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
