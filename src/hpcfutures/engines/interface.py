@@ -123,6 +123,23 @@ class EngineDefaults:
         """No batch jobs: ``None`` (see ``Engine.pending``)."""
         return None
 
+    def cancel_queued(self) -> None:
+        """Cancel every task taken but not started (see ``Engine.cancel_queued``), for an
+        engine that holds them in ``self._queue`` (a deque) guarded by ``self._queue_lock``.
+
+        The queue is emptied under the lock and the futures are cancelled after it is
+        released: a cancelled future runs its done-callbacks, which may submit again and so
+        take the same lock. An engine with no such queue (batch jobs, graph recording)
+        overrides this.
+        """
+        from hpcfutures.engines.outcome import cancel_unstarted  # interface.py stays import-light
+
+        with self._queue_lock:
+            queued = list(self._queue)
+            self._queue.clear()
+        for task in queued:
+            cancel_unstarted(task)
+
     def abandon(self, future: Future, error: BaseException | None) -> bool:
         """No batch jobs to cancel: ``False`` (see ``Engine.abandon``).
 

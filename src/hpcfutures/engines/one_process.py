@@ -37,6 +37,20 @@ _SETTLED = object()  # what _execute returns when it has ended the future itself
 
 
 class OneProcessPerTask(EngineDefaults):
+    """One fresh worker process per task, admitted first in first out while it fits the
+    core budget (``scheduling.budget.CoreBudget``).
+
+    Args:
+        key: the HMAC key of the frames (``wire.frames``).
+        max_cores: cores (ranks x threads per rank) all running tasks may use together;
+            ``None``: no limit on cores.
+        max_running: tasks that may run at once (``resize`` changes it).
+        hostname_localhost: see ``WorkerLink`` (MPI tasks' socket link).
+        log_obj_size: log the size in bytes of every call sent and reply received.
+        launcher: starts each worker and returns its handle (``launch.handle.Launcher``);
+            None: a ``LocalLauncher()`` this engine closes at ``stop(wait=True)``.
+    """
+
     def __init__(
         self,
         key: bytes,
@@ -55,6 +69,7 @@ class OneProcessPerTask(EngineDefaults):
         self._lock = threading.Lock()
         self._drained = threading.Condition(self._lock)
         self._queue: deque[Task] = deque()
+        self._queue_lock = self._lock  # EngineDefaults.cancel_queued empties _queue under it
         self._budget = CoreBudget(max_cores, max_running)
         # None: GPUs are not this engine's to count (srun binds them, SLURM keeps the books);
         # a pool once provide_gpus gives the devices this machine shows
@@ -66,22 +81,29 @@ class OneProcessPerTask(EngineDefaults):
 
     @property
     def max_workers(self) -> int:
+        """Tasks that may run at once (see ``Engine.max_workers``)."""
         return self._budget.max_running
 
     def resize(self, n: int) -> None:
+        """Let ``n`` (>= 1) tasks run at once from now on; queued tasks that now fit start."""
         with self._lock:
             self._budget.max_running = n
             started = self._admit()
         self._start(started)
 
     def provide_gpus(self, devices: list) -> None:
+        """Count GPUs from now on: each task is given ``Task.gpus`` of ``devices`` (its
+        ``CUDA_VISIBLE_DEVICES``) and waits while too few are free (see
+        ``Engine.provide_gpus``)."""
         with self._lock:
             self._gpus = GpuPool(devices)
 
     def queued(self) -> int:
+        """Tasks taken but not started (waiting for cores, GPUs or a running slot)."""
         return len(self._queue)
 
     def enqueue(self, task: Task) -> None:
+        """Queue ``task`` and start whatever fits now; after ``kill_all`` it is cancelled."""
         with self._lock:
             killing = self._killing
             if not killing:
@@ -291,14 +313,10 @@ class OneProcessPerTask(EngineDefaults):
                 return
         settle(task, stopped_by_shutdown())
 
-    def cancel_queued(self) -> None:
-        with self._lock:
-            queued, self._queue = list(self._queue), deque()
-        for task in queued:
-            cancel_unstarted(task)
-
     def stop(self, wait: bool) -> None:
-        """With ``wait``: return once every queued task has run and every thread ended."""
+        """With ``wait``: return once every queued task has run and every thread ended,
+        then close the launcher this engine made (its fork server). Without: nothing (the
+        tasks run on, each on its own thread)."""
         if not wait:
             return
         with self._lock:

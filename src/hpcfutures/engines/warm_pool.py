@@ -100,6 +100,7 @@ class WarmPool(EngineDefaults):
         self._restart_limit = restart_limit
         self._cond = threading.Condition()
         self._queue: deque[Task] = deque()
+        self._queue_lock = self._cond  # EngineDefaults.cancel_queued empties _queue under it
         self._threads: dict[int, threading.Thread] = {}
         self._inflight: dict[int, deque] = {}  # worker id -> tasks sent to it
         self._links: dict[int, WorkerLink] = {}
@@ -118,9 +119,17 @@ class WarmPool(EngineDefaults):
     # -- size ---------------------------------------------------------------------
     @property
     def max_workers(self) -> int:
+        """Workers the pool is sized to (starting, serving or about to retire included)."""
         return self._target
 
     def resize(self, n: int) -> None:
+        """Grow the pool to ``n`` workers (new threads start their workers) or shrink it
+        (idle workers retire first, busy ones after their task).
+
+        Raises:
+            RuntimeError: the pool was stopped (``stop`` or ``kill_all``).
+            ValueError: ``n`` workers x ``gpus_per_worker`` is more GPUs than ``gpus`` holds.
+        """
         with self._cond:
             if self._stopping:
                 raise RuntimeError("cannot resize an executor after shutdown")
@@ -157,6 +166,9 @@ class WarmPool(EngineDefaults):
         return len(self._queue) + sum(max(0, len(sent) - 1) for sent in list(self._inflight.values()))
 
     def enqueue(self, task: Task) -> None:
+        """Put ``task`` on the shared queue and wake one idle worker thread. After
+        ``kill_all`` it is cancelled; when every worker is gone for good it fails with
+        ``PoolBrokenError`` naming why."""
         with self._cond:
             killing = self._killing
             broken = self._broken if not self._threads else None
@@ -440,13 +452,9 @@ class WarmPool(EngineDefaults):
             fail_unstarted(task, _pool_broken(exc))
 
     # -- shutdown -----------------------------------------------------------------
-    def cancel_queued(self) -> None:
-        with self._cond:
-            queued, self._queue = list(self._queue), deque()
-        for task in queued:
-            cancel_unstarted(task)
-
     def stop(self, wait: bool) -> None:
+        """Take no more tasks; workers finish the queue and end. With ``wait``: return once
+        every worker thread ended (a task somehow left then is cancelled, never pending)."""
         with self._cond:
             first = not self._stopping
             self._stopping = True
@@ -460,6 +468,8 @@ class WarmPool(EngineDefaults):
             self.cancel_queued()  # nothing is left normally; if a task is, it must still end
 
     def kill_all(self) -> None:
+        """Cancel what is queued, kill every worker (its process and what it started), and
+        wait for the threads: every future ends now."""
         with self._cond:
             self._killing = True
             links = list(self._links.values())
