@@ -265,21 +265,6 @@ def test_a_new_backend_is_one_value(tmp_path):
     assert [(colour, launcher.closed) for colour, launcher in launchers] == [("blue", 1), ("red", 1)]
 
 
-# files other branches edit now: the lead documents their public functions after the merge
-# (each entry is one file; the check still runs on every other module)
-UNDOCUMENTED_UNTIL_MERGE = {
-    "launch/process.py",  # fork: Popen fork-safety
-    "launch/forkserver.py",  # fork: the fork server as the default launcher
-    "launch/flux.py",  # fluxport: new
-    "engines/warm_pool.py",  # perf2: message overhead
-    "engines/one_process.py",  # fork
-    "wire/frames.py",  # perf2: arguments out of band
-    "scheduling/task.py",  # perf2: memory per pending task
-    "executors/mapping.py",  # perf2
-    "batch/queues.py",  # fluxport: the flux queue
-}
-
-
 def _public_modules(root: pathlib.Path = SRC) -> list[pathlib.Path]:
     """Every module of the package whose path has no part with a leading underscore
     (a package's ``__init__.py`` counts as the package)."""
@@ -361,8 +346,6 @@ def _documentation_gaps(path: pathlib.Path, root: pathlib.Path = SRC) -> list[st
 def test_public_functions_document_their_arguments(path):
     """Every public function, class and method of every public module has a docstring, and
     one that takes more than one argument names each in ``Args:``."""
-    if path.relative_to(SRC).as_posix() in UNDOCUMENTED_UNTIL_MERGE:
-        pytest.skip("another branch edits this file now: the lead documents it after the merge")
     assert _documentation_gaps(path) == []
 
 

@@ -191,6 +191,13 @@ class SlurmQueue:
         return states
 
     def cancel(self, job_ids: list[str]) -> None:
+        """One ``scancel`` for all ``job_ids``; its exit status is ignored (a job that ended
+        meanwhile is no error).
+
+        Raises:
+            FileNotFoundError: ``scancel`` is not on ``PATH``.
+            subprocess.TimeoutExpired: ``scancel`` took more than 60 seconds.
+        """
         if job_ids:
             run_command(["scancel", *job_ids], capture_output=True, timeout=60)
 
@@ -225,7 +232,19 @@ class PysqaQueue:
     """A pysqa ``QueueAdapter`` (pip install pysqa), configured by ``pysqa_config_directory``.
 
     Its jobs are not cancelled when the driver dies: the guardian cannot tell which
-    scheduler's cancel command applies."""
+    scheduler's cancel command applies.
+
+    Args:
+        config_directory: pysqa's configuration directory (``queue.yaml`` and templates).
+        backend: accepted for the signature the executors share; pysqa reads the
+            scheduler from ``queue.yaml``.
+        pmi_mode: the ``srun --mpi`` plugin for jobs of several ranks on a SLURM queue
+            (None: chosen).
+
+    Raises:
+        ImportError: pysqa is not installed (``pip install "hpcfutures[cluster]"``).
+        ValueError: ``pmi_mode`` is not a plugin srun knows.
+    """
 
     kind = "pysqa"
     supports_dependencies = True
@@ -276,6 +295,8 @@ class PysqaQueue:
         return {job: translate(PYSQA_STATES, status) for job, status in zip(job_ids, statuses)}
 
     def cancel(self, job_ids: list[str]) -> None:
+        """Delete each job through the adapter; a job it cannot delete (ended, unknown) is
+        skipped quietly."""
         for job in job_ids:
             try:
                 self._adapter.delete_job(process_id=int(job))
@@ -373,6 +394,9 @@ class LocalQueue:
         return states
 
     def cancel(self, job_ids: list[str]) -> None:
+        """SIGKILL each job's process group: this queue's running processes (their state
+        becomes ``CANCELLED``), and a job another driver started if its pid still leads a
+        ``file_task`` group (so a reused pid is never killed); anything else is skipped."""
         with self._lock:
             processes = [self._processes.get(j) for j in job_ids]
             self._cancelled.update(j for j, p in zip(job_ids, processes) if p is not None and p.poll() is None)
@@ -414,7 +438,15 @@ def _foreign_file_task(job: str) -> bool:
 def local_state(returncode: int, cancelled: bool = False) -> JobState:
     """The ``JobState`` of an ended local process: exit 0 ``COMPLETED``; killed by this
     queue's ``cancel`` ``CANCELLED``; anything else (a non-zero exit, a signal from
-    elsewhere) ``FAILED``."""
+    elsewhere) ``FAILED``.
+
+    Args:
+        returncode: the process's exit status (``Popen.returncode``: negative for a signal).
+        cancelled: this queue's ``cancel`` killed it.
+
+    Returns:
+        The job's state.
+    """
     if returncode == 0:
         return JobState.COMPLETED
     return JobState.CANCELLED if cancelled else JobState.FAILED
@@ -438,5 +470,13 @@ def _flux_queue(pmi_mode=None):
 
 def file_task_command(entry_path: str, cores: int) -> list[str]:
     """The job's command: ``cores > 1`` runs it as one MPI world of that many ranks,
-    which the worker checks."""
+    which the worker checks.
+
+    Args:
+        entry_path: the cache entry holding the pickled call; the job writes its result there.
+        cores: MPI ranks of the job.
+
+    Returns:
+        The argv: this interpreter running ``hpcfutures.worker.file_task``.
+    """
     return [sys.executable, "-m", "hpcfutures.worker.file_task", entry_path, *([f"--mpi={cores}"] if cores > 1 else [])]

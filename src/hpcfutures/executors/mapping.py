@@ -63,7 +63,13 @@ class ItemList:
     ``plain=True`` (every item's arguments are numbers, strings, bytes or numpy arrays
     without Python objects inside) pickles the items with the standard pickler in one C
     call: cloudpickle, which the call around them needs, costs a Python-level hook per
-    object, ~0.5 us per item."""
+    object, ~0.5 us per item.
+
+    Args:
+        items: the chunk's items, each the argument tuple of one call of the mapped function.
+        plain: every item's arguments pickle the same with the standard pickler (checked
+            by the caller); ``False``: cloudpickle pickles them with the call.
+    """
 
     __slots__ = ("items", "plain")
 

@@ -247,6 +247,8 @@ class FluxJob(WorkerHandle):
     # -- end ------------------------------------------------------------------------
     @property
     def ended_fd(self) -> int:
+        """A pipe's reading end, written once the Flux job finished or failed (see
+        ``WorkerHandle.ended_fd``)."""
         return self._ended_r
 
     def _on_done(self, _future) -> None:
@@ -257,9 +259,15 @@ class FluxJob(WorkerHandle):
             pass  # closed already: nobody waits any more
 
     def ended(self) -> bool:
+        """Whether the Flux job has ended (its ``FluxExecutor`` future is done); never blocks."""
         return self.future.done()
 
     def wait_ended(self, timeout: float | None) -> bool:
+        """Wait up to ``timeout`` seconds (None: no limit) for the Flux job to end.
+
+        Returns:
+            True if it has ended.
+        """
         import concurrent.futures
 
         done, _ = concurrent.futures.wait([self.future], timeout=timeout)
@@ -309,6 +317,7 @@ class FluxJob(WorkerHandle):
     # -- output ---------------------------------------------------------------------
     @property
     def stderr_open(self) -> bool:
+        """Always False: a Flux job's output is read from its files, not a pipe to poll."""
         return False  # nothing to poll: the output is read from files
 
     def pump_stderr(self) -> None:
@@ -381,13 +390,17 @@ class FluxJob(WorkerHandle):
             _write(sys.stderr, chunk)
 
     def take_reports(self) -> list[bytes]:
+        """The sealed reports (hex) failing ranks left in the job's stderr since the last
+        call (see ``WorkerHandle.take_reports``)."""
         reports, self.reports = self.reports, []
         return reports
 
     def stderr_tail(self) -> str:
+        """The last few kB of the job's stderr seen so far (reports taken out), stripped."""
         return self._tail.decode(errors="replace").strip()
 
     def request(self) -> str:
+        """The job's label (``"job f12..."``) for messages; ``"a Flux job"`` before it has one."""
         return self.label if hasattr(self, "label") else "a Flux job"
 
     # -- stopping -------------------------------------------------------------------
@@ -589,7 +602,12 @@ class FluxLauncher(Launcher):
                 pass  # the job ended meanwhile (ENOENT/EPERM on an inactive job)
 
     def cancel(self, jobid, reason: str) -> None:
-        """Cancel a job (Flux raises a 'cancel' exception on it; its tasks are killed)."""
+        """Cancel a job (Flux raises a 'cancel' exception on it; its tasks are killed).
+
+        Args:
+            jobid: the Flux job id.
+            reason: the text Flux records with the cancel exception.
+        """
         import flux.job
 
         self._with_handle(lambda h: flux.job.cancel(h, jobid, reason))
@@ -611,7 +629,12 @@ class FluxLauncher(Launcher):
         return (result[0], result[1]) if result else ("", "")
 
     def signal(self, jobid, signum: int) -> None:
-        """Send ``signum`` to every task of a running job."""
+        """Send ``signum`` to every task of a running job (an ended job is ignored).
+
+        Args:
+            jobid: the Flux job id.
+            signum: the signal number (``signal.SIGTERM``, ...).
+        """
         import flux.job
 
         self._with_handle(lambda h: flux.job.kill(h, jobid, signum))

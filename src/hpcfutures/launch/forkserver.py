@@ -93,6 +93,11 @@ class ForkedTask:
         stderr_fd: ``None``: the child writes to the driver's stderr directly.
         label: ``"pid N"``, as for any local process.
         capabilities: ``{"inherit_fds"}``.
+
+    Args:
+        pid: the child's pid, as the fork server reported it.
+        pidfd: a pidfd the driver opened on it (becomes ``ended_fd``; the handle closes it).
+        status_fd: the descriptor on which the fork server reports the child's exit status.
     """
 
     stderr_fd = None
@@ -108,18 +113,22 @@ class ForkedTask:
 
     @property
     def stderr_open(self) -> bool:
+        """Always False: the child writes to the driver's stderr, there is no pipe."""
         return False
 
     def pump_stderr(self) -> None:
         """Nothing to pump: stderr is the driver's own."""
 
     def take_reports(self) -> list:
+        """None: a serial task has no ranks to report (an empty list)."""
         return []
 
     def stderr_tail(self) -> str:
+        """Empty: stderr went to the driver's own, uncaptured."""
         return ""
 
     def request(self) -> str:
+        """What started it, for messages."""
         return "a fork of the fork server"
 
     def ended(self) -> bool:
@@ -234,6 +243,15 @@ class ForkServerLauncher:
             )
 
     def start(self, argv, resources, env, cwd=None, pass_fds=()):
+        """Not offered: a fork server starts serial one-shot tasks only (``start_one_shot``);
+        callers check ``capabilities`` for ``ONE_SHOT_PIPES`` first.
+
+        Args:
+            argv, resources, env, cwd, pass_fds: as ``Launcher.start``.
+
+        Raises:
+            NotImplementedError: always.
+        """
         raise NotImplementedError("the fork server starts one-shot serial tasks only (start_one_shot)")
 
     def _ensure_server(self, task_env: Mapping[str, str] | None = None) -> socket.socket:

@@ -62,7 +62,17 @@ SRUN_GRACE = 3.0  # seconds an srun asked to stop (SIGTERM) gets before SIGKILL
 def worker_environment(key: bytes, threads_per_core: int, extra: Mapping[str, str] | None = None) -> dict:
     """The environment of a worker: the driver's, the secret key (never on the command
     line; ``WorkerProcess`` moves it to a pipe or a 0600 file where the launcher allows),
-    and the thread count for every common threading runtime."""
+    and the thread count for every common threading runtime.
+
+    Args:
+        key: the links' key, put in ``KEY_ENV`` as hex.
+        threads_per_core: threads each rank may use, written to every variable of
+            ``THREAD_VARIABLES`` (``OMP_NUM_THREADS``, ...).
+        extra: variables set last, over the rest (the GPUs assigned, ``CUDA_VISIBLE_DEVICES``).
+
+    Returns:
+        A new dict: the driver's environment with these set.
+    """
     env = dict(os.environ)
     env[KEY_ENV] = key.hex()
     env[DRIVER_PID_ENV] = f"{os.getpid()}@{os.uname().nodename}"  # a pid means nothing on another node
@@ -227,6 +237,8 @@ class LocalProcessHandle(WorkerHandle):
 
     # -- stderr: shown to the user as it comes, its tail kept for error messages --------
     def pump_stderr(self) -> None:
+        """Drain the stderr pipe without blocking: show it on the driver's stderr, keep its
+        tail, take rank reports out (see ``WorkerHandle.pump_stderr``)."""
         while self._stderr_open:
             try:
                 chunk = os.read(self.stderr_fd, 65536)

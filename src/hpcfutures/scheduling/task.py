@@ -19,7 +19,17 @@ class Task:
     pickled call (made at submit, so pickling errors surface there).
 
     ``attempt`` counts runs (1 for the first); a task that is retried goes back to a queue
-    with its future already RUNNING, which ``start`` accounts for."""
+    with its future already RUNNING, which ``start`` accounts for.
+
+    Args:
+        future: the ``TaskFuture`` the caller holds; the engine ends it.
+        fn: the function to call.
+        args: its positional arguments, futures already replaced by their results.
+        kwargs: its keyword arguments, likewise resolved.
+        resources: the merged ``resource_dict`` (``cores``: MPI ranks, ``threads_per_core``:
+            CPUs per rank, ``gpus_per_core``, ``cwd``, ``run_time_max`` in seconds, ...).
+        payload: the pickled call when it is made already (``pickle()``); None: not yet.
+    """
 
     __slots__ = (
         "future", "fn", "args", "kwargs", "resources", "payload", "attempt", "running", "started_at", "cache",
@@ -108,6 +118,7 @@ class Task:
 
     @property
     def cores(self) -> int:
+        """MPI ranks the call runs on (``resources["cores"]``, 1 by default)."""
         return self.resources.get("cores", 1)
 
     @property
@@ -117,8 +128,11 @@ class Task:
 
     @property
     def gpus(self) -> int:
+        """GPUs the call needs in all: ranks x ``gpus_per_core`` (a fraction rounds down)."""
         return int(self.cores * (self.resources.get("gpus_per_core", 0) or 0))
 
     @property
     def name(self) -> str:
+        """The function's qualified name (its ``repr`` when it has none), for messages and
+        the task overview."""
         return getattr(self.fn, "__qualname__", None) or repr(self.fn)

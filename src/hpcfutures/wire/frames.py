@@ -63,6 +63,7 @@ class AuthenticationError(Exception):
 
 
 def new_key() -> bytes:
+    """A fresh random key for one executor's links: 32 bytes from ``os.urandom``."""
     return os.urandom(32)
 
 
@@ -70,7 +71,18 @@ def take_key_from_env() -> bytes:
     """Read the key — from the inherited pipe where there is one, else from the
     environment — and remove it, so that subprocesses the user's function starts do not
     inherit it. (Removing a variable does not erase it from ``/proc/PID/environ``, which
-    shows the environment the process started with; the pipe leaves nothing there.)"""
+    shows the environment the process started with; the pipe leaves nothing there.)
+
+    The places are tried in order: the key file (``KEY_FILE_ENV``, deleted once read), the
+    inherited pipe (``KEY_FD_ENV``, closed once read), the variable (``KEY_ENV``).
+
+    Returns:
+        The key's bytes.
+
+    Raises:
+        RuntimeError: none of the three is set (the process was not started by hpcfutures).
+        ValueError: what was found is not hex text.
+    """
     key_file = os.environ.pop(KEY_FILE_ENV, None)
     if key_file:
         try:
@@ -126,17 +138,43 @@ def _mac(key: bytes, payload) -> bytes:
 
 
 def seal(key: bytes, payload: bytes) -> bytes:
+    """A frame without its length prefix: the MAC of ``payload`` followed by ``payload``.
+
+    Args:
+        key: the links' key.
+        payload: the bytes to send (a pickle).
+
+    Returns:
+        ``MAC_SIZE`` (32) bytes of MAC, then the payload; ``unseal`` takes it back.
+    """
     return _mac(key, payload) + payload
 
 
 def mac_of(key: bytes, payload) -> bytes:
     """The MAC of ``payload`` (bytes or a buffer) under ``key``: 32 bytes (keyed BLAKE2b
-    below 1 MiB, HMAC-SHA256 from there on)."""
+    below 1 MiB, HMAC-SHA256 from there on).
+
+    Args:
+        key: the links' key.
+        payload: bytes or any buffer (a ``memoryview`` of a large result).
+
+    Returns:
+        The 32-byte MAC.
+    """
     return _mac(key, payload)
 
 
 def mac_matches(key: bytes, mac: bytes, payload) -> bool:
-    """Whether ``mac`` authenticates ``payload`` under ``key`` (constant-time comparison)."""
+    """Whether ``mac`` authenticates ``payload`` under ``key`` (constant-time comparison).
+
+    Args:
+        key: the links' key.
+        mac: the 32 bytes that came with the payload.
+        payload: bytes or any buffer.
+
+    Returns:
+        ``True`` when the MAC matches.
+    """
     return compare_digest(mac, _mac(key, payload))
 
 
@@ -146,17 +184,46 @@ HELLO = b"hpcfutures-hello"
 
 def challenge_answer(key: bytes, nonce: bytes) -> bytes:
     """What proves a peer holds the key: the MAC of the driver's fresh nonce (never the key
-    itself, and never the same answer twice)."""
+    itself, and never the same answer twice).
+
+    Args:
+        key: the links' key.
+        nonce: the random bytes the driver sent in answer to ``HELLO``.
+
+    Returns:
+        The 32-byte answer.
+    """
     return _blake2b(b"hpcfutures-worker:" + nonce, key=key, digest_size=MAC_SIZE).digest()
 
 
 def answer_is_right(key: bytes, nonce: bytes, answer: bytes) -> bool:
-    """Whether ``answer`` is ``challenge_answer(key, nonce)`` (constant-time comparison)."""
+    """Whether ``answer`` is ``challenge_answer(key, nonce)`` (constant-time comparison).
+
+    Args:
+        key: the links' key.
+        nonce: the nonce the driver sent.
+        answer: what the peer sent back.
+
+    Returns:
+        ``True`` when the peer holds the key.
+    """
     return compare_digest(answer, challenge_answer(key, nonce))
 
 
 def unseal(key: bytes, frame: bytes) -> bytes:
-    """Return the payload of an authentic frame; raise for anything else."""
+    """Return the payload of an authentic frame; raise for anything else.
+
+    Args:
+        key: the links' key.
+        frame: MAC then payload, as ``seal`` made it.
+
+    Returns:
+        The payload (the bytes after the MAC).
+
+    Raises:
+        AuthenticationError: the frame is shorter than a MAC, or its MAC does not match
+            ``key`` (the payload is not unpickled).
+    """
     if len(frame) < MAC_SIZE:
         raise AuthenticationError("frame shorter than its MAC")
     mac, payload = frame[:MAC_SIZE], frame[MAC_SIZE:]
@@ -285,7 +352,16 @@ def _load_container(payload) -> object:
 
 def write_frame(fd: int, key: bytes, payload) -> None:
     """Length, MAC, payload — the payload written from where it lies, not copied into a
-    frame first (a result of gigabytes costs one pass of the MAC, no extra copy)."""
+    frame first (a result of gigabytes costs one pass of the MAC, no extra copy).
+
+    Args:
+        fd: a pipe's writing end, blocking.
+        key: the links' key.
+        payload: bytes or any buffer; frames under 1 MiB go in one ``os.write`` call.
+
+    Raises:
+        OSError: the write failed (``BrokenPipeError``: the reader is gone).
+    """
     size = _nbytes(payload)
     head = (MAC_SIZE + size).to_bytes(_LENGTH_SIZE, "big") + _mac(key, payload)
     if size < _ONE_WRITE:  # small: one write, one wake-up of the reader
@@ -302,7 +378,20 @@ def _write_all(fd: int, view: memoryview) -> None:
 
 def read_frame(fd: int, key: bytes) -> memoryview:
     """The authentic payload, read straight into one buffer (no chunks to join) and
-    returned as a view of it; ``pickle.loads`` and file writes take it as it is."""
+    returned as a view of it; ``pickle.loads`` and file writes take it as it is.
+
+    Args:
+        fd: a pipe's reading end, blocking.
+        key: the links' key.
+
+    Returns:
+        A writable ``memoryview`` of the payload (the MAC checked and cut off).
+
+    Raises:
+        AuthenticationError: the length prefix is shorter than a MAC, or the MAC does not
+            match ``key``.
+        EOFError: the writer closed the pipe before the whole frame arrived.
+    """
     size = int.from_bytes(read_exactly(fd, _LENGTH_SIZE), "big")
     if size < MAC_SIZE:
         raise AuthenticationError("frame shorter than its MAC")
@@ -321,6 +410,18 @@ def read_frame(fd: int, key: bytes) -> memoryview:
 
 
 def read_exactly(fd: int, size: int) -> bytes:
+    """Read ``size`` bytes from ``fd``, however many reads that takes.
+
+    Args:
+        fd: a blocking descriptor (a pipe's reading end).
+        size: bytes to read.
+
+    Returns:
+        Exactly ``size`` bytes.
+
+    Raises:
+        EOFError: the writer closed the pipe first.
+    """
     chunks = []
     while size:
         chunk = os.read(fd, size)
