@@ -1,5 +1,7 @@
 """pympipool's ``Executor`` (one worker, FIFO), ``HPCExecutor`` (several, balanced) and
-``PoolExecutor`` (serial workers), as ``SingleNodeExecutor`` warm pools."""
+``PoolExecutor`` (serial workers), as warm pools: processes on this machine (as
+``SingleNodeExecutor``'s), ``srun`` steps (``enable_slurm_backend``, as ``SlurmJobExecutor``'s)
+or jobs of the enclosing Flux instance (``enable_flux_backend``, as ``FluxJobExecutor``'s)."""
 
 from __future__ import annotations
 
@@ -64,8 +66,10 @@ class Executor(_WarmFront):
         init_function: runs once in the worker and returns a dict whose entries calls
             receive by parameter name.
         oversubscribe: let Open MPI place more ranks than cores (``--oversubscribe``).
-        enable_flux_backend: ``True``: the workers are Flux jobs (as ``FluxJobExecutor``'s),
-            GPUs bound by Flux; not together with ``enable_slurm_backend``.
+        enable_flux_backend: ``True``: each worker is a job of the enclosing Flux instance
+            (the ``FLUX`` backend of ``FluxJobExecutor``: run inside ``flux start`` or
+            ``flux alloc``, so that ``FLUX_URI`` is set), its GPUs bound by Flux; not together
+            with ``enable_slurm_backend`` or a queue adapter (``ValueError``).
         enable_slurm_backend: ``True``: the workers are ``srun`` steps (as
             ``SlurmJobExecutor``'s), GPUs bound by srun.
         queue_adapter, queue_adapter_kwargs: refused (``NotImplementedError``): warm workers
@@ -73,15 +77,22 @@ class Executor(_WarmFront):
             job per call.
         cwd: the workers' working directory (created if missing); ``None``: the driver's.
         hostname_localhost: ``True``: workers connect over a Unix socket on this machine;
-            ``False``: over TCP; ``None``: the backend's default (this machine, or a Unix
-            socket inside a one-node allocation and TCP otherwise under srun).
+            ``False``: over TCP; ``None``: the backend's default (a Unix socket on this
+            machine; under srun a Unix socket inside a one-node allocation, TCP otherwise;
+            under Flux a Unix socket in a one-broker instance, TCP otherwise).
 
     Raises:
-        ValueError: a count below 1, ``enable_slurm_backend`` together with a queue
-            adapter, a ``cwd`` that cannot be a directory, a pool larger than the
-            allocation (srun).
-        NotImplementedError: a queue adapter.
+        ValueError: a count below 1; ``enable_flux_backend`` together with
+            ``enable_slurm_backend``; either of them together with a queue adapter; a
+            ``cwd`` that exists and is not a directory; a pool larger than the allocation
+            (srun) or the Flux instance; under srun or Flux, ``gpus_per_task`` that is not a
+            multiple of ``cores`` (both count whole GPUs per rank); under Flux,
+            ``oversubscribe=True`` (Flux gives every rank a core of its own); on this
+            machine, more GPUs in all than it shows.
+        NotImplementedError: a queue adapter without a backend switch.
         TypeError: an ``init_function`` that is not callable.
+        ImportError: ``enable_flux_backend`` without Flux's Python bindings.
+        RuntimeError: ``enable_flux_backend`` outside a Flux instance (``FLUX_URI`` unset).
     """
 
     def __init__(
@@ -118,8 +129,10 @@ class HPCExecutor(_WarmFront):
         init_function: runs once in each worker and returns a dict whose entries calls
             receive by parameter name.
         oversubscribe: let Open MPI place more ranks than cores (``--oversubscribe``).
-        enable_flux_backend: ``True``: the workers are Flux jobs (as ``FluxJobExecutor``'s),
-            GPUs bound by Flux; not together with ``enable_slurm_backend``.
+        enable_flux_backend: ``True``: each worker is a job of the enclosing Flux instance
+            (the ``FLUX`` backend of ``FluxJobExecutor``: run inside ``flux start`` or
+            ``flux alloc``, so that ``FLUX_URI`` is set), its GPUs bound by Flux; not together
+            with ``enable_slurm_backend`` or a queue adapter (``ValueError``).
         enable_slurm_backend: ``True``: the workers are ``srun`` steps (as
             ``SlurmJobExecutor``'s), GPUs bound by srun.
         queue_adapter, queue_adapter_kwargs: refused (``NotImplementedError``): warm workers
@@ -127,15 +140,22 @@ class HPCExecutor(_WarmFront):
             job per call.
         cwd: the workers' working directory (created if missing); ``None``: the driver's.
         hostname_localhost: ``True``: workers connect over a Unix socket on this machine;
-            ``False``: over TCP; ``None``: the backend's default (this machine, or a Unix
-            socket inside a one-node allocation and TCP otherwise under srun).
+            ``False``: over TCP; ``None``: the backend's default (a Unix socket on this
+            machine; under srun a Unix socket inside a one-node allocation, TCP otherwise;
+            under Flux a Unix socket in a one-broker instance, TCP otherwise).
 
     Raises:
-        ValueError: a count below 1, ``enable_slurm_backend`` together with a queue
-            adapter, a ``cwd`` that cannot be a directory, a pool larger than the
-            allocation (srun).
-        NotImplementedError: a queue adapter.
+        ValueError: a count below 1; ``enable_flux_backend`` together with
+            ``enable_slurm_backend``; either of them together with a queue adapter; a
+            ``cwd`` that exists and is not a directory; a pool larger than the allocation
+            (srun) or the Flux instance; under srun or Flux, ``gpus_per_worker`` that is not
+            a multiple of ``cores_per_worker`` (both count whole GPUs per rank); under Flux,
+            ``oversubscribe=True`` (Flux gives every rank a core of its own); on this
+            machine, more GPUs in all than it shows.
+        NotImplementedError: a queue adapter without a backend switch.
         TypeError: an ``init_function`` that is not callable.
+        ImportError: ``enable_flux_backend`` without Flux's Python bindings.
+        RuntimeError: ``enable_flux_backend`` outside a Flux instance (``FLUX_URI`` unset).
     """
 
     def __init__(
@@ -167,8 +187,10 @@ class PoolExecutor(_WarmFront):
     Args:
         max_workers: warm serial workers (>= 1).
         oversubscribe: let Open MPI place more ranks than cores (``--oversubscribe``).
-        enable_flux_backend: ``True``: the workers are Flux jobs (as ``FluxJobExecutor``'s),
-            GPUs bound by Flux; not together with ``enable_slurm_backend``.
+        enable_flux_backend: ``True``: each worker is a job of the enclosing Flux instance
+            (the ``FLUX`` backend of ``FluxJobExecutor``: run inside ``flux start`` or
+            ``flux alloc``, so that ``FLUX_URI`` is set), its GPUs bound by Flux; not together
+            with ``enable_slurm_backend`` or a queue adapter (``ValueError``).
         enable_slurm_backend: ``True``: the workers are ``srun`` steps (as
             ``SlurmJobExecutor``'s), GPUs bound by srun.
         queue_adapter, queue_adapter_kwargs: refused (``NotImplementedError``): warm workers
@@ -176,14 +198,19 @@ class PoolExecutor(_WarmFront):
             job per call.
         cwd: the workers' working directory (created if missing); ``None``: the driver's.
         hostname_localhost: ``True``: workers connect over a Unix socket on this machine;
-            ``False``: over TCP; ``None``: the backend's default (this machine, or a Unix
-            socket inside a one-node allocation and TCP otherwise under srun).
+            ``False``: over TCP; ``None``: the backend's default (a Unix socket on this
+            machine; under srun a Unix socket inside a one-node allocation, TCP otherwise;
+            under Flux a Unix socket in a one-broker instance, TCP otherwise).
 
     Raises:
-        ValueError: a count below 1, ``enable_slurm_backend`` together with a queue
-            adapter, a ``cwd`` that cannot be a directory, a pool larger than the
-            allocation (srun).
-        NotImplementedError: a queue adapter.
+        ValueError: a count below 1; ``enable_flux_backend`` together with
+            ``enable_slurm_backend``; either of them together with a queue adapter; a
+            ``cwd`` that exists and is not a directory; a pool larger than the allocation
+            (srun) or the Flux instance; under Flux, ``oversubscribe=True`` (Flux gives
+            every rank a core of its own).
+        NotImplementedError: a queue adapter without a backend switch.
+        ImportError: ``enable_flux_backend`` without Flux's Python bindings.
+        RuntimeError: ``enable_flux_backend`` outside a Flux instance (``FLUX_URI`` unset).
     """
 
     def __init__(
