@@ -76,9 +76,11 @@ class Pool:
 
     Args:
         max_workers: warm serial workers (>= 1).
-        enable_flux_backend: ``True``: the workers are Flux jobs (as ``FluxJobExecutor``'s),
-            GPUs bound by Flux; not together with ``enable_slurm_backend``.
-        enable_slurm_backend: ``True``: the workers are ``srun`` steps.
+        enable_flux_backend: ``True``: each worker is a job of the enclosing Flux instance
+            (``FluxJobExecutor``'s warm workers: run inside ``flux start`` or ``flux alloc``,
+            so that ``FLUX_URI`` is set); not together with ``enable_slurm_backend`` or a
+            queue adapter (``ValueError``).
+        enable_slurm_backend: ``True``: the workers are ``srun`` steps (``SlurmJobExecutor``'s).
         oversubscribe: let Open MPI place more ranks than cores (``--oversubscribe``).
         queue_adapter, queue_adapter_kwargs: refused (``NotImplementedError``): warm workers
             through a pysqa queue adapter are not built; ``SlurmClusterExecutor`` submits one
@@ -88,9 +90,14 @@ class Pool:
             "hpcfutures[progress]"``); each call may override it.
 
     Raises:
-        ValueError: a count below 1, ``enable_slurm_backend`` together with a queue adapter.
-        NotImplementedError: a queue adapter.
-        ImportError: ``progress=True`` without tqdm.
+        ValueError: a count below 1; ``enable_flux_backend`` together with
+            ``enable_slurm_backend``; either of them together with a queue adapter; a pool
+            larger than the allocation (srun) or the Flux instance; under Flux,
+            ``oversubscribe=True`` (Flux gives every rank a core of its own).
+        NotImplementedError: a queue adapter without a backend switch.
+        ImportError: ``progress=True`` without tqdm; ``enable_flux_backend`` without Flux's
+            Python bindings.
+        RuntimeError: ``enable_flux_backend`` outside a Flux instance (``FLUX_URI`` unset).
     """
 
     def __init__(
