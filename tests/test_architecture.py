@@ -466,3 +466,57 @@ def test_the_three_newcomer_questions_name_at_most_three_existing_files_in_both_
         for name in files:
             matches = [p for p in SRC.rglob(name.split("/")[-1]) if p.as_posix().endswith(name)]
             assert matches, f"{question}: {name} is no file of the package"
+
+
+def _unnamed_modules(readme: str, page: str, root: pathlib.Path = SRC) -> list[str]:
+    """The modules of the package that README.md's layout block does not name under their
+    package's entry, or that docs/architecture.md's layer table does not name in its
+    package's row (top-level modules: anywhere in the table)."""
+    import re
+
+    block = readme.split("```\nsrc/hpcfutures/\n", 1)[1].split("```", 1)[0]
+    entries: dict[str, str] = {}
+    package = ""
+    for line in block.splitlines():
+        opened = re.match(r"  (\w+)/\s", line)
+        if opened:
+            package = opened.group(1)
+        elif re.match(r"\s{0,2}\S", line):  # a top-level module (or docs/, tests/, ...)
+            package = ""
+        entries[package] = entries.get(package, "") + line + "\n"
+    table = page.split("## The layers", 1)[1].split("\n## ", 1)[0]
+    rows = {m.group(1): line for line in table.splitlines() if (m := re.match(r"\| `(\w+)/`", line))}
+    missing = []
+    for path in sorted(root.rglob("*.py")):
+        relative = path.relative_to(root)
+        package = relative.parts[0] if len(relative.parts) > 1 else ""
+        name = relative.name
+        if not re.search(rf"(?<![\w/]){re.escape(name)}\b", entries.get(package, "")):
+            missing.append(f"README.md: {relative.as_posix()}")
+        row = rows.get(package, "") if package else table
+        if f"`{name}`" not in row and f"`{relative.stem}`" not in row:
+            missing.append(f"docs/architecture.md: {relative.as_posix()}")
+    return missing
+
+
+def test_readme_and_architecture_page_name_every_module():
+    """README.md's layout block and docs/architecture.md's layer table name every module of
+    the package with what it holds, so a newcomer finds each file in both places."""
+    top = pathlib.Path(__file__).resolve().parent.parent
+    readme, page = top / "README.md", top / "docs" / "architecture.md"
+    if not (readme.exists() and page.exists()):  # the packaging run tests the wheel with tests/ alone
+        pytest.skip("README.md and docs/ are not beside these tests (a test run against the wheel)")
+    assert _unnamed_modules(readme.read_text(), page.read_text()) == []
+
+
+def test_the_module_listing_check_sees_a_missing_module(tmp_path):
+    """The check itself can fail: a module named in neither place is reported twice."""
+    (tmp_path / "engines").mkdir()
+    (tmp_path / "engines" / "new_engine.py").write_text("")
+    (tmp_path / "api.py").write_text("")
+    readme = "```\nsrc/hpcfutures/\n  api.py   names\n  engines/   nothing here\n```\n"
+    page = "## The layers\n\n| `engines/` | `interface.py` | yes |\n| entry points | `api.py` | no |\n"
+    assert _unnamed_modules(readme, page, tmp_path) == [
+        "README.md: engines/new_engine.py",
+        "docs/architecture.md: engines/new_engine.py",
+    ]
