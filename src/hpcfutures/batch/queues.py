@@ -236,8 +236,6 @@ class PysqaQueue:
 
     Args:
         config_directory: pysqa's configuration directory (``queue.yaml`` and templates).
-        backend: accepted for the signature the executors share; pysqa reads the
-            scheduler from ``queue.yaml``.
         pmi_mode: the ``srun --mpi`` plugin for jobs of several ranks on a SLURM queue
             (None: chosen).
 
@@ -252,7 +250,7 @@ class PysqaQueue:
     writes_log = False  # the site's template decides where a job's output goes
     pending_reasons: dict = {}  # pysqa reports none
 
-    def __init__(self, config_directory: str, backend: str | None = None, pmi_mode: str | None = None):
+    def __init__(self, config_directory: str, pmi_mode: str | None = None):
         try:
             from pysqa import QueueAdapter
         except ImportError:
@@ -456,7 +454,7 @@ def local_state(returncode: int, cancelled: bool = False) -> JobState:
 # entries can name, for ``batch.terminate``
 QUEUES: "dict[str, Callable[..., Queue]]" = {
     "slurm": lambda pysqa_config_directory=None, pmi_mode=None: SlurmQueue(pmi_mode),
-    "pysqa": lambda pysqa_config_directory=None, pmi_mode=None: PysqaQueue(pysqa_config_directory),
+    "pysqa": lambda pysqa_config_directory=None, pmi_mode=None: PysqaQueue(pysqa_config_directory, pmi_mode),
     "local": lambda pysqa_config_directory=None, pmi_mode=None: LocalQueue(),
     "flux": lambda pysqa_config_directory=None, pmi_mode=None: _flux_queue(pmi_mode),
 }
