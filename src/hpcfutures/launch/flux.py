@@ -28,7 +28,7 @@ import tempfile
 import threading
 
 from hpcfutures.errors import UnsatisfiableRequestError, WorkerCrashedError
-from hpcfutures.launch.handle import MAY_QUEUE, Launcher, WorkerHandle
+from hpcfutures.launch.handle import MAY_QUEUE, Launcher, WorkerHandle, exit_words, with_stderr_tail
 from hpcfutures.launch.mpi import mpi4py_family, require_mpi4py
 from hpcfutures.launch.process import STDERR_TAIL, _partial_mark
 from hpcfutures.scheduling.render import flux_jobspec_args
@@ -287,19 +287,9 @@ class FluxJob(WorkerHandle):
         if exc is not None:
             how = f"{getattr(exc, 'type', 'failed')}: {getattr(exc, 'note', exc)}"
         else:
-            code = self.future.result()
-            if code < 0:
-                try:
-                    how = f"killed by signal {signal.Signals(-code).name}"
-                except ValueError:
-                    how = f"killed by signal {-code}"
-            else:
-                how = f"exited with code {code}"
+            how = exit_words(self.future.result())
         text = f"Flux job {self.name} ({os.path.basename(self.argv[0]) if self.argv else '?'}) {how}"
-        tail = self.stderr_tail()
-        if tail:
-            text += "; its stderr ends with:\n" + tail[-2000:]
-        return text
+        return with_stderr_tail(text, self.stderr_tail())
 
     def exit_error(self) -> BaseException:
         """``TimeoutError`` for a job that exceeded its duration, ``UnsatisfiableRequestError``

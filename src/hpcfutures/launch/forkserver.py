@@ -31,6 +31,7 @@ import threading
 
 from hpcfutures.errors import WorkerCrashedError
 from hpcfutures.launch.spawn import spawn
+from hpcfutures.launch.handle import exit_words
 from hpcfutures.launch.process import python_command
 from hpcfutures.wire.frames import DRIVER_PID_ENV, SYS_PATH_ENV
 
@@ -164,14 +165,7 @@ class ForkedTask:
         text = f"worker process {self.pid} (forked)"
         if status is None:
             return f"{text} ended (its exit status was lost: the fork server is gone)"
-        if os.WIFSIGNALED(status):
-            sig = os.WTERMSIG(status)
-            try:
-                name = signal.Signals(sig).name
-            except ValueError:
-                name = str(sig)
-            return f"{text} killed by signal {name}"
-        return f"{text} exited with code {os.WEXITSTATUS(status)}"
+        return f"{text} {exit_words(os.waitstatus_to_exitcode(status))}"
 
     def exit_error(self) -> BaseException:
         """The error for a future whose task process ended without replying."""

@@ -185,3 +185,37 @@ class Launcher:
             The handle; the caller owns it and must ``close()`` it.
         """
         raise NotImplementedError
+
+
+def exit_words(returncode: int) -> str:
+    """A process's end in the words every handle uses in its ``describe_exit``.
+
+    Args:
+        returncode: as ``subprocess`` gives it: the exit code, or minus the signal number.
+
+    Returns:
+        ``"exited with code 3"`` or ``"killed by signal SIGKILL"`` (the number where the
+        signal has no name).
+    """
+    if returncode >= 0:
+        return f"exited with code {returncode}"
+    import signal
+
+    try:
+        return f"killed by signal {signal.Signals(-returncode).name}"
+    except ValueError:
+        return f"killed by signal {-returncode}"
+
+
+def with_stderr_tail(text: str, tail: str, limit: int = 2000) -> str:
+    """A ``describe_exit`` text with the end of the worker's stderr appended.
+
+    Args:
+        text: how the worker ended.
+        tail: its stderr tail ("" when it wrote nothing).
+        limit: characters of ``tail`` kept (the last ones).
+
+    Returns:
+        ``text``, then "; its stderr ends with:" and the tail, when there is one.
+    """
+    return f"{text}; its stderr ends with:\n{tail[-limit:]}" if tail else text

@@ -34,7 +34,7 @@ import threading
 
 from hpcfutures.errors import UnsatisfiableRequestError, WorkerCrashedError
 from hpcfutures.launch.guardian import guardian
-from hpcfutures.launch.handle import INHERIT_FDS, MAY_QUEUE, WorkerHandle
+from hpcfutures.launch.handle import INHERIT_FDS, MAY_QUEUE, WorkerHandle, exit_words, with_stderr_tail
 from hpcfutures.launch.spawn import run_command, spawn
 from hpcfutures.wire.frames import DRIVER_PID_ENV, KEY_ENV, KEY_FD_ENV, KEY_FILE_ENV, SYS_PATH_ENV
 from hpcfutures.wire.replies import REPORT_MARK
@@ -408,18 +408,8 @@ class LocalProcessHandle(WorkerHandle):
         if code is None:
             code = self.popen.wait()
         self.pump_stderr()
-        if code < 0:
-            try:
-                how = f"killed by signal {signal.Signals(-code).name}"
-            except ValueError:
-                how = f"killed by signal {-code}"
-        else:
-            how = f"exited with code {code}"
-        text = f"worker process {self.pid} ({os.path.basename(self.argv[0])}) {how}"
-        tail = self.stderr_tail()
-        if tail:
-            text += "; its stderr ends with:\n" + tail[-2000:]
-        return text
+        text = f"worker process {self.pid} ({os.path.basename(self.argv[0])}) {exit_words(code)}"
+        return with_stderr_tail(text, self.stderr_tail())
 
     def wait_ended(self, timeout: float | None) -> bool:
         """Wait up to ``timeout`` seconds (None: no limit) for the end; True once ended."""
