@@ -321,7 +321,7 @@ def test_resource_dict_maps_onto_srun_flags(monkeypatch, tmp_path):
     assert plain[1:] == ["--ntasks=1", "--cpus-per-task=1"]  # always given: srun no longer inherits it
     worker = SrunLauncher("pmi2").worker_command("tcp://host:1", {"cores": 2})
     assert worker[-2:] == ["tcp://host:1", "--mpi=2"]  # the world size it checks
-    assert "from hpcfutures.worker.interactive import main" in worker[-3]  # python -c, no runpy
+    assert "import hpcfutures.worker.interactive as entry" in worker[-3]  # python -c, no runpy
     assert "--mpi=pmi2" in worker
 
 
