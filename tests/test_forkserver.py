@@ -355,3 +355,91 @@ def test_a_command_run_while_the_driver_forks_ends_with_the_command():
     assert runs and set(runs) == {0}
     with spawn(["true"], preexec_fn=lambda: None) as process:
         assert process.wait(30) == 0
+
+
+# -- a forked task sees what a fresh interpreter started now sees (F01, F08, F11) ---------
+
+_STATE_DRIVER = textwrap.dedent(
+    """
+    import json, os, resource, signal, sys
+    sys.path.insert(0, {tests!r})
+    from hpcfutures import SingleNodeExecutor
+
+    def state():
+        import datetime, locale, os, resource, signal, sys, time
+        print("TASK-PRINTED", flush=True)
+        import __main__
+        return dict(
+            umask=os.umask(0o022), nofile=resource.getrlimit(resource.RLIMIT_NOFILE)[0], nice=os.nice(0),
+            tz=time.strftime("%Z"), hour=datetime.datetime.now().hour, ctype=locale.setlocale(locale.LC_CTYPE, None),
+            utf8=sys.flags.utf8_mode, usr1_ignored=signal.getsignal(signal.SIGUSR1) is signal.SIG_IGN,
+            main_is_server=hasattr(__main__, "serve"),
+        )
+
+    with SingleNodeExecutor(max_workers=1) as exe:
+        exe.submit(state).result(timeout=60)  # the fork server (if on) starts here
+        os.umask(0o077)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        os.nice(1)
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        os.environ.update(TZ="Asia/Tokyo", LC_ALL="C", LANG="C")
+        saved = os.dup(1)
+        fd = os.open({out!r}, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(fd, 1)  # as a log redirect (capfd, wurlitzer) does, after the server started
+        result = exe.submit(state).result(timeout=60)
+        os.dup2(saved, 1)
+    print("STATE", json.dumps(result), flush=True)
+    """
+)
+
+
+@pytest.mark.timeout(120)
+def test_a_forked_task_sees_the_drivers_process_state_of_now(tmp_path):
+    """F01/F08: umask, rlimits, nice value, ignored signals, where stdout points, TZ and the
+    locale, changed by the driver after the fork server started, reach the next task as
+    they reach a fresh interpreter (HPCFUTURES_FORK_SERVER=0): the same answers both ways."""
+    answers = {}
+    for mode in ("1", "0"):
+        out = tmp_path / f"stdout{mode}.txt"
+        script = _STATE_DRIVER.format(tests=os.path.dirname(__file__), out=str(out))
+        env = dict(os.environ, HPCFUTURES_FORK_SERVER=mode)
+        env.pop("TZ", None)
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=100, env=env)
+        line = [x for x in proc.stdout.splitlines() if x.startswith("STATE ")]
+        assert line, proc.stdout + proc.stderr[-3000:]
+        import json
+
+        answers[mode] = json.loads(line[0][6:])
+        assert "TASK-PRINTED" in out.read_text()  # the task's print followed the redirect
+    forked, fresh = answers["1"], answers["0"]
+    assert forked == fresh
+    assert forked["umask"] == 0o077 and forked["nofile"] == 256 and forked["tz"] == "JST"
+    assert forked["ctype"] == "C" and forked["usr1_ignored"] is True and forked["main_is_server"] is False
+
+
+def _exit_when_released(started, release, code):
+    import os
+    import time
+
+    open(started, "w").close()
+    while not os.path.exists(release):
+        time.sleep(0.02)
+    os._exit(code)
+
+
+def test_a_new_fork_server_leaves_the_old_ones_tasks_their_exit_status(monkeypatch, tmp_path):
+    """F11: a start variable changed while a forked task runs gives later tasks a new
+    server; the running task's crash still reads "exited with code 7" (the old server
+    reports its children's statuses before it ends), not "its exit status was lost"."""
+    from hpcfutures import SingleNodeExecutor
+    from hpcfutures.errors import WorkerCrashedError as Crashed
+
+    started, release = tmp_path / "started", tmp_path / "release"
+    with SingleNodeExecutor(max_workers=2) as exe:
+        crash = exe.submit(_exit_when_released, str(started), str(release), 7)
+        assert wait_until(started.exists, timeout=30)
+        monkeypatch.setenv("PYTHONWARNINGS", "ignore")
+        assert exe.submit(funcs.env, "PYTHONWARNINGS").result(timeout=60) == "ignore"
+        release.touch()
+        with pytest.raises(Crashed, match="exited with code 7"):
+            crash.result(timeout=60)

@@ -49,13 +49,28 @@ class NotForkable(Exception):
     start as a fresh interpreter."""
 
 
-# variables an interpreter or the dynamic loader reads once, at its start: a forked child
+# variables an interpreter, the C library or the dynamic loader reads once, at its start
+# (PYTHON*, LD_*, the locale, the time zone, glibc's malloc tunables): a forked child
 # inherits the server's reading of them, so a task whose values differ gets a new server
-_START_PREFIXES = ("PYTHON", "LD_")
+_START_PREFIXES = ("PYTHON", "LD_", "LC_", "GLIBC_", "MALLOC_")
+_START_NAMES = frozenset({"LANG", "LANGUAGE", "TZ", "TZDIR"})
+
+
+def is_start_variable(name: str) -> bool:
+    """Whether a process reads the environment variable ``name`` once, at its start.
+
+    Args:
+        name: a variable's name.
+
+    Returns:
+        True for ``PYTHON*``, ``LD_*``, ``LC_*``, ``GLIBC_*``, ``MALLOC_*``, ``LANG``,
+        ``LANGUAGE``, ``TZ``, ``TZDIR``.
+    """
+    return name.startswith(_START_PREFIXES) or name in _START_NAMES
 
 
 def start_variables(env: Mapping[str, str]) -> dict:
-    """The variables of ``env`` read at an interpreter's start (``PYTHON*``, ``LD_*``).
+    """The variables of ``env`` read at a process's start (``is_start_variable``).
 
     Args:
         env: an environment.
@@ -63,7 +78,63 @@ def start_variables(env: Mapping[str, str]) -> dict:
     Returns:
         Those of its variables, name -> value.
     """
-    return {name: value for name, value in env.items() if name.startswith(_START_PREFIXES)}
+    return {name: value for name, value in env.items() if is_start_variable(name)}
+
+
+def _umask() -> int | None:
+    """The process's umask, read without changing it (``os.umask`` would, for a moment,
+    for every thread)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _fd_identity(fd: int) -> tuple | None:
+    """What descriptor ``fd`` points at (device, inode, open flags), or None if closed."""
+    import fcntl
+
+    try:
+        st = os.fstat(fd)
+        return st.st_dev, st.st_ino, fcntl.fcntl(fd, fcntl.F_GETFL)
+    except OSError:
+        return None
+
+
+def process_state() -> tuple:
+    """What a process started now by this thread inherits from the driver, apart from the
+    environment and cwd: umask, every resource limit, the nice value, where stdout and
+    stderr point (stdin is ``/dev/null`` for every task), the ignored signals and the
+    blocked signal mask. A fork of the server inherits the server's instead: the server
+    must have been started with the same.
+
+    Returns:
+        A comparable value; equal for equal states.
+    """
+    import resource
+
+    limits = tuple(
+        (name, resource.getrlimit(getattr(resource, name)))
+        for name in sorted(dir(resource))
+        if name.startswith("RLIMIT_")
+    )  # fmt: skip
+    try:
+        nice = os.getpriority(os.PRIO_PROCESS, 0)  # this thread's, as a child it starts gets
+    except OSError:
+        nice = None
+    ignored = []
+    for sig in sorted(signal.valid_signals()):
+        try:
+            if signal.getsignal(sig) is signal.SIG_IGN:
+                ignored.append(int(sig))
+        except (OSError, ValueError):
+            pass
+    blocked = tuple(sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, [])))
+    return _umask(), limits, nice, _fd_identity(1), _fd_identity(2), tuple(ignored), blocked
 
 
 def forkable(env: Mapping[str, str], cwd: str | None) -> str | None:
@@ -223,6 +294,7 @@ class ForkServerLauncher:
         self._server: subprocess.Popen | None = None
         self._server_start: dict | None = None  # start_variables the server runs with
         self._server_cwd: str | None = None
+        self._server_state: tuple | None = None  # process_state() the server started with
 
     def check(self, resources: Mapping) -> None:
         """Refuse what a fork cannot be: an MPI task.
@@ -251,18 +323,20 @@ class ForkServerLauncher:
     def _ensure_server(self, task_env: Mapping[str, str] | None = None) -> socket.socket:
         wanted = start_variables(task_env if task_env is not None else os.environ)
         cwd = os.getcwd()
+        state = process_state()
         running = self._control is not None and self._server is not None and self._server.poll() is None
-        # a server started with other PYTHON*/LD_* values, or in another cwd (a relative
-        # PYTHONPATH entry, sys.path[0]), would not give what a fresh interpreter gives
-        if running and wanted == self._server_start and cwd == self._server_cwd:
+        # a server started with other start variables, in another cwd (a relative PYTHONPATH
+        # entry, sys.path[0]) or with another umask, limits, nice value, stdout/stderr or
+        # signal state would not give what a fresh interpreter started now gives
+        if running and wanted == self._server_start and cwd == self._server_cwd and state == self._server_state:
             return self._control
-        self._stop_server()
+        self._retire_server()
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:  # room for one message of MESSAGE_MAX (the kernel caps it at net.core.wmem_max)
             mine.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2 * MESSAGE_MAX)
         except OSError:
             pass
-        env = {name: value for name, value in os.environ.items() if not name.startswith(_START_PREFIXES)}
+        env = {name: value for name, value in os.environ.items() if not is_start_variable(name)}
         env.update(wanted)
         env[DRIVER_PID_ENV] = f"{os.getpid()}@{os.uname().nodename}"
         env[SYS_PATH_ENV] = os.pathsep.join(os.path.abspath(p) if p else os.getcwd() for p in sys.path if isinstance(p, str))
@@ -277,7 +351,7 @@ class ForkServerLauncher:
         finally:
             theirs.close()
         self._control = mine
-        self._server_start, self._server_cwd = wanted, cwd
+        self._server_start, self._server_cwd, self._server_state = wanted, cwd, state
         return mine
 
     def start_one_shot(
@@ -334,26 +408,40 @@ class ForkServerLauncher:
             os.set_inheritable(fd, False)
         return ForkedTask(int(answer), fds[0], fds[1])
 
-    def _stop_server(self) -> None:
+    def _retire_server(self) -> None:
+        """Close the current server's socket: it forks nothing more, reports the exit
+        statuses of the tasks it forked that still run, and ends after the last one. Never
+        blocks; a thread waits for its end."""
         if self._control is not None:
             try:  # the end reaches the server even if a fork of the driver holds a copy of our end
                 self._control.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-            self._control.close()  # the server's recv reads the end and it exits
+            self._control.close()  # the server reads the end; it exits once its tasks ended
             self._control = None
         if self._server is not None:
+            server, self._server = self._server, None
+            if server.poll() is None:  # waited for as it ends, never left a zombie
+                threading.Thread(target=server.wait, name="hpcfutures-forkserver-retired", daemon=True).start()
+
+    def _stop_server(self) -> None:
+        """The server failed (it could not fork, or is gone): retire it, and kill it if it
+        has not ended within 5 seconds (its tasks, if any, run on: each is its own process)."""
+        server = self._server
+        self._retire_server()
+        if server is not None:
             try:
-                self._server.wait(5.0)
+                server.wait(5.0)
             except subprocess.TimeoutExpired:
-                self._server.kill()
-                self._server.wait()
-            self._server = None
+                server.kill()
+                server.wait()
 
     def close(self) -> None:
-        """Stop the server (the tasks it forked run on to their ends); idempotent."""
+        """Retire the server: it forks nothing more and ends once the tasks it forked ended
+        (they run on to their ends, each its own process, and their exit statuses are still
+        reported); never blocks; idempotent."""
         with self._lock:
-            self._stop_server()
+            self._retire_server()
 
     def server_pid(self) -> int | None:
         """The server's pid, or None while none runs (for tests and logs)."""

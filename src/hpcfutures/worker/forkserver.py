@@ -13,7 +13,8 @@ pidfd of the child (opened by its parent, so it cannot name a recycled pid) and 
 which the server writes the child's wait status once it has reaped it.
 
 Standard library only, and single-threaded: ``fork()`` is safe only without threads.
-The server ends when the driver closes the socket or dies (``exit_with_driver``).
+The server ends when the driver dies (``exit_with_driver``), or once the driver closed the
+socket and every child it forked has ended and had its status reported.
 """
 
 import os
@@ -28,6 +29,9 @@ _MAX_MESSAGE = 1 << 20  # one task's environment, pickled (launch.forkserver.MES
 # a fresh ``python -m`` puts its cwd first on sys.path (unless PYTHONSAFEPATH): so does each
 # child, with its own cwd — the driver starts a new server when a PYTHON* variable changes
 _CWD_FIRST = bool(sys.path) and sys.path[0] == os.getcwd()
+# SIGCHLD as the server found it (the driver's, inherited): the server's own handler is no
+# part of a task, which gets what a fresh interpreter would
+_SIGCHLD_AT_START = signal.getsignal(signal.SIGCHLD)
 
 
 def _child(env: dict, cwd, task_fd: int, reply_fd: int) -> None:
@@ -35,7 +39,7 @@ def _child(env: dict, cwd, task_fd: int, reply_fd: int) -> None:
     code = 1
     try:
         os.setsid()  # a session of its own: the driver ends the task and all it started
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, _SIGCHLD_AT_START if _SIGCHLD_AT_START is not None else signal.SIG_DFL)
         signal.set_wakeup_fd(-1)
         os.environ.clear()
         os.environ.update(env)
@@ -47,6 +51,7 @@ def _child(env: dict, cwd, task_fd: int, reply_fd: int) -> None:
         # as in ``python -m``, the entry module is no importable module of the task's process
         sys.modules.pop("hpcfutures.worker.one_shot", None)
         sys.modules.pop("hpcfutures.worker.forkserver", None)  # the server's own code is no part of a task
+        sys.modules["__main__"] = one_shot  # as in ``python -m ...one_shot``: not the server's globals
         code = one_shot.main(["one_shot", str(task_fd), str(reply_fd)])
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
@@ -73,7 +78,10 @@ def _driver_pidfd() -> int | None:
 
 def serve(control: socket.socket) -> None:
     """Fork one child per request read from ``control`` until the driver ends or
-    closes the socket (each request carries the child's descriptors).
+    closes the socket (each request carries the child's descriptors); after the close,
+    go on reaping and reporting the children still running, and return after the last
+    one (the driver retires a server whose state no longer matches its own while tasks of
+    it still run: they keep their exit statuses).
     """
     import pickle
     import select
@@ -83,8 +91,10 @@ def serve(control: socket.socket) -> None:
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so the wakeup fd hears it
     status_pipes: dict[int, int] = {}  # child pid -> write end of its status pipe
-    while True:
-        readable, _, _ = select.select([control, wake_r] + ([driver] if driver is not None else []), [], [])
+    listening = True
+    while listening or status_pipes:
+        watched = [wake_r] + ([control] if listening else []) + ([driver] if driver is not None else [])
+        readable, _, _ = select.select(watched, [], [])
         if driver in readable:  # the driver died: its tasks end by their own watch of it
             return
         if wake_r in readable:
@@ -94,14 +104,16 @@ def serve(control: socket.socket) -> None:
             except BlockingIOError:
                 pass
             _reap(status_pipes)
-        if control not in readable:
+        if not listening or control not in readable:
             continue
         try:
             message, fds, _, _ = socket.recv_fds(control, _MAX_MESSAGE, 2)
         except OSError:
-            return
-        if not message:  # the driver closed its end
-            return
+            message, fds = b"", []
+        if not message:  # the driver closed its end: no more tasks; report those running
+            listening = False
+            _reap(status_pipes)  # a child that ended before the close was seen
+            continue
         if len(fds) != 2:
             for fd in fds:
                 os.close(fd)
