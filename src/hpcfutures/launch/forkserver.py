@@ -81,17 +81,19 @@ def start_variables(env: Mapping[str, str]) -> dict:
     return {name: value for name, value in env.items() if is_start_variable(name)}
 
 
-def _umask() -> int | None:
-    """The process's umask, read without changing it (``os.umask`` would, for a moment,
-    for every thread)."""
+def _status_fields() -> tuple | None:
+    """This thread's umask, ignored and blocked signal masks, as the kernel has them
+    (``/proc/thread-self/status``: read without changing anything), or None off Linux."""
+    wanted = {"Umask:": None, "SigIgn:": None, "SigBlk:": None}
     try:
-        with open("/proc/self/status") as status:
+        with open("/proc/thread-self/status") as status:
             for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+                name = line.split(":", 1)[0] + ":"
+                if name in wanted:
+                    wanted[name] = line.split()[1]
+    except (OSError, IndexError):
+        return None
+    return tuple(wanted.values())
 
 
 def _fd_identity(fd: int) -> tuple | None:
@@ -117,24 +119,34 @@ def process_state() -> tuple:
     """
     import resource
 
-    limits = tuple(
-        (name, resource.getrlimit(getattr(resource, name)))
-        for name in sorted(dir(resource))
-        if name.startswith("RLIMIT_")
-    )  # fmt: skip
+    limits = tuple(resource.getrlimit(number) for number in _RLIMITS)
     try:
         nice = os.getpriority(os.PRIO_PROCESS, 0)  # this thread's, as a child it starts gets
     except OSError:
         nice = None
-    ignored = []
-    for sig in sorted(signal.valid_signals()):
-        try:
-            if signal.getsignal(sig) is signal.SIG_IGN:
-                ignored.append(int(sig))
-        except (OSError, ValueError):
-            pass
-    blocked = tuple(sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, [])))
-    return _umask(), limits, nice, _fd_identity(1), _fd_identity(2), tuple(ignored), blocked
+    fields = _status_fields()
+    if fields is None:  # umask cannot be read without setting it: left out
+        fields = (
+            tuple(int(s) for s in signal.valid_signals() if _ignored(s)),
+            tuple(sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, []))),
+        )  # fmt: skip
+    return fields, limits, nice, _fd_identity(1), _fd_identity(2)
+
+
+def _ignored(sig) -> bool:
+    try:
+        return signal.getsignal(sig) is signal.SIG_IGN
+    except (OSError, ValueError):
+        return False
+
+
+def _rlimit_numbers() -> tuple:
+    import resource
+
+    return tuple(getattr(resource, name) for name in sorted(dir(resource)) if name.startswith("RLIMIT_"))
+
+
+_RLIMITS = _rlimit_numbers()
 
 
 def forkable(env: Mapping[str, str], cwd: str | None) -> str | None:
