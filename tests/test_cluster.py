@@ -250,6 +250,24 @@ def test_through_a_pysqa_queue_adapter(tmp_path):
 
 
 @pytest.mark.slurm
+@pytest.mark.mpi
+@pytest.mark.timeout(240)
+def test_every_rank_finishes_its_exit_in_batch_jobs_and_warm_workers(tmp_path):
+    """Rank 1 does work as it exits (atexit): rank 0's end must not kill it, neither in a
+    batch job (one per call) nor in a warm srun worker (block_allocation)."""
+
+    out = str(tmp_path / "out")
+    os.makedirs(out)
+    with SlurmClusterExecutor(cache_directory=str(tmp_path / "cache")) as exe:
+        assert exe.submit(funcs.mpi_late_exit, out, "batch", resource_dict={"cores": 2}).result(timeout=120) == [0, 1]
+    with SlurmClusterExecutor(block_allocation=True, max_workers=1, resource_dict={"cores": 2}) as exe:
+        assert exe.submit(funcs.mpi_late_exit, out, "warm").result(timeout=120) == [0, 1]
+    expected = ["atexit_batch_0", "atexit_batch_1", "atexit_warm_0", "atexit_warm_1"]
+    wait_until(lambda: sorted(os.listdir(out)) == expected, 20)
+    assert sorted(os.listdir(out)) == expected
+
+
+@pytest.mark.slurm
 def test_block_allocation_makes_each_warm_worker_a_job(tmp_path):
     with SlurmClusterExecutor(block_allocation=True, max_workers=2) as exe:
         jobs = {exe.submit(funcs.env, "SLURM_JOB_ID").result(timeout=120) for _ in range(6)}
