@@ -480,3 +480,22 @@ def test_a_job_that_ends_before_its_id_is_recorded_keeps_its_result(tmp_path, mo
         assert exe.submit(funcs.add, 20, 22).result(timeout=30) == 42
     (entry,) = get_cache_data(str(tmp_path))
     assert entry["status"] == "ok" and entry["output"] == 42 and entry["queue_id"] is None
+
+
+@pytest.mark.timeout(30)
+def test_cancel_of_a_foreign_local_job_needs_the_leader_of_its_own_session():
+    """terminate_tasks_in_cache kills a local job's process group only when its pid still
+    leads a session running file_task (as LocalQueue starts it): a process that only leads a
+    group — srun's rank 0, whose group holds the node's other ranks — is no such job."""
+    from hpcfutures.batch.queues import _foreign_file_task
+
+    argv = [sys.executable, "-c", "import time; time.sleep(60)", "hpcfutures.worker.file_task"]
+    group_only = subprocess.Popen(argv, process_group=0)
+    own_session = subprocess.Popen(argv, start_new_session=True)
+    try:
+        assert not _foreign_file_task(str(group_only.pid))
+        assert _foreign_file_task(str(own_session.pid))
+    finally:
+        for p in (group_only, own_session):
+            p.kill()
+            p.wait(timeout=10)
