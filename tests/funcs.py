@@ -406,3 +406,22 @@ def mpi_rank_and_sum(a):
     from mpi4py import MPI
 
     return MPI.COMM_WORLD.Get_rank(), float(a.sum())
+
+
+def mpi_late_exit(directory, tag):
+    """Every rank registers an atexit handler that writes ``atexit_TAG_RANK`` in ``directory``;
+    rank 1's takes a second first (closing a file, flushing a log). Returns the rank."""
+    import atexit
+
+    from mpi4py import MPI
+
+    rank = MPI.COMM_WORLD.Get_rank()
+
+    def done():
+        if rank == 1:
+            time.sleep(1.0)
+        with open(os.path.join(directory, f"atexit_{tag}_{rank}"), "w") as f:
+            f.write("x")
+
+    atexit.register(done)
+    return rank

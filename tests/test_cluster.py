@@ -250,6 +250,24 @@ def test_through_a_pysqa_queue_adapter(tmp_path):
 
 
 @pytest.mark.slurm
+@pytest.mark.mpi
+@pytest.mark.timeout(240)
+def test_every_rank_finishes_its_exit_in_batch_jobs_and_warm_workers(tmp_path):
+    """Rank 1 does work as it exits (atexit): rank 0's end must not kill it, neither in a
+    batch job (one per call) nor in a warm srun worker (block_allocation)."""
+
+    out = str(tmp_path / "out")
+    os.makedirs(out)
+    with SlurmClusterExecutor(cache_directory=str(tmp_path / "cache")) as exe:
+        assert exe.submit(funcs.mpi_late_exit, out, "batch", resource_dict={"cores": 2}).result(timeout=120) == [0, 1]
+    with SlurmClusterExecutor(block_allocation=True, max_workers=1, resource_dict={"cores": 2}) as exe:
+        assert exe.submit(funcs.mpi_late_exit, out, "warm").result(timeout=120) == [0, 1]
+    expected = ["atexit_batch_0", "atexit_batch_1", "atexit_warm_0", "atexit_warm_1"]
+    wait_until(lambda: sorted(os.listdir(out)) == expected, 20)
+    assert sorted(os.listdir(out)) == expected
+
+
+@pytest.mark.slurm
 def test_block_allocation_makes_each_warm_worker_a_job(tmp_path):
     with SlurmClusterExecutor(block_allocation=True, max_workers=2) as exe:
         jobs = {exe.submit(funcs.env, "SLURM_JOB_ID").result(timeout=120) for _ in range(6)}
@@ -462,3 +480,22 @@ def test_a_job_that_ends_before_its_id_is_recorded_keeps_its_result(tmp_path, mo
         assert exe.submit(funcs.add, 20, 22).result(timeout=30) == 42
     (entry,) = get_cache_data(str(tmp_path))
     assert entry["status"] == "ok" and entry["output"] == 42 and entry["queue_id"] is None
+
+
+@pytest.mark.timeout(30)
+def test_cancel_of_a_foreign_local_job_needs_the_leader_of_its_own_session():
+    """terminate_tasks_in_cache kills a local job's process group only when its pid still
+    leads a session running file_task (as LocalQueue starts it): a process that only leads a
+    group — srun's rank 0, whose group holds the node's other ranks — is no such job."""
+    from hpcfutures.batch.queues import _foreign_file_task
+
+    argv = [sys.executable, "-c", "import time; time.sleep(60)", "hpcfutures.worker.file_task"]
+    group_only = subprocess.Popen(argv, process_group=0)
+    own_session = subprocess.Popen(argv, start_new_session=True)
+    try:
+        assert not _foreign_file_task(str(group_only.pid))
+        assert _foreign_file_task(str(own_session.pid))
+    finally:
+        for p in (group_only, own_session):
+            p.kill()
+            p.wait(timeout=10)

@@ -366,3 +366,98 @@ def test_children_of_srun_tasks_end_with_their_worker(block):
     finally:
         exe.shutdown(wait=True)
     assert wait_until(lambda: not pid_alive(child), 20), f"the srun task's child {child} outlived shutdown()"
+
+
+_RANK0 = r"""
+import os, subprocess, sys, time
+from hpcfutures.worker.execute import end_own_session
+out = sys.argv[1]
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+# an orphan: sh starts it in the background and exits at once
+subprocess.run(["sh", "-c", "sleep 120 & echo $! > " + out + ".orphan0"], check=True)
+open(out + ".child0", "w").write(str(child.pid))
+while not os.path.exists(out + ".ready1"):
+    time.sleep(0.02)
+end_own_session()
+open(out + ".swept", "w").write("x")
+"""
+
+_RANK1 = r"""
+import os, subprocess, sys, time
+out = sys.argv[1]
+subprocess.run(["sh", "-c", "sleep 120 & echo $! > " + out + ".orphan1"], check=True)
+open(out + ".ready1", "w").write(str(os.getpid()))
+time.sleep(120)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_rank_zero_ending_its_group_spares_the_ranks_srun_put_beside_it(tmp_path):
+    """slurmstepd puts every task of a node in the process group rank 0 leads: rank 0's
+    worker ending what its tasks started must end its own child and orphan, never rank 1
+    (which may still be finishing: atexit handlers, file flushes) nor what rank 1 started.
+    This test plays slurmstepd: it starts rank 0 leading a group and rank 1 inside it."""
+    from conftest import pid_alive, wait_until
+
+    out = str(tmp_path / "r")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    rank0 = subprocess.Popen([sys.executable, "-c", _RANK0, out], env=dict(env, SLURM_PROCID="0"), process_group=0)
+    rank1 = subprocess.Popen(
+        [sys.executable, "-c", _RANK1, out], env=dict(env, SLURM_PROCID="1"), preexec_fn=lambda: os.setpgid(0, rank0.pid)
+    )
+    pids = []
+    try:
+        assert os.getpgid(rank1.pid) == rank0.pid  # the layout srun makes
+        assert rank0.wait(timeout=30) == 0
+        assert os.path.exists(out + ".swept")
+        child0, orphan0, orphan1 = (int(open(out + s).read()) for s in (".child0", ".orphan0", ".orphan1"))
+        pids = [child0, orphan0, orphan1]
+        assert wait_until(lambda: not pid_alive(child0) and not pid_alive(orphan0), 10), "rank 0's own were not ended"
+        assert rank1.poll() is None, f"rank 0 ending its group killed its sibling rank 1 ({rank1.returncode})"
+        assert pid_alive(orphan1), "rank 0 ending its group killed what rank 1 started"
+    finally:
+        for pid in [rank1.pid, *pids]:
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+        rank1.wait(timeout=10)
+
+
+@pytest.mark.slurm
+@pytest.mark.mpi
+@pytest.mark.timeout(180)
+def test_every_rank_of_an_srun_mpi_task_finishes_its_exit(tmp_path):
+    """Rank 1 does work as it exits (an atexit handler: closing a file): rank 0's end must not
+    cut it short, fresh (one srun per call) or warm (block_allocation), and srun reports no
+    killed task."""
+    body = f"""
+        def late_exit(tag):
+            import atexit, time
+            from mpi4py import MPI
+            rank = MPI.COMM_WORLD.Get_rank()
+            def done():
+                if rank == 1:
+                    time.sleep(1.0)
+                open(os.path.join({str(tmp_path)!r}, f"atexit_{{tag}}_{{rank}}"), "w").write("x")
+            atexit.register(done)
+            return rank
+
+        with SlurmJobExecutor(max_cores=2) as exe:
+            fresh = exe.submit(late_exit, "fresh", resource_dict={{"cores": 2}}).result(timeout=60)
+        with SlurmJobExecutor(block_allocation=True, max_workers=1, resource_dict={{"cores": 2}}) as exe:
+            warm = exe.submit(late_exit, "warm").result(timeout=60)
+        import time
+        deadline = time.monotonic() + 20
+        while len([n for n in os.listdir({str(tmp_path)!r}) if n.startswith("atexit_")]) < 4 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        print(json.dumps({{"fresh": fresh, "warm": warm, "files": sorted(n for n in os.listdir({str(tmp_path)!r}) if n.startswith("atexit_"))}}))
+        """
+    script = tmp_path / "driver.py"
+    script.write_text(textwrap.dedent(HEADER) + textwrap.dedent(body))
+    out = subprocess.run(["salloc", "-n4", "--time=5", sys.executable, str(script)], capture_output=True, text=True, timeout=150, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["fresh"] == [0, 1] and report["warm"] == [0, 1]
+    assert report["files"] == ["atexit_fresh_0", "atexit_fresh_1", "atexit_warm_0", "atexit_warm_1"], out.stderr
+    assert "Killed" not in out.stderr, out.stderr

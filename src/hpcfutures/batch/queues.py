@@ -394,7 +394,7 @@ class LocalQueue:
     def cancel(self, job_ids: list[str]) -> None:
         """SIGKILL each job's process group: this queue's running processes (their state
         becomes ``CANCELLED``), and a job another driver started if its pid still leads a
-        ``file_task`` group (so a reused pid is never killed); anything else is skipped."""
+        ``file_task`` session (so a reused pid is never killed); anything else is skipped."""
         with self._lock:
             processes = [self._processes.get(j) for j in job_ids]
             self._cancelled.update(j for j, p in zip(job_ids, processes) if p is not None and p.poll() is None)
@@ -418,7 +418,7 @@ def _kill_group(process: subprocess.Popen) -> None:
 
 
 def _foreign_file_task(job: str) -> bool:
-    """Whether the pid ``job`` is a local job another driver started: a process group
+    """Whether the pid ``job`` is a local job another driver started: a session
     leader running ``hpcfutures.worker.file_task`` (so a reused pid is never killed)."""
     if not job.isdigit():
         return False
@@ -429,8 +429,10 @@ def _foreign_file_task(job: str) -> bool:
             fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
         return False
-    # fields after the name: state, ppid, pgrp, ...; a job leads its own process group
-    return b"hpcfutures.worker.file_task" in argv and fields[0] not in ("Z", "X") and fields[2] == job
+    # fields after the name: state, ppid, pgrp, session, ...; a local job leads its own
+    # session (``submit``): a group leader alone may be srun's rank 0, whose group holds the
+    # node's other ranks too
+    return b"hpcfutures.worker.file_task" in argv and fields[0] not in ("Z", "X") and fields[2] == job and fields[3] == job
 
 
 def local_state(returncode: int, cancelled: bool = False) -> JobState:

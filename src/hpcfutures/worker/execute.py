@@ -198,6 +198,31 @@ def exit_with_driver() -> None:
     threading.Thread(target=watch, name="hpcfutures-driver-watch", daemon=True).start()
 
 
+def _process_table() -> dict[int, tuple[bytes, int, int, int]]:
+    """Every process in ``/proc``: pid -> (state, ppid, process group, session); empty
+    where there is no ``/proc``."""
+    table = {}
+    try:
+        names = _listdir("/proc")
+    except OSError:
+        return table
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:  # os.open/os.read: a third cheaper than file objects, and this runs once per ended worker
+            fd = os.open(f"/proc/{name}/stat", os.O_RDONLY)
+            try:
+                data = os.read(fd, 512)
+            finally:
+                os.close(fd)
+            fields = data.rsplit(b")", 1)[1].split(None, 5)
+            # fields after the command: state ppid pgrp session ...
+            table[int(name)] = (fields[0], int(fields[1]), int(fields[2]), int(fields[3]))
+        except (OSError, IndexError, ValueError):
+            continue  # ended meanwhile
+    return table
+
+
 def session_members(sid: int, field: int = 3) -> list[int]:
     """Pids of the live processes in a session (or, with ``field=2``, a process group),
     read from ``/proc``.
@@ -209,26 +234,62 @@ def session_members(sid: int, field: int = 3) -> list[int]:
 
     Returns:
         The pids, zombies excluded; empty where there is no ``/proc`` or no such session."""
-    found = []
+    return [pid for pid, row in _process_table().items() if row[0] not in (b"Z", b"X") and row[field] == sid]
+
+
+# what a launcher tells its ranks apart by (srun, Hydra, PRRTE/Open MPI, Flux)
+_RANK_VARIABLES = (b"SLURM_PROCID", b"PMI_RANK", b"PMIX_RANK", b"OMPI_COMM_WORLD_RANK", b"FLUX_TASK_RANK")
+
+
+def _rank_identity(pid: int) -> dict[bytes, bytes]:
+    """The launcher's rank variables in the environment process ``pid`` started with
+    (``/proc/PID/environ``: a forked child shows its parent's); empty where unreadable."""
     try:
-        names = _listdir("/proc")
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            pairs = f.read().split(b"\0")
     except OSError:
-        return found
-    for name in names:
-        if not name.isdigit():
+        return {}
+    found = {}
+    for pair in pairs:
+        name, _, value = pair.partition(b"=")
+        if name in _RANK_VARIABLES:
+            found[name] = value
+    return found
+
+
+def group_members_of_leader(group: int) -> list[int]:
+    """The live processes of process group ``group`` that its leader (pid ``group``)
+    started: those whose parent chain leads to the leader, and orphans (their parent
+    ended) that started as no other rank's. Not the others: a launcher puts processes
+    of its own into the group its first task leads — ``slurmstepd`` puts every task of a
+    node in rank 0's group — and those are the leader's siblings, never its to end.
+
+    Args:
+        group: the process group id, which is also its leader's pid; call this while the
+            leader is alive or not yet reaped, so that the number cannot name a newer group.
+
+    Returns:
+        The pids, the leader and zombies excluded; empty where there is no ``/proc``."""
+    table = _process_table()
+    launcher = table[group][1] if group in table else None  # the leader's parent
+    mine = None  # the leader's rank variables, read only if an orphan needs them
+    found = []
+    for pid, (state, _ppid, pgrp, _sid) in table.items():
+        if pgrp != group or pid == group or state in (b"Z", b"X"):
             continue
-        try:  # os.open/os.read: a third cheaper than file objects, and this runs once per ended worker
-            fd = os.open(f"/proc/{name}/stat", os.O_RDONLY)
-            try:
-                data = os.read(fd, 512)
-            finally:
-                os.close(fd)
-            fields = data.rsplit(b")", 1)[1].split(None, 5)
-        except (OSError, IndexError):
-            continue  # ended meanwhile
-        # fields after the command: state ppid pgrp session ...
-        if len(fields) > 3 and fields[0] not in (b"Z", b"X") and int(fields[field]) == sid:
-            found.append(int(name))
+        ancestor, steps = pid, 0
+        while ancestor not in (group, launcher) and ancestor in table and ancestor > 1 and steps < 4096:
+            ancestor, steps = table[ancestor][1], steps + 1
+        if ancestor == group:
+            found.append(pid)  # the leader's own descendant
+        elif ancestor == launcher and launcher is not None and launcher > 1:
+            continue  # the launcher's: a sibling rank, or what a sibling started
+        else:  # an orphan: ours unless it started as another rank's (its environment says which)
+            if mine is None:
+                mine = _rank_identity(group)
+            theirs = _rank_identity(pid)
+            if not any(name in mine and mine[name] != value for name, value in theirs.items()):
+                found.append(pid)
     return found
 
 
@@ -237,20 +298,24 @@ def end_session(sid: int, spare: int = 0, field: int = 3) -> int:
     children, ``subprocess.Popen``, also those in a process group of their own) must not
     outlive it. A process started in a session of its own (``os.setsid()``,
     ``start_new_session=True``) is out of reach on purpose: that is how a task starts a daemon
-    that stays.
+    that stays. A session holds only what its leader started (nothing joins a session from
+    outside it); a process group does not: with ``field=2`` only what the group's leader
+    started is ended (``group_members_of_leader``), never the processes a launcher placed
+    beside it (``srun``'s other ranks on the node).
 
     Args:
         sid: the session id; call this while its leader is alive or not yet reaped, so that
             the number cannot name a newer session.
         spare: a pid not to signal (the caller itself), 0 for none.
-        field: 2 to end a process group ``sid`` instead (see ``session_members``).
+        field: 2 to end what the leader of process group ``sid`` started instead.
 
     Returns:
         How many processes were signalled. Never raises for processes that are gone."""
     import signal
 
     killed = 0
-    for pid in session_members(sid, field):
+    members = group_members_of_leader(sid) if field == 2 else session_members(sid, field)
+    for pid in members:
         if pid == spare:
             continue
         try:
@@ -263,10 +328,12 @@ def end_session(sid: int, spare: int = 0, field: int = 3) -> int:
 
 def end_own_session() -> None:
     """A worker ends what its tasks left running before it exits: its session where it leads
-    one (a serial worker the driver started; an MPICH rank), else its process group where it
-    leads that (``srun`` makes each task the leader of a process group inside slurmstepd's
-    session, out of the driver's reach on another node). A child in a process group or
-    session of its own is not reached from a process group: there only the job's end stops it."""
+    one (a serial worker the driver started; an MPICH rank), else what it started in its
+    process group where it leads that (``srun`` makes each node's first task the leader of a
+    process group inside slurmstepd's session, out of the driver's reach on another node, and
+    puts the node's other tasks in it too: those are spared, so a rank ending first never
+    kills a sibling rank still finishing). A child in a process group or session of its own
+    is not reached from a process group: there only the job's end stops it."""
     me = os.getpid()
     try:
         if os.getsid(0) == me:
