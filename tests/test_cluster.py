@@ -425,8 +425,53 @@ def test_terminate_tasks_in_cache_asks_the_queue_the_entries_were_written_by(tmp
     assert wait_until(lambda: not helpers.alive(int(entry["queue_id"])), 30)
     with pytest.raises(WorkerCrashedError, match=f"job {entry['queue_id']} ended in state FAILED"):
         held.result(timeout=30)
-    # the entry waits for a later run to submit it again; its job, over, is not named any more
-    assert terminate_tasks_in_cache(cache) == [] and get_cache_data(cache)[0]["status"] == "queued"
+    # the entry waits for a later run to submit it again; its job, over, is not cancelled again
+    assert terminate_tasks_in_cache(cache) == [] and get_cache_data(cache)[0]["status"] == "cancelled"
+
+
+@pytest.mark.timeout(120)
+def test_a_queued_or_cancelled_entry_says_so_and_is_computed_again(tmp_path):
+    """F05/F06: get_future_from_cache on an entry whose job runs names the job (not "cannot be
+    unpickled"); after terminate_tasks_in_cache the entry reads ``cancelled`` and a later run
+    with the same cache directory computes it, never serving it."""
+    from hpcfutures import CacheEntryNotFinishedError, get_future_from_cache
+
+    cache, release = str(tmp_path / "cache"), str(tmp_path / "release")
+    exe = TestClusterExecutor(cache_directory=cache, wait=False)
+    held = exe.submit(funcs.wait_for_file, release, "done", 100, resource_dict={"cache_key": "k"})
+    assert wait_until(lambda: exe.job_id(held) is not None and get_cache_data(cache)[0]["queue_id"], 30)
+    job = exe.job_id(held)
+    with pytest.raises(CacheEntryNotFinishedError, match=f"'k' .* no result yet \\(status queued\\): its job {job} \\(local\\) .*same cache_directory"):
+        get_future_from_cache(cache, "k")
+    exe.__exit__(None, None, None)
+    assert terminate_tasks_in_cache(cache) == [job]
+    with pytest.raises(WorkerCrashedError):
+        held.result(timeout=30)
+    (entry,) = get_cache_data(cache)
+    assert (entry["status"], entry["queue_id"]) == ("cancelled", job)
+    with pytest.raises(CacheEntryNotFinishedError, match=f"job {job} \\(local\\) ended without writing one \\(cancelled by terminate_tasks_in_cache\\); submit the call again"):
+        get_future_from_cache(cache, "k")
+    open(release, "w").close()
+    with TestClusterExecutor(cache_directory=cache) as again:
+        fut = again.submit(funcs.wait_for_file, release, "done", 100, resource_dict={"cache_key": "k"})
+        assert fut.result(timeout=60) == "done"
+    assert get_future_from_cache(cache, "k").result() == "done" and get_cache_data(cache)[0]["status"] == "ok"
+
+
+@pytest.mark.timeout(120)
+def test_an_entry_whose_job_ended_without_a_result_reads_cancelled(tmp_path):
+    """The class of F06: not only terminate_tasks_in_cache — a job cancelled from outside
+    while the driver follows it leaves a ``cancelled`` entry, not one that claims a job will write it."""
+    cache, release = str(tmp_path / "cache"), str(tmp_path / "release")
+    with TestClusterExecutor(cache_directory=cache) as exe:
+        held = exe.submit(funcs.wait_for_file, release, "done", 100)
+        assert wait_until(lambda: exe.job_id(held) is not None, 30)
+        job = exe.job_id(held)
+        os.kill(int(job), 9)
+        with pytest.raises(WorkerCrashedError):
+            held.result(timeout=30)
+    (entry,) = get_cache_data(cache)
+    assert entry["status"] == "cancelled" and entry["queue_id"] == job
 
 
 def test_terminate_tasks_in_cache_refuses_what_it_cannot_honour(tmp_path):
