@@ -507,3 +507,30 @@ def test_a_job_that_ends_before_its_id_is_recorded_keeps_its_result(tmp_path, mo
         assert exe.submit(funcs.add, 20, 22).result(timeout=30) == 42
     (entry,) = get_cache_data(str(tmp_path))
     assert entry["status"] == "ok" and entry["output"] == 42 and entry["queue_id"] is None
+
+
+def test_sbatch_refusing_a_raised_priority_names_the_remedy(tmp_path, monkeypatch):
+    """F09: priority > 0 is --nice=-priority; sbatch refuses a negative nice to a user who is
+    not an operator ("Invalid --nice value"), and that reaches the user at submit, saying why."""
+    from hpcfutures.batch.queues import JobSpec, SlurmQueue
+
+    script = tmp_path / "sbatch"
+    script.write_text("#!/bin/sh\ncat > /dev/null\necho 'sbatch: error: Batch job submission failed: Invalid --nice value' >&2\nexit 1\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    spec = JobSpec(["python", "x.py"], "hpcf-p", "/w", {"priority": 5}, [], {}, "/w/p.log")
+    with pytest.raises(QueueError, match=r"(?s)Invalid --nice value.*priority=5 asks SLURM for --nice=-5.*only a SLURM operator.*use priority <= 0"):
+        SlurmQueue().submit(spec)
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(120)
+def test_a_positive_priority_reaches_slurm_as_a_negative_nice(tmp_path):
+    """F09, on the real queue (the tests run as root, an operator): priority=5 is nice -5."""
+    with SlurmClusterExecutor(cache_directory=str(tmp_path), wait=False) as exe:
+        fut = exe.submit(funcs.sleep_then, 300, 1, resource_dict={"priority": 5})
+        assert wait_until(lambda: exe.job_id(fut) is not None, 30)
+        job = exe.job_id(fut)
+        out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%y"], capture_output=True, text=True, timeout=30).stdout.strip()
+        subprocess.run(["scancel", job], timeout=30)
+    assert out == "-5"

@@ -104,6 +104,14 @@ ASPECTS = {
         "template": lambda r: template_variables(r)["nice"],
         "flux": lambda r: None if r.priority is None else 16 - flux_jobspec_args(r)["urgency"],
     },
+    # F09: one rule, higher runs sooner: the priority comes back out of every renderer
+    "priority": {
+        "asked": lambda r: r.priority,
+        "sbatch": lambda r: None if r.priority is None else -_int(_flag(_sbatch(r), "--nice")),
+        "template": lambda r: template_variables(r)["priority"],
+        "template nice": lambda r: None if r.priority is None else -template_variables(r)["nice"],
+        "flux": lambda r: None if r.priority is None else flux_jobspec_args(r)["urgency"] - 16,
+    },
 }
 
 CASES = [
@@ -207,6 +215,16 @@ def test_flux_jobspec_args_is_plain_data():
         "duration": 60.5, "urgency": 13, "cwd": "/tmp/x", "shell_options": {"pmi": "pmi2"},
     }  # fmt: skip
     assert flux_jobspec_args(Resources.of({}))["duration"] == 0  # Flux: no limit
+
+
+@pytest.mark.parametrize("priority, nice, urgency", [(None, None, 16), (0, 0, 16), (1, -1, 17), (5, -5, 21), (15, -15, 31),
+                                                     (100, -100, 31), (-3, 3, 13), (-15, 15, 1), (-100, 100, 1)])  # fmt: skip
+def test_priority_is_honoured_in_both_directions(priority, nice, urgency):
+    """F09: priority >= 0 was nice 0 (accepted, not honoured). Now --nice=-priority, and Flux's
+    urgency 16 + priority kept to 1..31 (0 would hold the job for ever)."""
+    res = Resources.of({"priority": priority})
+    assert _int(_flag(_sbatch(res), "--nice")) == nice and template_variables(res)["nice"] == nice
+    assert flux_jobspec_args(res)["urgency"] == urgency
 
 
 def test_a_fraction_of_a_gpu_per_rank_is_never_truncated():

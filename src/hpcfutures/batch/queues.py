@@ -175,7 +175,16 @@ class SlurmQueue:
             warnings.warn(f"resource_dict[{key!r}] is not a job-script option the built-in SLURM adapter knows; ignored", stacklevel=4)
         template = resources.get("submission_template")
         script = _render(template, lines, command, job_name, cwd, {**resources, **extra}, dependencies)
-        return _run(["sbatch", "--parsable"], script).strip().split(";")[0]
+        try:
+            return _run(["sbatch", "--parsable"], script).strip().split(";")[0]
+        except QueueError as exc:
+            if res.priority is not None and res.priority > 0 and "nice" in str(exc).lower():
+                raise QueueError(
+                    f"{exc}\npriority={res.priority} asks SLURM for --nice={-int(res.priority)}, and only a SLURM "
+                    "operator may set a negative nice: use priority <= 0 (a negative priority lowers this job "
+                    "below your others), or ask your SLURM administrator for operator rights"
+                ) from None
+            raise
 
     def states(self, job_ids: list[str]) -> dict[str, JobState]:
         """One ``squeue`` for all ``job_ids`` (the query ``launch.pending`` makes for srun's
