@@ -534,3 +534,42 @@ def test_a_positive_priority_reaches_slurm_as_a_negative_nice(tmp_path):
         out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%y"], capture_output=True, text=True, timeout=30).stdout.strip()
         subprocess.run(["scancel", job], timeout=30)
     assert out == "-5"
+
+
+def test_documented_queue_keys_pass_quietly_and_a_typo_still_warns(tmp_path, monkeypatch):
+    """F10: memory_max, partition, account, qos are SlurmClusterExecutor's documented, honoured
+    keys: no "not hpcfutures keys" warning; an unknown key (a typo) still warns."""
+    import warnings
+
+    from hpcfutures.batch.queues import JobSpec, SlurmQueue
+    from hpcfutures.scheduling.resources import validate
+
+    written = _fake_sbatch(tmp_path, monkeypatch)
+    keys = {"memory_max": 1, "partition": "debug", "account": "a", "qos": "q"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        checked = validate(keys, "submit()", pass_unknown=True)
+        SlurmQueue().submit(JobSpec(["python", "x.py"], "hpcf-k", "/w", {}, [], checked, "/w/k.log"))
+    text = written.read_text()
+    assert all(line in text for line in ("--mem=1G", '--partition="debug"', '--account="a"', '--qos="q"'))
+    with pytest.warns(UserWarning, match=r"\['parition'\] are not hpcfutures keys.*'partition'"):
+        checked = validate({"parition": "debug"}, "submit()", pass_unknown=True)
+    with pytest.warns(UserWarning, match="'parition'.* is not a job-script option .*; ignored"):
+        SlurmQueue().submit(JobSpec(["python", "x.py"], "hpcf-k", "/w", {}, [], checked, "/w/k.log"))
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(120)
+def test_slurm_cluster_executor_does_not_warn_for_its_documented_keys(tmp_path):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with SlurmClusterExecutor(cache_directory=str(tmp_path)) as exe:
+            fut = exe.submit(funcs.add, 1, 2, resource_dict={"memory_max": 1, "partition": _default_partition()})
+            assert fut.result(timeout=90) == 3
+
+
+def _default_partition():
+    out = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=30).stdout.split()
+    return next(p.rstrip("*") for p in out if p.endswith("*"))
