@@ -522,10 +522,16 @@ class BaseExecutor(Executor):
     @property
     def info(self) -> dict | None:
         """The executor's settings (``max_workers`` as it is now), or ``None`` once
-        ``shutdown()`` was called, as in executorlib."""
+        ``shutdown()`` was called, as in executorlib.
+
+        Returns:
+            A new dict: the constructor's parameters, ``resource_dict`` (the executor-level
+            defaults), and, as executorlib has them, those defaults' keys at the top level
+            too (``cores``, ``cwd``, ``threads_per_core``, ...; a parameter of the same name wins).
+        """
         if self._shutdown:
             return None
-        return dict(self._info, max_workers=self.max_workers)
+        return flat_info(dict(self._info, max_workers=self.max_workers))
 
     @property
     def max_workers(self) -> int | None:
@@ -549,6 +555,19 @@ class BaseExecutor(Executor):
             raise RuntimeError(f"cannot change max_workers of a {type(self).__name__} after shutdown()")
         self._engine.resize(n)
         self._info["max_workers"] = n
+
+
+def flat_info(info: dict) -> dict:
+    """``info`` with its ``resource_dict``'s keys also at the top level, as executorlib's
+    ``exe.info`` has them (``exe.info["cores"]``); a top-level key of the same name wins.
+
+    Args:
+        info: the executor's settings, with ``resource_dict``.
+
+    Returns:
+        A new dict.
+    """
+    return {**(info.get("resource_dict") or {}), **info}
 
 
 def _succeeded(future: Future) -> bool:
