@@ -15,7 +15,7 @@ from concurrent.futures import Future, as_completed
 from concurrent.futures import wait as wait_futures
 
 from hpcfutures.compat.backend_switches import refuse_missing_backends, warm_pool_class
-from hpcfutures.executors.mapping import auto_chunksize, submit_chunks, take_partial
+from hpcfutures.executors.mapping import auto_chunksize, check_chunksize, submit_chunks, take_partial
 from hpcfutures.worker.pool_calls import call_with_comm, run_chunk
 
 TYPE_CHECKING = False
@@ -381,8 +381,7 @@ class Pool:
 
     # -- internals ------------------------------------------------------------------
     def _submit_chunks(self, func, items: list, chunksize: int | None, star: bool) -> list:
-        if chunksize is not None and (not isinstance(chunksize, int) or isinstance(chunksize, bool) or chunksize < 1):
-            raise ValueError(f"chunksize must be None (automatic) or an int >= 1, got {chunksize!r}")
+        check_chunksize(chunksize)
         size = chunksize or auto_chunksize(len(items), self._workers)
         return submit_chunks(self._executor.submit, run_chunk, func, items, size, star)[0]
 

@@ -17,7 +17,7 @@ import weakref
 from concurrent.futures import Executor, Future
 
 from hpcfutures.engines.outcome import cancel_unstarted, fail_unstarted, settle
-from hpcfutures.executors.mapping import auto_chunksize, ordered_results, submit_chunks
+from hpcfutures.executors.mapping import auto_chunksize, check_chunksize, ordered_results, submit_chunks
 from hpcfutures.scheduling.dependencies import find_futures, propagate, substitute, when_all_done
 from hpcfutures.scheduling.futures import TaskFuture
 from hpcfutures.scheduling.resources import check_seconds, merge, validate
@@ -346,8 +346,7 @@ class BaseExecutor(Executor):
             TypeError: ``timeout`` is not a number or None.
             ImportError: ``progress`` without tqdm installed (before anything is submitted).
         """
-        if chunksize is not None and (not isinstance(chunksize, int) or isinstance(chunksize, bool) or chunksize < 1):
-            raise ValueError(f"chunksize must be None (automatic) or an int >= 1, got {chunksize!r}")
+        check_chunksize(chunksize)
         # a negative timeout is already over, as in concurrent.futures; NaN or infinity would
         # fail only when the first result is awaited, after every call was submitted
         check_seconds(timeout, "map(timeout=...)", lowest=None, none_ok=True)
