@@ -517,7 +517,7 @@ def test_sbatch_refusing_a_raised_priority_names_the_remedy(tmp_path, monkeypatc
     script.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
     spec = JobSpec(["python", "x.py"], "hpcf-p", "/w", {"priority": 5}, [], {}, "/w/p.log")
-    with pytest.raises(QueueError, match=r"(?s)Invalid --nice value.*priority=5 asks SLURM for --nice=-5.*only a SLURM operator.*use priority <= 0"):
+    with pytest.raises(QueueError, match=r"(?s)Invalid --nice value.*priority=5 asks for --nice=-5.*only a SLURM operator.*use priority <= 0"):
         SlurmQueue().submit(spec)
 
 

@@ -408,3 +408,16 @@ def test_the_keys_checked_with_the_launcher_are_those_srun_renders():
     base = Resources.of({"cores": 2})
     for key, value in {"cache_key": "k", "retries": 2, "error_log_file": "e.log", "priority": None}.items():
         assert srun_args(Resources.of({"cores": 2, key: value})) == srun_args(base), key
+
+
+def test_a_refused_raised_priority_names_the_remedy_for_each_queue():
+    """F09: a raised priority is what a non-operator (SLURM) or non-owner (Flux) may be refused;
+    the message then names the request and the remedy. Nothing to add for priority <= 0."""
+    from hpcfutures.scheduling.render import raised_priority_remedy
+
+    assert raised_priority_remedy(None, "slurm") is None and raised_priority_remedy(0, "flux") is None
+    assert raised_priority_remedy(-3, "slurm") is None
+    slurm = raised_priority_remedy(5, "slurm")
+    assert "--nice=-5" in slurm and "operator" in slurm and "use priority <= 0" in slurm
+    flux = raised_priority_remedy(5, "flux")
+    assert "urgency 21" in flux and "owner of the Flux instance may ask more than 16" in flux and "use priority <= 0" in flux

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 
 from hpcfutures.launch.spawn import run_command, spawn
 from hpcfutures.scheduling.job_states import PYSQA_STATES, SLURM_STATES, JobState, translate
-from hpcfutures.scheduling.render import job_step_args, sbatch_lines, template_variables
+from hpcfutures.scheduling.render import job_step_args, raised_priority_remedy, sbatch_lines, template_variables
 from hpcfutures.scheduling.resources import Resources
 
 TYPE_CHECKING = False
@@ -178,12 +178,9 @@ class SlurmQueue:
         try:
             return _run(["sbatch", "--parsable"], script).strip().split(";")[0]
         except QueueError as exc:
-            if res.priority is not None and res.priority > 0 and "nice" in str(exc).lower():
-                raise QueueError(
-                    f"{exc}\npriority={res.priority} asks SLURM for --nice={-int(res.priority)}, and only a SLURM "
-                    "operator may set a negative nice: use priority <= 0 (a negative priority lowers this job "
-                    "below your others), or ask your SLURM administrator for operator rights"
-                ) from None
+            remedy = raised_priority_remedy(res.priority, "slurm")
+            if remedy and "nice" in str(exc).lower():
+                raise QueueError(f"{exc}\n{remedy}") from None
             raise
 
     def states(self, job_ids: list[str]) -> dict[str, JobState]:

@@ -226,6 +226,31 @@ FLUX_DEFAULT_URGENCY = 16
 FLUX_MOST_URGENCY = 31
 
 
+def raised_priority_remedy(priority, backend: str) -> str | None:
+    """What to tell a user whose queue refused a raised priority (SLURM: a negative nice
+    from a non-operator; Flux: an urgency above 16 from a non-owner); None where the
+    priority did not raise anything.
+
+    Args:
+        priority: the task's ``priority``.
+        backend: ``"slurm"`` or ``"flux"``.
+
+    Returns:
+        A sentence naming the request and the remedy, or None.
+    """
+    if priority is None or priority <= 0:
+        return None
+    if backend == "flux":
+        asked = f"urgency {flux_urgency(Resources.of({'priority': priority}))}"
+        who = "only the owner of the Flux instance may ask more than 16"
+        other = "or run inside your own instance (flux alloc / flux batch)"
+    else:
+        asked = f"--nice={-int(priority)}"
+        who = "only a SLURM operator may set a negative nice"
+        other = "or ask your SLURM administrator for operator rights"
+    return f"priority={priority} asks for {asked}, and {who}: use priority <= 0 (a negative priority lowers this job below your others), {other}"
+
+
 def flux_urgency(res: Resources) -> int:
     """Flux's urgency for ``res.priority`` (the rule of ``_nice``, in Flux's words).
 
