@@ -55,6 +55,6 @@ with open(sys.argv[1], "w") as f:
     f.write("[pytest]\ntestpaths = tests\ntimeout = %d\nmarkers =\n" % conf["timeout"])
     f.writelines(f"    {m}\n" for m in conf["markers"])
 PY
-(cd "$WORK" && env -u PYTHONPATH venv-wheel/bin/python -m pytest -p no:cacheprovider -q -m "not mpi and not slurm" \
+(cd "$WORK" && env -u PYTHONPATH venv-wheel/bin/python -m pytest -p no:cacheprovider -q -m "not mpi and not slurm and not flux and not flux_multinode" \
    -c pytest.ini "$@" tests)
 echo "[package] OK: wheel and sdist build, pass twine check, install and work in fresh venvs" >&2

@@ -101,8 +101,7 @@ def test_failing_task_and_its_dependants(tmp_path):
 @pytest.mark.slurm
 def test_sbatch_refusing_a_job_fails_its_future_with_sbatch_s_words(tmp_path):
     with SlurmClusterExecutor(cache_directory=str(tmp_path)) as exe:
-        with pytest.warns(UserWarning, match="partition"):
-            fut = exe.submit(funcs.add, 1, resource_dict={"partition": "no_such_partition"})
+        fut = exe.submit(funcs.add, 1, resource_dict={"partition": "no_such_partition"})  # a queue key: no warning (F10)
         with pytest.raises(QueueError, match="(?i)partition"):
             fut.result(timeout=60)
 
@@ -319,9 +318,8 @@ def test_numbers_no_job_script_renders_are_refused(tmp_path, cls):
             cls(cache_directory=cache, resource_dict={"run_time_max": value})
         with pytest.raises(ValueError, match=r"refresh_rate=\.\.\.\) must be a finite number of seconds >= 0"):
             cls(cache_directory=cache, refresh_rate=value)
-        with pytest.warns(UserWarning, match="memory_max"):
-            with pytest.raises(ValueError, match=r"resource_dict\['memory_max'\] must be a finite number of GB"):
-                cls(cache_directory=cache, resource_dict={"memory_max": value})
+        with pytest.raises(ValueError, match=r"resource_dict\['memory_max'\] must be a finite number of GB"):
+            cls(cache_directory=cache, resource_dict={"memory_max": value})
     # a SLURM job counts whole GPUs per rank; a local "job" gets no GPUs of its own at all
     reason = "whole GPUs per rank" if cls is SlurmClusterExecutor else "get no GPUs of their own"
     with pytest.raises(ValueError, match=rf"resource_dict\['gpus_per_core'\]=0.5 is not supported: .*{reason}"):
@@ -370,7 +368,7 @@ def test_names_a_job_script_cannot_carry_are_refused_at_submit(tmp_path):
     bad = str(tmp_path / "x\ntouch INJECTED")
     with pytest.raises(ValueError, match="line break"):
         SlurmClusterExecutor(cache_directory=str(tmp_path / "c\nd"))
-    with pytest.warns(UserWarning, match="partition"), pytest.raises(ValueError, match="line break"):
+    with pytest.raises(ValueError, match="line break"):
         SlurmClusterExecutor(cache_directory=str(tmp_path / "c"), resource_dict={"partition": "debug\ntouch x"})
     for make in (SingleNodeExecutor, lambda: TestClusterExecutor(cache_directory=str(tmp_path / "c"))):
         with make() as exe:
@@ -443,8 +441,53 @@ def test_terminate_tasks_in_cache_asks_the_queue_the_entries_were_written_by(tmp
     assert wait_until(lambda: not helpers.alive(int(entry["queue_id"])), 30)
     with pytest.raises(WorkerCrashedError, match=f"job {entry['queue_id']} ended in state FAILED"):
         held.result(timeout=30)
-    # the entry waits for a later run to submit it again; its job, over, is not named any more
-    assert terminate_tasks_in_cache(cache) == [] and get_cache_data(cache)[0]["status"] == "queued"
+    # the entry waits for a later run to submit it again; its job, over, is not cancelled again
+    assert terminate_tasks_in_cache(cache) == [] and get_cache_data(cache)[0]["status"] == "cancelled"
+
+
+@pytest.mark.timeout(120)
+def test_a_queued_or_cancelled_entry_says_so_and_is_computed_again(tmp_path):
+    """F05/F06: get_future_from_cache on an entry whose job runs names the job (not "cannot be
+    unpickled"); after terminate_tasks_in_cache the entry reads ``cancelled`` and a later run
+    with the same cache directory computes it, never serving it."""
+    from hpcfutures import CacheEntryNotFinishedError, get_future_from_cache
+
+    cache, release = str(tmp_path / "cache"), str(tmp_path / "release")
+    exe = TestClusterExecutor(cache_directory=cache, wait=False)
+    held = exe.submit(funcs.wait_for_file, release, "done", 100, resource_dict={"cache_key": "k"})
+    assert wait_until(lambda: exe.job_id(held) is not None and get_cache_data(cache)[0]["queue_id"], 30)
+    job = exe.job_id(held)
+    with pytest.raises(CacheEntryNotFinishedError, match=f"'k' .* no result yet \\(status queued\\): its job {job} \\(local\\) .*same cache_directory"):
+        get_future_from_cache(cache, "k")
+    exe.__exit__(None, None, None)
+    assert terminate_tasks_in_cache(cache) == [job]
+    with pytest.raises(WorkerCrashedError):
+        held.result(timeout=30)
+    (entry,) = get_cache_data(cache)
+    assert (entry["status"], entry["queue_id"]) == ("cancelled", job)
+    with pytest.raises(CacheEntryNotFinishedError, match=f"job {job} \\(local\\) ended without writing one \\(cancelled by terminate_tasks_in_cache\\); submit the call again"):
+        get_future_from_cache(cache, "k")
+    open(release, "w").close()
+    with TestClusterExecutor(cache_directory=cache) as again:
+        fut = again.submit(funcs.wait_for_file, release, "done", 100, resource_dict={"cache_key": "k"})
+        assert fut.result(timeout=60) == "done"
+    assert get_future_from_cache(cache, "k").result() == "done" and get_cache_data(cache)[0]["status"] == "ok"
+
+
+@pytest.mark.timeout(120)
+def test_an_entry_whose_job_ended_without_a_result_reads_cancelled(tmp_path):
+    """The class of F06: not only terminate_tasks_in_cache — a job cancelled from outside
+    while the driver follows it leaves a ``cancelled`` entry, not one that claims a job will write it."""
+    cache, release = str(tmp_path / "cache"), str(tmp_path / "release")
+    with TestClusterExecutor(cache_directory=cache) as exe:
+        held = exe.submit(funcs.wait_for_file, release, "done", 100)
+        assert wait_until(lambda: exe.job_id(held) is not None, 30)
+        job = exe.job_id(held)
+        os.kill(int(job), 9)
+        with pytest.raises(WorkerCrashedError):
+            held.result(timeout=30)
+    (entry,) = get_cache_data(cache)
+    assert entry["status"] == "cancelled" and entry["queue_id"] == job
 
 
 def test_terminate_tasks_in_cache_refuses_what_it_cannot_honour(tmp_path):
@@ -499,3 +542,69 @@ def test_cancel_of_a_foreign_local_job_needs_the_leader_of_its_own_session():
         for p in (group_only, own_session):
             p.kill()
             p.wait(timeout=10)
+
+
+def test_sbatch_refusing_a_raised_priority_names_the_remedy(tmp_path, monkeypatch):
+    """F09: priority > 0 is --nice=-priority; sbatch refuses a negative nice to a user who is
+    not an operator ("Invalid --nice value"), and that reaches the user at submit, saying why."""
+    from hpcfutures.batch.queues import JobSpec, SlurmQueue
+
+    script = tmp_path / "sbatch"
+    script.write_text("#!/bin/sh\ncat > /dev/null\necho 'sbatch: error: Batch job submission failed: Invalid --nice value' >&2\nexit 1\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    spec = JobSpec(["python", "x.py"], "hpcf-p", "/w", {"priority": 5}, [], {}, "/w/p.log")
+    with pytest.raises(QueueError, match=r"(?s)Invalid --nice value.*priority=5 asks for --nice=-5.*only a SLURM operator.*use priority <= 0"):
+        SlurmQueue().submit(spec)
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(120)
+def test_a_positive_priority_reaches_slurm_as_a_negative_nice(tmp_path):
+    """F09, on the real queue (the tests run as root, an operator): priority=5 is nice -5."""
+    with SlurmClusterExecutor(cache_directory=str(tmp_path), wait=False) as exe:
+        fut = exe.submit(funcs.sleep_then, 300, 1, resource_dict={"priority": 5})
+        assert wait_until(lambda: exe.job_id(fut) is not None, 30)
+        job = exe.job_id(fut)
+        out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%y"], capture_output=True, text=True, timeout=30).stdout.strip()
+        subprocess.run(["scancel", job], timeout=30)
+    assert out == "-5"
+
+
+def test_documented_queue_keys_pass_quietly_and_a_typo_still_warns(tmp_path, monkeypatch):
+    """F10: memory_max, partition, account, qos are SlurmClusterExecutor's documented, honoured
+    keys: no "not hpcfutures keys" warning; an unknown key (a typo) still warns."""
+    import warnings
+
+    from hpcfutures.batch.queues import JobSpec, SlurmQueue
+    from hpcfutures.scheduling.resources import validate
+
+    written = _fake_sbatch(tmp_path, monkeypatch)
+    keys = {"memory_max": 1, "partition": "debug", "account": "a", "qos": "q"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        checked = validate(keys, "submit()", pass_unknown=True)
+        SlurmQueue().submit(JobSpec(["python", "x.py"], "hpcf-k", "/w", {}, [], checked, "/w/k.log"))
+    text = written.read_text()
+    assert all(line in text for line in ("--mem=1G", '--partition="debug"', '--account="a"', '--qos="q"'))
+    with pytest.warns(UserWarning, match=r"\['parition'\] are not hpcfutures keys.*'partition'"):
+        checked = validate({"parition": "debug"}, "submit()", pass_unknown=True)
+    with pytest.warns(UserWarning, match="'parition'.* is not a job-script option .*; ignored"):
+        SlurmQueue().submit(JobSpec(["python", "x.py"], "hpcf-k", "/w", {}, [], checked, "/w/k.log"))
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(120)
+def test_slurm_cluster_executor_does_not_warn_for_its_documented_keys(tmp_path):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with SlurmClusterExecutor(cache_directory=str(tmp_path)) as exe:
+            fut = exe.submit(funcs.add, 1, 2, resource_dict={"memory_max": 1, "partition": _default_partition()})
+            assert fut.result(timeout=90) == 3
+
+
+def _default_partition():
+    out = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=30).stdout.split()
+    return next(p.rstrip("*") for p in out if p.endswith("*"))

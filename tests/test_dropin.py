@@ -136,6 +136,48 @@ def test_cluster_executor_info_and_max_workers(tmp_path):
     assert exe.info is None and exe.max_workers is None
 
 
+# executorlib 1.11's exe.info keys (its internal spawner/functions left out), per executor
+_EXECUTORLIB_INFO = {
+    "single block": {"cache_directory", "cores", "cwd", "hostname_localhost", "init_function", "log_obj_size",
+                     "max_workers", "openmpi_oversubscribe", "restart_limit"},
+    "single": {"cache_directory", "cores", "cwd", "hostname_localhost", "log_obj_size", "max_cores", "max_workers",
+               "openmpi_oversubscribe"},
+    "slurm job": {"cache_directory", "cores", "cwd", "gpus_per_core", "hostname_localhost", "log_obj_size", "max_cores",
+                  "max_workers", "openmpi_oversubscribe", "pmi_mode", "slurm_cmd_args", "threads_per_core"},
+    "slurm cluster": {"backend", "disable_dependencies", "executor_kwargs", "pmi_mode", "pysqa_config_directory",
+                      "refresh_rate", "wait"},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", sorted(_EXECUTORLIB_INFO))
+def test_info_has_executorlib_s_keys(tmp_path, kind):
+    """F07: exe.info["cores"] / ["cwd"] were a KeyError (only under info["resource_dict"])."""
+    make = {
+        "single block": lambda: SingleNodeExecutor(max_workers=2, block_allocation=True, resource_dict={"cores": 1, "cwd": "/tmp"}),
+        "single": lambda: SingleNodeExecutor(),
+        "slurm job": lambda: SlurmJobExecutor(resource_dict={"slurm_cmd_args": ["--mem=1G"]}),
+        "slurm cluster": lambda: SlurmClusterExecutor(cache_directory=str(tmp_path)),
+    }[kind]
+    exe = make()
+    try:
+        info = exe.info
+        assert _EXECUTORLIB_INFO[kind] <= set(info), sorted(_EXECUTORLIB_INFO[kind] - set(info))
+        assert info["cores"] == info["resource_dict"]["cores"] == 1 and "resource_dict" in info
+        if kind == "single block":
+            assert info["cwd"] == "/tmp"
+        if kind == "slurm job":
+            assert info["slurm_cmd_args"] == ["--mem=1G"]
+        if kind == "slurm cluster":
+            assert info["backend"] == "slurm" and info["executor_kwargs"]["cache_directory"] == str(tmp_path)
+    finally:
+        exe.shutdown()
+
+
+def test_test_cluster_executor_info_is_flat_too(tmp_path):
+    with TestClusterExecutor(cache_directory=str(tmp_path), resource_dict={"cwd": str(tmp_path)}) as exe:
+        assert exe.info["cwd"] == str(tmp_path) and exe.info["cores"] == 1 and exe.info["backend"] == "local"
+
+
 # -- graph-only mode on the cluster executors -------------------------------------------
 @pytest.mark.parametrize("cls", [TestClusterExecutor, SlurmClusterExecutor])
 def test_cluster_executors_draw_the_graph_without_submitting(tmp_path, cls):

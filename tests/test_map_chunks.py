@@ -100,3 +100,21 @@ def test_not_callable_is_refused_at_map_and_cached_maps_keep_one_item_per_call(t
     with SingleNodeExecutor(max_workers=2, block_allocation=True, cache_directory=str(tmp_path)) as exe:
         assert list(exe.map(funcs.identity, range(20))) == list(range(20))
         assert len(exe.task_overview()) == 20  # each item its own call, so its own cache entry
+
+
+@pytest.mark.parametrize("chunksize", [0, -1, 2.5, 2.0, "2", True])
+def test_a_chunksize_map_cannot_use_is_refused_naming_executorlib_s_difference(chunksize):
+    """F02: executorlib ignores chunksize; hpcfutures keeps refusing what it cannot use (as
+    ProcessPoolExecutor refuses < 1), for executors and the pympipool Pool alike, and says why
+    (documented in docs/migrating.md)."""
+    from hpcfutures import Pool
+
+    match = r"chunksize must be None \(automatic\) or an int >= 1, got .*executorlib ignored chunksize.*pass an int"
+    with SingleNodeExecutor(max_workers=1, block_allocation=True) as exe:
+        with pytest.raises(ValueError, match=match):
+            exe.map(funcs.identity, range(3), chunksize=chunksize)
+        assert list(exe.map(funcs.identity, range(3), chunksize=2)) == [0, 1, 2]
+    with Pool(max_workers=1) as pool:
+        for method in (pool.map, pool.map_async, pool.imap, pool.imap_unordered):
+            with pytest.raises(ValueError, match=match):
+                method(funcs.identity, range(3), chunksize=chunksize)

@@ -145,6 +145,61 @@ def test_pool_multiprocessing_api():
         assert pool.map(funcs.add, range(3)) == [0, 1, 2]  # usable after a failure
 
 
+@pytest.mark.timeout(120)
+def test_pool_map_async_and_starmap_async_as_multiprocessing(tmp_path):
+    """F03: map_async / starmap_async were missing (AttributeError)."""
+    import multiprocessing
+
+    with Pool(max_workers=2) as pool:
+        got, errors = [], []
+        res = pool.map_async(funcs.add, range(10), chunksize=3, callback=got.append)
+        assert res.get(timeout=60) == list(range(10)) and res.ready() and res.successful()
+        assert pool.starmap_async(funcs.add, [(1, 2), (3, 4)]).get(timeout=60) == [3, 7]
+        assert pool.map_async(funcs.add, []).get(timeout=10) == []
+        bad = pool.map_async(funcs.boom, ["a", "b"], error_callback=errors.append, chunksize=1)
+        with pytest.raises(ValueError):
+            bad.get(timeout=60)
+        assert not bad.successful() and isinstance(errors[0], ValueError)
+        res.wait(timeout=1)
+        assert got == [list(range(10))]
+        release = str(tmp_path / "release")
+        held = pool.map_async(funcs.wait_for_file, [release])
+        with pytest.raises(multiprocessing.TimeoutError):
+            held.get(timeout=0.2)
+        with pytest.raises(TimeoutError):  # also the builtin one, as futures raise it
+            held.get(timeout=0.1)
+        assert not held.ready()
+        with pytest.raises(ValueError, match="not ready"):
+            held.successful()
+        open(release, "w").close()
+        assert held.get(timeout=60) == [None]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("method", ["imap", "imap_unordered"])
+def test_pool_imap_iterators_have_next_with_a_timeout(tmp_path, method):
+    """F03: imap()/imap_unordered() returned plain generators: no .next(timeout)."""
+    import multiprocessing
+
+    release = str(tmp_path / "release")
+    with Pool(max_workers=2) as pool:
+        it = getattr(pool, method)(funcs.wait_for_file, [release, release], chunksize=1)
+        with pytest.raises(multiprocessing.TimeoutError):
+            it.next(timeout=0.2)
+        open(release, "w").close()
+        assert [it.next(timeout=60), next(it)] == [None, None]
+        with pytest.raises(StopIteration):
+            it.next(timeout=1)
+        assert sorted(getattr(pool, method)(funcs.identity, [0, 1, 2])) == [0, 1, 2]
+    with Pool(max_workers=1) as pool:  # a failing call raises where its result would be; the next still comes
+        it = getattr(pool, method)(funcs.boom, ["x", "y"])
+        for _ in range(2):
+            with pytest.raises(ValueError):
+                it.next(timeout=60)
+        with pytest.raises(StopIteration):
+            next(it)
+
+
 def test_pool_progress_bar(capsys):
     with Pool(max_workers=2, progress=True) as pool:
         assert pool.map(funcs.add, range(20)) == list(range(20))

@@ -104,6 +104,14 @@ ASPECTS = {
         "template": lambda r: template_variables(r)["nice"],
         "flux": lambda r: None if r.priority is None else 16 - flux_jobspec_args(r)["urgency"],
     },
+    # F09: one rule, higher runs sooner: the priority comes back out of every renderer
+    "priority": {
+        "asked": lambda r: r.priority,
+        "sbatch": lambda r: None if r.priority is None else -_int(_flag(_sbatch(r), "--nice")),
+        "template": lambda r: template_variables(r)["priority"],
+        "template nice": lambda r: None if r.priority is None else -template_variables(r)["nice"],
+        "flux": lambda r: None if r.priority is None else flux_jobspec_args(r)["urgency"] - 16,
+    },
 }
 
 CASES = [
@@ -207,6 +215,16 @@ def test_flux_jobspec_args_is_plain_data():
         "duration": 60.5, "urgency": 13, "cwd": "/tmp/x", "shell_options": {"pmi": "pmi2"},
     }  # fmt: skip
     assert flux_jobspec_args(Resources.of({}))["duration"] == 0  # Flux: no limit
+
+
+@pytest.mark.parametrize("priority, nice, urgency", [(None, None, 16), (0, 0, 16), (1, -1, 17), (5, -5, 21), (15, -15, 31),
+                                                     (100, -100, 31), (-3, 3, 13), (-15, 15, 1), (-100, 100, 1)])  # fmt: skip
+def test_priority_is_honoured_in_both_directions(priority, nice, urgency):
+    """F09: priority >= 0 was nice 0 (accepted, not honoured). Now --nice=-priority, and Flux's
+    urgency 16 + priority kept to 1..31 (0 would hold the job for ever)."""
+    res = Resources.of({"priority": priority})
+    assert _int(_flag(_sbatch(res), "--nice")) == nice and template_variables(res)["nice"] == nice
+    assert flux_jobspec_args(res)["urgency"] == urgency
 
 
 def test_a_fraction_of_a_gpu_per_rank_is_never_truncated():
@@ -365,10 +383,14 @@ def test_memory_reaches_a_template_as_a_whole_number_never_less(gigabytes, whole
 
 @pytest.mark.timeout(120)
 def test_test_cluster_executor_says_it_ignores_queue_options(tmp_path):
-    """``partition`` & co. are "passed on to the queue adapter"; a local job has none, and says so."""
+    """``partition`` & co. are passed on to the queue adapter quietly (documented queue keys,
+    F10); a local job has no partition, and the adapter says so."""
+    import warnings
+
     from hpcfutures.api import TestClusterExecutor
 
-    with pytest.warns(UserWarning, match="passed on to the queue adapter"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         exe = TestClusterExecutor(cache_directory=str(tmp_path), resource_dict={"partition": "short"})
     with exe:
         with pytest.warns(UserWarning, match=r"resource_dict\['partition'\] is a queue option; TestClusterExecutor's local jobs ignore it"):
@@ -386,3 +408,16 @@ def test_the_keys_checked_with_the_launcher_are_those_srun_renders():
     base = Resources.of({"cores": 2})
     for key, value in {"cache_key": "k", "retries": 2, "error_log_file": "e.log", "priority": None}.items():
         assert srun_args(Resources.of({"cores": 2, key: value})) == srun_args(base), key
+
+
+def test_a_refused_raised_priority_names_the_remedy_for_each_queue():
+    """F09: a raised priority is what a non-operator (SLURM) or non-owner (Flux) may be refused;
+    the message then names the request and the remedy. Nothing to add for priority <= 0."""
+    from hpcfutures.scheduling.render import raised_priority_remedy
+
+    assert raised_priority_remedy(None, "slurm") is None and raised_priority_remedy(0, "flux") is None
+    assert raised_priority_remedy(-3, "slurm") is None
+    slurm = raised_priority_remedy(5, "slurm")
+    assert "--nice=-5" in slurm and "operator" in slurm and "use priority <= 0" in slurm
+    flux = raised_priority_remedy(5, "flux")
+    assert "urgency 21" in flux and "owner of the Flux instance may ask more than 16" in flux and "use priority <= 0" in flux

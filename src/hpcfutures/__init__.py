@@ -110,6 +110,7 @@ _EXPORTS = {
     "PoolBrokenError": "hpcfutures.errors",
     "RemoteTraceback": "hpcfutures.errors",
     "CacheEntryError": "hpcfutures.cache.entry",
+    "CacheEntryNotFinishedError": "hpcfutures.cache.entry",
     "QueueError": "hpcfutures.batch.queues",
     "AuthenticationError": "hpcfutures.wire.frames",
     "MPIWorldError": "hpcfutures.errors",

@@ -1,6 +1,6 @@
 """Stable API for libraries built on hpcfutures: the link to one worker and its helpers."""
 
-from hpcfutures.cache.entry import CacheEntryError
+from hpcfutures.cache.entry import CacheEntryError, CacheEntryNotFinishedError
 from hpcfutures.batch.queues import QueueError
 from hpcfutures.errors import MPIWorldError, PoolBrokenError, RemoteTraceback, UnsatisfiableRequestError, WorkerCrashedError
 from hpcfutures.executors.cluster_jobs import TestClusterExecutor
@@ -60,6 +60,7 @@ __all__ = [
     "PoolBrokenError",
     "MPIWorldError",
     "CacheEntryError",
+    "CacheEntryNotFinishedError",
     "QueueError",
     "AuthenticationError",
     "ExecutorlibSocketError",

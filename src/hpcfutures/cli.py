@@ -1,6 +1,6 @@
 """``hpcfutures`` on the command line. One command group for now: ``hpcfutures cache``.
 
-    hpcfutures cache list DIR [--status queued|ok|error|unreadable]
+    hpcfutures cache list DIR [--status queued|ok|error|cancelled|unreadable]
     hpcfutures cache show DIR KEY
     hpcfutures cache delete DIR [--key KEY ...] [--status STATUS] [--older-than AGE] [--temporary] [--dry-run]
 

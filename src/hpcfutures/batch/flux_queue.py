@@ -25,7 +25,7 @@ import warnings
 
 from hpcfutures.batch.queues import JobSpec, QueueError
 from hpcfutures.scheduling.job_states import FLUX_STATES, JobState, translate
-from hpcfutures.scheduling.render import flux_jobspec_args
+from hpcfutures.scheduling.render import flux_jobspec_args, raised_priority_remedy
 from hpcfutures.scheduling.resources import Resources
 
 _CLOCK_SKEW = 60.0  # seconds: the job-list query looks back this far before our first submission
@@ -139,7 +139,9 @@ class FluxQueue:
             try:
                 job = flux.job.submit(self._flux(), jobspec, urgency=args["urgency"])
             except OSError as exc:
-                raise QueueError(f"Flux refused the batch job {spec.name}: {exc}") from exc
+                remedy = raised_priority_remedy(spec.resources.get("priority"), "flux")
+                hint = f"\n(if it refused the urgency: {remedy})" if remedy else ""
+                raise QueueError(f"Flux refused the batch job {spec.name}: {exc}{hint}") from exc
         return str(int(job))
 
     def states(self, job_ids: list[str]) -> dict[str, JobState]:

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 
 from hpcfutures.launch.spawn import run_command, spawn
 from hpcfutures.scheduling.job_states import PYSQA_STATES, SLURM_STATES, JobState, translate
-from hpcfutures.scheduling.render import job_step_args, sbatch_lines, template_variables
+from hpcfutures.scheduling.render import job_step_args, raised_priority_remedy, sbatch_lines, template_variables
 from hpcfutures.scheduling.resources import Resources
 
 TYPE_CHECKING = False
@@ -175,7 +175,13 @@ class SlurmQueue:
             warnings.warn(f"resource_dict[{key!r}] is not a job-script option the built-in SLURM adapter knows; ignored", stacklevel=4)
         template = resources.get("submission_template")
         script = _render(template, lines, command, job_name, cwd, {**resources, **extra}, dependencies)
-        return _run(["sbatch", "--parsable"], script).strip().split(";")[0]
+        try:
+            return _run(["sbatch", "--parsable"], script).strip().split(";")[0]
+        except QueueError as exc:
+            remedy = raised_priority_remedy(res.priority, "slurm")
+            if remedy and "nice" in str(exc).lower():
+                raise QueueError(f"{exc}\n{remedy}") from None
+            raise
 
     def states(self, job_ids: list[str]) -> dict[str, JobState]:
         """One ``squeue`` for all ``job_ids`` (the query ``launch.pending`` makes for srun's

@@ -11,6 +11,7 @@ pysqa where ``pysqa_config_directory`` is given).
 
 from __future__ import annotations
 
+from hpcfutures.cache.entry import mark_job_ended
 from hpcfutures.cache.store import CacheStore, check_key, entry_paths, queued_job
 
 
@@ -34,20 +35,24 @@ def _queue_for(kind: str | None, pysqa_config_directory=None, backend: str | Non
     return QUEUES[kind](pysqa_config_directory=pysqa_config_directory)
 
 
-def _queued_job(path: str) -> tuple[str, str | None] | None:
-    """(job id, queue kind) of an entry whose job has not written its result; None otherwise."""
+def _queued_job(path: str) -> tuple[str, str, str | None] | None:
+    """(entry path, job id, queue kind) of an entry whose job has not written its result; None otherwise."""
     record = queued_job(path)
-    return None if record is None else (str(record["job_id"]), record.get("queue"))
+    return None if record is None else (path, str(record["job_id"]), record.get("queue"))
 
 
 def _cancel(found: list, pysqa_config_directory, backend) -> list[str]:
+    """Cancel ``found`` ((entry path, job id, queue kind) each) and mark each entry's job
+    record ended, so the entry reads ``cancelled`` and a later run computes it again."""
     by_kind: dict = {}
-    for job, kind in found:
+    for _path, job, kind in found:
         by_kind.setdefault(kind, []).append(job)
     queues = {kind: _queue_for(kind, pysqa_config_directory, backend) for kind in by_kind}  # refuse before cancelling any
     for kind, jobs in by_kind.items():
         queues[kind].cancel(jobs)
-    return [job for job, _ in found]
+    for path, job, kind in found:
+        mark_job_ended(path, job, kind, "cancelled by terminate_tasks_in_cache")
+    return [job for _path, job, _kind in found]
 
 
 def terminate_tasks_in_cache(cache_directory, pysqa_config_directory=None, backend: str | None = None) -> list[str]:
@@ -94,4 +99,4 @@ def terminate_task_in_cache(cache_directory, cache_key: str, pysqa_config_direct
     if found is None:
         return None
     _cancel([found], pysqa_config_directory, backend)
-    return found[0]
+    return found[1]

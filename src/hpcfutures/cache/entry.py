@@ -50,6 +50,11 @@ class CacheEntryError(ValueError):
     """An entry that cannot be read: written by an unknown format version, or damaged."""
 
 
+class CacheEntryNotFinishedError(CacheEntryError):
+    """An entry without an output: its batch job is queued or running (status ``queued``),
+    or ended without writing one (``cancelled``). The message names the job and what to do."""
+
+
 class Status(str, Enum):
     """The ``status`` of an entry. A ``str`` subclass, so headers stay plain JSON and
     ``Status.OK == "ok"`` holds for code and tools that compare text."""
@@ -58,6 +63,10 @@ class Status(str, Enum):
     OK = "ok"  # the output is the call's result
     ERROR = "error"  # the output is the call's error
     UNREADABLE = "unreadable"  # not stored: what inspection reports for a damaged entry
+    # not stored in a header either: what inspection reports for a ``queued`` entry whose job
+    # record says the job ended without writing the output (``terminate_tasks_in_cache``,
+    # scancel, a crash, the driver's shutdown); a later run computes it again, never serves it
+    CANCELLED = "cancelled"
 
     def __str__(self) -> str:  # the word alone in messages, on every Python version
         return self.value
@@ -137,6 +146,41 @@ def read_job_record(entry_path: str) -> dict | None:
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) and record.get("job_id") else None
+
+
+def mark_job_ended(entry_path: str, job_id: str, queue: str | None, why: str) -> None:
+    """Record that the job of a queued entry ended without writing its output (it was
+    cancelled, or died): the entry then reads as ``Status.CANCELLED`` (``entry_status``),
+    is not followed or cancelled again, and a later run computes it anew. The entry itself
+    is not rewritten: a job that wrote its output after all still wins (its header says so).
+
+    Args:
+        entry_path: the entry's file.
+        job_id: the queue's id of the job.
+        queue: the queue's ``kind``.
+        why: a few words: how the job ended (shown by ``get_future_from_cache``).
+
+    Raises:
+        OSError: the record could not be written.
+    """
+    atomic_write(entry_path + JOB_SUFFIX, json.dumps({"job_id": str(job_id), "queue": queue, "ended": why}))
+
+
+def entry_status(header: dict, record: dict | None) -> "Status | None":
+    """The status of an entry as inspection reports it: the header's, except that a
+    ``queued`` entry whose job record says the job ended is ``Status.CANCELLED``.
+
+    Args:
+        header: the entry's header.
+        record: its job record (``read_job_record``), or None.
+
+    Returns:
+        A ``Status``; None for a header with a missing or unknown status.
+    """
+    status = Status.of(header)
+    if status is Status.QUEUED and record is not None and record.get("ended"):
+        return Status.CANCELLED
+    return status
 
 
 def remove_job_record(entry_path: str) -> None:

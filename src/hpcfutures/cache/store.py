@@ -14,7 +14,7 @@ import warnings
 from collections import deque
 from concurrent.futures import Future
 
-from hpcfutures.cache.entry import SUFFIX, TEMP_MARK, CacheEntryError, EntryReader, Status, make_header, read_job_record, write_entry
+from hpcfutures.cache.entry import SUFFIX, TEMP_MARK, CacheEntryError, CacheEntryNotFinishedError, EntryReader, Status, entry_status, make_header, read_job_record, write_entry
 from hpcfutures.cache.fingerprint import default_key
 from hpcfutures.logs import get_logger
 
@@ -183,7 +183,8 @@ def queued_job(entry_path: str) -> dict | None:
         return None
     if Status.of(header) is not Status.QUEUED:
         return None
-    return read_job_record(entry_path)
+    record = read_job_record(entry_path)
+    return None if record is None or record.get("ended") else record
 
 
 def key_of(cache_directory, path: str) -> str:
@@ -238,7 +239,8 @@ def read_entry(cache_directory, path: str, load: bool = True) -> dict[str, Any]:
                 written=header.get("written"),
             )
             if Status.of(header) is Status.QUEUED:
-                record["queue_id"] = (read_job_record(path) or {}).get("job_id")
+                job = read_job_record(path)
+                record.update(status=str(entry_status(header, job)), queue_id=(job or {}).get("job_id"))
             if not load:
                 return record
             call = reader.input()
@@ -275,17 +277,26 @@ def _size(path: str) -> int | None:
 def get_cache_data(cache_directory) -> list[dict]:
     """One dict per cache entry: ``function`` (the function object), ``input_args``,
     ``input_kwargs``, ``output``, ``error``, ``runtime`` (seconds), ``resource_dict``,
-    ``filename``, ``status`` (``queued``, ``ok``, ``error`` or ``unreadable``;
+    ``filename``, ``status`` (``queued``, ``ok``, ``error``, ``cancelled`` or ``unreadable``;
     ``cache.entry.Status``), ``cache_key``, ``size`` (bytes), ``written`` (a Unix time) and
     ``queue_id`` (for a ``queued`` entry, the id of the batch job that will write the
-    result; None otherwise). ``pandas.DataFrame(get_cache_data(d))`` makes a
-    table of it."""
+    result; for a ``cancelled`` one, the job that ended without writing it; None otherwise).
+    ``pandas.DataFrame(get_cache_data(d))`` makes a table of it.
+
+    Args:
+        cache_directory: the executor's ``cache_directory``.
+
+    Returns:
+        A list of dicts, one per entry, sorted by file name.
+    """
     return [read_entry(cache_directory, path) for path in entry_paths(cache_directory)]
 
 
 def get_future_from_cache(cache_directory, cache_key: str) -> Future:
     """A done future holding the stored result (or the stored exception) of ``cache_key``.
-    ``FileNotFoundError`` when there is no such entry; ``CacheEntryError`` when it cannot be read.
+    ``FileNotFoundError`` when there is no such entry; ``CacheEntryNotFinishedError`` when it
+    holds no output yet (its batch job is queued or running) or never will (the job was
+    cancelled or died); ``CacheEntryError`` when it cannot be read.
 
     Args:
         cache_directory: the folder passed as ``cache_directory`` to the executor.
@@ -296,6 +307,7 @@ def get_future_from_cache(cache_directory, cache_key: str) -> Future:
 
     Raises:
         FileNotFoundError: no entry of that key.
+        CacheEntryNotFinishedError: the entry is ``queued`` or ``cancelled`` (no output).
         CacheEntryError: the entry cannot be read.
         ValueError: a key that is not a relative name.
     """
@@ -305,6 +317,8 @@ def get_future_from_cache(cache_directory, cache_key: str) -> Future:
     except FileNotFoundError:
         raise FileNotFoundError(f"no cache entry {cache_key!r} in {os.fspath(cache_directory)!r} (looked for {path})") from None
     with reader:
+        if not Status.of(reader.header) or not Status.of(reader.header).finished:
+            _not_finished(cache_directory, cache_key, reader.header, read_job_record(path))
         reply = reader.output()
     future: Future = Future()
     if isinstance(reply, dict) and "result" in reply:
@@ -314,3 +328,23 @@ def get_future_from_cache(cache_directory, cache_key: str) -> Future:
 
         future.set_exception(rebuild(reply) if isinstance(reply, dict) and "error" in reply else CacheEntryError(f"{path}: no result stored"))
     return future
+
+
+def _not_finished(cache_directory, cache_key: str, header: dict, record: dict | None) -> None:
+    """Raise the error for an entry without an output, saying why and what to do."""
+    status = entry_status(header, record)
+    where = f"cache entry {cache_key!r} in {os.fspath(cache_directory)!r}"
+    job = f"job {record['job_id']} ({record.get('queue') or 'queue not recorded'})" if record else None
+    if status is Status.CANCELLED:
+        raise CacheEntryNotFinishedError(
+            f"{where} has no result: its {job} ended without writing one ({record['ended']}); "
+            "submit the call again with the same cache_directory and cache_key to compute it"
+        )
+    if status is Status.QUEUED:
+        running = f"its {job} has not written it yet" if job else "its batch job has not been given an id yet"
+        raise CacheEntryNotFinishedError(
+            f"{where} has no result yet (status queued): {running}; wait for the job to end, or submit the "
+            "call again with the same cache_directory and cache_key to get a future that follows the job "
+            "(terminate_task_in_cache cancels it)"
+        )
+    raise CacheEntryError(f"{where} has status {header.get('status')!r}, which this hpcfutures does not know")

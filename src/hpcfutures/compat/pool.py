@@ -1,19 +1,31 @@
 """pympipool's ``Pool`` and ``MPISpawnPool``: the ``multiprocessing.pool.Pool`` interface
-(``map``, ``starmap``, ``imap``, ``imap_unordered``, ``apply``, ``apply_async``) over warm
-workers. Results come back in input order (``imap_unordered``: as they finish); the first
-failing call's exception is raised by ``map``/``starmap``, as multiprocessing does."""
+(``map``, ``starmap``, ``map_async``, ``starmap_async``, ``imap``, ``imap_unordered``,
+``apply``, ``apply_async``) over warm workers. Results come back in input order
+(``imap_unordered``: as they finish); the first failing call's exception is raised by
+``map``/``starmap``, as multiprocessing does; a wait that runs out raises
+``multiprocessing.TimeoutError`` (``PoolTimeoutError``, also a builtin ``TimeoutError``)."""
 
 from __future__ import annotations
 
-from concurrent.futures import as_completed
+import multiprocessing
+import queue
+import threading
+from collections import deque
+from concurrent.futures import Future, as_completed
+from concurrent.futures import wait as wait_futures
 
 from hpcfutures.compat.backend_switches import refuse_missing_backends, warm_pool_class
-from hpcfutures.executors.mapping import auto_chunksize, submit_chunks, take_partial
+from hpcfutures.executors.mapping import auto_chunksize, check_chunksize, submit_chunks, take_partial
 from hpcfutures.worker.pool_calls import call_with_comm, run_chunk
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterable, Iterator
+
+
+class PoolTimeoutError(multiprocessing.TimeoutError, TimeoutError):
+    """A result not there in time: ``multiprocessing.TimeoutError``, as a ``Pool`` of
+    ``multiprocessing`` raises it, and a builtin ``TimeoutError`` as futures raise it."""
 
 
 class AsyncResult:
@@ -42,9 +54,22 @@ class AsyncResult:
             future.add_done_callback(done)
 
     def get(self, timeout: float | None = None):
-        """The result (or raise the call's exception); ``timeout`` in seconds, ``None``:
-        wait as long as it takes. Raises ``TimeoutError`` when it is not there in time."""
-        return self._future.result(timeout)
+        """The result (or raise the call's exception).
+
+        Args:
+            timeout: seconds to wait; ``None``: as long as it takes.
+
+        Returns:
+            The call's result (``map_async``: the list of results in input order).
+
+        Raises:
+            PoolTimeoutError: not there in time (``multiprocessing.TimeoutError``).
+            Exception: the call's exception.
+        """
+        wait_futures([self._future], timeout)
+        if not self._future.done():
+            raise PoolTimeoutError(f"no result within {timeout} s")
+        return self._future.result()
 
     def wait(self, timeout: float | None = None) -> None:
         """Wait until the call ended, at most ``timeout`` seconds (``None``: no limit)."""
@@ -65,6 +90,79 @@ class AsyncResult:
         if not self._future.done():
             raise ValueError(f"{self!r} not ready")
         return not self._future.cancelled() and self._future.exception() is None
+
+
+class IMapIterator:
+    """What ``imap`` and ``imap_unordered`` return, as in ``multiprocessing``: an iterator
+    whose ``next(timeout)`` raises ``PoolTimeoutError`` (``multiprocessing.TimeoutError``)
+    when the next result is not there in time. A failing call raises its exception where
+    its result would be; iterating on goes on with the calls after it (the items after the
+    failing one in its chunk are lost, as in ``multiprocessing`` with ``chunksize > 1``).
+
+    Args:
+        futures: one future per chunk, in input order.
+        items_of: a done chunk future -> (its results, its exception or None).
+        ordered: results in input order (``imap``) or as chunks finish (``imap_unordered``).
+    """
+
+    def __init__(self, futures: list, items_of, ordered: bool):
+        self._items_of = items_of
+        self._buffer: deque = deque()
+        self._error: BaseException | None = None
+        self._left = len(futures)
+        self._lock = threading.Lock()
+        self._pending: deque = deque(futures) if ordered else deque()
+        self._done: queue.Queue | None = None
+        if not ordered:
+            self._done = queue.Queue()
+            for future in futures:
+                future.add_done_callback(self._done.put)
+
+    def __iter__(self) -> "IMapIterator":
+        return self
+
+    def __next__(self):
+        return self.next()
+
+    def next(self, timeout: float | None = None):
+        """The next result.
+
+        Args:
+            timeout: seconds to wait for it; ``None``: as long as it takes.
+
+        Returns:
+            The next result.
+
+        Raises:
+            PoolTimeoutError: it is not there in time (the iterator stays usable).
+            StopIteration: no results left.
+            Exception: the exception of the call whose result is next.
+        """
+        with self._lock:
+            while True:
+                if self._buffer:
+                    return self._buffer.popleft()
+                if self._error is not None:
+                    error, self._error = self._error, None
+                    raise error
+                if self._left == 0:
+                    raise StopIteration
+                future = self._next_done(timeout)
+                self._left -= 1
+                items, self._error = self._items_of(future)
+                self._buffer.extend(items)
+
+    def _next_done(self, timeout: float | None):
+        if self._done is None:
+            future = self._pending[0]
+            wait_futures([future], timeout)
+            if not future.done():
+                raise PoolTimeoutError(f"no result within {timeout} s")
+            return self._pending.popleft()
+        try:
+            return self._done.get(timeout=timeout)
+        except queue.Empty:
+            raise PoolTimeoutError(f"no result within {timeout} s") from None
 
 
 class Pool:
@@ -165,7 +263,43 @@ class Pool:
         """
         return self._ordered(func, [tuple(args) for args in iterable], chunksize, star=True, progress=progress)
 
-    def imap(self, func: Callable, iterable: Iterable, chunksize: int = 1) -> Iterator:
+    def map_async(self, func: Callable, iterable: Iterable, chunksize: int | None = None, callback=None, error_callback=None) -> AsyncResult:
+        """As ``map``, without waiting (``multiprocessing``'s ``map_async``).
+
+        Args:
+            func: a function of one argument.
+            iterable: its arguments.
+            chunksize: items per message (default: about four chunks per worker).
+            callback: called with the list of results once every call succeeded.
+            error_callback: called with the first failing call's exception.
+
+        Returns:
+            An ``AsyncResult``; ``get()`` gives the results in input order.
+
+        Raises:
+            ValueError: a ``chunksize`` that is not None or an int >= 1.
+        """
+        return self._async(func, list(iterable), chunksize, False, callback, error_callback)
+
+    def starmap_async(self, func: Callable, iterable: Iterable, chunksize: int | None = None, callback=None, error_callback=None) -> AsyncResult:
+        """As ``starmap``, without waiting (``multiprocessing``'s ``starmap_async``).
+
+        Args:
+            func: the function.
+            iterable: tuples of its arguments.
+            chunksize: items per message (default: about four chunks per worker).
+            callback: called with the list of results once every call succeeded.
+            error_callback: called with the first failing call's exception.
+
+        Returns:
+            An ``AsyncResult``; ``get()`` gives the results in input order.
+
+        Raises:
+            ValueError: a ``chunksize`` that is not None or an int >= 1.
+        """
+        return self._async(func, [tuple(args) for args in iterable], chunksize, True, callback, error_callback)
+
+    def imap(self, func: Callable, iterable: Iterable, chunksize: int = 1) -> IMapIterator:
         """As ``map``, lazily: an iterator of the results in input order (all calls are
         submitted at once).
 
@@ -175,12 +309,15 @@ class Pool:
             chunksize: items per message.
 
         Returns:
-            An iterator; it raises a failing call's exception when it reaches that call.
-        """
-        for future in self._submit_chunks(func, list(iterable), chunksize, star=False):
-            yield from self._chunk_results(future)
+            An ``IMapIterator`` (``next(timeout)`` as in ``multiprocessing``); it raises a
+            failing call's exception when it reaches that call.
 
-    def imap_unordered(self, func: Callable, iterable: Iterable, chunksize: int = 1) -> Iterator:
+        Raises:
+            ValueError: a ``chunksize`` that is not an int >= 1.
+        """
+        return IMapIterator(self._submit_chunks(func, list(iterable), chunksize, star=False), self._items_of, ordered=True)
+
+    def imap_unordered(self, func: Callable, iterable: Iterable, chunksize: int = 1) -> IMapIterator:
         """As ``imap``, the results in the order they finish (per chunk).
 
         Args:
@@ -189,10 +326,12 @@ class Pool:
             chunksize: items per message.
 
         Returns:
-            An iterator of the results as they finish.
+            An ``IMapIterator`` of the results as they finish.
+
+        Raises:
+            ValueError: a ``chunksize`` that is not an int >= 1.
         """
-        for future in as_completed(self._submit_chunks(func, list(iterable), chunksize, star=False)):
-            yield from self._chunk_results(future)
+        return IMapIterator(self._submit_chunks(func, list(iterable), chunksize, star=False), self._items_of, ordered=False)
 
     def apply(self, func: Callable, args: tuple = (), kwds: dict | None = None) -> Any:
         """``func(*args, **kwds)`` on a worker, waiting for its result.
@@ -242,8 +381,7 @@ class Pool:
 
     # -- internals ------------------------------------------------------------------
     def _submit_chunks(self, func, items: list, chunksize: int | None, star: bool) -> list:
-        if chunksize is not None and (not isinstance(chunksize, int) or isinstance(chunksize, bool) or chunksize < 1):
-            raise ValueError(f"chunksize must be None (automatic) or an int >= 1, got {chunksize!r}")
+        check_chunksize(chunksize)
         size = chunksize or auto_chunksize(len(items), self._workers)
         return submit_chunks(self._executor.submit, run_chunk, func, items, size, star)[0]
 
@@ -258,6 +396,39 @@ class Pool:
 
     def _unwrap(self, chunk_result) -> list:
         return chunk_result
+
+    def _items_of(self, future) -> tuple:
+        """(the results, the exception or None) of a done chunk future."""
+        try:
+            result = future.result()
+        except BaseException as exc:
+            return list(take_partial(exc)), exc
+        return list(self._unwrap(result)), None
+
+    def _async(self, func, items: list, chunksize, star: bool, callback, error_callback) -> AsyncResult:
+        futures = self._submit_chunks(func, items, chunksize, star)
+        whole: Future = Future()
+        whole.set_running_or_notify_cancel()
+        left = [len(futures)]
+        lock = threading.Lock()
+
+        def one_done(_future) -> None:
+            with lock:
+                left[0] -= 1
+                if whole.done():
+                    return
+                error = next((e for _, e in map(self._items_of, [f for f in futures if f.done()]) if e is not None), None)
+                if error is not None:  # the first failure ends it, as in multiprocessing
+                    whole.set_exception(error)
+                    return
+                if left[0] == 0:
+                    whole.set_result([item for f in futures for item in self._items_of(f)[0]])
+
+        if not futures:
+            whole.set_result([])
+        for future in futures:
+            future.add_done_callback(one_done)
+        return AsyncResult(whole, callback, error_callback)
 
     def _ordered(self, func, items: list, chunksize: int | None, star: bool, progress: bool | None) -> list:
         futures = self._submit_chunks(func, items, chunksize, star)

@@ -24,7 +24,7 @@ import os
 import threading
 import time
 
-from hpcfutures.cache.entry import EntryReader, Status, make_header, remove_job_record, write_entry, write_job_record
+from hpcfutures.cache.entry import EntryReader, Status, make_header, mark_job_ended, read_job_record, remove_job_record, write_entry, write_job_record
 from hpcfutures.cache.store import queued_job
 from hpcfutures.batch.queues import JobSpec, file_task_command
 from hpcfutures.scheduling.job_states import JobState, translate
@@ -302,7 +302,7 @@ class JobEngine(EngineDefaults):
             self._state.pop(job, None)
             self._cond.notify_all()
         if path is not None:  # the job is over: nothing to follow or cancel any more
-            remove_job_record(path)
+            _record_end(path, job, getattr(self.queue, "kind", None), reply)
         forget = getattr(self.queue, "forget", None)
         if forget is not None:  # e.g. local processes, reaped once they end
             forget([job])
@@ -386,3 +386,24 @@ def _ended_without_result(job: str, state: JobState, entry_path: str | None) -> 
     if not tail:
         return f"{message}; its log file {log} is empty"
     return f"{message}; the last lines of its log file {log}:\n{tail}"
+
+
+def _record_end(path: str, job: str, kind, reply) -> None:
+    """The job of ``path`` is over: drop its job record where the entry holds the output;
+    otherwise (cancelled, crashed, refused) mark it ended, so the entry reads ``cancelled``
+    and a later run computes it again."""
+    try:
+        with EntryReader(path) as reader:
+            finished = bool(Status.of(reader.header) and Status.of(reader.header).finished)
+    except (OSError, ValueError):
+        finished = False
+    if finished:
+        remove_job_record(path)
+        return
+    if (read_job_record(path) or {}).get("ended"):  # marked already (terminate_tasks_in_cache): its words stay
+        return
+    why = f"{type(reply).__name__}: {reply}" if isinstance(reply, BaseException) else "ended"
+    try:
+        mark_job_ended(path, job, kind, why.splitlines()[0][:300])
+    except OSError:
+        remove_job_record(path)

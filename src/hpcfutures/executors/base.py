@@ -17,7 +17,7 @@ import weakref
 from concurrent.futures import Executor, Future
 
 from hpcfutures.engines.outcome import cancel_unstarted, fail_unstarted, settle
-from hpcfutures.executors.mapping import auto_chunksize, ordered_results, submit_chunks
+from hpcfutures.executors.mapping import auto_chunksize, check_chunksize, ordered_results, submit_chunks
 from hpcfutures.scheduling.dependencies import find_futures, propagate, substitute, when_all_done
 from hpcfutures.scheduling.futures import TaskFuture
 from hpcfutures.scheduling.resources import check_seconds, merge, validate
@@ -346,8 +346,7 @@ class BaseExecutor(Executor):
             TypeError: ``timeout`` is not a number or None.
             ImportError: ``progress`` without tqdm installed (before anything is submitted).
         """
-        if chunksize is not None and (not isinstance(chunksize, int) or isinstance(chunksize, bool) or chunksize < 1):
-            raise ValueError(f"chunksize must be None (automatic) or an int >= 1, got {chunksize!r}")
+        check_chunksize(chunksize)
         # a negative timeout is already over, as in concurrent.futures; NaN or infinity would
         # fail only when the first result is awaited, after every call was submitted
         check_seconds(timeout, "map(timeout=...)", lowest=None, none_ok=True)
@@ -522,10 +521,16 @@ class BaseExecutor(Executor):
     @property
     def info(self) -> dict | None:
         """The executor's settings (``max_workers`` as it is now), or ``None`` once
-        ``shutdown()`` was called, as in executorlib."""
+        ``shutdown()`` was called, as in executorlib.
+
+        Returns:
+            A new dict: the constructor's parameters, ``resource_dict`` (the executor-level
+            defaults), and, as executorlib has them, those defaults' keys at the top level
+            too (``cores``, ``cwd``, ``threads_per_core``, ...; a parameter of the same name wins).
+        """
         if self._shutdown:
             return None
-        return dict(self._info, max_workers=self.max_workers)
+        return flat_info(dict(self._info, max_workers=self.max_workers))
 
     @property
     def max_workers(self) -> int | None:
@@ -549,6 +554,19 @@ class BaseExecutor(Executor):
             raise RuntimeError(f"cannot change max_workers of a {type(self).__name__} after shutdown()")
         self._engine.resize(n)
         self._info["max_workers"] = n
+
+
+def flat_info(info: dict) -> dict:
+    """``info`` with its ``resource_dict``'s keys also at the top level, as executorlib's
+    ``exe.info`` has them (``exe.info["cores"]``); a top-level key of the same name wins.
+
+    Args:
+        info: the executor's settings, with ``resource_dict``.
+
+    Returns:
+        A new dict.
+    """
+    return {**(info.get("resource_dict") or {}), **info}
 
 
 def _succeeded(future: Future) -> bool:

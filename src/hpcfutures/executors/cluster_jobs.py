@@ -17,7 +17,7 @@ import weakref
 
 from hpcfutures.engines.outcome import settle
 from hpcfutures.executors.backends import SRUN
-from hpcfutures.executors.base import BaseExecutor, _succeeded, graph_mode
+from hpcfutures.executors.base import BaseExecutor, _succeeded, flat_info, graph_mode
 from hpcfutures.executors.launched import LaunchedExecutor
 from hpcfutures.scheduling.dependencies import propagate, upstream_error
 from hpcfutures.scheduling.honoured import LOCAL_JOBS, SBATCH, refuse_unhonoured
@@ -83,6 +83,9 @@ class _FileJobExecutor(BaseExecutor):
             "wait": wait,
             "disable_dependencies": disable_dependencies,
             "refresh_rate": refresh_rate,
+            # executorlib's names: the queue, and the defaults every job gets
+            "backend": getattr(getattr(engine, "queue", None), "kind", None),
+            "executor_kwargs": dict(defaults),
             **info_extra,
         }
         super().__init__(engine, defaults, None, info, disable_dependencies=disable_dependencies)
@@ -438,7 +441,7 @@ class _WarmSlurmCluster(SlurmClusterExecutor):
     @property
     def info(self) -> dict | None:
         info = self._inner.info
-        return None if info is None else dict(info, wait=self._wait, pysqa_config_directory=None)
+        return None if info is None else flat_info(dict(info, wait=self._wait, pysqa_config_directory=None))
 
     @property
     def max_workers(self) -> int:

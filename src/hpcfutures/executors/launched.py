@@ -214,6 +214,8 @@ class LaunchedExecutor(BaseExecutor):
             "export_workflow_filename": export_workflow_filename,
             **launcher_options,
         }
+        if backend.name == "srun":  # executorlib's SlurmJobExecutor lists its srun arguments
+            info["slurm_cmd_args"] = list(defaults.get("slurm_cmd_args") or [])
         super().__init__(engine, defaults, max_cores, info, disable_dependencies=disable_dependencies)
         self._launcher = launcher
         self._unclosed = launcher  # closed at shutdown, once

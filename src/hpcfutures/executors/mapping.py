@@ -41,6 +41,27 @@ PARTIAL_ATTR = "_hpcfutures_done"
 _WALKED = (Future, list, tuple, dict)  # argument types whose insides may hold futures
 
 
+def check_chunksize(chunksize) -> None:
+    """Refuse a ``chunksize`` that is not None or an int >= 1 (as ``ProcessPoolExecutor``
+    refuses one below 1). executorlib ignored ``chunksize`` altogether; hpcfutures uses it,
+    so a value it cannot use is an error rather than silently something else
+    (docs/migrating.md).
+
+    Args:
+        chunksize: the value given to ``map``/``starmap``/``imap``.
+
+    Raises:
+        ValueError: 0, a negative, a float (even ``2.0``), a str, a bool, ...; the message
+            says what is accepted.
+    """
+    if chunksize is not None and (not isinstance(chunksize, int) or isinstance(chunksize, bool) or chunksize < 1):
+        raise ValueError(
+            f"chunksize must be None (automatic) or an int >= 1, got {chunksize!r}; "
+            "executorlib ignored chunksize, hpcfutures sends that many items per message: "
+            "pass an int such as 1, or leave it out"
+        )
+
+
 def auto_chunksize(n_items: int, workers: int) -> int:
     """Items per message for a warm pool: about four chunks per worker.
 

@@ -31,7 +31,7 @@ from hpcfutures.errors import UnsatisfiableRequestError, WorkerCrashedError
 from hpcfutures.launch.handle import MAY_QUEUE, Launcher, WorkerHandle, exit_words, with_stderr_tail
 from hpcfutures.launch.mpi import mpi4py_family, require_mpi4py
 from hpcfutures.launch.process import STDERR_TAIL, _partial_mark
-from hpcfutures.scheduling.render import flux_jobspec_args
+from hpcfutures.scheduling.render import FLUX_DEFAULT_URGENCY, flux_jobspec_args, raised_priority_remedy
 from hpcfutures.scheduling.resources import Resources
 from hpcfutures.wire.replies import REPORT_MARK
 
@@ -235,7 +235,9 @@ class FluxJob(WorkerHandle):
             self._close_fds()
             if outdir:
                 shutil.rmtree(outdir, ignore_errors=True)
-            raise WorkerCrashedError(f"Flux refused the job ({' '.join(self.argv[:3])} ...): {exc}") from exc
+            remedy = raised_priority_remedy(urgency - FLUX_DEFAULT_URGENCY, "flux")
+            hint = f"\n(if it refused the urgency: {remedy})" if remedy else ""
+            raise WorkerCrashedError(f"Flux refused the job ({' '.join(self.argv[:3])} ...): {exc}{hint}") from exc
         self.pid = int(self.jobid)  # for the engines' logs: a job id, not a process
         self.name = JobID(self.jobid).f58
         self.label = f"Flux job {self.name}"

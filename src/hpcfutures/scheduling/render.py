@@ -57,9 +57,11 @@ def _whole_gpus(res: Resources):
 
 
 def _nice(res: Resources):
-    # priority: higher runs sooner. SLURM's --nice lowers a job's priority, and raising it
-    # (a negative nice) needs an operator, so a priority >= 0 is the default nice 0
-    return None if res.priority is None else max(0, -int(res.priority))
+    # THE priority rule, for every backend: higher runs sooner, 0 is the queue's default.
+    # SLURM: --nice=-priority (a negative nice raises a job's priority; sbatch refuses it to a
+    # user who is not an operator, and batch.queues turns that refusal into a QueueError that
+    # says so). Flux: urgency = 16 + priority, kept to 1..31 (flux_urgency).
+    return None if res.priority is None else -int(res.priority)
 
 
 SLURM_OPTIONS = (
@@ -218,8 +220,49 @@ def mpiexec_args(res: Resources, family: str) -> list[str]:
     return ["-n", str(res.ranks), *(["--oversubscribe"] if res.oversubscribe and family == "openmpi" else [])]
 
 
-# Flux's urgency: 0 (held) to 31 (expedite); 16 is the default and the most a user may ask
+# Flux's urgency: 0 (held) to 31 (expedite); 16 is the default and the most a user who does
+# not own the instance may ask (Flux refuses more, which reaches the user as a QueueError)
 FLUX_DEFAULT_URGENCY = 16
+FLUX_MOST_URGENCY = 31
+
+
+def raised_priority_remedy(priority, backend: str) -> str | None:
+    """What to tell a user whose queue refused a raised priority (SLURM: a negative nice
+    from a non-operator; Flux: an urgency above 16 from a non-owner); None where the
+    priority did not raise anything.
+
+    Args:
+        priority: the task's ``priority``.
+        backend: ``"slurm"`` or ``"flux"``.
+
+    Returns:
+        A sentence naming the request and the remedy, or None.
+    """
+    if priority is None or priority <= 0:
+        return None
+    if backend == "flux":
+        asked = f"urgency {flux_urgency(Resources.of({'priority': priority}))}"
+        who = "only the owner of the Flux instance may ask more than 16"
+        other = "or run inside your own instance (flux alloc / flux batch)"
+    else:
+        asked = f"--nice={-int(priority)}"
+        who = "only a SLURM operator may set a negative nice"
+        other = "or ask your SLURM administrator for operator rights"
+    return f"priority={priority} asks for {asked}, and {who}: use priority <= 0 (a negative priority lowers this job below your others), {other}"
+
+
+def flux_urgency(res: Resources) -> int:
+    """Flux's urgency for ``res.priority`` (the rule of ``_nice``, in Flux's words).
+
+    Args:
+        res: the resources; ``priority`` None is Flux's default.
+
+    Returns:
+        ``16 + priority`` kept to 1..31: never 0, which holds a job for ever (its future
+        would never end).
+    """
+    nice = _nice(res)
+    return FLUX_DEFAULT_URGENCY if nice is None else min(FLUX_MOST_URGENCY, max(1, FLUX_DEFAULT_URGENCY - nice))
 
 
 def flux_jobspec_args(res: Resources) -> dict:
@@ -229,13 +272,12 @@ def flux_jobspec_args(res: Resources) -> dict:
         ``num_tasks`` (ranks), ``cores_per_task`` (threads per rank), ``gpus_per_task``,
         ``num_nodes`` (None: Flux's choice), ``exclusive``, ``duration`` (seconds, as
         given: Flux counts seconds, so nothing is rounded; 0 means no limit), ``urgency``
-        (priority as SLURM's nice: ``16 - max(0, -priority)``, at least 1), ``cwd``
+        (``16 + priority`` kept to 1..31, ``flux_urgency``), ``cwd``
         (absolute or None), ``shell_options`` (``{"pmi": ...}`` when a PMI is chosen).
 
     Raises:
         ValueError: GPUs per rank that are not whole.
     """
-    nice = _nice(res)
     return {
         "num_tasks": res.ranks,
         "cores_per_task": res.threads_per_rank,
@@ -243,7 +285,7 @@ def flux_jobspec_args(res: Resources) -> dict:
         "num_nodes": res.nodes,
         "exclusive": res.exclusive,
         "duration": 0 if res.time_limit is None else res.time_limit,
-        "urgency": FLUX_DEFAULT_URGENCY if nice is None else max(1, FLUX_DEFAULT_URGENCY - nice),
+        "urgency": flux_urgency(res),
         "cwd": res.cwd,
         "shell_options": {"pmi": res.pmi} if res.pmi else {},
     }

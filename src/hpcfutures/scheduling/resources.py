@@ -78,8 +78,9 @@ _RANGES = {
     "retries": (0, True, None),
 }
 
-# keys the queued-job executors hand to their queue adapter (with a warning, as they are not
-# hpcfutures' own), checked all the same: a value the job script cannot render is refused now
+# keys the queued-job executors hand to their queue adapter (without a warning: they are
+# documented, and an adapter that cannot render one warns itself), checked all the same: a
+# value the job script cannot render is refused now
 QUEUE_KEYS: dict[str, tuple[tuple, str]] = {
     "partition": ((str,), "a str"),
     "account": ((str,), "a str"),
@@ -103,8 +104,8 @@ def validate(resource_dict: dict | None, where: str, allowed: Iterable[str] | No
         resource_dict: the dict given (None: empty).
         where: where it was given, for the messages (``"submit()"``, ...).
         allowed: the keys this executor takes (default: every key of ``KEYS``).
-        pass_unknown: keys this table does not know (``partition``, ``memory_max``, ...) are
-            kept for a queue adapter, with a warning; those of ``QUEUE_KEYS`` are checked.
+        pass_unknown: keys this table does not know are kept for a queue adapter: those of
+            ``QUEUE_KEYS`` (``partition``, ``memory_max``, ...) are checked, others warned about.
 
     Returns:
         A copy of ``resource_dict``.
@@ -123,10 +124,15 @@ def validate(resource_dict: dict | None, where: str, allowed: Iterable[str] | No
     if unknown and pass_unknown:
         import warnings
 
-        warnings.warn(
-            f"{where}: resource_dict key(s) {unknown} are not hpcfutures keys; passed on to the queue adapter",
-            stacklevel=3,
-        )
+        # the queue keys (QUEUE_KEYS: documented, rendered by the built-in adapters) are
+        # expected here; only a key nothing knows (a typo, an adapter's own) is warned about
+        strange = [key for key in unknown if key not in QUEUE_KEYS]
+        if strange:
+            warnings.warn(
+                f"{where}: resource_dict key(s) {strange} are not hpcfutures keys; passed on to the queue adapter "
+                f"(the queue keys hpcfutures knows: {sorted(QUEUE_KEYS)})",
+                stacklevel=3,
+            )
         known = validate({k: v for k, v in resource_dict.items() if k not in unknown}, where, allowed)
         for key in unknown:
             _check_queue_key(key, resource_dict[key], where)
