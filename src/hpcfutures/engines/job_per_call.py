@@ -273,7 +273,14 @@ class JobEngine(EngineDefaults):
                 self._resubmit(job, task, after)
                 continue
             log = self._paths.get(job) if getattr(self.queue, "writes_log", True) else None
-            crashed = WorkerCrashedError(_ended_without_result(job, state, log))
+            if state is JobState.TIMEOUT:  # stopped at its time limit: one exception type for every queue
+                limit = task.resources.get("run_time_max")
+                crashed = TimeoutError(
+                    f"the task {task.name}() ran longer than run_time_max={limit} s and was stopped "
+                    f"({_ended_without_result(job, state, log)}); raise resource_dict['run_time_max']"
+                )
+            else:
+                crashed = WorkerCrashedError(_ended_without_result(job, state, log))
             _log.warning("%s", crashed)
             self._finish(job, task, crashed)
 
