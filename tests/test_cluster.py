@@ -168,6 +168,48 @@ def test_terminate_tasks_in_cache(tmp_path):
     exe.shutdown()
 
 
+@pytest.mark.slurm
+@pytest.mark.timeout(300)
+def test_rerun_after_cancelled_jobs_makes_the_dependent_wait_for_the_new_upstream_job(tmp_path):
+    """F03: after run 1's jobs were cancelled, run 2 resubmits a (new job id) and b; b's afterok must name a's NEW job, not the
+    cancelled one of run 1 (which sbatch accepts, so b would not wait for the new a)."""
+    cache, release = str(tmp_path / "cache"), str(tmp_path / "release")
+    script = tmp_path / "run1.py"  # run 1 in its own process: it leaves (wait=False) and is gone
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import time
+            import funcs
+            from conftest import wait_until
+            from hpcfutures import SlurmClusterExecutor
+            with SlurmClusterExecutor(cache_directory={cache!r}, wait=False) as exe:
+                a = exe.submit(funcs.wait_for_file, {release!r}, 8)
+                b = exe.submit(funcs.add, a, 100)
+                assert wait_until(lambda: exe.job_id(a) and exe.job_id(b), 60)
+                print(exe.job_id(a), exe.job_id(b))
+            """
+        )
+    )
+    run1 = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert run1.returncode == 0, run1.stderr
+    old = set(run1.stdout.split())
+    assert len(old) == 2
+    # cancelled from outside (not by terminate_tasks_in_cache, which marks the entries): run 2
+    # follows the recorded jobs, finds them ended without a result and submits them again
+    subprocess.run(["scancel", *sorted(old)], check=True, timeout=30)
+    assert wait_until(lambda: all(_squeue_states().get(j) in ("CANCELLED", None) for j in old), 60)
+    with SlurmClusterExecutor(cache_directory=cache) as second:
+        a = second.submit(funcs.wait_for_file, release, 8)
+        b = second.submit(funcs.add, a, 100)
+        assert wait_until(lambda: second.job_id(a) not in old | {None} and second.job_id(b) not in old | {None}, 60)
+        dependency = subprocess.run(
+            ["squeue", "-h", "-j", second.job_id(b), "-o", "%E"], capture_output=True, text=True, timeout=30
+        ).stdout
+        assert second.job_id(a) in dependency and not any(j in dependency for j in old), dependency
+        open(release, "w").close()
+        assert b.result(timeout=120) == 108
+
+
 def test_test_cluster_executor_runs_the_file_path_locally(tmp_path):
     calls, cache = str(tmp_path / "calls"), str(tmp_path / "cache")
     with TestClusterExecutor(cache_directory=cache) as exe:

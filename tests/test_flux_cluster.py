@@ -127,6 +127,44 @@ def test_terminate_tasks_in_cache(tmp_path, no_jobs_left):
     exe.shutdown()
 
 
+def test_rerun_after_cancelled_jobs_resubmits_the_dependent_after_the_new_upstream_job(tmp_path, no_jobs_left):
+    """F03: after run 1's jobs were cancelled, run 2 resubmits a under a new id; b (submitted again too) depends on that new id
+    — Flux refused the old, cancelled one, so b's future failed although a succeeded."""
+    from hpcfutures import terminate_tasks_in_cache
+
+    cache, release = str(tmp_path / "cache"), str(tmp_path / "release")
+    script = tmp_path / "run1.py"  # run 1 in its own process: it leaves (wait=False) and is gone
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import time
+            import funcs
+            from conftest import wait_until
+            from hpcfutures import FluxClusterExecutor
+            with FluxClusterExecutor(cache_directory={cache!r}, wait=False) as exe:
+                a = exe.submit(funcs.wait_for_file, {release!r}, 8)
+                b = exe.submit(funcs.add, a, 100)
+                assert wait_until(lambda: exe._engine.pending(a) and exe._engine.pending(b), 60)
+                print(exe._engine.pending(a)[0], exe._engine.pending(b)[0])
+            """
+        )
+    )
+    run1 = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert run1.returncode == 0, run1.stderr
+    old = set(run1.stdout.split())
+    assert len(old) == 2
+    # cancelled from outside (not by terminate_tasks_in_cache, which marks the entries): run 2
+    # follows the recorded jobs, finds them ended without a result and submits them again
+    subprocess.run(["flux", "cancel", *sorted(old)], check=True, timeout=30)
+    with cluster(cache_directory=cache) as second:
+        a = second.submit(funcs.wait_for_file, release, 8)
+        b = second.submit(funcs.add, a, 100)
+        renewed = lambda f: (second._engine.pending(f) or [None])[0] not in old | {None}  # noqa: E731
+        assert wait_until(lambda: renewed(a) and renewed(b), 60)
+        open(release, "w").close()
+        assert b.result(timeout=120) == 108 and a.result(timeout=60) == 8
+
+
 def test_reconnect_after_the_driver_exits(tmp_path, no_jobs_left):
     cache, calls = str(tmp_path / "cache"), str(tmp_path / "calls")
     script = tmp_path / "driver.py"

@@ -72,6 +72,8 @@ class JobEngine(EngineDefaults):
         self._by_future: dict = {}  # future -> (job id, entry path), while the job is pending
         self._poller: threading.Thread | None = None
         self._adopted: dict[str, list] = {}  # job id from an earlier run -> its dependencies
+        self._renamed: dict[str, str] = {}  # an earlier run's job id -> the job that runs it again
+        self._adopt_lock = threading.RLock()  # an adopted job is checked (and resubmitted) by one thread
         self._query_soon = False
         self._stopping = False
 
@@ -90,7 +92,7 @@ class JobEngine(EngineDefaults):
         try:
             adopted = self._adopt(task, path, after or [])
             if not adopted:
-                self._submit(task, key, path, after or [])
+                self._submit(task, key, path, self._current(after or []))
         except BaseException as exc:  # refused by the scheduler, no sbatch, ...
             task.cache = None
             if task.start():
@@ -132,6 +134,45 @@ class JobEngine(EngineDefaults):
             _log_size(job, "input", len(task.payload))
         _log.info("job %s submitted for %s()%s", job, task.name, f" after {','.join(map(str, after))}" if after else "")
         self._track(task, job, path)
+        return job
+
+    def _current(self, after: list) -> list:
+        """The current job ids of the upstream jobs ``after``: an earlier run's job that is
+        followed but not checked yet is checked now (and submitted again if it ended without
+        a result), so a dependency never names a job that was replaced (F03)."""
+        with self._adopt_lock:
+            unchecked = [job for job in after if job in self._adopted]
+            if unchecked:
+                try:
+                    states = self.queue.states(unchecked)
+                except Exception:  # the poller checks them at its next query
+                    states = {}
+                for job in unchecked:
+                    state = states.get(job)
+                    if state is None:
+                        continue
+                    if not isinstance(state, JobState):
+                        state = translate({s.value: s for s in JobState}, state)
+                    self._check_adopted(job, state)
+            current = []
+            for job in after:
+                while job in self._renamed:
+                    job = self._renamed[job]
+                current.append(job)
+            return current
+
+    def _check_adopted(self, job: str, state: JobState) -> None:
+        """An earlier run's job in ``state``: still on (followed as it is), over with its
+        result (finished), or over without one (submitted again, under a new id)."""
+        with self._adopt_lock:
+            after = self._adopted.pop(job, None)
+            task = self._jobs.get(job)
+            if after is None or task is None or not state.ended:
+                return
+            self._mtime.pop(job, None)
+            if self._check_entry(job, task):
+                return
+            self._resubmit(job, task, after)
 
     def _track(self, task: Task, job: str, path: str) -> None:
         if not task.start():
@@ -257,8 +298,10 @@ class JobEngine(EngineDefaults):
             if before != state and before is not None:
                 _log.info("job %s: %s -> %s", job, before, state)
             self._state[job] = state
+            if job in self._adopted:  # an earlier run's job: followed, or submitted again
+                self._check_adopted(job, state)
+                continue
             task = self._jobs.get(job)
-            after = self._adopted.pop(job, None)
             if task is not None and state is JobState.PENDING and never_starts(reasons.get(job)):
                 self.queue.cancel([job])
                 request = f"job {job} of {task.name}() with resource_dict {_plain(task.resources)}"
@@ -268,9 +311,6 @@ class JobEngine(EngineDefaults):
                 continue
             self._mtime.pop(job, None)
             if self._check_entry(job, task):  # the result landed after all
-                continue
-            if after is not None:  # an earlier run's job that ended without a result: run it now
-                self._resubmit(job, task, after)
                 continue
             log = self._paths.get(job) if getattr(self.queue, "writes_log", True) else None
             if state is JobState.TIMEOUT:  # stopped at its time limit: one exception type for every queue
@@ -293,7 +333,7 @@ class JobEngine(EngineDefaults):
             self._state.pop(job, None)
         self._guard(job, False)
         try:
-            self._submit(task, task.cache[1], path, after)
+            self._renamed[job] = self._submit(task, task.cache[1], path, self._current(after))
         except BaseException as exc:
             task.cache = None
             settle(task, exc)
@@ -302,6 +342,7 @@ class JobEngine(EngineDefaults):
         with self._cond:
             if self._jobs.pop(job, None) is None:
                 return
+            self._adopted.pop(job, None)  # its result landed: the old id is the one to depend on
             self._guard(job, False)
             self._by_future.pop(task.future, None)
             path = self._paths.pop(job, None)
