@@ -89,6 +89,55 @@ def test_flux_cancel_and_time_limit_end_futures_with_the_job_state(tmp_path, no_
             over.result(timeout=120)
 
 
+@pytest.mark.parametrize(
+    "request_, words",
+    [
+        ({"cores": 99}, "cores=99 x threads_per_core=1 = 99 cores asked for one job, but this Flux instance"),
+        ({"num_nodes": 99, "cores": 99}, "cores asked for one job"),
+        ({"num_nodes": 2, "cores": 2}, "num_nodes=2 asked for one job, but this Flux instance .* has 1 node"),
+        ({"gpus_per_core": 99}, "GPUs asked for one job, but this Flux instance"),
+        ({"cores": 1, "threads_per_core": 99}, "threads_per_core=99"),
+    ],
+)
+def test_a_request_the_instance_can_never_run_is_refused_at_submit(tmp_path, no_jobs_left, request_, words):
+    """F05: refused at submit() with the instance's size, as FluxJobExecutor refuses it (one
+    check, launch.flux.check_request) — not a job that fails later as FAILED."""
+    from hpcfutures import UnsatisfiableRequestError
+
+    with cluster(cache_directory=str(tmp_path)) as exe:
+        with pytest.raises(UnsatisfiableRequestError, match=words):
+            exe.submit(funcs.add, 1, 2, resource_dict=request_)
+        assert exe.submit(funcs.add, 1, 2).result(timeout=120) == 3
+    with pytest.raises(UnsatisfiableRequestError, match=words):  # as a default too
+        with cluster(cache_directory=str(tmp_path), resource_dict=request_) as exe:
+            exe.submit(funcs.add, 1, 2)
+
+
+def test_exclusive_without_num_nodes_takes_whole_nodes(tmp_path, no_jobs_left):
+    """F09: exclusive=True without num_nodes is honoured as FluxJobExecutor honours it (whole
+    nodes, as many as the cores need), not refused by Flux from the future."""
+    with cluster(cache_directory=str(tmp_path)) as exe:
+        future = exe.submit(funcs.add, 1, 2, resource_dict={"exclusive": True})
+        assert wait_until(lambda: exe._engine.pending(future) or future.done(), 30)
+        job = (exe._engine.pending(future) or [None])[0]
+        assert future.result(timeout=120) == 3
+    if job is not None:
+        assert job_attr(job, "{nnodes}") == "1"
+
+
+def test_an_exception_flux_records_on_a_job_is_in_the_error(tmp_path, no_jobs_left):
+    """F05: a job Flux ends with an exception fails its future with Flux's own reason."""
+    from hpcfutures import WorkerCrashedError
+
+    with cluster(cache_directory=str(tmp_path)) as exe:
+        future = exe.submit(funcs.sleep_then, 300, "never")
+        assert wait_until(lambda: exe._engine.pending(future) is not None, 30)
+        job = exe._engine.pending(future)[0]
+        subprocess.run(["flux", "job", "raise", "--type=hpcftest", "--message=the reason Flux gives", job], check=True, timeout=30)
+        with pytest.raises(WorkerCrashedError, match="flux recorded on the job: hpcftest: the reason Flux gives"):
+            future.result(timeout=60)
+
+
 def test_a_crashed_job_fails_with_its_log(tmp_path, no_jobs_left):
     from hpcfutures import WorkerCrashedError
 
@@ -156,6 +205,7 @@ def test_rerun_after_cancelled_jobs_resubmits_the_dependent_after_the_new_upstre
     # cancelled from outside (not by terminate_tasks_in_cache, which marks the entries): run 2
     # follows the recorded jobs, finds them ended without a result and submits them again
     subprocess.run(["flux", "cancel", *sorted(old)], check=True, timeout=30)
+    assert wait_until(lambda: all(job_attr(j, "{state}") == "INACTIVE" for j in old), 60)  # over before run 2 looks
     with cluster(cache_directory=cache) as second:
         a = second.submit(funcs.wait_for_file, release, 8)
         b = second.submit(funcs.add, a, 100)

@@ -53,6 +53,7 @@ class FluxQueue:
         require_flux()
         self.pmi_mode = pmi_mode
         self.pending_reasons: dict[str, str] = {}  # Flux says why at once (an exception), not as a reason
+        self.end_reasons: dict[str, str] = {}  # job id -> the exception Flux recorded on it (its own words)
         self._lock = threading.Lock()  # flux handles are not thread-safe
         self._handle = None
         self._since: float | None = None  # submission time of the first job, for the query
@@ -64,10 +65,25 @@ class FluxQueue:
             self._handle = flux.Flux()
         return self._handle
 
-    def _rendered(self, resources: dict) -> dict:
-        from hpcfutures.launch.flux import pmi_for
+    def check(self, resources: dict) -> None:
+        """Refuse at ``submit()`` what this instance can never run, as ``FluxJobExecutor``
+        does (the same ``launch.flux.check_request``).
 
-        res = Resources.of(resources)
+        Args:
+            resources: a call's merged ``resource_dict``.
+
+        Raises:
+            UnsatisfiableRequestError: more cores, GPUs or nodes than the instance has.
+            ValueError: a jobspec Flux refuses.
+        """
+        from hpcfutures.launch.flux import check_request
+
+        check_request(resources)
+
+    def _rendered(self, resources: dict) -> dict:
+        from hpcfutures.launch.flux import pmi_for, shaped
+
+        res = Resources.of(shaped(resources))  # exclusive without num_nodes: whole nodes, as job steps
         return flux_jobspec_args(Resources.of(res, pmi_for(res.ranks, self.pmi_mode)))
 
     def script(self, command: list[str], resources: dict) -> str:
@@ -158,7 +174,8 @@ class FluxQueue:
 
         with self._lock:
             since = self._since or 0.0
-            jobs = flux.job.job_list(self._flux(), max_entries=0, attrs=["state", "result"], since=since).get_jobs()
+            attrs = ["state", "result", "exception_occurred", "exception_type", "exception_note"]
+            jobs = flux.job.job_list(self._flux(), max_entries=0, attrs=attrs, since=since).get_jobs()
         found = {}
         for job in jobs:
             info = JobInfo(job)
@@ -169,6 +186,10 @@ class FluxQueue:
             if info.state == "INACTIVE" and not state.ended:
                 state = JobState.FAILED
             found[str(int(info.id))] = state
+            exception = getattr(info, "exception", None)
+            if state.ended and exception is not None and getattr(exception, "occurred", False):
+                note = getattr(exception, "note", "") or ""
+                self.end_reasons[str(int(info.id))] = f"{getattr(exception, 'type', 'exception')}: {note}".rstrip(": ")
         return {job: found.get(str(job), JobState.UNKNOWN) for job in job_ids}
 
     def cancel(self, job_ids: list[str]) -> None:

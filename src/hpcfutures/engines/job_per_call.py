@@ -320,7 +320,11 @@ class JobEngine(EngineDefaults):
                     f"({_ended_without_result(job, state, log)}); raise resource_dict['run_time_max']"
                 )
             else:
-                crashed = WorkerCrashedError(_ended_without_result(job, state, log))
+                message = _ended_without_result(job, state, log)
+                why = getattr(self.queue, "end_reasons", {}).get(job)
+                if why:  # the scheduler's own reason (e.g. Flux's "alloc: unsatisfiable ...")
+                    message = f"{message}\n{self.queue.kind} recorded on the job: {why}"
+                crashed = WorkerCrashedError(message)
             _log.warning("%s", crashed)
             self._finish(job, task, crashed)
 

@@ -21,7 +21,7 @@ from hpcfutures.executors.base import BaseExecutor, _succeeded, flat_info, graph
 from hpcfutures.executors.launched import LaunchedExecutor
 from hpcfutures.scheduling.dependencies import propagate, upstream_error
 from hpcfutures.scheduling.honoured import LOCAL_JOBS, SBATCH, refuse_unhonoured
-from hpcfutures.scheduling.resources import DEFAULTS, KEYS, check_combination, check_seconds, script_safe, validate
+from hpcfutures.scheduling.resources import DEFAULTS, KEYS, check_combination, check_seconds, merge, script_safe, validate
 from hpcfutures.scheduling.task import Task
 
 TYPE_CHECKING = False
@@ -97,6 +97,9 @@ class _FileJobExecutor(BaseExecutor):
     def _check_task_resources(self, task_resources: dict) -> dict:
         if task_resources:
             refuse_unhonoured(task_resources, "submit()", self._honoured_as)
+        check = getattr(getattr(self._engine, "queue", None), "check", None)
+        if check is not None:  # what the queue can never run is refused here, not by a failed job
+            check(merge(self._defaults, task_resources) if task_resources else self._defaults)
         return task_resources
 
     @property

@@ -55,6 +55,9 @@ class FluxClusterExecutor(_FileJobExecutor):
             unknown ``pmi_mode``.
         ImportError, RuntimeError: no Flux bindings, or not inside an instance.
         hpcfutures.batch.queues.QueueError: (from a future) Flux refused the job.
+        hpcfutures.UnsatisfiableRequestError: (from ``submit()``) a call the instance can never
+            run: more cores x threads, GPUs or nodes than it has.
+        TimeoutError: (from a future) the job ran past ``run_time_max``.
     """
 
     _honoured_as = FLUX_BATCH  # its column of scheduling.honoured.HONOURED

@@ -98,6 +98,70 @@ def instance_resources() -> dict:
         return dict(_instance[uri])
 
 
+def shaped(resources: dict) -> dict:
+    """``resources`` as a Flux jobspec takes them: ``exclusive`` without ``num_nodes`` means
+    whole nodes, as many as the job's cores need (Flux wants a node count with it). One rule
+    for job steps (``FluxLauncher``) and batch jobs (``batch.flux_queue``).
+
+    Args:
+        resources: a call's ``resource_dict``.
+
+    Returns:
+        ``resources``, with ``num_nodes`` set where ``exclusive`` needs it.
+
+    Raises:
+        RuntimeError, ImportError, OSError: see ``instance_resources``.
+    """
+    if not resources.get("exclusive") or resources.get("num_nodes"):
+        return resources
+    info = instance_resources()
+    per_node = max(1, info["cores"] // max(1, info["nodes"]))
+    need = int(resources.get("cores", 1)) * int(resources.get("threads_per_core", 1))
+    return {**resources, "num_nodes": max(1, -(-need // per_node))}
+
+
+def check_request(resources: dict, nesting: bool = False) -> None:
+    """Refuse what the enclosing instance can never run: more cores (x threads), GPUs or
+    nodes than it has, or a jobspec Flux would refuse. One check for job steps
+    (``FluxJobExecutor``) and batch jobs (``FluxClusterExecutor``).
+
+    Args:
+        resources: a call's ``resource_dict``.
+        nesting: the job runs in a nested instance (``flux_executor_nesting``).
+
+    Raises:
+        UnsatisfiableRequestError: the request and the instance's size, with the remedy.
+        ValueError: a jobspec Flux refuses (its own message).
+    """
+    info = instance_resources()
+    cores = int(resources.get("cores", 1))
+    threads = int(resources.get("threads_per_core", 1))
+    where = f"this Flux instance ({os.environ.get('FLUX_URI')}) has"
+    if cores * threads > info["cores"]:
+        raise UnsatisfiableRequestError(
+            f"cores={cores} x threads_per_core={threads} = {cores * threads} cores asked for one job, but {where} "
+            f"{info['cores']}; ask for fewer, or start Flux on more resources"
+        )
+    gpus = cores * (resources.get("gpus_per_core") or 0)
+    if gpus > info["gpus"]:
+        raise UnsatisfiableRequestError(
+            f"gpus_per_core={resources.get('gpus_per_core')} x cores={cores} = {gpus:g} GPUs asked for one job, "
+            f"but {where} {info['gpus']}; ask for fewer, or start Flux where the GPUs are"
+        )
+    nodes = resources.get("num_nodes")
+    if nodes and nodes > info["nodes"]:
+        raise UnsatisfiableRequestError(
+            f"num_nodes={nodes} asked for one job, but {where} {info['nodes']} node(s); ask for fewer, or start Flux on more nodes"
+        )
+    if nodes and cores < nodes:
+        raise UnsatisfiableRequestError(f"num_nodes={nodes} with cores={cores}: Flux needs at least one rank per node; ask for cores >= num_nodes")
+    # whatever else Flux would refuse in the jobspec is refused now, not later
+    try:
+        jobspec_for(["true"], shaped(resources), {}, pmi=None, nesting=nesting)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"Flux cannot take this resource_dict: {exc}") from exc
+
+
 def check_pmi_mode(pmi_mode: str | None) -> None:
     """Refuse a ``pmi_mode`` the flux shell does not know.
 
@@ -488,43 +552,15 @@ class FluxLauncher(Launcher):
                 "openmpi_oversubscribe=True is not supported under Flux: Flux gives every rank a core of its own; "
                 "ask for fewer cores, or use SingleNodeExecutor (mpiexec --oversubscribe)"
             )
-        info = instance_resources()
+        instance_resources()
         self.executor()  # its thread and Flux handle start now, not in the first call
         cores = int(resources.get("cores", 1))
-        threads = int(resources.get("threads_per_core", 1))
         if cores > 1:
             require_mpi4py()
             pmi_for(cores, self.pmi_mode)  # learnt now (cached), not in a worker thread
-        where = f"this Flux instance ({os.environ.get('FLUX_URI')}) has"
-        if cores * threads > info["cores"]:
-            raise UnsatisfiableRequestError(
-                f"cores={cores} x threads_per_core={threads} = {cores * threads} cores asked for one job, but {where} "
-                f"{info['cores']}; ask for fewer, or start Flux on more resources"
-            )
-        gpus = cores * (resources.get("gpus_per_core") or 0)
-        if gpus > info["gpus"]:
-            raise UnsatisfiableRequestError(f"{gpus:g} GPUs asked for one job, but {where} {info['gpus']}")
-        nodes = resources.get("num_nodes")
-        if nodes and nodes > info["nodes"]:
-            raise UnsatisfiableRequestError(f"num_nodes={nodes} asked for one job, but {where} {info['nodes']} node(s)")
-        if nodes and cores < nodes:
-            raise UnsatisfiableRequestError(f"num_nodes={nodes} with cores={cores}: Flux needs at least one rank per node")
-        # whatever else Flux would refuse in the jobspec is refused now, not in a worker thread
-        try:
-            jobspec_for(["true"], self._shaped(resources), {}, pmi=None, nesting=self.nesting)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"Flux cannot take this resource_dict: {exc}") from exc
+        check_request(resources, nesting=self.nesting)
 
-    @staticmethod
-    def _shaped(resources: dict) -> dict:
-        """``resources`` as the jobspec takes them: ``exclusive`` without ``num_nodes`` means
-        whole nodes, as many as the job's cores need (Flux wants a node count with it)."""
-        if not resources.get("exclusive") or resources.get("num_nodes"):
-            return resources
-        info = instance_resources()
-        per_node = max(1, info["cores"] // max(1, info["nodes"]))
-        need = int(resources.get("cores", 1)) * int(resources.get("threads_per_core", 1))
-        return {**resources, "num_nodes": max(1, -(-need // per_node))}
+    _shaped = staticmethod(shaped)  # the one rule, kept under its old name
 
     def start(self, argv: list[str], resources: dict, env: dict, cwd: str | None, pass_fds=()) -> FluxJob:
         """Submit ``argv`` as one job shaped by ``resources``; returns its handle.
