@@ -581,6 +581,13 @@ class FluxLauncher(Launcher):
                 # the executor's thread looks for new submissions every poll_interval seconds:
                 # Flux's default (0.1 s) would add up to that much to every task
                 self._own = FluxExecutor(poll_interval=0.005, thread_name_prefix="hpcfutures-flux")
+                # Flux's own exit hook (weakref.finalize, registered now, so run BEFORE hpcfutures'
+                # atexit hook) would stop the thread first: an executor left open would then wait
+                # for every running job on Ctrl-C and fail its queued work at a normal exit. Its
+                # threads are daemons; our exit hook finishes or cancels the work, then close()s.
+                finalizer = getattr(self._own, "_finalizer", None)
+                if finalizer is not None:
+                    finalizer.atexit = False
             return self._own
 
     def _with_handle(self, action) -> None:
