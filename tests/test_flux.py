@@ -351,3 +351,51 @@ def test_a_future_ends_when_its_reply_arrives_not_when_its_job_ends(tmp_path, no
         future.add_done_callback(lambda _: open(gate, "w").close())
         assert future.result(timeout=60) == 42
     assert os.path.exists(gate + ".seen"), "the future ended only after its job was stopped"
+
+
+OPEN_EXECUTORS = {
+    "fresh": "from hpcfutures.executors.flux_job import FluxJobExecutor as E; exe = E()",
+    "block": "from hpcfutures.executors.flux_job import FluxJobExecutor as E; exe = E(max_workers=2, block_allocation=True)",
+    "pool_front": "from hpcfutures import PoolExecutor as E; exe = E(max_workers=2, enable_flux_backend=True)",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(OPEN_EXECUTORS))
+def test_executor_left_open_finishes_its_work_at_exit(kind, no_jobs_left):
+    # F02: Flux's own exit hook ran first and failed every task with "cannot schedule new futures"
+    script = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "import funcs\n"
+        "%s\n"
+        "futures = [exe.submit(funcs.add, i, 10) for i in range(4)]\n"
+        "for i, f in enumerate(futures):\n"
+        "    f.add_done_callback(lambda f, i=i: print('task', i, f.result(), flush=True))\n"
+    ) % (os.path.dirname(__file__), OPEN_EXECUTORS[kind])
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=90)
+    assert out.returncode == 0, out.stderr
+    assert sorted(out.stdout.splitlines()) == [f"task {i} {i + 10}" for i in range(4)], out.stderr
+
+
+@pytest.mark.parametrize("kind", sorted(OPEN_EXECUTORS))
+def test_ctrl_c_on_a_driver_with_an_open_executor_cancels_its_jobs(kind, tmp_path, no_jobs_left):
+    # F01: the driver waited for every running job (hours for a long one) before it ended
+    import signal
+
+    marker, gate = str(tmp_path / "id"), str(tmp_path / "gate")
+    script = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "import funcs_flux\n"
+        "%s\n"
+        "futures = [exe.submit(funcs_flux.job_id_then_wait, %r + str(i), %r, 600) for i in range(3)]\n"
+        "import time; time.sleep(600)\n"
+    ) % (os.path.dirname(__file__), OPEN_EXECUTORS[kind], marker, gate)
+    driver = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: os.path.exists(marker + "0") or os.path.exists(marker + "1"), timeout=60)
+        assert active_jobs()
+        driver.send_signal(signal.SIGINT)
+        driver.wait(timeout=30)  # before: the driver waited for the tasks (600 s)
+        assert wait_until(lambda: not active_jobs(), timeout=30), f"jobs outlived the Ctrl-C: {active_jobs()}"
+    finally:
+        driver.kill()
+        driver.wait(timeout=30)
