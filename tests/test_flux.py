@@ -399,3 +399,26 @@ def test_ctrl_c_on_a_driver_with_an_open_executor_cancels_its_jobs(kind, tmp_pat
     finally:
         driver.kill()
         driver.wait(timeout=30)
+
+
+def test_resize_beyond_the_instance_is_refused(no_jobs_left):
+    # F07: the constructor refused a pool larger than the instance, the setter started a
+    # worker job that could never run
+    from hpcfutures.launch.flux import instance_resources
+
+    too_many = instance_resources()["cores"] + 1
+    with flux_executor(block_allocation=True, max_workers=1) as exe:
+        with pytest.raises(ValueError, match="warm workers .* need .* cores, but this Flux instance has"):
+            exe.max_workers = too_many
+        assert exe.max_workers == 1
+        assert exe.submit(funcs.add, 1, 2).result(timeout=60) == 3
+
+
+def test_executor_front_names_its_own_parameter(no_jobs_left):
+    # F08: Executor(cores=...) was told to "lower max_workers", a parameter it does not have
+    from hpcfutures import Executor
+    from hpcfutures.launch.flux import instance_resources
+
+    with pytest.raises(ValueError, match="lower cores") as info:
+        Executor(cores=instance_resources()["cores"] + 1, enable_flux_backend=True)
+    assert "max_workers" not in str(info.value)

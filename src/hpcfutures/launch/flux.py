@@ -41,8 +41,11 @@ _PMIX_QUIET = {"PMIX_MCA_psec": "native"}  # Open MPI wheel + flux-pmix: no psec
 _SIGNAL_GRACE = 5.0  # seconds a terminated job gets before it is cancelled
 
 
-def require_flux():
+def require_flux(who: str = "FluxJobExecutor"):
     """Import the Flux bindings and check that this process runs inside an instance.
+
+    Args:
+        who: the class the user built, named by the messages.
 
     Returns:
         The ``flux`` module.
@@ -56,13 +59,13 @@ def require_flux():
         import flux.job  # noqa: F401
     except ImportError as exc:
         raise ImportError(
-            "FluxJobExecutor needs Flux's Python bindings ('import flux' failed: "
+            f"{who} needs Flux's Python bindings ('import flux' failed: "
             f"{exc}); put <flux prefix>/lib/flux/python3.X on sys.path (bash scripts/flux.sh install "
             "writes a .pth file into the project's venvs)"
         ) from exc
     if "FLUX_URI" not in os.environ:
         raise RuntimeError(
-            "FluxJobExecutor runs every task as a job of the enclosing Flux instance, but FLUX_URI is "
+            f"{who} runs every task as a job of the enclosing Flux instance, but FLUX_URI is "
             "not set: run inside one, e.g. 'flux start python script.py' or 'flux alloc -N2'"
         )
     return flux
