@@ -36,7 +36,7 @@ def _check_count(name: str, value, minimum: int = 1):
 # the keys that shape a launch (the mpiexec or srun command line); every new combination is
 # checked once at submit(), so a task that differs from the defaults only in, say, its
 # gpus_per_core is checked too (srun --test-only), not only one with a new core count
-_SHAPE_KEYS = LAUNCH_KEYS
+_SHAPE_KEYS = (*LAUNCH_KEYS, "priority")  # priority: Flux checks its urgency range
 
 
 def _launch_shape(resources: dict) -> tuple:
