@@ -174,13 +174,16 @@ def test_bad_parameters_are_refused():
         flux_executor(resource_dict={"slurm_cmd_args": ["--exclusive"]})
 
 
-def test_priority_becomes_the_urgency_as_slurms_nice(no_jobs_left):
-    """priority as on SLURM (scheduling.render.flux_urgency): urgency 16 + priority, so a
-    negative one lowers the job's urgency from Flux's default 16 and a positive one raises it
-    (F09: it kept the default; the test's instance is ours, so Flux allows more than 16)."""
+def test_priority_is_the_urgency_as_in_executorlib(no_jobs_left):
+    """F06: executorlib passes priority straight through as Flux's urgency (1 lowest .. 31
+    highest; the test's instance is ours, so Flux allows more than 16); 0 (held for ever) and
+    values Flux has no urgency for are refused at submit() with the reason."""
     with flux_executor() as exe:
-        low = exe.submit(funcs_flux.job_env, resource_dict={"priority": -9}).result(timeout=60)["FLUX_JOB_ID"]
-        high = exe.submit(funcs_flux.job_env, resource_dict={"priority": 5}).result(timeout=60)["FLUX_JOB_ID"]
+        for bad, reason in ((0, "holds the job for ever"), (-9, "1 \\(lowest\\) to 31"), (32, "use 1..31")):
+            with pytest.raises(ValueError, match=reason):
+                exe.submit(funcs_flux.job_env, resource_dict={"priority": bad})
+        low = exe.submit(funcs_flux.job_env, resource_dict={"priority": 7}).result(timeout=60)["FLUX_JOB_ID"]
+        high = exe.submit(funcs_flux.job_env, resource_dict={"priority": 21}).result(timeout=60)["FLUX_JOB_ID"]
     for jobid, urgency in ((low, "7"), (high, "21")):
         out = subprocess.run(["flux", "jobs", "-n", "-a", "-o", "{urgency}", jobid], capture_output=True, text=True, timeout=60)
         assert out.stdout.split() == [urgency], out
@@ -224,6 +227,14 @@ def test_nesting_runs_each_task_in_its_own_instance(no_jobs_left):
         ranks = exe.submit(funcs.mpi_ranks, 3, resource_dict={"cores": 2}).result(timeout=90)
     assert uri != outer and size == 1 and parent is not None
     assert ranks == [(3, 2, 0), (3, 2, 1)]
+
+
+@pytest.mark.parametrize("resources", [{}, {"threads_per_core": 2}])
+def test_nesting_leaves_the_instance_free_for_the_tasks_own_jobs(resources, no_jobs_left):
+    # F04: the worker ran under `flux run -n cores` inside the nested instance and held all its
+    # cores: a job of the task's own waited for ever (executorlib runs it)
+    with flux_executor(flux_executor_nesting=True) as exe:
+        assert exe.submit(funcs_flux.run_own_job, resource_dict=resources).result(timeout=90) == 0
 
 
 def test_killed_driver_leaves_no_job(tmp_path, no_jobs_left):
