@@ -176,7 +176,8 @@ class LaunchedExecutor(BaseExecutor):
             if max_cores is not None and max_workers is not None:
                 n = max(1, min(max_workers, max_cores // slots))
             backend.check_pool(n, defaults, self._pool_remedy)
-            self._pool_check = lambda size, check=backend.check_pool, d=defaults: check(size, d, self._pool_remedy)
+            # no reference to self: an executor dropped without shutdown is still freed at once
+            self._pool_check = lambda size, check=backend.check_pool, d=defaults, r=self._pool_remedy: check(size, d, r)
             from hpcfutures.engines.warm_pool import WarmPool
             from hpcfutures.launch.gpus import gpus_needed, visible_gpus
 
