@@ -93,3 +93,11 @@ def return_then_hold_exit(gate: str, value):
 
     threading.Thread(target=hold, daemon=False).start()
     return value
+
+
+def run_own_job(timeout=30.0):
+    """Run a Flux job of this task's own (``flux run -n1 hostname``) in the instance the task
+    runs in; its exit code (TimeoutExpired when it never started)."""
+    import subprocess
+
+    return subprocess.run(["flux", "run", "-n1", "hostname"], capture_output=True, text=True, timeout=timeout).returncode

@@ -238,7 +238,7 @@ def test_a_new_backend_is_one_value(tmp_path):
         refused={"cwd": (lambda v: v is None, "this backend runs where the driver runs")},
         worker_keys=LOCAL.worker_keys,
         assigns_gpus=False,
-        check_pool=lambda n, resources: pools.append((n, resources["cores"])),
+        check_pool=lambda n, resources, remedy: pools.append((n, resources["cores"])),
     )
 
     class TinyExecutor(LaunchedExecutor):

@@ -174,13 +174,16 @@ def test_bad_parameters_are_refused():
         flux_executor(resource_dict={"slurm_cmd_args": ["--exclusive"]})
 
 
-def test_priority_becomes_the_urgency_as_slurms_nice(no_jobs_left):
-    """priority as on SLURM (scheduling.render.flux_urgency): urgency 16 + priority, so a
-    negative one lowers the job's urgency from Flux's default 16 and a positive one raises it
-    (F09: it kept the default; the test's instance is ours, so Flux allows more than 16)."""
+def test_priority_is_the_urgency_as_in_executorlib(no_jobs_left):
+    """F06: executorlib passes priority straight through as Flux's urgency (1 lowest .. 31
+    highest; the test's instance is ours, so Flux allows more than 16); 0 (held for ever) and
+    values Flux has no urgency for are refused at submit() with the reason."""
     with flux_executor() as exe:
-        low = exe.submit(funcs_flux.job_env, resource_dict={"priority": -9}).result(timeout=60)["FLUX_JOB_ID"]
-        high = exe.submit(funcs_flux.job_env, resource_dict={"priority": 5}).result(timeout=60)["FLUX_JOB_ID"]
+        for bad, reason in ((0, "holds the job for ever"), (-9, "1 \\(lowest\\) to 31"), (32, "use 1..31")):
+            with pytest.raises(ValueError, match=reason):
+                exe.submit(funcs_flux.job_env, resource_dict={"priority": bad})
+        low = exe.submit(funcs_flux.job_env, resource_dict={"priority": 7}).result(timeout=60)["FLUX_JOB_ID"]
+        high = exe.submit(funcs_flux.job_env, resource_dict={"priority": 21}).result(timeout=60)["FLUX_JOB_ID"]
     for jobid, urgency in ((low, "7"), (high, "21")):
         out = subprocess.run(["flux", "jobs", "-n", "-a", "-o", "{urgency}", jobid], capture_output=True, text=True, timeout=60)
         assert out.stdout.split() == [urgency], out
@@ -224,6 +227,14 @@ def test_nesting_runs_each_task_in_its_own_instance(no_jobs_left):
         ranks = exe.submit(funcs.mpi_ranks, 3, resource_dict={"cores": 2}).result(timeout=90)
     assert uri != outer and size == 1 and parent is not None
     assert ranks == [(3, 2, 0), (3, 2, 1)]
+
+
+@pytest.mark.parametrize("resources", [{}, {"threads_per_core": 2}])
+def test_nesting_leaves_the_instance_free_for_the_tasks_own_jobs(resources, no_jobs_left):
+    # F04: the worker ran under `flux run -n cores` inside the nested instance and held all its
+    # cores: a job of the task's own waited for ever (executorlib runs it)
+    with flux_executor(flux_executor_nesting=True) as exe:
+        assert exe.submit(funcs_flux.run_own_job, resource_dict=resources).result(timeout=90) == 0
 
 
 def test_killed_driver_leaves_no_job(tmp_path, no_jobs_left):
@@ -351,3 +362,74 @@ def test_a_future_ends_when_its_reply_arrives_not_when_its_job_ends(tmp_path, no
         future.add_done_callback(lambda _: open(gate, "w").close())
         assert future.result(timeout=60) == 42
     assert os.path.exists(gate + ".seen"), "the future ended only after its job was stopped"
+
+
+OPEN_EXECUTORS = {
+    "fresh": "from hpcfutures.executors.flux_job import FluxJobExecutor as E; exe = E()",
+    "block": "from hpcfutures.executors.flux_job import FluxJobExecutor as E; exe = E(max_workers=2, block_allocation=True)",
+    "pool_front": "from hpcfutures import PoolExecutor as E; exe = E(max_workers=2, enable_flux_backend=True)",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(OPEN_EXECUTORS))
+def test_executor_left_open_finishes_its_work_at_exit(kind, no_jobs_left):
+    # F02: Flux's own exit hook ran first and failed every task with "cannot schedule new futures"
+    script = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "import funcs\n"
+        "%s\n"
+        "futures = [exe.submit(funcs.add, i, 10) for i in range(4)]\n"
+        "for i, f in enumerate(futures):\n"
+        "    f.add_done_callback(lambda f, i=i: print('task', i, f.result(), flush=True))\n"
+    ) % (os.path.dirname(__file__), OPEN_EXECUTORS[kind])
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=90)
+    assert out.returncode == 0, out.stderr
+    assert sorted(out.stdout.splitlines()) == [f"task {i} {i + 10}" for i in range(4)], out.stderr
+
+
+@pytest.mark.parametrize("kind", sorted(OPEN_EXECUTORS))
+def test_ctrl_c_on_a_driver_with_an_open_executor_cancels_its_jobs(kind, tmp_path, no_jobs_left):
+    # F01: the driver waited for every running job (hours for a long one) before it ended
+    import signal
+
+    marker, gate = str(tmp_path / "id"), str(tmp_path / "gate")
+    script = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "import funcs_flux\n"
+        "%s\n"
+        "futures = [exe.submit(funcs_flux.job_id_then_wait, %r + str(i), %r, 600) for i in range(3)]\n"
+        "import time; time.sleep(600)\n"
+    ) % (os.path.dirname(__file__), OPEN_EXECUTORS[kind], marker, gate)
+    driver = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: os.path.exists(marker + "0") or os.path.exists(marker + "1"), timeout=60)
+        assert active_jobs()
+        driver.send_signal(signal.SIGINT)
+        driver.wait(timeout=30)  # before: the driver waited for the tasks (600 s)
+        assert wait_until(lambda: not active_jobs(), timeout=30), f"jobs outlived the Ctrl-C: {active_jobs()}"
+    finally:
+        driver.kill()
+        driver.wait(timeout=30)
+
+
+def test_resize_beyond_the_instance_is_refused(no_jobs_left):
+    # F07: the constructor refused a pool larger than the instance, the setter started a
+    # worker job that could never run
+    from hpcfutures.launch.flux import instance_resources
+
+    too_many = instance_resources()["cores"] + 1
+    with flux_executor(block_allocation=True, max_workers=1) as exe:
+        with pytest.raises(ValueError, match="warm workers .* need .* cores, but this Flux instance has"):
+            exe.max_workers = too_many
+        assert exe.max_workers == 1
+        assert exe.submit(funcs.add, 1, 2).result(timeout=60) == 3
+
+
+def test_executor_front_names_its_own_parameter(no_jobs_left):
+    # F08: Executor(cores=...) was told to "lower max_workers", a parameter it does not have
+    from hpcfutures import Executor
+    from hpcfutures.launch.flux import instance_resources
+
+    with pytest.raises(ValueError, match="lower cores") as info:
+        Executor(cores=instance_resources()["cores"] + 1, enable_flux_backend=True)
+    assert "max_workers" not in str(info.value)

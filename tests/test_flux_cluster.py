@@ -152,9 +152,11 @@ def test_a_lambda_call_runs(tmp_path, no_jobs_left):
         assert exe.submit(lambda x: x + 1, 1).result(timeout=120) == 2
 
 
-def test_priority_becomes_the_urgency_as_slurms_nice(tmp_path, no_jobs_left):
+def test_priority_is_the_urgency_as_in_executorlib(tmp_path, no_jobs_left):
     with cluster(cache_directory=str(tmp_path)) as exe:
-        future = exe.submit(funcs.sleep_then, 0.5, 1, resource_dict={"priority": -13})
+        with pytest.raises(ValueError, match="holds the job for ever"):
+            exe.submit(funcs.sleep_then, 0.5, 1, resource_dict={"priority": 0})
+        future = exe.submit(funcs.sleep_then, 0.5, 1, resource_dict={"priority": 3})
         assert wait_until(lambda: exe._engine.pending(future) is not None or future.done(), 30)
         job = exe._engine.pending(future)
         assert future.result(timeout=120) == 1

@@ -286,6 +286,27 @@ def test_flux_backend_outside_flux_says_how_to_get_one(monkeypatch):
         HPCExecutor(enable_flux_backend=True, enable_slurm_backend=True)
 
 
+@pytest.mark.parametrize("cls", [Executor, HPCExecutor, Pool, PoolExecutor])
+def test_flux_backend_outside_flux_names_the_front(cls, monkeypatch):
+    # F08: the message named FluxJobExecutor, a class the user did not build
+    monkeypatch.delenv("FLUX_URI", raising=False)
+    with pytest.raises((RuntimeError, ImportError), match=f"^{cls.__name__} ") as info:
+        cls(enable_flux_backend=True)
+    assert "FluxJobExecutor runs" not in str(info.value)
+
+
+def test_flux_executors_name_themselves_and_their_remedy(monkeypatch):
+    # F08: FluxClusterExecutor said FluxJobExecutor; FluxJobExecutor(wait=False) pointed at SLURM
+    from hpcfutures import FluxClusterExecutor, FluxJobExecutor
+
+    monkeypatch.delenv("FLUX_URI", raising=False)
+    with pytest.raises((RuntimeError, ImportError), match="^FluxClusterExecutor "):
+        FluxClusterExecutor()
+    with pytest.raises(ValueError, match=r"FluxClusterExecutor\(wait=False\)") as info:
+        FluxJobExecutor(wait=False)
+    assert "Slurm" not in str(info.value)
+
+
 @pytest.mark.slurm
 def test_enable_slurm_backend_runs_workers_as_srun_steps(tmp_path):
     script = tmp_path / "driver.py"

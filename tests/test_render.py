@@ -102,7 +102,6 @@ ASPECTS = {
     "nice": {
         "sbatch": lambda r: _int(_flag(_sbatch(r), "--nice")),
         "template": lambda r: template_variables(r)["nice"],
-        "flux": lambda r: None if r.priority is None else 16 - flux_jobspec_args(r)["urgency"],
     },
     # F09: one rule, higher runs sooner: the priority comes back out of every renderer
     "priority": {
@@ -110,14 +109,15 @@ ASPECTS = {
         "sbatch": lambda r: None if r.priority is None else -_int(_flag(_sbatch(r), "--nice")),
         "template": lambda r: template_variables(r)["priority"],
         "template nice": lambda r: None if r.priority is None else -template_variables(r)["nice"],
-        "flux": lambda r: None if r.priority is None else flux_jobspec_args(r)["urgency"] - 16,
+        # Flux: the priority IS the urgency, as executorlib passes it (F06)
+        "flux": lambda r: None if r.priority is None else flux_jobspec_args(r)["urgency"],
     },
 }
 
 CASES = [
     {},
     {"cores": 4, "threads_per_core": 2, "gpus_per_core": 1, "num_nodes": 2, "exclusive": True, "run_time_max": 60.5,
-     "cwd": "work dir", "priority": -3},
+     "cwd": "work dir", "priority": 3},
     {"cores": 2, "gpus_per_core": 2.0, "run_time_max": 3600, "priority": 5},
     {"cores": 1, "threads_per_core": 8, "run_time_max": 0.001},
 ]  # fmt: skip
@@ -141,7 +141,7 @@ def test_the_rendered_values_are_the_asked_ones():
     assert job_step_args(res) == ["--ntasks=4", "--cpus-per-task=2", "--gpus-per-task=1", "--mpi=pmix", "--kill-on-bad-exit=1"]
     assert _sbatch(res) == [
         "#SBATCH --ntasks=4", "#SBATCH --cpus-per-task=2", "#SBATCH --gpus-per-task=1", "#SBATCH --nodes=2",
-        "#SBATCH --exclusive", "#SBATCH --time=2", "#SBATCH --nice=3",
+        "#SBATCH --exclusive", "#SBATCH --time=2", "#SBATCH --nice=-3",
     ]  # fmt: skip
     assert mpiexec_args(Resources.of({"cores": 3, "openmpi_oversubscribe": True}), "openmpi") == ["-n", "3", "--oversubscribe"]
     assert mpiexec_args(Resources.of({"cores": 3, "openmpi_oversubscribe": True}), "mpich") == ["-n", "3"]  # MPICH rejects it
@@ -212,19 +212,34 @@ def test_flux_jobspec_args_is_plain_data():
     assert json.loads(json.dumps(data)) == data
     assert data == {
         "num_tasks": 4, "cores_per_task": 2, "gpus_per_task": 1, "num_nodes": 2, "exclusive": True,
-        "duration": 60.5, "urgency": 13, "cwd": "/tmp/x", "shell_options": {"pmi": "pmi2"},
+        "duration": 60.5, "urgency": 3, "cwd": "/tmp/x", "shell_options": {"pmi": "pmi2"},
     }  # fmt: skip
     assert flux_jobspec_args(Resources.of({}))["duration"] == 0  # Flux: no limit
 
 
-@pytest.mark.parametrize("priority, nice, urgency", [(None, None, 16), (0, 0, 16), (1, -1, 17), (5, -5, 21), (15, -15, 31),
-                                                     (100, -100, 31), (-3, 3, 13), (-15, 15, 1), (-100, 100, 1)])  # fmt: skip
-def test_priority_is_honoured_in_both_directions(priority, nice, urgency):
-    """F09: priority >= 0 was nice 0 (accepted, not honoured). Now --nice=-priority, and Flux's
-    urgency 16 + priority kept to 1..31 (0 would hold the job for ever)."""
+@pytest.mark.parametrize("priority, nice", [(None, None), (0, 0), (1, -1), (5, -5), (15, -15), (100, -100), (-3, 3),
+                                             (-15, 15), (-100, 100)])  # fmt: skip
+def test_priority_is_honoured_in_both_directions(priority, nice):
+    """F09: priority >= 0 was nice 0 (accepted, not honoured). Now --nice=-priority."""
     res = Resources.of({"priority": priority})
     assert _int(_flag(_sbatch(res), "--nice")) == nice and template_variables(res)["nice"] == nice
-    assert flux_jobspec_args(res)["urgency"] == urgency
+
+
+@pytest.mark.parametrize("priority, urgency", [(None, 16), (1, 1), (5, 5), (16, 16), (31, 31)])
+def test_flux_urgency_is_the_priority_as_in_executorlib(priority, urgency):
+    """F06: executorlib passes priority straight through as Flux's urgency (0..31); urgency
+    16 + priority made every priority >= 0 of executorlib's range run alike."""
+    assert flux_jobspec_args(Resources.of({"priority": priority}))["urgency"] == urgency
+
+
+@pytest.mark.parametrize("priority, reason", [(0, "holds the job for ever"), (32, "1 \\(lowest\\) to 31"),
+                                              (-3, "1 \\(lowest\\) to 31"), (100, "use 1..31")])  # fmt: skip
+def test_flux_urgency_refuses_what_flux_cannot_run(priority, reason):
+    """F06: urgency 0 is held for ever (every future must end); Flux has none outside 0..31."""
+    from hpcfutures.scheduling.render import flux_urgency
+
+    with pytest.raises(ValueError, match=reason):
+        flux_urgency(Resources.of({"priority": priority}))
 
 
 def test_a_fraction_of_a_gpu_per_rank_is_never_truncated():
@@ -416,9 +431,9 @@ def test_a_refused_raised_priority_names_the_remedy_for_each_queue():
     the message then names the request and the remedy. Nothing to add for priority <= 0."""
     from hpcfutures.scheduling.render import raised_priority_remedy
 
-    assert raised_priority_remedy(None, "slurm") is None and raised_priority_remedy(0, "flux") is None
+    assert raised_priority_remedy(None, "slurm") is None and raised_priority_remedy(16, "flux") is None
     assert raised_priority_remedy(-3, "slurm") is None
     slurm = raised_priority_remedy(5, "slurm")
     assert "--nice=-5" in slurm and "operator" in slurm and "use priority <= 0" in slurm
-    flux = raised_priority_remedy(5, "flux")
-    assert "urgency 21" in flux and "owner of the Flux instance may ask more than 16" in flux and "use priority <= 0" in flux
+    flux = raised_priority_remedy(21, "flux")
+    assert "urgency 21" in flux and "owner of the Flux instance may ask more than 16" in flux and "use priority <= 16" in flux

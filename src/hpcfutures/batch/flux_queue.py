@@ -36,6 +36,7 @@ class FluxQueue:
 
     Args:
         pmi_mode: the shell's ``pmi`` option for MPI calls (None: from mpi4py's MPI).
+        who: the class the user built, named by the messages.
 
     Raises:
         ValueError: an unknown ``pmi_mode``. ImportError, RuntimeError: no Flux here.
@@ -46,11 +47,11 @@ class FluxQueue:
     guard_kind = "flux"  # a driver's death cancels its jobs with flux cancel (launch.guardian)
     writes_log = True
 
-    def __init__(self, pmi_mode: str | None = None):
+    def __init__(self, pmi_mode: str | None = None, who: str = "FluxClusterExecutor"):
         from hpcfutures.launch.flux import check_pmi_mode, require_flux
 
         check_pmi_mode(pmi_mode)
-        require_flux()
+        require_flux(who)
         self.pmi_mode = pmi_mode
         self.pending_reasons: dict[str, str] = {}  # Flux says why at once (an exception), not as a reason
         self.end_reasons: dict[str, str] = {}  # job id -> the exception Flux recorded on it (its own words)

@@ -95,6 +95,8 @@ class Executor(_WarmFront):
         RuntimeError: ``enable_flux_backend`` outside a Flux instance (``FLUX_URI`` unset).
     """
 
+    _pool_remedy = "lower cores"
+
     def __init__(
         self,
         cores: int = 1,
@@ -157,6 +159,8 @@ class HPCExecutor(_WarmFront):
         ImportError: ``enable_flux_backend`` without Flux's Python bindings.
         RuntimeError: ``enable_flux_backend`` outside a Flux instance (``FLUX_URI`` unset).
     """
+
+    _pool_remedy = "lower max_workers or cores_per_worker"
 
     def __init__(
         self,

@@ -212,6 +212,10 @@ class Pool:
         self._backend = refuse_missing_backends(
             type(self).__name__, enable_flux_backend, enable_slurm_backend, queue_adapter, queue_adapter_kwargs
         )
+        if self._backend == "flux":  # outside Flux: the message names Pool, not FluxJobExecutor
+            from hpcfutures.launch.flux import require_flux
+
+            require_flux(type(self).__name__)
         if progress:
             _tqdm()  # missing extra: say so now, not in the middle of a map
         self._progress = progress

@@ -41,7 +41,8 @@ class Backend:
         worker_keys: keys a warm worker is started with, which a task cannot change.
         assigns_gpus: ``True``: the executor hands each task or worker its own GPUs
             (``CUDA_VISIBLE_DEVICES``); ``False``: the scheduler binds them.
-        check_pool: ``check_pool(n_workers, resources)`` raises ``ValueError`` for a warm
+        check_pool: ``check_pool(n_workers, resources, remedy)`` (``remedy``: what the user
+            can lower, in their class's parameters) raises ``ValueError`` for a warm
             pool that cannot fit where it would run.
         local_link: ``local_link()`` -> the default of ``hostname_localhost``: ``True`` when
             workers certainly run on this machine (a Unix socket serves), else ``False``;
@@ -88,7 +89,7 @@ class Backend:
         return f"Backend({self.name!r})"
 
 
-def _fits_anywhere(n_workers: int, resources: dict) -> None:
+def _fits_anywhere(n_workers: int, resources: dict, remedy: str = "lower max_workers") -> None:
     """A pool on this machine: the core budget already bounds it."""
 
 
@@ -127,14 +128,14 @@ def _allocation_cores() -> int | None:
     return allocation_cores()
 
 
-def _pool_fits_allocation(n_workers: int, resources: dict) -> None:
+def _pool_fits_allocation(n_workers: int, resources: dict, remedy: str = "lower max_workers") -> None:
     available = _allocation_cores()
     cores, threads = resources.get("cores", 1), resources.get("threads_per_core", 1)
     needed = n_workers * cores * threads
     if available is not None and needed > available:
         raise ValueError(
             f"{n_workers} warm workers x {cores} cores x {threads} threads need {needed} cores, but this "
-            f"allocation has {available} (SLURM_NTASKS x SLURM_CPUS_PER_TASK); lower max_workers or ask SLURM "
+            f"allocation has {available} (SLURM_NTASKS x SLURM_CPUS_PER_TASK); {remedy} or ask SLURM "
             "for more"
         )
 
@@ -175,14 +176,14 @@ def _instance_cores() -> int:
     return instance_resources()["cores"]
 
 
-def _pool_fits_instance(n_workers: int, resources: dict) -> None:
+def _pool_fits_instance(n_workers: int, resources: dict, remedy: str = "lower max_workers") -> None:
     available = _instance_cores()
     cores, threads = resources.get("cores", 1), resources.get("threads_per_core", 1)
     needed = n_workers * cores * threads
     if needed > available:
         raise ValueError(
             f"{n_workers} warm workers x {cores} cores x {threads} threads need {needed} cores, but this Flux "
-            f"instance has {available}; lower max_workers or start Flux on more resources"
+            f"instance has {available}; {remedy} or start Flux on more resources"
         )
 
 

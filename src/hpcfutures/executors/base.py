@@ -411,7 +411,8 @@ class BaseExecutor(Executor):
             batch holding a failed or cancelled future gets that exception.
 
         Raises:
-            ValueError: ``n`` is not an int >= 1.
+            ValueError: ``n`` is not an int >= 1, or a warm pool of ``n`` workers does not fit
+                the machine, allocation or Flux instance (as at construction).
         """
         from hpcfutures.scheduling.derived_futures import batched
 
@@ -552,6 +553,9 @@ class BaseExecutor(Executor):
             raise ValueError(f"max_workers must be an int >= 1, got {n!r}")
         if self._shutdown:
             raise RuntimeError(f"cannot change max_workers of a {type(self).__name__} after shutdown()")
+        check = getattr(self, "_pool_check", None)
+        if check is not None:  # a warm pool: the constructor's size check applies to a resize too
+            check(n)
         self._engine.resize(n)
         self._info["max_workers"] = n
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from hpcfutures.executors.base import graph_mode
 from hpcfutures.executors.cluster_jobs import _FileJobExecutor, _refused
 from hpcfutures.scheduling.honoured import FLUX_BATCH
+from hpcfutures.scheduling.render import flux_urgency
+from hpcfutures.scheduling.resources import Resources
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -30,8 +32,8 @@ class FluxClusterExecutor(_FileJobExecutor):
             system every node sees. Default ``hpcfutures_cache``.
         resource_dict: defaults for every call (``cores`` = MPI ranks, ``threads_per_core`` =
             cores per rank, ``gpus_per_core``, ``num_nodes``, ``exclusive``, ``run_time_max``
-            in seconds -> duration, ``priority`` -> urgency (as SLURM's nice: a negative
-            priority runs later), ``queue`` -> Flux queue).
+            in seconds -> duration, ``priority`` -> urgency, as executorlib passes it
+            (1..31; 0 and other values refused at ``submit()``), ``queue`` -> Flux queue).
         pysqa_config_directory: submit through pysqa's queue adapter configured there (a
             ``queue_type: FLUX`` configuration) instead of the Python API.
         pmi_mode: the flux shell's ``pmi`` option for MPI calls; None: ``pmix`` for Open MPI,
@@ -61,6 +63,12 @@ class FluxClusterExecutor(_FileJobExecutor):
     """
 
     _honoured_as = FLUX_BATCH  # its column of scheduling.honoured.HONOURED
+
+    def _check_task_resources(self, task_resources: dict) -> dict:
+        task_resources = super()._check_task_resources(task_resources)
+        if task_resources and "priority" in task_resources:
+            flux_urgency(Resources.of({"priority": task_resources["priority"]}))  # 1..31 at submit()
+        return task_resources
 
     def __init__(
         self,
@@ -98,6 +106,8 @@ class FluxClusterExecutor(_FileJobExecutor):
         warm = "warm workers are FluxJobExecutor(block_allocation=True)'s; here every call is its own batch job"
         refused = _refused(type(self).__name__, max_workers, max_cores, hostname_localhost)
         refused.update(block_allocation=(block_allocation, False, warm), init_function=(init_function, None, warm))
+        if isinstance(resource_dict, dict) and isinstance(resource_dict.get("priority"), int):
+            flux_urgency(Resources.of({"priority": resource_dict["priority"]}))  # 1..31, never 0
         self._setup(
             make_queue,
             cache_directory,

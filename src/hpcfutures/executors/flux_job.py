@@ -19,8 +19,9 @@ class FluxJobExecutor(LaunchedExecutor):
     The jobspec comes from the call's ``resource_dict``: ``cores`` -> tasks (MPI ranks),
     ``threads_per_core`` -> cores per task, ``gpus_per_core`` -> GPUs per task, ``num_nodes``,
     ``exclusive``, ``cwd``, ``run_time_max`` -> the job's duration (fresh mode; in block
-    allocation it limits each call), ``priority`` -> urgency (as SLURM's nice: ``16 -
-    max(0, -priority)``, so a negative priority runs later; ``scheduling.render``). A job that Flux kills,
+    allocation it limits each call), ``priority`` -> urgency, passed straight
+    through as executorlib does (1 lowest .. 31 highest; 0, which Flux holds for ever, and
+    values outside 1..31 are refused at ``submit()``; ``scheduling.render.flux_urgency``). A job that Flux kills,
     that exceeds its duration or that is cancelled from outside (``flux cancel``) fails its
     future at once, with the job's exception and the tail of its stderr.
     Without ``max_cores``/``max_workers`` the budget is the instance's cores.

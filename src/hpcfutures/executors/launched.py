@@ -36,7 +36,7 @@ def _check_count(name: str, value, minimum: int = 1):
 # the keys that shape a launch (the mpiexec or srun command line); every new combination is
 # checked once at submit(), so a task that differs from the defaults only in, say, its
 # gpus_per_core is checked too (srun --test-only), not only one with a new core count
-_SHAPE_KEYS = LAUNCH_KEYS
+_SHAPE_KEYS = (*LAUNCH_KEYS, "priority")  # priority: Flux checks its urgency range
 
 
 def _launch_shape(resources: dict) -> tuple:
@@ -72,10 +72,17 @@ _OLD_HOOKS = frozenset(
 )
 
 
+# the executor whose jobs outlive the driver (wait=False), per backend
+_CLUSTER_TWIN = {"flux": "FluxClusterExecutor", "srun": "SlurmClusterExecutor", "local": "SlurmClusterExecutor"}
+
+
 class LaunchedExecutor(BaseExecutor):
     """Fresh processes or warm workers, started by its backend's launcher. Not built
     directly: the public classes call ``_open`` from their explicit ``__init__``."""
 
+    # what a pool larger than the machine/allocation/instance should lower (the fronts say
+    # their own parameters)
+    _pool_remedy = "lower max_workers"
     _task_keys = frozenset(KEYS)
 
     def __init_subclass__(cls, **kwargs):
@@ -123,7 +130,8 @@ class LaunchedExecutor(BaseExecutor):
         if not wait:
             raise ValueError(
                 f"{name}(wait=False) is not supported: its workers are processes of this Python "
-                "session and cannot outlive it; SlurmClusterExecutor(wait=False) submits jobs that run on"
+                f"session and cannot outlive it; {_CLUSTER_TWIN.get(backend.name, 'SlurmClusterExecutor')}(wait=False) "
+                "submits jobs that run on"
             )
         max_workers = _check_count("max_workers", max_workers)
         max_cores = _check_count("max_cores", max_cores)
@@ -150,6 +158,10 @@ class LaunchedExecutor(BaseExecutor):
             )
 
         self._block_allocation = bool(block_allocation)
+        if backend.name == "flux":  # outside Flux: the message names the class the user built
+            from hpcfutures.launch.flux import require_flux
+
+            require_flux(name)
         launcher = backend.make_launcher(**launcher_options)
         self._visible_gpus: list | None = None  # looked up when a task first asks for GPUs
         graph_output = graph_mode(plot_dependency_graph, plot_dependency_graph_filename, export_workflow_filename)
@@ -163,7 +175,9 @@ class LaunchedExecutor(BaseExecutor):
             n = max_workers or max(1, (max_cores or backend.default_cores() or slots) // slots)
             if max_cores is not None and max_workers is not None:
                 n = max(1, min(max_workers, max_cores // slots))
-            backend.check_pool(n, defaults)
+            backend.check_pool(n, defaults, self._pool_remedy)
+            # no reference to self: an executor dropped without shutdown is still freed at once
+            self._pool_check = lambda size, check=backend.check_pool, d=defaults, r=self._pool_remedy: check(size, d, r)
             from hpcfutures.engines.warm_pool import WarmPool
             from hpcfutures.launch.gpus import gpus_needed, visible_gpus
 

@@ -31,7 +31,7 @@ from hpcfutures.errors import UnsatisfiableRequestError, WorkerCrashedError
 from hpcfutures.launch.handle import MAY_QUEUE, Launcher, WorkerHandle, exit_words, with_stderr_tail
 from hpcfutures.launch.mpi import mpi4py_family, require_mpi4py
 from hpcfutures.launch.process import STDERR_TAIL, _partial_mark
-from hpcfutures.scheduling.render import FLUX_DEFAULT_URGENCY, flux_jobspec_args, raised_priority_remedy
+from hpcfutures.scheduling.render import flux_jobspec_args, flux_urgency, raised_priority_remedy
 from hpcfutures.scheduling.resources import Resources
 from hpcfutures.wire.replies import REPORT_MARK
 
@@ -41,8 +41,11 @@ _PMIX_QUIET = {"PMIX_MCA_psec": "native"}  # Open MPI wheel + flux-pmix: no psec
 _SIGNAL_GRACE = 5.0  # seconds a terminated job gets before it is cancelled
 
 
-def require_flux():
+def require_flux(who: str = "FluxJobExecutor"):
     """Import the Flux bindings and check that this process runs inside an instance.
+
+    Args:
+        who: the class the user built, named by the messages.
 
     Returns:
         The ``flux`` module.
@@ -56,13 +59,13 @@ def require_flux():
         import flux.job  # noqa: F401
     except ImportError as exc:
         raise ImportError(
-            "FluxJobExecutor needs Flux's Python bindings ('import flux' failed: "
+            f"{who} needs Flux's Python bindings ('import flux' failed: "
             f"{exc}); put <flux prefix>/lib/flux/python3.X on sys.path (bash scripts/flux.sh install "
             "writes a .pth file into the project's venvs)"
         ) from exc
     if "FLUX_URI" not in os.environ:
         raise RuntimeError(
-            "FluxJobExecutor runs every task as a job of the enclosing Flux instance, but FLUX_URI is "
+            f"{who} runs every task as a job of the enclosing Flux instance, but FLUX_URI is "
             "not set: run inside one, e.g. 'flux start python script.py' or 'flux alloc -N2'"
         )
     return flux
@@ -204,7 +207,9 @@ def jobspec_for(argv: list[str], resources: dict, env: dict, *, pmi: str | None,
             (``run_time_max`` becomes the duration: the warm pool leaves it out).
         env: the job's whole environment.
         pmi: the shell's ``pmi`` option (None: Flux's default).
-        nesting: run the ranks inside a nested Flux instance of the job's size.
+        nesting: run the worker inside a nested Flux instance of the job's size: a serial
+            worker as its initial program (the instance's resources free for the task's own
+            jobs), an MPI task's ranks with ``flux run`` inside it.
         stdout, stderr: files for the job's output (None: Flux keeps it in the job's log).
 
     Returns:
@@ -219,8 +224,16 @@ def jobspec_for(argv: list[str], resources: dict, env: dict, *, pmi: str | None,
     cores, threads = args["num_tasks"], args["cores_per_task"]
     gpus = args["gpus_per_task"] or None
     nodes = args["num_nodes"] or None
-    if nesting:
-        # one broker per node runs `flux run` of the ranks inside the job's own resources
+    if nesting and cores == 1:
+        # a serial worker is the nested instance's initial program, as in executorlib: it holds
+        # none of the instance's cores, GPUs or nodes, which stay free for the task's own jobs
+        # (wrapped in `flux run`, it held them all and a job of its own waited for ever)
+        spec = JobspecV1.from_nest_command(
+            list(argv), num_slots=1, cores_per_slot=threads, gpus_per_slot=gpus, num_nodes=nodes,
+            exclusive=args["exclusive"],
+        )
+    elif nesting:
+        # an MPI task: one broker per node runs `flux run` of the ranks, which need the cores
         inner = ["flux", "run", "-n", str(cores), "-c", str(threads)]
         if gpus:
             inner += ["-g", str(gpus)]
@@ -299,7 +312,7 @@ class FluxJob(WorkerHandle):
             self._close_fds()
             if outdir:
                 shutil.rmtree(outdir, ignore_errors=True)
-            remedy = raised_priority_remedy(urgency - FLUX_DEFAULT_URGENCY, "flux")
+            remedy = raised_priority_remedy(urgency, "flux")
             hint = f"\n(if it refused the urgency: {remedy})" if remedy else ""
             raise WorkerCrashedError(f"Flux refused the job ({' '.join(self.argv[:3])} ...): {exc}{hint}") from exc
         self.pid = int(self.jobid)  # for the engines' logs: a job id, not a process
@@ -544,6 +557,7 @@ class FluxLauncher(Launcher):
             ImportError, RuntimeError: no bindings, or not inside an instance (``require_flux``);
                 ``cores > 1`` without mpi4py.
             UnsatisfiableRequestError: more cores, GPUs or nodes than the instance has.
+            ValueError: a ``priority`` (Flux's urgency) outside 1..31.
         """
         if resources.get("openmpi_oversubscribe"):
             # the honours table refuses it in a resource_dict; this covers the constructor's
@@ -552,6 +566,7 @@ class FluxLauncher(Launcher):
                 "openmpi_oversubscribe=True is not supported under Flux: Flux gives every rank a core of its own; "
                 "ask for fewer cores, or use SingleNodeExecutor (mpiexec --oversubscribe)"
             )
+        flux_urgency(Resources.of({"priority": resources.get("priority")}))  # 1..31, never 0 (held for ever)
         instance_resources()
         self.executor()  # its thread and Flux handle start now, not in the first call
         cores = int(resources.get("cores", 1))
@@ -617,6 +632,13 @@ class FluxLauncher(Launcher):
                 # the executor's thread looks for new submissions every poll_interval seconds:
                 # Flux's default (0.1 s) would add up to that much to every task
                 self._own = FluxExecutor(poll_interval=0.005, thread_name_prefix="hpcfutures-flux")
+                # Flux's own exit hook (weakref.finalize, registered now, so run BEFORE hpcfutures'
+                # atexit hook) would stop the thread first: an executor left open would then wait
+                # for every running job on Ctrl-C and fail its queued work at a normal exit. Its
+                # threads are daemons; our exit hook finishes or cancels the work, then close()s.
+                finalizer = getattr(self._own, "_finalizer", None)
+                if finalizer is not None:
+                    finalizer.atexit = False
             return self._own
 
     def _with_handle(self, action) -> None:

@@ -60,7 +60,7 @@ def _nice(res: Resources):
     # THE priority rule, for every backend: higher runs sooner, 0 is the queue's default.
     # SLURM: --nice=-priority (a negative nice raises a job's priority; sbatch refuses it to a
     # user who is not an operator, and batch.queues turns that refusal into a QueueError that
-    # says so). Flux: urgency = 16 + priority, kept to 1..31 (flux_urgency).
+    # says so). Flux: the urgency itself, 1..31, as executorlib passes it (flux_urgency).
     return None if res.priority is None else -int(res.priority)
 
 
@@ -221,7 +221,8 @@ def mpiexec_args(res: Resources, family: str) -> list[str]:
 
 
 # Flux's urgency: 0 (held) to 31 (expedite); 16 is the default and the most a user who does
-# not own the instance may ask (Flux refuses more, which reaches the user as a QueueError)
+# not own the instance may ask (Flux refuses more, which reaches the user as a QueueError).
+# executorlib passes resource_dict["priority"] straight through as the urgency; so do we.
 FLUX_DEFAULT_URGENCY = 16
 FLUX_MOST_URGENCY = 31
 
@@ -238,31 +239,54 @@ def raised_priority_remedy(priority, backend: str) -> str | None:
     Returns:
         A sentence naming the request and the remedy, or None.
     """
-    if priority is None or priority <= 0:
+    if priority is None:
         return None
     if backend == "flux":
-        asked = f"urgency {flux_urgency(Resources.of({'priority': priority}))}"
-        who = "only the owner of the Flux instance may ask more than 16"
-        other = "or run inside your own instance (flux alloc / flux batch)"
-    else:
-        asked = f"--nice={-int(priority)}"
-        who = "only a SLURM operator may set a negative nice"
-        other = "or ask your SLURM administrator for operator rights"
-    return f"priority={priority} asks for {asked}, and {who}: use priority <= 0 (a negative priority lowers this job below your others), {other}"
+        if priority <= FLUX_DEFAULT_URGENCY:
+            return None
+        return (
+            f"priority={priority} asks for urgency {priority}, and only the owner of the Flux instance may ask "
+            f"more than {FLUX_DEFAULT_URGENCY}: use priority <= {FLUX_DEFAULT_URGENCY} (Flux's default urgency), "
+            "or run inside your own instance (flux alloc / flux batch)"
+        )
+    if priority <= 0:
+        return None
+    return (
+        f"priority={priority} asks for --nice={-int(priority)}, and only a SLURM operator may set a negative nice: "
+        "use priority <= 0 (a negative priority lowers this job below your others), "
+        "or ask your SLURM administrator for operator rights"
+    )
 
 
 def flux_urgency(res: Resources) -> int:
-    """Flux's urgency for ``res.priority`` (the rule of ``_nice``, in Flux's words).
+    """Flux's urgency for ``res.priority``: the priority itself, as executorlib passes it
+    (1 lowest .. 31 highest; 16 is Flux's default).
 
     Args:
         res: the resources; ``priority`` None is Flux's default.
 
     Returns:
-        ``16 + priority`` kept to 1..31: never 0, which holds a job for ever (its future
-        would never end).
+        The urgency, 1..31.
+
+    Raises:
+        ValueError: a priority outside 1..31; 0 included, since Flux holds a job of urgency 0
+            for ever and its future would never end.
     """
-    nice = _nice(res)
-    return FLUX_DEFAULT_URGENCY if nice is None else min(FLUX_MOST_URGENCY, max(1, FLUX_DEFAULT_URGENCY - nice))
+    if res.priority is None:
+        return FLUX_DEFAULT_URGENCY
+    priority = int(res.priority)
+    if priority == 0:
+        raise ValueError(
+            "resource_dict['priority']=0 under Flux is urgency 0, which holds the job for ever (its future would "
+            f"never end): use 1 (lowest) to {FLUX_MOST_URGENCY} (highest); {FLUX_DEFAULT_URGENCY} is Flux's default"
+        )
+    if not 1 <= priority <= FLUX_MOST_URGENCY:
+        raise ValueError(
+            f"resource_dict['priority']={priority} under Flux is the job's urgency, which Flux takes from 1 (lowest) "
+            f"to {FLUX_MOST_URGENCY} (highest), as executorlib passes it: use 1..{FLUX_MOST_URGENCY}; "
+            f"{FLUX_DEFAULT_URGENCY} is Flux's default"
+        )
+    return priority
 
 
 def flux_jobspec_args(res: Resources) -> dict:
@@ -272,11 +296,11 @@ def flux_jobspec_args(res: Resources) -> dict:
         ``num_tasks`` (ranks), ``cores_per_task`` (threads per rank), ``gpus_per_task``,
         ``num_nodes`` (None: Flux's choice), ``exclusive``, ``duration`` (seconds, as
         given: Flux counts seconds, so nothing is rounded; 0 means no limit), ``urgency``
-        (``16 + priority`` kept to 1..31, ``flux_urgency``), ``cwd``
+        (the priority itself, 1..31, ``flux_urgency``), ``cwd``
         (absolute or None), ``shell_options`` (``{"pmi": ...}`` when a PMI is chosen).
 
     Raises:
-        ValueError: GPUs per rank that are not whole.
+        ValueError: GPUs per rank that are not whole; a priority outside 1..31.
     """
     return {
         "num_tasks": res.ranks,
