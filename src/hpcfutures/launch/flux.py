@@ -30,10 +30,10 @@ import threading
 from hpcfutures.errors import UnsatisfiableRequestError, WorkerCrashedError
 from hpcfutures.launch.handle import MAY_QUEUE, Launcher, WorkerHandle, exit_words, with_stderr_tail
 from hpcfutures.launch.mpi import mpi4py_family, require_mpi4py
-from hpcfutures.launch.process import STDERR_TAIL, _partial_mark
+from hpcfutures.launch.process import STDERR_TAIL
+from hpcfutures.launch.rank_reports import RankReportFilter
 from hpcfutures.scheduling.render import flux_jobspec_args, flux_urgency, raised_priority_remedy
 from hpcfutures.scheduling.resources import Resources
-from hpcfutures.wire.replies import REPORT_MARK
 
 # values of the flux-shell ``pmi`` option (a comma-separated list of these is also taken)
 PMI_NAMES = ("simple", "pmi1", "pmi2", "pmix", "cray-pals", "off")
@@ -297,9 +297,7 @@ class FluxJob(WorkerHandle):
         self._launcher = launcher
         self.argv = list(spec.tasks[0]["command"]) if spec.tasks else []
         self._tail = bytearray()
-        self._carry = b""  # the start of a line that may be a rank's report
-        self.reports: list[bytes] = []  # sealed envelopes failing ranks wrote (wire.replies), hex
-        self._pieces: dict[bytes, dict[int, bytes]] = {}
+        self._reports = RankReportFilter()  # failing ranks' sealed reports, out of the stream
         self._outdir = outdir
         self._run_time_max = run_time_max
         self._closed = False
@@ -401,10 +399,9 @@ class FluxJob(WorkerHandle):
             if i == 0:
                 _write(sys.stdout, data)
             else:
-                self._show(self._take_reports(self._carry + data))
-        if self.future.done() and self._carry:
-            carry, self._carry = self._carry, b""
-            self._show(carry)
+                self._show(self._reports.feed(data))
+        if self.future.done():
+            self._show(self._reports.flush())
 
     def _new_output(self) -> list:
         """What the job wrote to stdout and stderr since the last look: from its files, or,
@@ -426,32 +423,6 @@ class FluxJob(WorkerHandle):
                 chunks.append(b"")
         return chunks
 
-    def _take_reports(self, data: bytes) -> bytes:
-        """``data`` without the report lines of failing ranks (kept in ``reports``); an
-        incomplete line that may be one waits for the next read."""
-        shown = []
-        while True:
-            at = data.find(REPORT_MARK)
-            if at < 0:
-                keep = _partial_mark(data)
-                shown.append(data[: len(data) - keep])
-                self._carry = data[len(data) - keep :]
-                break
-            shown.append(data[:at])
-            end = data.find(b"\n", at)
-            if end < 0:
-                self._carry = data[at:]
-                break
-            fields = data[at + len(REPORT_MARK) : end].split()  # id index count hex
-            if len(fields) == 4 and fields[1].isdigit() and fields[2].isdigit():
-                pieces = self._pieces.setdefault(fields[0], {})
-                pieces[int(fields[1])] = fields[3]
-                if len(pieces) == int(fields[2]):
-                    del self._pieces[fields[0]]
-                    self.reports.append(b"".join(pieces[k] for k in sorted(pieces)))
-            data = data[end + 1 :]
-        return b"".join(shown)
-
     def _show(self, chunk: bytes) -> None:
         if chunk:
             self._tail += chunk
@@ -461,8 +432,7 @@ class FluxJob(WorkerHandle):
     def take_reports(self) -> list[bytes]:
         """The sealed reports (hex) failing ranks left in the job's stderr since the last
         call (see ``WorkerHandle.take_reports``)."""
-        reports, self.reports = self.reports, []
-        return reports
+        return self._reports.take()
 
     def stderr_tail(self) -> str:
         """The last few kB of the job's stderr seen so far (reports taken out), stripped."""

@@ -35,9 +35,9 @@ import threading
 from hpcfutures.errors import UnsatisfiableRequestError, WorkerCrashedError
 from hpcfutures.launch.guardian import guardian
 from hpcfutures.launch.handle import INHERIT_FDS, MAY_QUEUE, WorkerHandle, exit_words, with_stderr_tail
+from hpcfutures.launch.rank_reports import RankReportFilter
 from hpcfutures.launch.spawn import run_command, spawn
 from hpcfutures.wire.frames import DRIVER_PID_ENV, KEY_ENV, KEY_FD_ENV, KEY_FILE_ENV, SYS_PATH_ENV
-from hpcfutures.wire.replies import REPORT_MARK
 from hpcfutures.worker.execute import end_session
 
 TYPE_CHECKING = False  # typing costs milliseconds at import; checkers still see the names
@@ -55,7 +55,6 @@ STDERR_TAIL = 8192
 # what srun (outside an allocation) prints when its job has to wait, and when it starts
 _SRUN_QUEUED = re.compile(rb"srun: job (\d+) queued and waiting for resources")
 _SRUN_ALLOCATED = re.compile(rb"srun: job (\d+) has been allocated resources")
-_REPORT_MAX = 64 << 20  # a report line longer than this is dropped, not buffered
 SRUN_GRACE = 3.0  # seconds an srun asked to stop (SIGTERM) gets before SIGKILL
 
 
@@ -219,9 +218,7 @@ class LocalProcessHandle(WorkerHandle):
         self.stderr_fd = self.popen.stderr.fileno()
         os.set_blocking(self.stderr_fd, False)
         self._tail = bytearray()
-        self._carry = b""  # the start of a line that may be a rank's report
-        self.reports: list[bytes] = []  # sealed envelopes failing ranks wrote (wire.replies), hex
-        self._pieces: dict[bytes, dict[int, bytes]] = {}  # report id -> the lines seen so far
+        self._reports = RankReportFilter()  # failing ranks' sealed reports, out of the stream
         self._stderr_open = True
 
     @property
@@ -232,8 +229,12 @@ class LocalProcessHandle(WorkerHandle):
     def take_reports(self) -> list[bytes]:
         """The complete rank reports read from stderr so far (taken: a second call
         returns only newer ones)."""
-        reports, self.reports = self.reports, []
-        return reports
+        return self._reports.take()
+
+    @property
+    def reports(self) -> list[bytes]:
+        """The complete rank reports read so far and not yet taken (hex envelopes)."""
+        return self._reports.reports
 
     # -- stderr: shown to the user as it comes, its tail kept for error messages --------
     def pump_stderr(self) -> None:
@@ -248,43 +249,9 @@ class LocalProcessHandle(WorkerHandle):
                 chunk = b""
             if not chunk:
                 self._stderr_open = False
-                chunk, self._carry = self._carry, b""
-                self._show(chunk)
+                self._show(self._reports.flush())
                 return
-            self._show(self._take_reports(self._carry + chunk))
-
-    def _take_reports(self, data: bytes) -> bytes:
-        """``data`` without the report lines of failing ranks, which are kept in
-        ``reports``; an incomplete line that may be one waits for the next chunk."""
-        shown = []
-        while True:
-            at = data.find(REPORT_MARK)
-            if at < 0:
-                keep = _partial_mark(data)
-                shown.append(data[: len(data) - keep])
-                self._carry = data[len(data) - keep :]
-                break
-            shown.append(data[:at])
-            end = data.find(b"\n", at)
-            if end < 0:
-                self._carry = data[at:] if len(data) - at < _REPORT_MAX else b""
-                break
-            self._add_piece(data[at + len(REPORT_MARK) : end])
-            data = data[end + 1 :]
-        return b"".join(shown)
-
-    def _add_piece(self, line: bytes) -> None:
-        """One line of a report (``id index count hex``); a report is complete when every
-        index arrived. A malformed line is dropped: the report then stays incomplete."""
-        fields = line.split()
-        if len(fields) != 4 or not fields[1].isdigit() or not fields[2].isdigit():
-            return
-        report, index, count, piece = fields[0], int(fields[1]), int(fields[2]), fields[3]
-        pieces = self._pieces.setdefault(report, {})
-        pieces[index] = piece
-        if len(pieces) == count:
-            del self._pieces[report]
-            self.reports.append(b"".join(pieces[i] for i in range(count) if i in pieces))
+            self._show(self._reports.feed(chunk))
 
     def _show(self, chunk: bytes) -> None:
         if not chunk:
@@ -522,14 +489,6 @@ class LocalProcessHandle(WorkerHandle):
 
 
 WorkerProcess = LocalProcessHandle  # the older name (``hpcfutures.api`` exports it)
-
-
-def _partial_mark(data: bytes) -> int:
-    """Length of the longest end of ``data`` that starts ``REPORT_MARK``."""
-    for n in range(min(len(REPORT_MARK) - 1, len(data)), 0, -1):
-        if REPORT_MARK.startswith(data[-n:]):
-            return n
-    return 0
 
 
 def _ended(pidfd: int, timeout: float | None = 0) -> bool:
