@@ -1,5 +1,5 @@
 """hpcfutures: ``concurrent.futures`` executors for serial, threaded and MPI-parallel
-Python functions, from a laptop to a SLURM cluster, by changing one class name.
+Python functions, from a laptop to a SLURM or Flux cluster, by changing one class name.
 
 The packages, top to bottom; a module imports only its own package and those below it
 (``tests/test_architecture.py`` checks it)::
@@ -26,9 +26,10 @@ The packages, top to bottom; a module imports only its own package and those bel
     batch/         batch queues behind one interface (a JobSpec in, neutral JobStates
       |            out: scheduling/job_states.py): sbatch/squeue/scancel, pysqa, local
       |            processes, Flux batch jobs (flux_queue.py); terminate
-    launch/        how a worker comes to exist: a launcher (python, mpiexec, srun, flux) starts it
-      |            and returns a handle (its end as an event, describe_exit, terminate, kill,
-      |            stderr tail); the key, thread counts, GPUs; pending: queued srun jobs
+    launch/        how a worker comes to exist: a launcher (python, a fork of the fork server,
+      |            mpiexec, srun, flux) starts it and returns a handle (its end as an event,
+      |            describe_exit, terminate, kill, stderr tail, failing ranks' reports);
+      |            the key, thread counts, GPUs; spawn: a fork gate; pending: queued srun jobs
       |            watched, hopeless ones (slurm_reasons) cancelled; guardian: one process
       |            per driver that ends its launchers and jobs when the driver dies
       v
