@@ -134,8 +134,10 @@ def check_request(resources: dict, nesting: bool = False) -> None:
 
     Raises:
         UnsatisfiableRequestError: the request and the instance's size, with the remedy.
-        ValueError: a jobspec Flux refuses (its own message).
+        ValueError: a jobspec Flux refuses (its own message); a ``priority`` (Flux's
+            urgency) outside 1..31.
     """
+    flux_urgency(Resources.of({"priority": resources.get("priority")}))  # 1..31, never 0 (held for ever)
     info = instance_resources()
     cores = int(resources.get("cores", 1))
     threads = int(resources.get("threads_per_core", 1))
@@ -536,7 +538,6 @@ class FluxLauncher(Launcher):
                 "openmpi_oversubscribe=True is not supported under Flux: Flux gives every rank a core of its own; "
                 "ask for fewer cores, or use SingleNodeExecutor (mpiexec --oversubscribe)"
             )
-        flux_urgency(Resources.of({"priority": resources.get("priority")}))  # 1..31, never 0 (held for ever)
         instance_resources()
         self.executor()  # its thread and Flux handle start now, not in the first call
         cores = int(resources.get("cores", 1))
