@@ -351,3 +351,31 @@ def test_socket_interface_drives_one_worker_on_its_own():
     finally:
         link.shutdown()
     assert link.process is None
+
+
+@pytest.mark.timeout(60)
+def test_imap_next_timeout_holds_while_another_thread_waits_in_next():
+    """A second thread's next(timeout) raises multiprocessing.TimeoutError in time even while
+    a first thread waits inside next() without a timeout (it waited for the first's result)."""
+    import multiprocessing
+    import threading
+    import time
+
+    from hpcfutures import Pool
+
+    with Pool(max_workers=1) as pool:
+        it = pool.imap(_slow_identity, [3], chunksize=1)
+        first = threading.Thread(target=it.next)
+        first.start()
+        time.sleep(0.3)  # the first thread is inside next() by now, waiting for the 3 s call
+        with pytest.raises(multiprocessing.TimeoutError):
+            it.next(timeout=0.2)
+        first.join(30)
+        assert not first.is_alive()
+
+
+def _slow_identity(x):
+    import time
+
+    time.sleep(x)
+    return x

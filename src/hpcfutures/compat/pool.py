@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import queue
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future, as_completed
 from concurrent.futures import wait as wait_futures
@@ -138,7 +139,11 @@ class IMapIterator:
             StopIteration: no results left.
             Exception: the exception of the call whose result is next.
         """
-        with self._lock:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        # another thread inside next() holds the lock while it waits: our timeout counts there too
+        if not self._lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            raise PoolTimeoutError(f"no result within {timeout} s")
+        try:
             while True:
                 if self._buffer:
                     return self._buffer.popleft()
@@ -147,10 +152,12 @@ class IMapIterator:
                     raise error
                 if self._left == 0:
                     raise StopIteration
-                future = self._next_done(timeout)
+                future = self._next_done(None if deadline is None else max(0.0, deadline - time.monotonic()))
                 self._left -= 1
                 items, self._error = self._items_of(future)
                 self._buffer.extend(items)
+        finally:
+            self._lock.release()
 
     def _next_done(self, timeout: float | None):
         if self._done is None:
@@ -416,14 +423,16 @@ class Pool:
         left = [len(futures)]
         lock = threading.Lock()
 
-        def one_done(_future) -> None:
+        def one_done(done: Future) -> None:
+            # only the chunk that just ended is looked at (a rescan of all of them made
+            # thousands of chunks quadratic); the results are joined once, at the last
             with lock:
                 left[0] -= 1
                 if whole.done():
                     return
-                error = next((e for _, e in map(self._items_of, [f for f in futures if f.done()]) if e is not None), None)
-                if error is not None:  # the first failure ends it, as in multiprocessing
-                    whole.set_exception(error)
+                error = None if done.cancelled() else done.exception()
+                if done.cancelled() or error is not None:  # the first failure ends it, as in multiprocessing
+                    whole.set_exception(self._items_of(done)[1])
                     return
                 if left[0] == 0:
                     whole.set_result([item for f in futures for item in self._items_of(f)[0]])
