@@ -338,7 +338,8 @@ class BaseExecutor(Executor):
                 ``pip install "hpcfutures[progress]"`` (tqdm).
 
         Returns:
-            An iterator over the results; leaving it early cancels what has not started.
+            An iterator over the results; leaving it early cancels what has not started (a
+            call already sent ahead to a warm worker counts as started).
 
         Raises:
             ValueError: ``chunksize`` is neither None nor an int >= 1; ``timeout`` is NaN, infinite or
