@@ -380,7 +380,9 @@ def test_executor_left_open_finishes_its_work_at_exit(kind, no_jobs_left):
         "%s\n"
         "futures = [exe.submit(funcs.add, i, 10) for i in range(4)]\n"
         "for i, f in enumerate(futures):\n"
-        "    f.add_done_callback(lambda f, i=i: print('task', i, f.result(), flush=True))\n"
+        # one write per line: print() writes the text and the newline apart, and callbacks
+        # of several threads interleaved them
+        "    f.add_done_callback(lambda f, i=i: sys.stdout.write(f'task {i} {f.result()}\\n'))\n"
     ) % (os.path.dirname(__file__), OPEN_EXECUTORS[kind])
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=90)
     assert out.returncode == 0, out.stderr
