@@ -425,3 +425,9 @@ def mpi_late_exit(directory, tag):
 
     atexit.register(done)
     return rank
+
+
+def mark_then_raise_at(path, x, bad):
+    """Record that item ``x`` ran, then fail on ``bad``."""
+    count_call(path, x)
+    return raise_at(x, bad)

@@ -57,6 +57,55 @@ def test_failing_item_raised_where_its_result_is_reached(chunksize):
         assert list(exe.map(funcs.identity, range(3))) == [0, 1, 2]
 
 
+@pytest.mark.parametrize("star", [True, False])
+def test_every_item_of_a_chunk_runs_even_after_one_failed(tmp_path, star):
+    """As every started call of concurrent.futures' map runs: a bigger chunk (the
+    adaptive policy) does not skip the items after a failing one."""
+    import functools
+
+    path = str(tmp_path / "ran")
+    with SingleNodeExecutor(max_workers=1, block_allocation=True) as exe:
+        if star:
+            results = exe.map(funcs.mark_then_raise_at, [path] * 40, range(40), [5] * 40, chunksize=40)
+        else:
+            results = exe.map(functools.partial(funcs.mark_then_raise_at, path, bad=5), range(40), chunksize=40)
+        seen = []
+        with pytest.raises(ValueError, match="bad value 5"):
+            for r in results:
+                seen.append(r)
+        assert seen == [1, 2, 3, 4, 5]
+    with open(path) as f:
+        assert sorted(int(line) for line in f) == list(range(40))
+
+
+def test_policy_takes_bigger_chunks_for_items_known_to_be_cheap():
+    from hpcfutures.executors.mapping import CHUNK_SECONDS
+
+    assert auto_chunksize(16, 2, None) == 2  # nothing known: multiprocessing.Pool's choice
+    assert auto_chunksize(16, 2, CHUNK_SECONDS / 100) == 8  # cheap: one chunk per worker
+    assert auto_chunksize(17, 2, 0.0) == 9
+    assert auto_chunksize(400, 2, CHUNK_SECONDS / 100) == 101  # ~CHUNK_SECONDS of work each
+    assert auto_chunksize(16, 2, CHUNK_SECONDS) == 2  # dear items keep Pool's chunks
+    assert auto_chunksize(20000, 2, 10 * CHUNK_SECONDS) == 2500  # never smaller than Pool's
+
+
+def test_a_second_map_of_cheap_items_sends_one_chunk_per_worker(monkeypatch):
+    import hpcfutures.executors.mapping as mapping
+
+    monkeypatch.setattr(mapping, "CHUNK_SECONDS", 3600.0)  # any item here counts as cheap
+    with SingleNodeExecutor(max_workers=2, block_allocation=True) as exe:
+        assert list(exe.map(funcs.identity, range(16))) == list(range(16))
+        assert len(exe.task_overview()) == 8  # first map: nothing known yet, Pool's policy
+        assert list(exe.map(funcs.identity, range(16))) == list(range(16))
+        assert len(exe.task_overview()) == 8 + 2
+        it = exe.map(funcs.add, range(16))  # another function: its own first map
+        assert list(it) == list(range(16))
+        assert len(exe.task_overview()) == 8 + 2 + 8
+        # a map left early records nothing; lambdas made anew are new functions
+        assert list(exe.map(lambda x: -x, range(16))) == [-x for x in range(16)]
+        assert len(exe.task_overview()) == 8 + 2 + 8 + 8
+
+
 def test_timeout_is_honoured_with_chunks():
     with SingleNodeExecutor(max_workers=1, block_allocation=True) as exe:
         results = exe.map(funcs.sleep_then, [0.0] * 7 + [30.0], timeout=0.5)

@@ -17,7 +17,7 @@ import weakref
 from concurrent.futures import Executor, Future
 
 from hpcfutures.engines.outcome import cancel_unstarted, fail_unstarted, settle
-from hpcfutures.executors.mapping import auto_chunksize, check_chunksize, ordered_results, submit_chunks
+from hpcfutures.executors.mapping import ItemCosts, auto_chunksize, check_chunksize, ordered_results, submit_chunks
 from hpcfutures.scheduling.dependencies import find_futures, propagate, substitute, when_all_done
 from hpcfutures.scheduling.futures import TaskFuture
 from hpcfutures.scheduling.resources import check_seconds, merge, validate
@@ -153,6 +153,7 @@ class BaseExecutor(Executor):
         from hpcfutures.executors.overview import TaskBook
 
         self._book = TaskBook()  # for task_overview() and task_graph()
+        self._item_costs = ItemCosts()  # what an item of each mapped function cost (map's chunk sizes)
         _live.add(self)
 
     # -- submit -------------------------------------------------------------------
@@ -322,9 +323,11 @@ class BaseExecutor(Executor):
         An iterable that is itself a Future is resolved first. Items travel in chunks, one
         message each (see ``hpcfutures.executors.mapping``): by default, on warm workers
         (``block_allocation=True``), ``ceil(items / (4 * max_workers))`` items per chunk, as
-        ``multiprocessing.Pool`` chooses; elsewhere one item per call, each in its own
-        process or job (and with a ``cache_directory``, so that each item is cached alone). A failing item's exception is raised where its result is reached,
-        after the results before it.
+        ``multiprocessing.Pool`` chooses, or up to one chunk per worker once an earlier map
+        of ``fn`` showed its items to take well under a millisecond; elsewhere one item per
+        call, each in its own process or job (and with a ``cache_directory``, so that each
+        item is cached alone). Every item of a chunk runs; a failing item's exception is
+        raised where its result is reached, after the results before it.
 
         Args:
             fn: the function to call on each item (pickled once for the whole map).
@@ -359,16 +362,23 @@ class BaseExecutor(Executor):
             _check_function(fn)  # now, not inside the first chunk in a worker
         iterables = tuple(it.result() if isinstance(it, Future) else it for it in iterables)
         name = getattr(fn, "__name__", "map")
+        user_fn = fn
         if not self._engine.records_calls and callable(fn):
             from hpcfutures.wire.prepickled import Prepickled
 
             fn = Prepickled.of(fn)  # pickled once for the whole map, not once per item
         end_time = None if timeout is None else timeout + time.monotonic()
         star = len(iterables) != 1  # one iterable: its values are the arguments, no tuples
-        items = list(zip(*iterables)) if star else list(iterables[0])
+        if star:
+            items = list(zip(*iterables))
+        else:  # a range stays one: its chunks are ranges, no 20,000 ints to build and check
+            items = iterables[0] if type(iterables[0]) is range else list(iterables[0])
+        on_complete = None
         if chunksize is None:
             workers = self._map_workers()
-            chunksize = auto_chunksize(len(items), workers) if workers else 1
+            chunksize = auto_chunksize(len(items), workers, self._item_costs.get(user_fn)) if workers else 1
+            if workers and items:
+                on_complete = _cost_recorder(self._item_costs, user_fn, len(items), workers)
         if chunksize == 1:
             futures = [self.submit(fn, *args) for args in items] if star else [self.submit(fn, item) for item in items]
             sizes = None
@@ -388,7 +398,7 @@ class BaseExecutor(Executor):
             from hpcfutures.progress_bar import attach
 
             bar_closed = attach(futures, progress if isinstance(progress, str) else name, sizes)
-        return ordered_results(futures, end_time, chunked=sizes is not None, bar_closed=bar_closed)
+        return ordered_results(futures, end_time, chunked=sizes is not None, bar_closed=bar_closed, on_complete=on_complete)
 
     def _map_workers(self) -> int:
         """Warm workers ``map`` spreads its items over (chunking policy, see
@@ -578,3 +588,14 @@ def _succeeded(future: Future) -> bool:
     return future.done() and not future.cancelled() and future.exception() is None
 
 
+
+
+def _cost_recorder(costs: ItemCosts, fn, n_items: int, workers: int) -> Callable[[], None]:
+    """The ``on_complete`` of a chunked map started now: records what an item of ``fn``
+    cost at most (wall time until the last result x workers / items)."""
+    started = time.monotonic()
+
+    def record() -> None:
+        costs.record(fn, (time.monotonic() - started) * workers / n_items)
+
+    return record

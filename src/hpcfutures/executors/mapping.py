@@ -8,18 +8,24 @@ Items are therefore grouped into chunks, each one message and one future:
 * the policy for warm pools is ``multiprocessing.Pool``'s: about four chunks per worker,
   ``ceil(len(items) / (4 * workers))`` items each, so a slow chunk still leaves work to
   balance; a pool of 2 workers sends a 32-item map as 8 messages of 4;
+* unless an earlier ``map`` of the same function on this executor showed its items to be
+  cheap (``ItemCosts``): then chunks hold ``CHUNK_SECONDS`` (1 ms) of work, at most one
+  chunk per worker — emcee's maps of 16 cheap walkers go as 2 messages, not 8;
 * executors that start a fresh process (or a SLURM job) per call keep one item per call:
   that isolation is what the mode promises;
 * ``chunksize=1`` (or any number) overrides the policy;
-* a chunk of plain items (numbers, strings, bytes, numpy arrays: ``ItemList.plain``) whose
-  function is pickled already goes through the executor's cheaper ``submit_plain``: no
-  futures can hide in it, so ``submit()``'s walk and checks are skipped and the whole call is
-  one C-level ``pickle.dumps``.
+* a chunk of plain items (numbers, strings, bytes, numpy arrays: ``ItemList.plain``; a
+  ``range``'s chunks are ranges) whose function is pickled already goes through the
+  executor's cheaper ``submit_plain``: no futures can hide in it, so ``submit()``'s walk
+  and checks are skipped and the whole call is one C-level ``pickle.dumps``;
+* chunks of many items are handed to the worker threads one by one as they are made, so
+  the workers compute while the next ones are pickled.
 
-Results are yielded in input order. An item that fails stops its chunk: the results of
-the items before it are yielded first, then its exception is raised — the same place it
-would surface with one message per item. The items after it in the same chunk do not run;
-later chunks do (as ``concurrent.futures``, which runs every call of a ``map``).
+Results are yielded in input order, each chunk's list flattened in C. Every item of a
+chunk runs, even after one failed (as every started call of ``concurrent.futures``' map
+runs); a failing item's exception is raised after the results of the items before it —
+the same place it would surface with one message per item. Once it reaches the caller,
+calls and chunks not started yet are cancelled, as ``concurrent.futures`` does.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ PARTIAL_ATTR = "_hpcfutures_done"
 ``worker.pool_calls.run_chunk``, removed here before the exception reaches the user)."""
 
 _WALKED = (Future, list, tuple, dict)  # argument types whose insides may hold futures
+_OVERLAP_ITEMS = 256  # chunks of at least this many items are sent while the next is made
 
 
 def check_chunksize(chunksize) -> None:
@@ -62,18 +69,84 @@ def check_chunksize(chunksize) -> None:
         )
 
 
-def auto_chunksize(n_items: int, workers: int) -> int:
-    """Items per message for a warm pool: about four chunks per worker.
+def auto_chunksize(n_items: int, workers: int, seconds_per_item: float | None = None) -> int:
+    """Items per message for a warm pool: about four chunks per worker, or fewer, bigger
+    ones when earlier maps of the function showed its items to be cheap.
 
     Args:
         n_items: items in the map.
         workers: warm workers of the pool (1 or more).
+        seconds_per_item: what one item cost in an earlier map of the same function on
+            this executor (``ItemCosts``), an upper bound; None: not known.
 
     Returns:
-        ``ceil(n_items / (4 * workers))``, at least 1.
+        ``ceil(n_items / (4 * workers))`` (``multiprocessing.Pool``'s choice), at least 1;
+        with ``seconds_per_item`` known, as many items as make ``CHUNK_SECONDS`` of work if
+        that is more, but never more than ``ceil(n_items / workers)`` (one chunk per worker).
     """
-    chunks, extra = divmod(n_items, 4 * max(1, workers))
-    return max(1, chunks + bool(extra))
+    workers = max(1, workers)
+    size = max(1, -(-n_items // (4 * workers)))
+    if seconds_per_item is not None:
+        cheap = n_items if seconds_per_item <= 0 else int(CHUNK_SECONDS / seconds_per_item) + 1
+        size = max(size, min(-(-n_items // workers), cheap))
+    return size
+
+
+CHUNK_SECONDS = 0.001
+"""Seconds of work below which a chunk costs more in messages than it gains in balance: a
+message to a warm worker and its reply cost ~0.1 ms of the driver's and the worker's time."""
+
+
+class ItemCosts:
+    """What an item of each mapped function cost, per executor: the upper bound that its
+    last complete ``map`` gave (wall time from ``map()`` to its last result, times the
+    workers, over the items). ``auto_chunksize`` uses it to send cheap items in fewer,
+    bigger chunks: emcee's 16 walkers per map on 2 workers cost 8 messages a map under
+    ``multiprocessing.Pool``'s policy, 2 once the first map showed them to be cheap (issue
+    15). The bound errs on the side of dearer items (the wall time includes the messages
+    and the caller's own work between results), so it never makes chunks bigger than the
+    items' true cost allows; and since every item of a chunk runs even after one fails
+    (``worker.pool_calls.run_chunk``), a bigger chunk changes no result and skips no call
+    that a smaller one would have run.
+
+    Functions are held weakly: forgetting a function's cost only costs the policy's default.
+    """
+
+    def __init__(self):
+        import weakref
+
+        self._seconds = weakref.WeakKeyDictionary()
+
+    @staticmethod
+    def _key(fn):
+        return getattr(fn, "__func__", fn)  # a bound method is made anew at each access
+
+    def get(self, fn) -> float | None:
+        """The last known cost of one item of ``fn``.
+
+        Args:
+            fn: the mapped function as the user gave it.
+
+        Returns:
+            Seconds per item, or None when no complete map of ``fn`` was seen.
+        """
+        try:
+            return self._seconds.get(self._key(fn))
+        except TypeError:  # not weakly referable or not hashable: never recorded
+            return None
+
+    def record(self, fn, seconds_per_item: float) -> None:
+        """Remember what one item of ``fn`` cost (silently not, if ``fn`` cannot be a weak
+        key).
+
+        Args:
+            fn: the mapped function as the user gave it.
+            seconds_per_item: the cost of one item, in seconds (an upper bound).
+        """
+        try:
+            self._seconds[self._key(fn)] = seconds_per_item
+        except TypeError:
+            pass
 
 
 class ItemList:
@@ -156,20 +229,35 @@ def submit_chunks(
     Returns:
         The futures (one per chunk) and the number of items each stands for.
     """
-    args = list(itertools.chain.from_iterable(items)) if star else items
-    types = _argument_types(args)
-    opaque = not _may_hold_futures(types)  # futures among the items: let submit() find them
-    plain = opaque and _plain_types(types, args)
-    del args
     futures, sizes = [], []
     for start in range(0, len(items), size):
-        chunk = items[start : start + size]
+        chunk = items[start : start + size]  # of a range: a range, sent as its three numbers
+        opaque, plain = _chunk_kind(chunk, star)
         if plain and submit_plain is not None:
             futures.append(submit_plain(run_chunk, fn, chunk, star))
         else:
             futures.append(submit(run_chunk, fn, ItemList(chunk, plain) if opaque else chunk, star))
         sizes.append(len(chunk))
+        if size >= _OVERLAP_ITEMS:
+            # let a worker thread send this chunk now (it waits for the GIL this thread
+            # holds for up to the 5 ms switch interval otherwise): the workers compute while
+            # the next chunks are pickled, as multiprocessing.Pool's task thread lets them.
+            # Not for small chunks: all of them are submitted in less than a hand-off costs
+            time.sleep(0)
     return futures, sizes
+
+
+
+def _chunk_kind(chunk, star: bool) -> tuple[bool, bool]:
+    """(opaque, plain) of one chunk: no argument is or may hold a future (``submit()``'s
+    walk can be skipped); every argument pickles the same with the standard pickler
+    (``ItemList.plain``). A chunk of a ``range`` is both without looking at its numbers."""
+    if type(chunk) is range:
+        return True, True
+    args = list(itertools.chain.from_iterable(chunk)) if star else chunk
+    types = _argument_types(args)
+    opaque = not _may_hold_futures(types)  # futures among the items: let submit() find them
+    return opaque, opaque and _plain_types(types, args)
 
 
 def take_partial(exc: BaseException) -> list:
@@ -179,19 +267,34 @@ def take_partial(exc: BaseException) -> list:
     return done if isinstance(done, list) else []
 
 
-def ordered_results(futures: list, end_time: float | None, chunked: bool, bar_closed=None) -> Iterator:
-    """Yield the results in order (chunks flattened); leaving early cancels the rest.
+def ordered_results(
+    futures: list, end_time: float | None, chunked: bool, bar_closed=None, on_complete: Callable | None = None
+) -> Iterator:
+    """The results in order (chunks flattened); leaving early cancels the rest.
+
+    A chunk's results are handed on as its list, flattened by ``itertools.chain`` in C: a
+    generator resumed once per item cost ~0.4 ms per 20,000 items (issue 15).
 
     Args:
         futures: one per item, or one per chunk when ``chunked``.
         end_time: ``time.monotonic()`` deadline for the results (``None``: none).
         chunked: each future's result is a list of item results.
         bar_closed: the progress bar's event, waited for before the last result.
+        on_complete: called (no arguments) once every future gave its result.
 
     Raises:
         TimeoutError: a result is not there by ``end_time``.
         BaseException: an item's own exception, where its result would have been.
     """
+    if chunked:
+        return itertools.chain.from_iterable(_in_order(futures, end_time, True, bar_closed, on_complete))
+    return _in_order(futures, end_time, False, bar_closed, on_complete)
+
+
+def _in_order(futures: list, end_time: float | None, chunked: bool, bar_closed, on_complete) -> Iterator:
+    """``ordered_results``' generator: each result (``chunked``: each chunk's list of
+    results) in order; a failing chunk's results before its failing item come first, then
+    its exception."""
     futures.reverse()  # pop() from the end is O(1)
     try:
         while futures:
@@ -201,18 +304,18 @@ def ordered_results(futures: list, end_time: float | None, chunked: bool, bar_cl
                 result = future.result(left)
             except BaseException as exc:
                 if chunked:  # the items before the failing one were computed: yield them first
-                    yield from take_partial(exc)
+                    yield take_partial(exc)
                 raise
             finally:
                 del future  # no reference to a result after it is yielded
-            if not futures and bar_closed is not None:
-                # result() returns before the future's done-callbacks ran: let the bar close
-                # first, so what the caller prints next does not land inside it
-                bar_closed.wait(None if end_time is None else max(0.0, end_time - time.monotonic()))
-            if chunked:
-                yield from result
-            else:
-                yield result
+            if not futures:
+                if on_complete is not None:
+                    on_complete()
+                if bar_closed is not None:
+                    # result() returns before the future's done-callbacks ran: let the bar
+                    # close first, so what the caller prints next does not land inside it
+                    bar_closed.wait(None if end_time is None else max(0.0, end_time - time.monotonic()))
+            yield result
     finally:
         for future in futures:
             future.cancel()
