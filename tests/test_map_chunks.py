@@ -89,6 +89,25 @@ def test_policy_takes_bigger_chunks_for_items_known_to_be_cheap():
     assert auto_chunksize(20000, 2, 10 * CHUNK_SECONDS) == 2500  # never smaller than Pool's
 
 
+def test_item_costs_keep_the_tighter_bound_until_a_map_shows_dearer_items():
+    from hpcfutures.executors.mapping import ItemCosts
+
+    costs = ItemCosts()
+    fn = funcs.identity
+    assert costs.get(fn) is None
+    costs.record(fn, 0.002, 20000, 2)  # 20,000 items in 2 ms: <= 0.2 us each
+    assert costs.get(fn) == pytest.approx(0.2e-6)
+    costs.record(fn, 0.0005, 10, 2)  # a warm-up map: all messages, it says nothing new
+    assert costs.get(fn) == pytest.approx(0.2e-6)
+    costs.record(fn, 0.001, 20000, 2)  # tighter
+    assert costs.get(fn) == pytest.approx(0.1e-6)
+    costs.record(fn, 8.0, 16, 2)  # 16 items in 8 s: they got dearer
+    assert costs.get(fn) == pytest.approx(1.0)
+    costs.record(lambda x: x, 0.001, 10, 2)  # held weakly: a lambda gone is forgotten
+    costs.record(42, 0.001, 10, 2)  # not weakly referable: silently not kept
+    assert costs.get(42) is None
+
+
 def test_a_second_map_of_cheap_items_sends_one_chunk_per_worker(monkeypatch):
     import hpcfutures.executors.mapping as mapping
 

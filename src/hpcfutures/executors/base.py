@@ -591,11 +591,10 @@ def _succeeded(future: Future) -> bool:
 
 
 def _cost_recorder(costs: ItemCosts, fn, n_items: int, workers: int) -> Callable[[], None]:
-    """The ``on_complete`` of a chunked map started now: records what an item of ``fn``
-    cost at most (wall time until the last result x workers / items)."""
+    """The ``on_complete`` of a chunked map started now: tells ``costs`` how long it took."""
     started = time.monotonic()
 
     def record() -> None:
-        costs.record(fn, (time.monotonic() - started) * workers / n_items)
+        costs.record(fn, time.monotonic() - started, n_items, workers)
 
     return record

@@ -98,19 +98,26 @@ message to a warm worker and its reply cost ~0.1 ms of the driver's and the work
 
 
 class ItemCosts:
-    """What an item of each mapped function cost, per executor: the upper bound that its
-    last complete ``map`` gave (wall time from ``map()`` to its last result, times the
-    workers, over the items). ``auto_chunksize`` uses it to send cheap items in fewer,
-    bigger chunks: emcee's 16 walkers per map on 2 workers cost 8 messages a map under
-    ``multiprocessing.Pool``'s policy, 2 once the first map showed them to be cheap (issue
-    15). The bound errs on the side of dearer items (the wall time includes the messages
-    and the caller's own work between results), so it never makes chunks bigger than the
-    items' true cost allows; and since every item of a chunk runs even after one fails
-    (``worker.pool_calls.run_chunk``), a bigger chunk changes no result and skips no call
-    that a smaller one would have run.
+    """What an item of each mapped function costs, per executor, as complete ``map`` calls
+    showed it: ``auto_chunksize`` sends cheap items in fewer, bigger chunks (emcee's 16
+    walkers per map on 2 workers: 8 messages a map under ``multiprocessing.Pool``'s policy,
+    2 once the first map showed them to be cheap; issue 15).
+
+    A map of ``n`` items on ``w`` workers that took ``t`` seconds from ``map()`` to its last
+    result shows that an item costs at most ``t * w / n`` (the wall time also holds the
+    messages and the caller's own work between results). Each map's bound replaces the
+    known one when it is tighter; when it is looser, only if the map took longer than the
+    known cost explains (twice the expected time plus ``SLACK`` seconds): then the items
+    really got dearer. A looser bound from a short map (a 10-item warm-up whose 0.3 ms are
+    all messages) is ignored: any map whose chunks were sized by a cost too low by that
+    little ends within about ``SLACK`` anyway. Chunks are never bigger than one per worker,
+    and every item of a chunk runs even after one fails (``worker.pool_calls.run_chunk``),
+    so a bigger chunk changes no result and skips no call that a smaller one would have run.
 
     Functions are held weakly: forgetting a function's cost only costs the policy's default.
     """
+
+    SLACK = 0.002  # seconds
 
     def __init__(self):
         import weakref
@@ -122,29 +129,34 @@ class ItemCosts:
         return getattr(fn, "__func__", fn)  # a bound method is made anew at each access
 
     def get(self, fn) -> float | None:
-        """The last known cost of one item of ``fn``.
+        """The known cost of one item of ``fn``.
 
         Args:
             fn: the mapped function as the user gave it.
 
         Returns:
-            Seconds per item, or None when no complete map of ``fn`` was seen.
+            Seconds per item (an upper bound), or None when no complete map of ``fn`` was seen.
         """
         try:
             return self._seconds.get(self._key(fn))
         except TypeError:  # not weakly referable or not hashable: never recorded
             return None
 
-    def record(self, fn, seconds_per_item: float) -> None:
-        """Remember what one item of ``fn`` cost (silently not, if ``fn`` cannot be a weak
-        key).
+    def record(self, fn, seconds: float, n_items: int, workers: int) -> None:
+        """Learn from a complete map of ``fn`` (silently not, if ``fn`` cannot be a weak key).
 
         Args:
             fn: the mapped function as the user gave it.
-            seconds_per_item: the cost of one item, in seconds (an upper bound).
+            seconds: wall time from ``map()`` to its last result.
+            n_items: items of the map (1 or more).
+            workers: warm workers the map ran on.
         """
+        bound = seconds * workers / n_items
+        known = self.get(fn)
+        if known is not None and bound > known and seconds <= 2 * known * n_items / workers + self.SLACK:
+            return  # no sign the items got dearer: the tighter bound stays
         try:
-            self._seconds[self._key(fn)] = seconds_per_item
+            self._seconds[self._key(fn)] = bound
         except TypeError:
             pass
 
