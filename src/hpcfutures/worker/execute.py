@@ -189,10 +189,7 @@ def exit_with_driver() -> None:
     def watch():
         import select
 
-        try:
-            select.select([fd], [], [])
-        except OSError:
-            return  # the task closed our pidfd (a function that closes every descriptor)
+        select.select([fd], [], [])
         end_own_session()  # the driver is gone: so must be what our tasks started
         os._exit(70)
 
