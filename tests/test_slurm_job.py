@@ -562,3 +562,47 @@ def test_the_driver_watch_ends_the_worker_when_the_driver_is_killed():
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+_LEADER = r"""
+import os, subprocess, sys, time
+zombie = os.fork()
+if zombie == 0:
+    os._exit(0)  # never reaped while the leader sleeps: a zombie of the session
+sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+while open(f"/proc/{zombie}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+    time.sleep(0.01)
+print(zombie, sleeper.pid, flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("refused", [False, True], ids=["getsid", "proc-stat-fallback"])
+def test_session_members_are_the_live_processes_of_the_session(monkeypatch, refused):
+    """What the end of every srun task scans (the worker its group, the driver srun's
+    session): asked with getsid/getpgid per process, then only the matches read from /proc.
+    The live members are found, the zombie is not, nothing outside the session is; where a
+    security module refuses getsid/getpgid, /proc/PID/stat answers instead."""
+    from hpcfutures.worker import execute
+
+    if refused:
+        def refuse(pid):
+            raise PermissionError(1, "refused")
+
+        monkeypatch.setattr(execute, "_getsid", refuse)
+        monkeypatch.setattr(execute, "_getpgid", refuse)
+    leader = subprocess.Popen([sys.executable, "-c", _LEADER], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        zombie, sleeper = map(int, leader.stdout.readline().split())
+        assert sorted(execute.session_members(leader.pid)) == sorted([leader.pid, sleeper])
+        assert sorted(execute.session_members(leader.pid, field=2)) == sorted([leader.pid, sleeper])
+        assert execute.group_members_of_leader(leader.pid) == [sleeper]
+        assert os.getpid() not in execute.session_members(leader.pid)
+        assert execute.end_session(leader.pid, spare=leader.pid) == 1  # the sleeper; the zombie is no member
+        from conftest import pid_alive, wait_until
+
+        assert wait_until(lambda: not pid_alive(sleeper), 10)
+    finally:
+        leader.kill()
+        leader.wait(timeout=30)
