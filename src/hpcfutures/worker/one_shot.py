@@ -33,6 +33,7 @@ def _load_pickle_without_functools() -> None:
         return
     stand_in = type(sys)("functools")
     stand_in.partial = partial
+    before = set(sys.modules)
     sys.modules["functools"] = stand_in
     try:
         import _pickle  # noqa: F401  (kept in sys.modules for wire.frames)
@@ -41,6 +42,15 @@ def _load_pickle_without_functools() -> None:
     finally:
         if sys.modules.get("functools") is stand_in:
             del sys.modules["functools"]
+    # a module loaded meanwhile (copyreg, _compat_pickle: today neither imports functools)
+    # that kept the stand-in gets the real module instead
+    for name in set(sys.modules) - before:
+        module = sys.modules.get(name)
+        for attribute, value in list(getattr(module, "__dict__", {}).items()):
+            if value is stand_in:
+                import functools
+
+                setattr(module, attribute, functools)
     import _pickle  # noqa: F401, F811
 
 
