@@ -187,19 +187,25 @@ def exit_with_driver() -> None:
     except OSError:
         return
 
-    def watch():
-        import select
-
-        select.select([fd], [], [])
-        end_own_session()  # the driver is gone: so must be what our tasks started
-        os._exit(70)
-
     # _thread, not threading: threading (with _weakrefset) costs ~0.7 ms of every one-shot
     # and srun worker's start (issue 15). A _thread thread is never joined at exit, as a
     # daemon thread is not, and os._exit needs nothing of threading's bookkeeping.
     import _thread
+    import select
+
+    running = _thread.allocate_lock()
+    running.acquire()
+
+    def watch():
+        running.release()
+        select.select([fd], [], [])
+        end_own_session()  # the driver is gone: so must be what our tasks started
+        os._exit(70)
 
     _thread.start_new_thread(watch, ())
+    # wait until the thread runs, as Thread.start() does: a thread still starting while a
+    # short task's interpreter already exits could touch state the exit frees
+    running.acquire()
 
 
 def _stat_row(pid: int) -> tuple[bytes, int, int, int] | None:
