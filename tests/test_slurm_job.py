@@ -461,3 +461,148 @@ def test_every_rank_of_an_srun_mpi_task_finishes_its_exit(tmp_path):
     assert report["fresh"] == [0, 1] and report["warm"] == [0, 1]
     assert report["files"] == ["atexit_fresh_0", "atexit_fresh_1", "atexit_warm_0", "atexit_warm_1"], out.stderr
     assert "Killed" not in out.stderr, out.stderr
+
+
+# -- issue 15: the srun worker loads what a bare start needs and little more ------------
+
+_PROBE = '''
+import sys
+
+HEAVY = ("threading", "signal", "enum", "functools", "collections")
+
+
+def loaded(path):
+    """Which heavy modules the worker holds now, and (atexit: after the worker's own end,
+    end_own_session included) at its exit, written to path."""
+    import atexit
+
+    def at_exit():
+        with open(path, "w") as f:
+            f.write(" ".join(m for m in HEAVY if m in sys.modules))
+
+    atexit.register(at_exit)
+    return [m for m in HEAVY if m in sys.modules]
+
+
+def make_partial(n):
+    import functools
+
+    return functools.partial(max, n)
+
+
+def reduce_sum(values):
+    import functools
+
+    return functools.reduce(lambda a, b: a + b, values)
+'''
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(150)
+def test_an_srun_task_s_worker_loads_neither_threading_nor_signal_nor_functools(tmp_path):
+    """The one-shot srun worker: its driver watch is a _thread thread (no threading), its end
+    takes SIGKILL from _signal (no signal, no enum), and _pickle loads without functools
+    (~2.5 ms of a 35 ms srun step together); a task that uses functools still gets the real one,
+    partials travel both ways."""
+    (tmp_path / "lean_probe.py").write_text(_PROBE)
+    report = _in_allocation(
+        tmp_path,
+        f"""
+        import functools
+        import lean_probe
+        with SlurmJobExecutor() as exe:
+            at_call = exe.submit(lean_probe.loaded, {str(tmp_path / "at_exit")!r}).result(timeout=60)
+            with open({str(tmp_path / "at_exit")!r}) as f:  # the future ends after the step did
+                at_exit = f.read().split()
+            power = exe.submit(functools.partial(pow, 2), 10).result(timeout=60)
+            returned = exe.submit(lean_probe.make_partial, 5).result(timeout=60)
+            total = exe.submit(lean_probe.reduce_sum, [1, 2, 3]).result(timeout=60)
+        print(json.dumps({{"at_call": at_call, "at_exit": at_exit, "power": power,
+                           "partial": [returned(3), returned(9)], "total": total}}))
+        """,
+        ntasks=2,
+    )
+    assert report["at_call"] == [] and report["at_exit"] == [], report
+    assert report["power"] == 1024 and report["partial"] == [5, 9] and report["total"] == 6
+
+
+def test_the_one_shot_worker_s_pickle_loads_without_functools_and_the_real_one_follows():
+    """What an srun task's interpreter holds after importing the worker: _pickle, and no
+    functools (not even the stand-in it loaded with); the first import of functools is the
+    real module, whose partial is the type _pickle keeps, so partials pickle both ways."""
+    code = (
+        "import sys, hpcfutures.worker.one_shot;"
+        "assert '_pickle' in sys.modules and 'functools' not in sys.modules, sorted(sys.modules);"
+        "import functools, _functools, pickle, _pickle;"
+        "assert functools.partial is _functools.partial and hasattr(functools, 'reduce');"
+        "p = pickle.loads(_pickle.dumps(functools.partial(max, 4), protocol=2));"
+        "print(p(1), p(7), functools.reduce(int.__add__, [1, 2]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["4", "7", "3"]
+
+
+
+@pytest.mark.timeout(60)
+def test_the_driver_watch_ends_the_worker_when_the_driver_is_killed():
+    """exit_with_driver's watch (a _thread thread on the driver's pidfd): the driver's
+    SIGKILL ends the worker at once, with status 70, whatever the worker is doing."""
+    driver = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    code = "import time, hpcfutures.worker.execute as e; e.exit_with_driver(); print('watching', flush=True); time.sleep(120)"
+    env = dict(os.environ, HPCFUTURES_DRIVER_PID=str(driver.pid))
+    worker = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert worker.stdout.readline().strip() == "watching"
+        driver.kill()
+        driver.wait(timeout=30)
+        assert worker.wait(timeout=30) == 70
+    finally:
+        for p in (driver, worker):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+_LEADER = r"""
+import os, subprocess, sys, time
+zombie = os.fork()
+if zombie == 0:
+    os._exit(0)  # never reaped while the leader sleeps: a zombie of the session
+sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+while open(f"/proc/{zombie}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+    time.sleep(0.01)
+print(zombie, sleeper.pid, flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("refused", [False, True], ids=["getsid", "proc-stat-fallback"])
+def test_session_members_are_the_live_processes_of_the_session(monkeypatch, refused):
+    """What the end of every srun task scans (the worker its group, the driver srun's
+    session): asked with getsid/getpgid per process, then only the matches read from /proc.
+    The live members are found, the zombie is not, nothing outside the session is; where a
+    security module refuses getsid/getpgid, /proc/PID/stat answers instead."""
+    from hpcfutures.worker import execute
+
+    if refused:
+        def refuse(pid):
+            raise PermissionError(1, "refused")
+
+        monkeypatch.setattr(execute, "_getsid", refuse)
+        monkeypatch.setattr(execute, "_getpgid", refuse)
+    leader = subprocess.Popen([sys.executable, "-c", _LEADER], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        zombie, sleeper = map(int, leader.stdout.readline().split())
+        assert sorted(execute.session_members(leader.pid)) == sorted([leader.pid, sleeper])
+        assert sorted(execute.session_members(leader.pid, field=2)) == sorted([leader.pid, sleeper])
+        assert execute.group_members_of_leader(leader.pid) == [sleeper]
+        assert os.getpid() not in execute.session_members(leader.pid)
+        assert execute.end_session(leader.pid, spare=leader.pid) == 1  # the sleeper; the zombie is no member
+        from conftest import pid_alive, wait_until
+
+        assert wait_until(lambda: not pid_alive(sleeper), 10)
+    finally:
+        leader.kill()
+        leader.wait(timeout=30)

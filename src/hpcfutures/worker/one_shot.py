@@ -9,9 +9,56 @@ imports zmq: it starts in little more than the time of a bare interpreter.
 import os
 import sys
 
-from hpcfutures.wire.frames import read_frame, take_key_from_env, write_frame
-from hpcfutures.worker.directory import enter_from_environment
-from hpcfutures.worker.execute import (
+
+def _load_pickle_without_functools() -> None:
+    """Load the C pickler (``_pickle``) without ``functools``.
+
+    ``_pickle`` imports ``functools`` only to keep ``functools.partial``, which is the C type
+    of ``_functools``; ``functools`` itself brings ``collections``, ``operator``, ``reprlib``,
+    ``types``, ``keyword``...: ~1.7 ms of every srun task's start here (issue 15), paid
+    even by a function that never uses them. So while ``_pickle`` loads,
+    ``sys.modules["functools"]`` holds a stand-in module with that same ``partial``, and the
+    stand-in is removed right after. Why this is safe: no other thread exists yet; the first
+    real ``import functools`` (the task's, cloudpickle's) loads the real module, whose
+    ``partial`` is the very type ``_pickle`` kept; should a Python version want more of
+    ``functools`` than ``partial``, the stand-in fails that load and ``_pickle`` is loaded
+    again the usual way. Where ``functools`` or ``_pickle`` is loaded already (a fork
+    server's child, a test importing this module) nothing is done.
+    """
+    if "functools" in sys.modules or "_pickle" in sys.modules:
+        return
+    try:
+        from _functools import partial
+    except ImportError:
+        return
+    stand_in = type(sys)("functools")
+    stand_in.partial = partial
+    before = set(sys.modules)
+    sys.modules["functools"] = stand_in
+    try:
+        import _pickle  # noqa: F401  (kept in sys.modules for wire.frames)
+    except Exception:
+        pass  # loaded below with the real functools
+    finally:
+        if sys.modules.get("functools") is stand_in:
+            del sys.modules["functools"]
+    # a module loaded meanwhile (copyreg, _compat_pickle: today neither imports functools)
+    # that kept the stand-in gets the real module instead
+    for name in set(sys.modules) - before:
+        module = sys.modules.get(name)
+        for attribute, value in list(getattr(module, "__dict__", {}).items()):
+            if value is stand_in:
+                import functools
+
+                setattr(module, attribute, functools)
+    import _pickle  # noqa: F401, F811
+
+
+_load_pickle_without_functools()
+
+from hpcfutures.wire.frames import read_frame, take_key_from_env, write_frame  # noqa: E402
+from hpcfutures.worker.directory import enter_from_environment  # noqa: E402
+from hpcfutures.worker.execute import (  # noqa: E402
     adopt_driver_path,
     call,
     decode_message,
