@@ -427,7 +427,11 @@ def mpi_late_exit(directory, tag):
     return rank
 
 
-def mark_then_raise_at(path, x, bad):
-    """Record that item ``x`` ran, then fail on ``bad``."""
+def mark_then_fail_at_three_exit_at_five(path, x):
+    """Record that item ``x`` ran; item 3 raises ValueError, item 5 SystemExit."""
     count_call(path, x)
-    return raise_at(x, bad)
+    if x == 3:
+        raise ValueError("three")
+    if x == 5:
+        raise SystemExit(5)
+    return x

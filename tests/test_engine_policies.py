@@ -313,77 +313,34 @@ def test_nothing_is_sent_ahead_while_another_worker_is_idle(world):
 
 def _queue_at_once(pool: WarmPool, world: World, calls: list) -> list:
     """Enqueue ``(name, *attempts)`` calls while no worker thread can take one: each
-    thread then sees the whole backlog when it decides how much to send ahead."""
+    thread then sees the whole backlog when it decides what to send ahead."""
     with pool._cond:
         return [submit(pool, world, name, *attempts) for name, *attempts in calls]
 
 
-def _warm_until_every_worker_answered(pool: WarmPool, world: World, n_workers: int) -> None:
-    """Quick calls until each worker has answered one (its last call was short)."""
-    for i in range(200):
-        if len([link for link in world.links if link.received]) == n_workers:
-            return
-        assert submit(pool, world, f"warm{i}", ok(i)).result(WAIT) == i
-    raise AssertionError("a worker never got a call")
-
-
 @pytest.mark.timeout(30)
-def test_after_short_calls_a_worker_is_sent_calls_ahead_up_to_the_deep_limit(world, monkeypatch):
-    import hpcfutures.engines.warm_pool as warm_pool
+def test_a_large_call_is_not_sent_ahead(world):
+    """F08: a call sent ahead is written while the worker runs the one before, and read only
+    once the worker's reply is written: a large one and a large reply would deadlock the
+    link. Calls above _AHEAD_BYTES wait for the worker to be free."""
+    from hpcfutures.engines.warm_pool import _AHEAD_BYTES
 
-    monkeypatch.setattr(warm_pool, "_SHORT_CALL", 60.0)  # every call here counts as short
     pool, _ = make_pool(world, 1)
+    big = "big" + "x" * _AHEAD_BYTES
     try:
-        _warm_until_every_worker_answered(pool, world, 1)
-        before = len(sent(world))
-        futures = _queue_at_once(pool, world, [("gate", blocks("g", "G"))] + [(f"c{i}", ok(i)) for i in range(11)])
-        deep = warm_pool._SEND_AHEAD_SHORT
-        world.wait_for(lambda: len(sent(world)) - before == deep, f"{deep} calls on the worker")
-        assert sent(world)[before:] == [b"gate"] + [f"c{i}".encode() for i in range(deep - 1)]
-        assert pool.queued() == 11  # sent ahead counts as queued until it runs
+        gate = blocks("g", "G")
+
+        def announced_gate(link, timeout):
+            world.open("running")  # the pool waits for this reply: it has sent all it will
+            return gate(link, timeout)
+
+        futures = _queue_at_once(pool, world, [("gate", announced_gate), (big, ok("B")), ("small", ok("S"))])
+        world.wait_for(lambda: "running" in world.gates, "the first call runs")
+        assert sent(world) == [b"gate"]  # the large call waits while the gate runs
+        assert pool.queued() == 2
         world.open("g")
-        assert [f.result(WAIT) for f in futures] == ["G", *range(11)]
-    finally:
-        pool.stop(wait=True)
-
-
-@pytest.mark.timeout(30)
-def test_after_long_calls_only_the_next_call_is_sent_ahead(world, monkeypatch):
-    import hpcfutures.engines.warm_pool as warm_pool
-
-    monkeypatch.setattr(warm_pool, "_SHORT_CALL", 0.0)  # every call counts as long
-    pool, _ = make_pool(world, 1)
-    try:
-        _warm_until_every_worker_answered(pool, world, 1)
-        before = len(sent(world))
-        futures = _queue_at_once(pool, world, [("gate", blocks("g", "G"))] + [(f"c{i}", ok(i)) for i in range(5)])
-        world.wait_for(lambda: len(sent(world)) - before == 2, "the gate and one call sent")
-        assert pool.queued() == 5
-        world.open("g")
-        assert [f.result(WAIT) for f in futures] == ["G", *range(5)]
-        assert sent(world)[before:] == [b"gate"] + [f"c{i}".encode() for i in range(5)]
-    finally:
-        pool.stop(wait=True)
-
-
-@pytest.mark.timeout(30)
-def test_deep_send_ahead_takes_no_more_than_a_workers_share_of_the_backlog(world, monkeypatch):
-    import hpcfutures.engines.warm_pool as warm_pool
-
-    monkeypatch.setattr(warm_pool, "_SHORT_CALL", 60.0)
-    pool, _ = make_pool(world, 2)
-    try:
-        _warm_until_every_worker_answered(pool, world, 2)
-        before = {id(link): len(link.received) for link in world.links}
-        calls = [("g1", blocks("g", "a")), ("g2", blocks("g", "b"))] + [(f"c{i}", ok(i)) for i in range(10)]
-        futures = _queue_at_once(pool, world, calls)
-        world.wait_for(lambda: pool.queued() == 0 or all(
-            len(link.received) > before[id(link)] for link in world.links), "both workers hold calls")
-        # nothing runs until the gate opens: what each worker holds now is what it was sent
-        held = [len(link.received) - before[id(link)] for link in world.links]
-        assert all(h >= 1 for h in held) and max(held) <= 12 // 2, held
-        world.open("g")
-        assert [f.result(WAIT) for f in futures] == ["a", "b", *range(10)]
+        assert [f.result(WAIT) for f in futures] == ["G", "B", "S"]
+        assert sent(world) == [b"gate", big.encode(), b"small"]
     finally:
         pool.stop(wait=True)
 

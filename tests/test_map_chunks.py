@@ -57,25 +57,19 @@ def test_failing_item_raised_where_its_result_is_reached(chunksize):
         assert list(exe.map(funcs.identity, range(3))) == [0, 1, 2]
 
 
-@pytest.mark.parametrize("star", [True, False])
-def test_every_item_of_a_chunk_runs_even_after_one_failed(tmp_path, star):
-    """As every started call of concurrent.futures' map runs: a bigger chunk (the
-    adaptive policy) does not skip the items after a failing one."""
-    import functools
-
+def test_a_chunk_stops_at_its_first_failing_item(tmp_path):
+    """The first failure is the chunk's: the items after it in the chunk do not run, so a
+    later item's SystemExit (or a worker-killing item) cannot replace it (review F1)."""
     path = str(tmp_path / "ran")
     with SingleNodeExecutor(max_workers=1, block_allocation=True) as exe:
-        if star:
-            results = exe.map(funcs.mark_then_raise_at, [path] * 40, range(40), [5] * 40, chunksize=40)
-        else:
-            results = exe.map(functools.partial(funcs.mark_then_raise_at, path, bad=5), range(40), chunksize=40)
+        results = exe.map(funcs.mark_then_fail_at_three_exit_at_five, [path] * 8, range(8), chunksize=8)
         seen = []
-        with pytest.raises(ValueError, match="bad value 5"):
+        with pytest.raises(ValueError, match="three"):
             for r in results:
                 seen.append(r)
-        assert seen == [1, 2, 3, 4, 5]
-    with open(path) as f:
-        assert sorted(int(line) for line in f) == list(range(40))
+        assert seen == [0, 1, 2]
+        assert list(exe.map(funcs.identity, range(3))) == [0, 1, 2]  # the worker lives on
+    assert funcs.runs(path) == 4  # items 0..3
 
 
 def test_policy_takes_bigger_chunks_for_items_known_to_be_cheap():
@@ -186,3 +180,38 @@ def test_a_chunksize_map_cannot_use_is_refused_naming_executorlib_s_difference(c
         for method in (pool.map, pool.map_async, pool.imap, pool.imap_unordered):
             with pytest.raises(ValueError, match=match):
                 method(funcs.identity, range(3), chunksize=chunksize)
+
+
+def test_closing_a_chunked_map_cancels_the_chunks_not_started(tmp_path):
+    """The iterator keeps the generator's close() of concurrent.futures' map (review F09)."""
+    first, rest = str(tmp_path / "first"), str(tmp_path / "rest")
+    items = [(first, 0), (first, 1)] + [(rest, i) for i in range(2, 12)]
+    with SingleNodeExecutor(max_workers=1, block_allocation=True) as exe:
+        results = exe.map(funcs.wait_for_file, *zip(*items), chunksize=2)
+        open(first, "w").close()
+        assert next(results) == 0
+        results.close()
+        open(rest, "w").close()
+        states = [row["state"] for row in exe.task_overview()]
+    assert states.count("cancelled") >= 3  # 6 chunks: the first ran, one may be sent ahead, one runs
+
+
+def test_a_range_whose_results_cannot_fit_is_refused_at_map():
+    with SingleNodeExecutor(max_workers=2, block_allocation=True) as exe:
+        with pytest.raises(MemoryError, match="cannot fit"):
+            exe.map(funcs.identity, range(10**12))
+        assert exe.task_overview() == []
+        assert list(exe.map(funcs.identity, range(-3, -9, -2))) == [-3, -5, -7]  # a range kept as is
+        assert list(exe.map(funcs.identity, range(0))) == []
+
+
+@pytest.mark.mpi
+def test_map_on_mpi_workers_gives_each_item_its_ranks_results():
+    """Review F04: a chunk on 2 ranks gave each rank's list of the chunk in place of items."""
+    with SingleNodeExecutor(max_workers=1, block_allocation=True, resource_dict={"cores": 2}) as exe:
+        expected = [exe.submit(funcs.mpi_ranks, i).result(timeout=60) for i in range(6)]
+        assert expected[1] == [(1, 2, 0), (1, 2, 1)]
+        assert list(exe.map(funcs.mpi_ranks, range(6))) == expected
+        assert list(exe.map(funcs.mpi_ranks, range(6), chunksize=1)) == expected
+        with pytest.raises(ValueError, match="MPI ranks"):
+            exe.map(funcs.mpi_ranks, range(6), chunksize=3)

@@ -88,3 +88,18 @@ def test_large_array_result_through_workers_and_the_cache(block, tmp_path):
         again = exe.submit(funcs.identity, array).result(timeout=60)  # a cache hit
     for result in (first, again):
         assert np.array_equal(result, array) and result.flags.writeable
+
+
+@pytest.mark.timeout(120)
+def test_large_calls_queued_behind_each_other_do_not_deadlock_the_link():
+    """F08: a 400 KB call sent ahead while the worker wrote a 400 KB reply left each side
+    waiting for the other to read (a hang, every future pending). Calls over 64 KiB now
+    wait until the worker is free."""
+    data = b"x" * 400_000
+    exe = SingleNodeExecutor(max_workers=1, block_allocation=True)
+    try:
+        futures = [exe.submit(funcs.identity, data) for _ in range(8)]
+        assert all(f.result(timeout=60) == data for f in futures)
+        assert list(exe.map(str.upper, ["ab" * 200_000] * 8)) == ["AB" * 200_000] * 8
+    finally:
+        exe.shutdown(wait=False, cancel_futures=True)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections import deque
 
 from hpcfutures.errors import PoolBrokenError, UnsatisfiableRequestError, WorkerCrashedError, rebuild
@@ -40,8 +39,7 @@ from hpcfutures.worker.directory import CWD_ENV, make_working_directory
 _log = get_logger("pool")
 
 _SEND_AHEAD = 2  # calls a worker may hold: the running one and the next, while a backlog lasts
-_SEND_AHEAD_SHORT = 8  # ... after a call that ran shorter than _SHORT_CALL (see _send_ahead_depth)
-_SHORT_CALL = 0.002  # seconds from a call's start to its reply below which calls are "short"
+_AHEAD_BYTES = 64 * 1024  # largest call sent ahead (see _next_task)
 
 
 _START_GRACE = 5.0  # seconds a graceful shutdown lets a local worker finish starting
@@ -184,14 +182,16 @@ class WarmPool(EngineDefaults):
         else:
             fail_unstarted(task, _pool_broken(broken))
 
-    def _next_task(self, wait: bool = True, held: int = 0) -> Task | None:
+    def _next_task(self, wait: bool = True) -> Task | None:
         """The next task for a worker thread; ``None`` tells it to retire or stop.
 
-        ``wait=False`` asks for a task to send *ahead* to a worker that holds ``held`` tasks
-        already (the one it runs included): granted only while the backlog is larger than
-        the idle and starting workers can take, so a queued task does not sit behind a long
-        one while another worker is free; and beyond ``_SEND_AHEAD`` only while this worker
-        holds no more than its share of the backlog (every worker taking as many)."""
+        ``wait=False`` asks for a task to send *ahead* (the worker is busy): granted only
+        while the backlog is larger than the idle and starting workers can take, so a queued
+        task does not sit behind a long one while another worker is free; and only for a
+        call of at most ``_AHEAD_BYTES``. A call sent ahead is written while the worker runs
+        the one before, and the worker reads it only once its reply is written: a larger
+        call could fill the socket's buffer, and with a large reply filling the other
+        direction, worker and driver would each wait for the other for ever."""
         with self._cond:
             while True:
                 if self._retire > 0:
@@ -199,12 +199,10 @@ class WarmPool(EngineDefaults):
                         return None
                     self._retire -= 1
                     return None
-                if not wait:
-                    backlog = len(self._queue)
-                    if backlog <= self._idle + self._starting:
-                        return None
-                    if held >= _SEND_AHEAD and (held + 1) * max(1, self._target) > backlog + held:
-                        return None
+                if not wait and (
+                    len(self._queue) <= self._idle + self._starting or _payload_size(self._queue[0]) > _AHEAD_BYTES
+                ):
+                    return None
                 while self._queue:
                     task = self._queue.popleft()
                     if task.start():
@@ -296,14 +294,6 @@ class WarmPool(EngineDefaults):
         inflight: deque[Task] = deque()  # sent, in order; the head is the one running
         self._inflight[worker_id] = inflight
         counted = True  # resize counted this thread's first start in _starting
-        # Send-ahead depth (issue 15): a worker that answers in microseconds would wait for
-        # the driver's turn-around (reply read, future set, next call sent: ~0.1 ms) between
-        # calls; after a short call it is sent up to _SEND_AHEAD_SHORT calls (no more than its
-        # share of the backlog), so it finds the next one waiting as a multiprocessing.Pool
-        # worker does in the shared queue. After a long call, or none yet, two: a long call
-        # must not hold queued work that another worker could start sooner.
-        short = False
-        began = 0.0
         try:
             while True:
                 if link is None:
@@ -351,27 +341,18 @@ class WarmPool(EngineDefaults):
                     pending_send = [task]
                 else:
                     pending_send = []
-                depth = _SEND_AHEAD_SHORT if short else _SEND_AHEAD
-                while len(inflight) < depth and len(self._queue) > self._idle + self._starting:  # unlocked peek
-                    ahead = self._next_task(wait=False, held=len(inflight))
-                    if ahead is None:
-                        break
-                    inflight.append(ahead)
-                    ahead.worker = f"worker {worker_id}"
-                    pending_send.append(ahead)
+                if len(inflight) < _SEND_AHEAD and len(self._queue) > self._idle + self._starting:  # unlocked peek
+                    ahead = self._next_task(wait=False)
+                    if ahead is not None:
+                        inflight.append(ahead)
+                        ahead.worker = f"worker {worker_id}"
+                        pending_send.append(ahead)
                 head = inflight[0]
                 try:
                     for task in pending_send:
                         link.send_payload(task.payload)
-                    if pending_send and pending_send[0] is head:
-                        began = time.monotonic()  # the worker was idle: the head starts now
                     head.sent()  # only the head: tasks sent ahead may have to go to another worker
                     payload = link.receive_payload(timeout=head.resources.get("run_time_max"))
-                    replied = time.monotonic()
-                    # a call sent ahead starts when the one before it replies: this is its run
-                    # time (plus one message), which decides how deep to send ahead next
-                    short = replied - began < _SHORT_CALL
-                    began = replied
                     inflight.popleft()
                     opened = open_reply(payload)
                     if opened.startup:  # the worker could not start: a failed start, its call waits
@@ -514,6 +495,14 @@ class WarmPool(EngineDefaults):
                     os.close(fd)
                 except OSError:
                     pass
+
+
+def _payload_size(task: Task) -> int:
+    """Bytes of a queued task's pickled call (0 when it has none yet)."""
+    payload = task.payload
+    if payload is None:
+        return 0
+    return payload.nbytes if isinstance(payload, memoryview) else len(payload)
 
 
 def _pool_broken(cause: BaseException) -> PoolBrokenError:

@@ -326,8 +326,8 @@ class BaseExecutor(Executor):
         ``multiprocessing.Pool`` chooses, or up to one chunk per worker once an earlier map
         of ``fn`` showed its items to take well under a millisecond; elsewhere one item per
         call, each in its own process or job (and with a ``cache_directory``, so that each
-        item is cached alone). Every item of a chunk runs; a failing item's exception is
-        raised where its result is reached, after the results before it.
+        item is cached alone). A failing item's exception is raised where its result is
+        reached, after the results before it; the items after it in its chunk do not run.
 
         Args:
             fn: the function to call on each item (pickled once for the whole map).
@@ -345,12 +345,26 @@ class BaseExecutor(Executor):
             call already sent ahead to a warm worker counts as started).
 
         Raises:
-            ValueError: ``chunksize`` is neither None nor an int >= 1; ``timeout`` is NaN, infinite or
+            ValueError: ``chunksize`` is neither None nor an int >= 1, or above 1 where each call runs
+                on several MPI ranks (``cores`` > 1); ``timeout`` is NaN, infinite or
                 longer than 100 years (before anything is submitted).
             TypeError: ``timeout`` is not a number or None.
             ImportError: ``progress`` without tqdm installed (before anything is submitted).
+            MemoryError: a ``range`` whose results could never fit in memory (before anything
+                is submitted).
         """
         check_chunksize(chunksize)
+        cores = self._defaults.get("cores", 1)
+        if cores > 1:
+            # a call on MPI ranks returns one result per rank: a chunk's would be each rank's
+            # list of the chunk's results, not the items' (review F04)
+            if chunksize is not None and chunksize > 1:
+                raise ValueError(
+                    f"chunksize={chunksize}: this executor runs each call on cores={cores} MPI ranks and a call "
+                    "returns the list of its ranks' results, so map sends one item per call; leave chunksize "
+                    "out or pass 1"
+                )
+            chunksize = 1
         # a negative timeout is already over, as in concurrent.futures; NaN or infinity would
         # fail only when the first result is awaited, after every call was submitted
         check_seconds(timeout, "map(timeout=...)", lowest=None, none_ok=True)
@@ -371,8 +385,16 @@ class BaseExecutor(Executor):
         star = len(iterables) != 1  # one iterable: its values are the arguments, no tuples
         if star:
             items = list(zip(*iterables))
-        else:  # a range stays one: its chunks are ranges, no 20,000 ints to build and check
-            items = iterables[0] if type(iterables[0]) is range else list(iterables[0])
+        elif type(iterables[0]) is range:  # its chunks are ranges: no 20,000 ints to build and check
+            items = iterables[0]
+            try:  # the results must fit: refuse now, as building the list of the items did
+                [None] * len(items)
+            except MemoryError:
+                raise MemoryError(
+                    f"map over {items!r}: its {len(items):,} results cannot fit in memory; map it in parts"
+                ) from None
+        else:
+            items = list(iterables[0])
         on_complete = None
         if chunksize is None:
             workers = self._map_workers()

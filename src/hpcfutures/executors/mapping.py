@@ -21,11 +21,12 @@ Items are therefore grouped into chunks, each one message and one future:
 * chunks of many items are handed to the worker threads one by one as they are made, so
   the workers compute while the next ones are pickled.
 
-Results are yielded in input order, each chunk's list flattened in C. Every item of a
-chunk runs, even after one failed (as every started call of ``concurrent.futures``' map
-runs); a failing item's exception is raised after the results of the items before it —
-the same place it would surface with one message per item. Once it reaches the caller,
-calls and chunks not started yet are cancelled, as ``concurrent.futures`` does.
+Results are yielded in input order, each chunk's list flattened in C. An item that fails
+stops its chunk: the results of the items before it are yielded first, then its exception
+is raised — the same place it would surface with one message per item. The items after it
+in the same chunk do not run (as with ``multiprocessing.Pool``'s chunks); once the exception
+reaches the caller, calls and chunks not started yet are cancelled, as ``concurrent.futures``
+does.
 """
 
 from __future__ import annotations
@@ -110,9 +111,16 @@ class ItemCosts:
     known cost explains (twice the expected time plus ``SLACK`` seconds): then the items
     really got dearer. A looser bound from a short map (a 10-item warm-up whose 0.3 ms are
     all messages) is ignored: any map whose chunks were sized by a cost too low by that
-    little ends within about ``SLACK`` anyway. Chunks are never bigger than one per worker,
-    and every item of a chunk runs even after one fails (``worker.pool_calls.run_chunk``),
-    so a bigger chunk changes no result and skips no call that a smaller one would have run.
+    little ends within about ``SLACK`` anyway. Chunks are never bigger than one per worker.
+    A bigger chunk changes no result; after a failing item it skips the rest of that chunk,
+    as any chunk does.
+
+    The idea is joblib's automatic batching (``batch_size="auto"``: batches sized from the
+    measured duration of earlier ones), and so is its limit: when a function's items
+    suddenly cost far more than its last map showed, and unevenly, that one map runs in
+    one chunk per worker and a worker may idle while another works through the dear
+    items (up to ``workers`` times the time Pool's smaller chunks would take); the map
+    after it uses the new cost. ``chunksize=`` fixes the size where that matters.
 
     Functions are held weakly: forgetting a function's cost only costs the policy's default.
     """
@@ -284,8 +292,9 @@ def ordered_results(
 ) -> Iterator:
     """The results in order (chunks flattened); leaving early cancels the rest.
 
-    A chunk's results are handed on as its list, flattened by ``itertools.chain`` in C: a
-    generator resumed once per item cost ~0.4 ms per 20,000 items (issue 15).
+    A chunk's results are handed on as its list, flattened by ``itertools.chain`` in C
+    (``MapResults``): a generator resumed once per item cost ~0.4 ms per 20,000 items
+    (issue 15).
 
     Args:
         futures: one per item, or one per chunk when ``chunked``.
@@ -299,8 +308,34 @@ def ordered_results(
         BaseException: an item's own exception, where its result would have been.
     """
     if chunked:
-        return itertools.chain.from_iterable(_in_order(futures, end_time, True, bar_closed, on_complete))
+        return MapResults.over(_in_order(futures, end_time, True, bar_closed, on_complete))
     return _in_order(futures, end_time, False, bar_closed, on_complete)
+
+
+class MapResults(itertools.chain):
+    """The iterator ``map`` returns for chunks: an ``itertools.chain`` over the chunks' result
+    lists (each item handed on in C), with the generator's ``close()`` that
+    ``concurrent.futures``' map result offers (it cancels the calls not started)."""
+
+    __slots__ = ("_chunks",)
+
+    @classmethod
+    def over(cls, chunks: Iterator) -> MapResults:
+        """The items of ``chunks`` (a generator of lists), one by one.
+
+        Args:
+            chunks: the generator of each chunk's results.
+
+        Returns:
+            The iterator.
+        """
+        results = cls.from_iterable(chunks)
+        results._chunks = chunks
+        return results
+
+    def close(self) -> None:
+        """Stop here: the calls not started yet are cancelled (as ``generator.close()``)."""
+        self._chunks.close()
 
 
 def _in_order(futures: list, end_time: float | None, chunked: bool, bar_closed, on_complete) -> Iterator:

@@ -6,13 +6,9 @@ def run_chunk(func, chunk: list, star: bool) -> list:
     """``[func(*item) if star else func(item) for item in chunk]`` in one message (the
     ``chunksize`` idea of ``multiprocessing.Pool.map`` and ``ProcessPoolExecutor.map``).
 
-    Every item of a chunk runs, as every started call of ``concurrent.futures``' ``map``
-    runs, so a bigger chunk (``executors.mapping.auto_chunksize``) skips no item after a
-    failing one. If an item raises, the chunk raises the first such exception after its
-    last item, carrying the results of the items before it (attribute
-    ``_hpcfutures_done``): the driver yields those first and raises where the failing
-    item's result would have been. An exception that is not an ``Exception``
-    (``KeyboardInterrupt``, ``SystemExit``) ends the chunk at once.
+    An item that raises stops the chunk; its exception carries the results of the items
+    before it (attribute ``_hpcfutures_done``), so the driver yields those first and raises
+    where the failing item's result would have been.
 
     Args:
         func: the function of the ``map``.
@@ -24,21 +20,14 @@ def run_chunk(func, chunk: list, star: bool) -> list:
     """
     results = []
     append = results.append
-    items = iter(chunk)
     try:
         if star:
-            for item in items:
+            for item in chunk:
                 append(func(*item))
         else:
-            for item in items:
+            for item in chunk:
                 append(func(item))
     except BaseException as exc:
-        if isinstance(exc, Exception):
-            for item in items:  # the rest still run; their results and errors are not needed
-                try:
-                    func(*item) if star else func(item)
-                except Exception:
-                    pass
         try:
             exc._hpcfutures_done = results  # see hpcfutures.executors.mapping.PARTIAL_ATTR
         except Exception:  # an exception type without a __dict__: only the error travels
