@@ -50,6 +50,16 @@ def test_graph_mode_runs_nothing_and_exports_the_workflow(tmp_path, block):
         assert e["source"] in nodes and e["target"] in nodes
 
 
+def test_map_with_a_chunksize_records_one_call_per_item(tmp_path):
+    """Review: an explicit chunksize in graph-only mode gave TypeError (a chunk's future has
+    no list to flatten). Every item is one call of the graph."""
+    out = tmp_path / "workflow.json"
+    with SingleNodeExecutor(export_workflow_filename=str(out), block_allocation=True) as exe:
+        assert list(exe.map(funcs.add, range(4), range(4), chunksize=2)) == [None] * 4
+    functions = [n["value"] for n in json.loads(out.read_text())["nodes"] if n["type"] == "function"]
+    assert functions.count("funcs.add") == 4
+
+
 def test_svg_and_dot_need_no_extra(tmp_path):
     svg, dot = tmp_path / "g.svg", tmp_path / "g.dot"
     for path in (svg, dot):

@@ -100,6 +100,10 @@ def test_item_costs_keep_the_tighter_bound_until_a_map_shows_dearer_items():
     costs.record(lambda x: x, 0.001, 10, 2)  # held weakly: a lambda gone is forgotten
     costs.record(42, 0.001, 10, 2)  # not weakly referable: silently not kept
     assert costs.get(42) is None
+    small, large = Point(1), Point(2)
+    costs.record(small.__init__, 0.001, 1000, 2)  # a bound method: per instance
+    assert costs.get(small.__init__) == pytest.approx(2e-6)
+    assert costs.get(large.__init__) is None
 
 
 def test_a_second_map_of_cheap_items_sends_one_chunk_per_worker(monkeypatch):
@@ -215,3 +219,14 @@ def test_map_on_mpi_workers_gives_each_item_its_ranks_results():
         assert list(exe.map(funcs.mpi_ranks, range(6), chunksize=1)) == expected
         with pytest.raises(ValueError, match="MPI ranks"):
             exe.map(funcs.mpi_ranks, range(6), chunksize=3)
+
+
+def test_init_function_values_reach_a_mapped_function_as_they_reach_a_submitted_one():
+    """Review: map's chunks called the function without the init_function store that
+    submit() (and executorlib's map, a submit per item) fills in."""
+    with SingleNodeExecutor(max_workers=2, block_allocation=True, init_function=funcs.init_store) as exe:
+        expected = [exe.submit(funcs.uses_store, i).result(timeout=30) for i in range(20)]
+        assert expected[0] == 7
+        assert list(exe.map(funcs.uses_store, range(20))) == expected
+        assert list(exe.map(funcs.uses_store, range(20), chunksize=1)) == expected
+        assert list(exe.map(funcs.uses_store, range(20), chunksize=7)) == expected

@@ -335,7 +335,8 @@ class BaseExecutor(Executor):
             timeout: seconds from this call after which a result not yet there raises
                 ``TimeoutError`` (``None``: wait as long as it takes).
             chunksize: items per message: ``None`` (default) for the policy above, or an
-                int >= 1 (``1``: one call per item).
+                int >= 1 (``1``: one call per item). In graph-only mode
+                (``plot_dependency_graph``) every item is one call of the graph.
             progress: ``True`` (or a description text) draws a progress bar of the items
                 as they finish, in a terminal or Jupyter; needs
                 ``pip install "hpcfutures[progress]"`` (tqdm).
@@ -354,6 +355,8 @@ class BaseExecutor(Executor):
                 is submitted).
         """
         check_chunksize(chunksize)
+        if self._engine.records_calls:
+            chunksize = 1  # graph-only mode: each item is one call of the graph, as written
         cores = self._defaults.get("cores", 1)
         if cores > 1:
             # a call on MPI ranks returns one result per rank: a chunk's would be each rank's

@@ -122,7 +122,9 @@ class ItemCosts:
     items (up to ``workers`` times the time Pool's smaller chunks would take); the map
     after it uses the new cost. ``chunksize=`` fixes the size where that matters.
 
-    Functions are held weakly: forgetting a function's cost only costs the policy's default.
+    Costs are kept per function, and for a bound method per instance (``obj.f`` and
+    ``other.f`` may work on data of different sizes). Functions and instances are held
+    weakly: forgetting a cost only costs the policy's default.
     """
 
     SLACK = 0.002  # seconds
@@ -133,8 +135,12 @@ class ItemCosts:
         self._seconds = weakref.WeakKeyDictionary()
 
     @staticmethod
-    def _key(fn):
-        return getattr(fn, "__func__", fn)  # a bound method is made anew at each access
+    def _key(fn) -> tuple:
+        """(what the cost is kept under, weakly; the entry within it)."""
+        owner, func = getattr(fn, "__self__", None), getattr(fn, "__func__", None)
+        if owner is not None and func is not None:  # a bound method is made anew at each access
+            return owner, func
+        return fn, None
 
     def get(self, fn) -> float | None:
         """The known cost of one item of ``fn``.
@@ -145,10 +151,12 @@ class ItemCosts:
         Returns:
             Seconds per item (an upper bound), or None when no complete map of ``fn`` was seen.
         """
+        key, part = self._key(fn)
         try:
-            return self._seconds.get(self._key(fn))
+            entry = self._seconds.get(key)
         except TypeError:  # not weakly referable or not hashable: never recorded
             return None
+        return None if entry is None else entry.get(part)
 
     def record(self, fn, seconds: float, n_items: int, workers: int) -> None:
         """Learn from a complete map of ``fn`` (silently not, if ``fn`` cannot be a weak key).
@@ -163,10 +171,14 @@ class ItemCosts:
         known = self.get(fn)
         if known is not None and bound > known and seconds <= 2 * known * n_items / workers + self.SLACK:
             return  # no sign the items got dearer: the tighter bound stays
+        key, part = self._key(fn)
         try:
-            self._seconds[self._key(fn)] = bound
+            entry = self._seconds.get(key)
+            if entry is None:
+                entry = self._seconds[key] = {}
         except TypeError:
-            pass
+            return
+        entry[part] = bound
 
 
 class ItemList:

@@ -78,10 +78,31 @@ def call(message: dict, store: dict) -> dict:
     """
     fn = message["fn"]
     try:
+        args = message.get("args", ())
+        if store and _is_map_chunk(fn):
+            args = (_with_store(args[0], store), *args[1:])
         kwargs = inject(fn, message.get("kwargs", {}), store)
-        return {"result": fn(*message.get("args", ()), **kwargs)}
+        return {"result": fn(*args, **kwargs)}
     except BaseException as exc:  # SystemExit too: it must reach the caller, not end the worker
         return error_reply(exc)
+
+
+def _is_map_chunk(fn) -> bool:
+    """Whether ``fn`` is ``map``'s chunk adapter (``pool_calls.run_chunk``), whose first
+    argument is the mapped function."""
+    chunks = sys.modules.get("hpcfutures.worker.pool_calls")  # loaded when a chunk was unpickled
+    return chunks is not None and fn is chunks.run_chunk
+
+
+def _with_store(func, store: dict):
+    """The mapped function of a chunk with its ``init_function`` entries bound, as each call
+    of an unchunked ``map`` (a ``submit`` per item) gets them."""
+    extra = inject(func, {}, store)
+    if not extra:
+        return func
+    import functools
+
+    return functools.partial(func, **extra)
 
 
 def error_reply(exc: BaseException) -> dict:
