@@ -345,6 +345,33 @@ def test_a_large_call_is_not_sent_ahead(world):
         pool.stop(wait=True)
 
 
+@pytest.mark.timeout(30)
+def test_a_large_call_behind_a_cancelled_one_is_not_sent_ahead_either(world):
+    """Review G3: the size was checked on the head of the queue only; a cancelled call there
+    let the large one behind it be sent ahead."""
+    from hpcfutures.engines.warm_pool import _AHEAD_BYTES
+
+    pool, _ = make_pool(world, 1)
+    big = "big" + "x" * _AHEAD_BYTES
+    try:
+        gate = blocks("g", "G")
+
+        def announced_gate(link, timeout):
+            world.open("running")
+            return gate(link, timeout)
+
+        with pool._cond:  # the worker thread sees the whole queue, the cancelled call first
+            futures = _queue_at_once(pool, world, [("gate", announced_gate), ("tiny", ok("T")), (big, ok("B"))])
+            assert futures[1].cancel()
+        world.wait_for(lambda: "running" in world.gates, "the first call runs")
+        assert sent(world) == [b"gate"]
+        world.open("g")
+        assert futures[0].result(WAIT) == "G" and futures[2].result(WAIT) == "B"
+        assert sent(world) == [b"gate", big.encode()]
+    finally:
+        pool.stop(wait=True)
+
+
 # -- a worker that dies -----------------------------------------------------------------
 @pytest.mark.timeout(30)
 def test_a_worker_dying_mid_call_fails_only_that_call_and_runs_the_one_sent_ahead_elsewhere(world):

@@ -105,6 +105,25 @@ def test_item_costs_keep_the_tighter_bound_until_a_map_shows_dearer_items():
     assert costs.get(small.__init__) == pytest.approx(2e-6)
     assert costs.get(large.__init__) is None
 
+    class Awkward:  # review G1: found by identity, its __hash__/__eq__ are never called
+        def __hash__(self):
+            raise ValueError("no hash")
+
+        def __eq__(self, other):
+            raise ValueError("no eq")
+
+        def work(self, x):
+            return x
+
+    a, b = Awkward(), Awkward()
+    costs.record(a.work, 0.001, 1000, 2)
+    assert costs.get(a.work) == pytest.approx(2e-6) and costs.get(b.work) is None
+    del a
+    import gc
+
+    gc.collect()
+    assert len(costs._costs) == 2  # a's entry went with it (fn and small remain)
+
 
 def test_a_second_map_of_cheap_items_sends_one_chunk_per_worker(monkeypatch):
     import hpcfutures.executors.mapping as mapping
@@ -200,13 +219,40 @@ def test_closing_a_chunked_map_cancels_the_chunks_not_started(tmp_path):
     assert states.count("cancelled") >= 3  # 6 chunks: the first ran, one may be sent ahead, one runs
 
 
-def test_a_range_whose_results_cannot_fit_is_refused_at_map():
+def test_ranges_small_and_large_map_like_lists(monkeypatch):
+    """A range up to _LAZY_RANGE items is chunked as sub-ranges; a larger one is built as a
+    list first, as any iterable (so a map whose results cannot fit fails at map() with
+    MemoryError, as before: review G5)."""
+    import hpcfutures.executors.base as base
+
     with SingleNodeExecutor(max_workers=2, block_allocation=True) as exe:
-        with pytest.raises(MemoryError, match="cannot fit"):
-            exe.map(funcs.identity, range(10**12))
-        assert exe.task_overview() == []
-        assert list(exe.map(funcs.identity, range(-3, -9, -2))) == [-3, -5, -7]  # a range kept as is
+        assert list(exe.map(funcs.identity, range(-3, -9, -2))) == [-3, -5, -7]
         assert list(exe.map(funcs.identity, range(0))) == []
+        monkeypatch.setattr(base, "_LAZY_RANGE", 10)
+        assert list(exe.map(funcs.identity, range(5, 105, 3))) == list(range(5, 105, 3))
+
+
+def test_closing_the_iterator_stops_it_at_once(tmp_path):
+    """Review G4: after close() the rest of the chunk being handed out came out still."""
+    with SingleNodeExecutor(max_workers=1, block_allocation=True) as exe:
+        results = exe.map(funcs.identity, range(40), chunksize=10)
+        assert next(results) == 0
+        results.close()
+        assert list(results) == []
+
+
+def test_the_call_a_map_timed_out_on_is_cancelled_when_it_has_not_started(tmp_path):
+    """Review P2: as concurrent.futures' map, the future whose result() ran out of time is
+    cancelled too, not only those after it."""
+    gate, path = str(tmp_path / "gate"), str(tmp_path / "ran")
+    with SingleNodeExecutor(max_workers=1, block_allocation=True) as exe:
+        blockers = [exe.submit(funcs.wait_for_file, gate, i, 60.0) for i in range(2)]  # running, sent ahead
+        results = exe.map(funcs.count_call, [path] * 3, range(3), timeout=0.2, chunksize=1)
+        with pytest.raises(TimeoutError):
+            next(results)
+        open(gate, "w").close()
+        assert [b.result(timeout=30) for b in blockers] == [0, 1]
+    assert funcs.runs(path) == 0
 
 
 @pytest.mark.mpi

@@ -199,11 +199,12 @@ class WarmPool(EngineDefaults):
                         return None
                     self._retire -= 1
                     return None
-                if not wait and (
-                    len(self._queue) <= self._idle + self._starting or _payload_size(self._queue[0]) > _AHEAD_BYTES
-                ):
+                if not wait and len(self._queue) <= self._idle + self._starting:
                     return None
                 while self._queue:
+                    # each candidate, also the one behind a cancelled call (review G3)
+                    if not wait and _payload_size(self._queue[0]) > _AHEAD_BYTES:
+                        return None
                     task = self._queue.popleft()
                     if task.start():
                         return task

@@ -351,8 +351,8 @@ class BaseExecutor(Executor):
                 longer than 100 years (before anything is submitted).
             TypeError: ``timeout`` is not a number or None.
             ImportError: ``progress`` without tqdm installed (before anything is submitted).
-            MemoryError: a ``range`` whose results could never fit in memory (before anything
-                is submitted).
+            MemoryError: the items (and so their results) cannot fit in memory (before
+                anything is submitted).
         """
         check_chunksize(chunksize)
         if self._engine.records_calls:
@@ -388,15 +388,9 @@ class BaseExecutor(Executor):
         star = len(iterables) != 1  # one iterable: its values are the arguments, no tuples
         if star:
             items = list(zip(*iterables))
-        elif type(iterables[0]) is range:  # its chunks are ranges: no 20,000 ints to build and check
-            items = iterables[0]
-            try:  # the results must fit: refuse now, as building the list of the items did
-                [None] * len(items)
-            except MemoryError:
-                raise MemoryError(
-                    f"map over {items!r}: its {len(items):,} results cannot fit in memory; map it in parts"
-                ) from None
-        else:
+        elif type(iterables[0]) is range and len(iterables[0]) <= _LAZY_RANGE:
+            items = iterables[0]  # its chunks are ranges: no 20,000 ints to build and check
+        else:  # a larger range is built as any iterable is: a map whose results cannot fit fails here
             items = list(iterables[0])
         on_complete = None
         if chunksize is None:
@@ -613,6 +607,12 @@ def _succeeded(future: Future) -> bool:
     return future.done() and not future.cancelled() and future.exception() is None
 
 
+
+
+_LAZY_RANGE = 1_000_000
+"""Items of a ``range`` that ``map`` chunks without building its list first (the list of a
+larger one costs little beside the map; building it refuses at once, with ``MemoryError``,
+a map whose results could never fit: review G5)."""
 
 
 def _cost_recorder(costs: ItemCosts, fn, n_items: int, workers: int) -> Callable[[], None]:

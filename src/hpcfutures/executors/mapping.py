@@ -35,6 +35,7 @@ import itertools
 import pickle
 import sys
 import time
+import weakref
 from concurrent.futures import Future
 
 TYPE_CHECKING = False  # typing costs milliseconds at import; checkers still see the names
@@ -130,9 +131,9 @@ class ItemCosts:
     SLACK = 0.002  # seconds
 
     def __init__(self):
-        import weakref
-
-        self._seconds = weakref.WeakKeyDictionary()
+        # id(function or instance) -> (weak reference to it, {function or None: seconds}):
+        # found by identity, so a user's __hash__/__eq__ is never called (review G1)
+        self._costs: dict[int, tuple] = {}
 
     @staticmethod
     def _key(fn) -> tuple:
@@ -152,14 +153,14 @@ class ItemCosts:
             Seconds per item (an upper bound), or None when no complete map of ``fn`` was seen.
         """
         key, part = self._key(fn)
-        try:
-            entry = self._seconds.get(key)
-        except TypeError:  # not weakly referable or not hashable: never recorded
+        found = self._costs.get(id(key))
+        if found is None or found[0]() is not key:
             return None
-        return None if entry is None else entry.get(part)
+        return found[1].get(part)
 
     def record(self, fn, seconds: float, n_items: int, workers: int) -> None:
-        """Learn from a complete map of ``fn`` (silently not, if ``fn`` cannot be a weak key).
+        """Learn from a complete map of ``fn`` (silently not, if it cannot be referred to
+        weakly).
 
         Args:
             fn: the mapped function as the user gave it.
@@ -172,13 +173,20 @@ class ItemCosts:
         if known is not None and bound > known and seconds <= 2 * known * n_items / workers + self.SLACK:
             return  # no sign the items got dearer: the tighter bound stays
         key, part = self._key(fn)
-        try:
-            entry = self._seconds.get(key)
-            if entry is None:
-                entry = self._seconds[key] = {}
-        except TypeError:
-            return
-        entry[part] = bound
+        found = self._costs.get(id(key))
+        if found is None or found[0]() is not key:
+            costs = self._costs
+            ident = id(key)
+
+            def forget(ref, ident=ident) -> None:  # runs as the object goes, before its id is reused
+                if costs.get(ident, (None,))[0] is ref:
+                    del costs[ident]
+
+            try:
+                found = self._costs[ident] = (weakref.ref(key, forget), {})
+            except TypeError:  # not weakly referable (a builtin, an object with __slots__)
+                return
+        found[1][part] = bound
 
 
 class ItemList:
@@ -320,8 +328,9 @@ def ordered_results(
         BaseException: an item's own exception, where its result would have been.
     """
     if chunked:
-        return MapResults.over(_in_order(futures, end_time, True, bar_closed, on_complete))
-    return _in_order(futures, end_time, False, bar_closed, on_complete)
+        current: list = [None]  # the iterator over the chunk being handed out
+        return MapResults.over(_in_order(futures, end_time, current, bar_closed, on_complete), current)
+    return _in_order(futures, end_time, None, bar_closed, on_complete)
 
 
 class MapResults(itertools.chain):
@@ -329,31 +338,36 @@ class MapResults(itertools.chain):
     lists (each item handed on in C), with the generator's ``close()`` that
     ``concurrent.futures``' map result offers (it cancels the calls not started)."""
 
-    __slots__ = ("_chunks",)
+    __slots__ = ("_chunks", "_current")
 
     @classmethod
-    def over(cls, chunks: Iterator) -> MapResults:
-        """The items of ``chunks`` (a generator of lists), one by one.
+    def over(cls, chunks: Iterator, current: list) -> MapResults:
+        """The items of ``chunks`` one by one.
 
         Args:
-            chunks: the generator of each chunk's results.
+            chunks: the generator of an iterator over each chunk's results.
+            current: ``[the iterator it handed out last]``, kept up to date by ``chunks``.
 
         Returns:
             The iterator.
         """
         results = cls.from_iterable(chunks)
-        results._chunks = chunks
+        results._chunks, results._current = chunks, current
         return results
 
     def close(self) -> None:
-        """Stop here: the calls not started yet are cancelled (as ``generator.close()``)."""
+        """Stop here, as ``generator.close()``: nothing more comes out, and the calls not
+        started yet are cancelled."""
         self._chunks.close()
+        rest = self._current[0]
+        if rest is not None and hasattr(rest, "__setstate__"):  # the rest of this chunk, too (review G4)
+            rest.__setstate__(sys.maxsize)  # a list iterator's position, clamped to its end
 
 
-def _in_order(futures: list, end_time: float | None, chunked: bool, bar_closed, on_complete) -> Iterator:
-    """``ordered_results``' generator: each result (``chunked``: each chunk's list of
-    results) in order; a failing chunk's results before its failing item come first, then
-    its exception."""
+def _in_order(futures: list, end_time: float | None, current: list | None, bar_closed, on_complete) -> Iterator:
+    """``ordered_results``' generator: each result in order, or with ``current`` (chunks) an
+    iterator over each chunk's results, also kept in ``current[0]``; a failing chunk's
+    results before its failing item come first, then its exception."""
     futures.reverse()  # pop() from the end is O(1)
     try:
         while futures:
@@ -362,8 +376,10 @@ def _in_order(futures: list, end_time: float | None, chunked: bool, bar_closed, 
             try:
                 result = future.result(left)
             except BaseException as exc:
-                if chunked:  # the items before the failing one were computed: yield them first
-                    yield take_partial(exc)
+                future.cancel()  # the one that ran out of time, too (as concurrent.futures' map)
+                if current is not None:  # the items before the failing one were computed: yield them first
+                    current[0] = iter(take_partial(exc))
+                    yield current[0]
                 raise
             finally:
                 del future  # no reference to a result after it is yielded
@@ -374,6 +390,8 @@ def _in_order(futures: list, end_time: float | None, chunked: bool, bar_closed, 
                     # result() returns before the future's done-callbacks ran: let the bar
                     # close first, so what the caller prints next does not land inside it
                     bar_closed.wait(None if end_time is None else max(0.0, end_time - time.monotonic()))
+            if current is not None:
+                current[0] = result = iter(result)
             yield result
     finally:
         for future in futures:
