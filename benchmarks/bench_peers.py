@@ -351,7 +351,7 @@ def print_table(names):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; each system keeps its best")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds; each system keeps its best")
     parser.add_argument("--steps", type=int, default=100, help="emcee steps")
     parser.add_argument("--items", type=int, default=20000, help="items of the map-throughput row")
     parser.add_argument("--mbytes", type=int, default=100, help="size of the big argument/result")

@@ -78,7 +78,9 @@ def test_policy_takes_bigger_chunks_for_items_known_to_be_cheap():
     assert auto_chunksize(16, 2, None) == 2  # nothing known: multiprocessing.Pool's choice
     assert auto_chunksize(16, 2, CHUNK_SECONDS / 100) == 8  # cheap: one chunk per worker
     assert auto_chunksize(17, 2, 0.0) == 9
-    assert auto_chunksize(400, 2, CHUNK_SECONDS / 100) == 101  # ~CHUNK_SECONDS of work each
+    assert auto_chunksize(400, 2, CHUNK_SECONDS / 100) == 100  # ~CHUNK_SECONDS of work, 4 even chunks
+    assert auto_chunksize(20000, 2, CHUNK_SECONDS / 5900) == 5000  # 4 of 5,000, not 5,900 + 5,900 + ...
+    assert auto_chunksize(100, 3, 1e-6) == 34  # one chunk per worker
     assert auto_chunksize(16, 2, CHUNK_SECONDS) == 2  # dear items keep Pool's chunks
     assert auto_chunksize(20000, 2, 10 * CHUNK_SECONDS) == 2500  # never smaller than Pool's
 

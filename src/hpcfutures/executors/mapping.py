@@ -84,13 +84,20 @@ def auto_chunksize(n_items: int, workers: int, seconds_per_item: float | None = 
     Returns:
         ``ceil(n_items / (4 * workers))`` (``multiprocessing.Pool``'s choice), at least 1;
         with ``seconds_per_item`` known, as many items as make ``CHUNK_SECONDS`` of work if
-        that is more, but never more than ``ceil(n_items / workers)`` (one chunk per worker).
+        that is more, but never more than ``ceil(n_items / workers)`` (one chunk per worker),
+        evened out so that every worker gets as many chunks of about the same size.
     """
     workers = max(1, workers)
     size = max(1, -(-n_items // (4 * workers)))
     if seconds_per_item is not None:
         cheap = n_items if seconds_per_item <= 0 else int(CHUNK_SECONDS / seconds_per_item) + 1
-        size = max(size, min(-(-n_items // workers), cheap))
+        if cheap > size and n_items > size:
+            # as many chunks as that makes, rounded up to a multiple of the workers, of equal
+            # size: 20,000 items in chunks of ~5,900 on 2 workers are 4 of 5,000, not 11,800
+            # items on one worker and 8,200 on the other
+            chunks = -(-n_items // min(cheap, -(-n_items // workers)))
+            chunks = -(-chunks // workers) * workers
+            size = max(size, -(-n_items // chunks))
     return size
 
 
