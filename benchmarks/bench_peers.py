@@ -196,10 +196,15 @@ def pending_bytes_per_task(system, n):
 
 # -- rows ------------------------------------------------------------------------------------
 def measure(name, unit, target, fn, systems, rounds, better="lower", reference=None):
-    """Alternate rounds over the systems; keep each one's best."""
+    """Alternate rounds over the systems; keep each one's best. Every other round runs the
+    systems in reverse order: a system always measured right after the same slow peer
+    (dask's 20,000-item map takes ~20 s, and its processes stay busy for a while after)
+    would otherwise always pay for that peer's aftermath."""
     best: dict = {}
-    for _ in range(rounds):
-        for sys_name, system in systems.items():
+    names = list(systems)
+    for round_number in range(rounds):
+        for sys_name in names if round_number % 2 == 0 else names[::-1]:
+            system = systems[sys_name]
             try:
                 value = fn(system)
             except Exception as exc:  # a peer that cannot do this row: say so, keep going
