@@ -428,21 +428,25 @@ def _foreign_file_task(job: str) -> bool:
     leader running ``hpcfutures.worker.file_task`` (so a reused pid is never killed)."""
     if not job.isdigit():
         return False
+    from hpcfutures.worker.execute import process_stat
+
+    pid = int(job)
     for _ in range(100):  # a job just started may still be inside exec: its cmdline is empty then
         try:
             with open(f"/proc/{job}/cmdline", "rb") as f:
                 argv = f.read().split(b"\0")
-            with open(f"/proc/{job}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             return False
-        if argv != [b""] or fields[0] in ("Z", "X"):
+        stat = process_stat(pid)
+        if stat is None:
+            return False
+        if argv != [b""] or stat[0] in (b"Z", b"X"):
             break
         time.sleep(0.01)
-    # fields after the name: state, ppid, pgrp, session, ...; a local job leads its own
-    # session (``submit``): a group leader alone may be srun's rank 0, whose group holds the
-    # node's other ranks too
-    return b"hpcfutures.worker.file_task" in argv and fields[0] not in ("Z", "X") and fields[2] == job and fields[3] == job
+    state, _ppid, group, session = stat
+    # a local job leads its own session (``submit``): a group leader alone may be srun's
+    # rank 0, whose group holds the node's other ranks too
+    return b"hpcfutures.worker.file_task" in argv and state not in (b"Z", b"X") and group == pid and session == pid
 
 
 def local_state(returncode: int, cancelled: bool = False) -> JobState:

@@ -27,6 +27,7 @@ from hpcfutures.launch.local import LocalLauncher, interactive_worker
 from hpcfutures.launch.process import worker_environment
 from hpcfutures.logs import get_logger
 from hpcfutures.scheduling.task import Task
+from hpcfutures.wire.frames import nbytes
 from hpcfutures.wire.replies import open_reply
 from hpcfutures.wire.socket_interface import WorkerLink
 
@@ -203,7 +204,7 @@ class WarmPool(EngineDefaults):
                     return None
                 while self._queue:
                     # each candidate, also the one behind a cancelled call (review G3)
-                    if not wait and _payload_size(self._queue[0]) > _AHEAD_BYTES:
+                    if not wait and nbytes(self._queue[0].payload or b"") > _AHEAD_BYTES:
                         return None
                     task = self._queue.popleft()
                     if task.start():
@@ -496,14 +497,6 @@ class WarmPool(EngineDefaults):
                     os.close(fd)
                 except OSError:
                     pass
-
-
-def _payload_size(task: Task) -> int:
-    """Bytes of a queued task's pickled call (0 when it has none yet)."""
-    payload = task.payload
-    if payload is None:
-        return 0
-    return payload.nbytes if isinstance(payload, memoryview) else len(payload)
 
 
 def _pool_broken(cause: BaseException) -> PoolBrokenError:

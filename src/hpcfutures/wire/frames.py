@@ -123,12 +123,20 @@ def drop_key_from_env() -> None:
         os.environ.pop(name, None)
 
 
-def _nbytes(payload) -> int:
+def nbytes(payload) -> int:
+    """Size of a payload in bytes.
+
+    Args:
+        payload: bytes, a bytearray or a ``memoryview`` of any format.
+
+    Returns:
+        Its length in bytes (a view's ``nbytes``, not its count of items).
+    """
     return payload.nbytes if isinstance(payload, memoryview) else len(payload)
 
 
 def _mac(key: bytes, payload) -> bytes:
-    if _nbytes(payload) >= _BIG:
+    if nbytes(payload) >= _BIG:
         import hmac  # OpenSSL: loaded by the first large frame only
         from hashlib import sha256
 
@@ -362,7 +370,7 @@ def write_frame(fd: int, key: bytes, payload) -> None:
     Raises:
         OSError: the write failed (``BrokenPipeError``: the reader is gone).
     """
-    size = _nbytes(payload)
+    size = nbytes(payload)
     head = (MAC_SIZE + size).to_bytes(_LENGTH_SIZE, "big") + _mac(key, payload)
     if size < _ONE_WRITE:  # small: one write, one wake-up of the reader
         _write_all(fd, memoryview(head + payload))

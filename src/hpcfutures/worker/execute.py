@@ -229,9 +229,16 @@ def exit_with_driver() -> None:
     running.acquire()
 
 
-def _stat_row(pid: int) -> tuple[bytes, int, int, int] | None:
-    """(state, ppid, process group, session) of process ``pid``, from ``/proc/PID/stat``;
-    None where it is gone or there is no ``/proc``."""
+def process_stat(pid: int) -> tuple[bytes, int, int, int] | None:
+    """What ``/proc/PID/stat`` says of a process.
+
+    Args:
+        pid: the process id.
+
+    Returns:
+        (state, ppid, process group, session), the state as bytes (``b"Z"``: a zombie);
+        None where it is gone or there is no ``/proc``.
+    """
     try:  # os.open/os.read: a third cheaper than file objects
         fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
         try:
@@ -272,7 +279,7 @@ def _candidates(wanted: int, field: int) -> list[int]:
         except ProcessLookupError:
             continue  # ended meanwhile
         except OSError:  # a security module that will not say: /proc/PID/stat does
-            row = _stat_row(pid)
+            row = process_stat(pid)
             if row is not None and row[field] == wanted:
                 found.append(pid)
     return found
@@ -291,7 +298,7 @@ def session_members(sid: int, field: int = 3) -> list[int]:
         The pids, zombies excluded; empty where there is no ``/proc`` or no such session."""
     members = []
     for pid in _candidates(sid, field):
-        row = _stat_row(pid)  # its state (a zombie is no member), and the match once more
+        row = process_stat(pid)  # its state (a zombie is no member), and the match once more
         if row is not None and row[0] not in (b"Z", b"X") and row[field] == sid:
             members.append(pid)
     return members
@@ -330,11 +337,11 @@ def group_members_of_leader(group: int) -> list[int]:
 
     Returns:
         The pids, the leader and zombies excluded; empty where there is no ``/proc``."""
-    rows: dict = {}  # pid -> _stat_row, read once each, only for the group and its ancestry
+    rows: dict = {}  # pid -> process_stat, read once each, only for the group and its ancestry
 
     def row(pid: int):
         if pid not in rows:
-            rows[pid] = _stat_row(pid)
+            rows[pid] = process_stat(pid)
         return rows[pid]
 
     leader = row(group)
