@@ -435,3 +435,10 @@ def mark_then_fail_at_three_exit_at_five(path, x):
     if x == 5:
         raise SystemExit(5)
     return x
+
+
+def two_arg_error_at(x, bad):
+    """Raise an exception that cannot be rebuilt from its pickle on item ``bad``."""
+    if x == bad:
+        raise_two_arg_error()
+    return x

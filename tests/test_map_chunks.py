@@ -278,3 +278,37 @@ def test_init_function_values_reach_a_mapped_function_as_they_reach_a_submitted_
         assert list(exe.map(funcs.uses_store, range(20))) == expected
         assert list(exe.map(funcs.uses_store, range(20), chunksize=1)) == expected
         assert list(exe.map(funcs.uses_store, range(20), chunksize=7)) == expected
+
+
+def test_results_before_an_item_whose_error_cannot_travel_back_come_first():
+    """Review H2: the stand-in for an exception that cannot be rebuilt lost the chunk's
+    results before it."""
+    with SingleNodeExecutor(max_workers=1, block_allocation=True) as exe:
+        results = exe.map(funcs.two_arg_error_at, range(10), [5] * 10, chunksize=10)
+        seen = []
+        with pytest.raises(RuntimeError, match="TwoArgError"):
+            for r in results:
+                seen.append(r)
+        assert seen == [0, 1, 2, 3, 4]
+
+
+def test_run_time_max_and_retries_keep_one_item_per_call():
+    """Review H1: run_time_max limits each call and retries rerun one; a chunk would make
+    them apply to several items at once."""
+    for resources in ({"run_time_max": 30}, {"retries": 1}):
+        with SingleNodeExecutor(max_workers=2, block_allocation=True, resource_dict=resources) as exe:
+            assert list(exe.map(funcs.identity, range(12))) == list(range(12))
+            assert len(exe.task_overview()) == 12
+
+
+def test_a_callable_whose_self_property_raises_still_maps():
+    class Odd:
+        @property
+        def __self__(self):
+            raise RuntimeError("not here")
+
+        def __call__(self, x):
+            return x + 1
+
+    with SingleNodeExecutor(max_workers=2, block_allocation=True) as exe:
+        assert list(exe.map(Odd(), range(5))) == [1, 2, 3, 4, 5]

@@ -422,11 +422,14 @@ class BaseExecutor(Executor):
     def _map_workers(self) -> int:
         """Warm workers ``map`` spreads its items over (chunking policy, see
         ``hpcfutures.executors.mapping``); 0 where every call gets a fresh process or job,
-        which ``map`` keeps, and where results are cached: one item per call."""
+        which ``map`` keeps, and where results are cached or each call has a ``run_time_max``
+        or ``retries``: one item per call."""
         if self._engine.records_calls or not self._info.get("block_allocation"):
             return 0
         if self._defaults.get("cache_directory"):  # each item its own cache entry, as before
             return 0
+        if self._defaults.get("run_time_max") or self._defaults.get("retries"):
+            return 0  # both are per call: a chunk's would limit (or rerun) several items at once
         return self._engine.max_workers or 1
 
     def batched(self, iterable, n: int) -> list:

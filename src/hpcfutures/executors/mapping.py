@@ -145,7 +145,10 @@ class ItemCosts:
     @staticmethod
     def _key(fn) -> tuple:
         """(what the cost is kept under, weakly; the entry within it)."""
-        owner, func = getattr(fn, "__self__", None), getattr(fn, "__func__", None)
+        try:
+            owner, func = getattr(fn, "__self__", None), getattr(fn, "__func__", None)
+        except Exception:  # a property of the user's that raises (review L1): the callable itself
+            return fn, None
         if owner is not None and func is not None:  # a bound method is made anew at each access
             return owner, func
         return fn, None

@@ -159,10 +159,20 @@ def _stand_in(original: BaseException, what: str, why: BaseException) -> Runtime
         text = str(original)
     except Exception:
         text = "<str() failed>"
-    return RuntimeError(
+    stand_in = RuntimeError(
         f"{name}: {text} (the exception raised in the worker could not be {what}: {type(why).__name__}: {why}; "
         "its traceback follows as the cause)"
     )
+    # a map chunk's results before the failing item travel on the stand-in, as they would
+    # on the original (worker.pool_calls.run_chunk; review H2)
+    done = getattr(original, "__dict__", {}).get("_hpcfutures_done")
+    if isinstance(done, list):
+        try:
+            dumps(done)
+            stand_in._hpcfutures_done = done
+        except Exception:
+            pass
+    return stand_in
 
 
 def run_init(init_function, worker_id: int) -> dict:
